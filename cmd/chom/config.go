@@ -1,0 +1,129 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is every CHOM_* setting. Each field's env name and default are in
+// loadConfig; the README's configuration table lists the same.
+type config struct {
+	DatabaseURL     string
+	RedisURL        string
+	Listen          string
+	LogLevel        slog.Level
+	LogFormat       string
+	DBMaxConns      int
+	Concurrency     int
+	Driver          string
+	LocalRoot       string
+	TokenCacheTTL   time.Duration
+	ReconcileEvery  time.Duration
+	ReconcileGrace  time.Duration
+	ShutdownTimeout time.Duration
+	RetryBase       time.Duration
+	RetryMax        time.Duration
+	OpsUI           bool
+	PrometheusURL   string
+	AutoMigrate     bool
+}
+
+// loadConfig reads the environment, collecting every bad value into one error.
+func loadConfig(getenv func(string) string) (config, error) {
+	var errs []error
+	str := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	dur := func(name string, def time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a duration such as 30s", name, v))
+			return def
+		}
+		return d
+	}
+	num := func(name string, def int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a positive integer", name, v))
+			return def
+		}
+		return n
+	}
+	boolean := func(name string, def bool) bool {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want true or false", name, v))
+			return def
+		}
+		return b
+	}
+	c := config{
+		DatabaseURL:     getenv("CHOM_DATABASE_URL"),
+		RedisURL:        getenv("CHOM_REDIS_URL"),
+		Listen:          str("CHOM_LISTEN", ":8080"),
+		LogFormat:       str("CHOM_LOG_FORMAT", "json"),
+		DBMaxConns:      num("CHOM_DB_MAX_CONNS", 40),
+		Concurrency:     num("CHOM_WORKER_CONCURRENCY", 20),
+		Driver:          str("CHOM_DRIVER", "local"),
+		LocalRoot:       getenv("CHOM_LOCAL_ROOT"),
+		TokenCacheTTL:   dur("CHOM_TOKEN_CACHE_TTL", 30*time.Second),
+		ReconcileEvery:  dur("CHOM_RECONCILE_INTERVAL", 30*time.Second),
+		ReconcileGrace:  dur("CHOM_RECONCILE_GRACE", 30*time.Second),
+		ShutdownTimeout: dur("CHOM_SHUTDOWN_TIMEOUT", 30*time.Second),
+		RetryBase:       dur("CHOM_RETRY_BASE", 2*time.Second),
+		RetryMax:        dur("CHOM_RETRY_MAX", 5*time.Minute),
+		OpsUI:           boolean("CHOM_OPS_UI", true),
+		PrometheusURL:   getenv("CHOM_PROMETHEUS_URL"),
+		AutoMigrate:     boolean("CHOM_AUTO_MIGRATE", false),
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(str("CHOM_LOG_LEVEL", "info"))); err != nil {
+		errs = append(errs, fmt.Errorf("CHOM_LOG_LEVEL: %w", err))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("CHOM_LOG_FORMAT=%q: want json or text", c.LogFormat))
+	}
+	if c.Driver != "local" {
+		errs = append(errs, fmt.Errorf("CHOM_DRIVER=%q: only \"local\" is available in this build", c.Driver))
+	}
+	return c, errors.Join(errs...)
+}
+
+// require reports the settings a server subcommand cannot start without.
+func (c config) require(names ...string) error {
+	var errs []error
+	for _, n := range names {
+		var v string
+		switch n {
+		case "CHOM_DATABASE_URL":
+			v = c.DatabaseURL
+		case "CHOM_REDIS_URL":
+			v = c.RedisURL
+		case "CHOM_LOCAL_ROOT":
+			v = c.LocalRoot
+		}
+		if strings.TrimSpace(v) == "" {
+			errs = append(errs, fmt.Errorf("%s is required", n))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/chomhq/chom/queue"
+	"github.com/chomhq/chom/workers"
+)
+
+func runIngress(ctx context.Context, stderr io.Writer, getenv func(string) string) error {
+	c, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	if err := c.require("CHOM_DATABASE_URL", "CHOM_REDIS_URL"); err != nil {
+		return err
+	}
+	log := newLogger(stderr, c).With("process", "ingress")
+	b, err := openBackends(ctx, c, c.AutoMigrate)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	watcher := queue.NewWatcher(b.redis)
+	api, err := newAPI(c, b, log, watcher)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", c.Listen, err)
+	}
+	log.Info("ingress listening", "addr", ln.Addr().String())
+	return runAll(ctx,
+		func(ctx context.Context) error { watcher.Run(ctx); return nil },
+		func(ctx context.Context) error { return serveHTTP(ctx, ln, api.Handler(), c.ShutdownTimeout, log) },
+	)
+}
+
+func runWorker(ctx context.Context, stderr io.Writer, getenv func(string) string) error {
+	c, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	if err := c.require("CHOM_DATABASE_URL", "CHOM_REDIS_URL", "CHOM_LOCAL_ROOT"); err != nil {
+		return err
+	}
+	log := newLogger(stderr, c).With("process", "worker")
+	b, err := openBackends(ctx, c, c.AutoMigrate)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	w, err := newWorker(c, b, log, c.LocalRoot)
+	if err != nil {
+		return err
+	}
+	log.Info("worker started", "concurrency", c.Concurrency)
+	return w.Run(ctx)
+}
+
+func runScheduler(ctx context.Context, stderr io.Writer, getenv func(string) string) error {
+	c, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	if err := c.require("CHOM_REDIS_URL"); err != nil {
+		return err
+	}
+	log := newLogger(stderr, c).With("process", "scheduler")
+	rc, err := queue.NewRedisClient(c.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	s, err := workers.NewScheduler(workers.SchedulerConfig{Redis: rc, Logger: log, ReconcileEvery: c.ReconcileEvery})
+	if err != nil {
+		return err
+	}
+	log.Info("scheduler started", "reconcile_every", c.ReconcileEvery.String())
+	return s.Run(ctx)
+}

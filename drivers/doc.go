@@ -1,0 +1,13 @@
+// Package drivers defines what the workers need from the things that touch a VPS:
+// the Provisioner interface that puts a site on a server and takes it off, the
+// SiteSpec it works from, and the validation every driver runs before a single value
+// from a spec reaches a file, a template or a remote command.
+//
+// Ingress already validates requests, but a spec reaches a driver through a queue
+// payload that may be old, replayed or hand-edited, so ValidateSiteSpec checks it
+// again, strictly, here. Drivers must call it first and render only validated values.
+//
+// The package depends on the standard library only; implementations live in one
+// sub-package per dependency (local for a directory on this machine, ssh for a real
+// server), and only cmd/chom knows the concrete types.
+package drivers

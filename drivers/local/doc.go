@@ -1,0 +1,23 @@
+// Package local is the drivers.Provisioner that does the real work on this machine:
+// each VPS is a directory under a root (the data directory of `chom dev`, or a
+// t.TempDir in tests) holding the same files the ssh driver renders on a real server.
+//
+// Layout under <Root>/<server-id>/:
+//
+//	sites/<domain>/public/index.html|index.php   document root and starter page
+//	sites/<domain>/logs/                         nginx access.log, error.log; php-error.log
+//	sites/<domain>/tmp/                          PHP upload and temp dir
+//	nginx/sites-enabled/<domain>.conf            the site's server block
+//	nginx/reload-requested                       touched after every reload check
+//	php/<version>/fpm/pool.d/<domain>.conf       php-fpm pool (not for html)
+//	run/php-<system-user>.sock                   the pool's socket (created by php-fpm)
+//
+// Files are written atomically and only when their content changes, so Provision
+// converges: running it again, or after a crash half-way, leaves the same files. The
+// starter index page is the one exception to "rewrite what differs": it is written
+// only if no index page exists, because the tenant may have uploaded their own.
+//
+// Nothing here runs a shell command. Every value rendered into a file has passed
+// drivers.ValidateSiteSpec and is checked again against its own pattern just before
+// rendering, and every path is checked to stay inside <Root>/<server-id>.
+package local

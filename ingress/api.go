@@ -1,0 +1,240 @@
+package ingress
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/chomhq/chom/models"
+	"github.com/chomhq/chom/queue"
+)
+
+// Enqueuer puts an accepted operation's task on the queue.
+type Enqueuer interface {
+	EnqueueOperation(ctx context.Context, op *models.Operation) error
+}
+
+// QueueInspector reports queue health for /health/detailed and removes the task
+// of an operation cancelled before it started.
+type QueueInspector interface {
+	Ping(ctx context.Context) error
+	Depths(ctx context.Context) ([]queue.QueueDepth, error)
+	DeletePending(ctx context.Context, queueName, id string) error
+}
+
+// OperationWatcher wakes long polls when an operation changes.
+type OperationWatcher interface {
+	Watch(opID string) (<-chan struct{}, func())
+}
+
+// Config configures the API.
+type Config struct {
+	Store     *models.Store
+	Enqueuer  Enqueuer
+	Inspector QueueInspector
+	Logger    *slog.Logger
+	// Watcher is optional: without it long polls re-read the database every
+	// PollInterval.
+	Watcher OperationWatcher
+	// OpsUI is the asynq web UI, served at /ops/queues to admin tokens. Optional.
+	OpsUI http.Handler
+	// TokenCacheTTL is how long a successful token lookup is reused. Default 30s;
+	// negative disables the cache.
+	TokenCacheTTL time.Duration
+	// EnqueueTimeout bounds the enqueue after the commit; on timeout the request
+	// still succeeds and the reconciler enqueues later. Default 2s.
+	EnqueueTimeout time.Duration
+	// PollInterval is how often a long poll re-reads the operation when no
+	// notification arrives. Default 1s.
+	PollInterval time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Validate reports every missing dependency.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("ingress: Store is required"))
+	}
+	if c.Enqueuer == nil {
+		errs = append(errs, errors.New("ingress: Enqueuer is required"))
+	}
+	if c.Inspector == nil {
+		errs = append(errs, errors.New("ingress: Inspector is required"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("ingress: Logger is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// API is CHOM's HTTP API.
+type API struct {
+	store          *models.Store
+	enqueuer       Enqueuer
+	inspector      QueueInspector
+	watcher        OperationWatcher
+	log            *slog.Logger
+	tokens         *tokenCache
+	enqueueTimeout time.Duration
+	pollInterval   time.Duration
+	now            func() time.Time
+	engine         *gin.Engine
+}
+
+// New builds the API and its routes.
+func New(cfg Config) (*API, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.TokenCacheTTL == 0 {
+		cfg.TokenCacheTTL = 30 * time.Second
+	}
+	if cfg.EnqueueTimeout <= 0 {
+		cfg.EnqueueTimeout = 2 * time.Second
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &API{
+		store: cfg.Store, enqueuer: cfg.Enqueuer, inspector: cfg.Inspector, watcher: cfg.Watcher,
+		log: cfg.Logger, enqueueTimeout: cfg.EnqueueTimeout, pollInterval: cfg.PollInterval, now: cfg.Now,
+		tokens: newTokenCache(cfg.Store, cfg.TokenCacheTTL, 100_000, cfg.Now),
+	}
+	a.engine = a.routes(cfg.OpsUI)
+	return a, nil
+}
+
+// Handler returns the HTTP handler of the whole API.
+func (a *API) Handler() http.Handler { return a.engine }
+
+// Routes lists every registered method and path, for tests that must cover each.
+func (a *API) Routes() []gin.RouteInfo { return a.engine.Routes() }
+
+func (a *API) routes(opsUI http.Handler) *gin.Engine {
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.ContextWithFallback = true
+	r.Use(a.requestID, a.recover, a.accessLog)
+	r.NoRoute(func(c *gin.Context) { a.fail(c, errRouteMissing) })
+	r.NoMethod(func(c *gin.Context) { a.fail(c, errMethod) })
+
+	v1 := r.Group("/api/v1")
+	v1.GET("/health", a.health)
+	v1.GET("/health/detailed", a.healthDetailed)
+
+	read := v1.Group("", a.requireScope(models.ScopeRead))
+	write := v1.Group("", a.requireScope(models.ScopeWrite))
+	admin := v1.Group("", a.requireScope(models.ScopeAdmin))
+
+	write.POST("/sites", a.createSite)
+	read.GET("/sites", a.listSites)
+	read.GET("/sites/:id", a.getSite)
+	write.DELETE("/sites/:id", a.deleteSite)
+
+	read.GET("/operations", a.listOperations)
+	read.GET("/operations/:id", a.getOperation)
+	write.POST("/operations/:id/cancel", a.cancelOperation)
+
+	admin.POST("/vps", a.registerVPS)
+	admin.GET("/vps", a.listVPS)
+	admin.GET("/vps/:id", a.getVPS)
+
+	if opsUI != nil {
+		ops := r.Group(queue.OpsUIPath, a.opsAuth)
+		h := gin.WrapH(opsUI)
+		ops.Any("", h)
+		ops.Any("/*path", h)
+	}
+	return r
+}
+
+// opsAuth guards the asynq web UI: an admin token, as a Bearer token or as the
+// password of HTTP Basic auth (so a browser can log in), or 401 with a Basic
+// challenge that makes the browser ask.
+func (a *API) opsAuth(c *gin.Context) {
+	p, err := a.tokens.authenticate(c.Request.Context(), bearerToken(c.GetHeader("Authorization")))
+	if err != nil || !models.ScopeAllows(p.Scopes, models.ScopeAdmin) {
+		c.Header("WWW-Authenticate", `Basic realm="chom-ops", charset="UTF-8"`)
+		c.Header("Cache-Control", "no-store")
+		c.AbortWithStatusJSON(http.StatusUnauthorized, Problem{Type: problemAuth, Title: "Unauthorized",
+			Status: http.StatusUnauthorized, Detail: "an admin API token is required (as the Basic auth password or a Bearer token)",
+			Instance: c.Request.URL.Path})
+		return
+	}
+	c.Next()
+}
+
+const ctxRequestID = "chom.request_id"
+
+// requestID takes a well-formed X-Request-ID from the caller or makes one, and
+// echoes it on the response.
+func (a *API) requestID(c *gin.Context) {
+	id := c.GetHeader("X-Request-ID")
+	if !wellFormedRequestID(id) {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		id = "req_" + hex.EncodeToString(b[:])
+	}
+	c.Set(ctxRequestID, id)
+	c.Header("X-Request-ID", id)
+	c.Next()
+}
+
+func wellFormedRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		ch := id[i]
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_' || ch == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// recover turns a panic into a logged 500 problem.
+func (a *API) recover(c *gin.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			a.log.Error("panic in handler", "request_id", c.GetString(ctxRequestID), "route", c.FullPath(), "panic", r)
+			writeProblem(c, Problem{Type: problemInternal, Title: "Internal error", Status: http.StatusInternalServerError})
+		}
+	}()
+	c.Next()
+}
+
+// accessLog logs every request at debug level and server errors at error level,
+// with the request and tenant IDs.
+func (a *API) accessLog(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	status := c.Writer.Status()
+	level := slog.LevelDebug
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	if !a.log.Enabled(c.Request.Context(), level) {
+		return
+	}
+	a.log.Log(c.Request.Context(), level, "http request",
+		"request_id", c.GetString(ctxRequestID), "tenant_id", principal(c).TenantID,
+		"method", c.Request.Method, "route", c.FullPath(), "status", status,
+		"duration_ms", float64(time.Since(start).Microseconds())/1000)
+}

@@ -1,0 +1,84 @@
+package input
+
+import (
+	"slices"
+	"strings"
+)
+
+// CreateSiteRequest is the body of POST /api/v1/sites.
+type CreateSiteRequest struct {
+	Domain     string `json:"domain"`
+	SiteType   string `json:"site_type"`
+	PHPVersion string `json:"php_version,omitempty"`
+}
+
+// SiteTypes lists the accepted site_type values; every type except "html"
+// runs PHP. Matching is exact and case-sensitive.
+var SiteTypes = []string{"wordpress", "laravel", "php", "html"}
+
+// PHPVersions lists the accepted php_version values.
+var PHPVersions = []string{"8.1", "8.2", "8.3", "8.4"}
+
+// DefaultPHPVersion is used when a PHP-based site omits php_version.
+const DefaultPHPVersion = "8.3"
+
+// SiteTypeHTML is the only site type that runs no PHP.
+const SiteTypeHTML = "html"
+
+// Normalize validates every field and returns the canonical request: the
+// domain normalised by NormalizeDomain, php_version defaulted to
+// DefaultPHPVersion for PHP-based site types. A php_version on an html site is
+// an error ("must be omitted for html sites"), and missing required fields are
+// "is required".
+//
+// Every problem is collected into one *ValidationError whose field names are
+// the JSON names: "domain", "site_type", "php_version".
+//
+// An empty string counts as missing. Values are not trimmed or case-folded
+// (apart from the domain, see NormalizeDomain): "WordPress" is an error, not
+// "wordpress". On error the returned request is the zero value.
+func (r CreateSiteRequest) Normalize() (CreateSiteRequest, error) {
+	var v ValidationError
+	out := CreateSiteRequest{SiteType: r.SiteType, PHPVersion: r.PHPVersion}
+
+	if r.Domain == "" {
+		v.Add("domain", "is required")
+	} else if d, err := NormalizeDomain(r.Domain); err != nil {
+		v.Add("domain", err.Error())
+	} else {
+		out.Domain = d
+	}
+
+	typeOK := false
+	switch {
+	case r.SiteType == "":
+		v.Add("site_type", "is required")
+	case !slices.Contains(SiteTypes, r.SiteType):
+		v.Add("site_type", oneOf(SiteTypes))
+	default:
+		typeOK = true
+	}
+
+	switch {
+	case typeOK && r.SiteType == SiteTypeHTML:
+		if r.PHPVersion != "" {
+			v.Add("php_version", "must be omitted for html sites")
+		}
+	case r.PHPVersion == "":
+		if typeOK {
+			out.PHPVersion = DefaultPHPVersion
+		}
+	case !slices.Contains(PHPVersions, r.PHPVersion):
+		v.Add("php_version", oneOf(PHPVersions))
+	}
+
+	if err := v.Err(); err != nil {
+		return CreateSiteRequest{}, err
+	}
+	return out, nil
+}
+
+// oneOf renders the detail for an enum violation.
+func oneOf(values []string) string {
+	return "must be one of " + strings.Join(values, ", ")
+}

@@ -1,0 +1,168 @@
+package ingress
+
+import (
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/chomhq/chom/ingress/input"
+	"github.com/chomhq/chom/models"
+	"github.com/chomhq/chom/queue"
+)
+
+// getOperation serves GET /operations/{id}. With ?wait=D (at most 30s) it holds
+// the request until the operation changes: until its ETag differs from
+// If-None-Match when that header is sent, else until its status changes. It answers
+// at once for a finished operation. 304 when If-None-Match still matches.
+func (a *API) getOperation(c *gin.Context) {
+	id := c.Param("id")
+	if !wellFormedID(id, models.PrefixOperation) {
+		a.fail(c, models.ErrNotFound)
+		return
+	}
+	wait, err := input.ParseWait(c.Query("wait"))
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	tenant := principal(c).TenantID
+	ctx := c.Request.Context()
+	op, err := a.store.GetOperation(ctx, tenant, id)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	inm := c.GetHeader("If-None-Match")
+	if wait > 0 && !op.Terminal() {
+		initial := op.Status
+		changed := func(o *models.Operation) bool {
+			if inm != "" {
+				return !etagMatches(inm, operationETag(o))
+			}
+			return o.Status != initial
+		}
+		if !changed(op) {
+			op, err = a.awaitChange(c, op, wait, changed)
+			if err != nil {
+				a.fail(c, err)
+				return
+			}
+		}
+	}
+	etag := operationETag(op)
+	c.Header("ETag", etag)
+	c.Header("Cache-Control", "no-cache")
+	if !op.Terminal() {
+		retryAfter(c, 1)
+	}
+	if etagMatches(inm, etag) {
+		c.Status(304)
+		return
+	}
+	c.JSON(200, operationView(op))
+}
+
+// awaitChange re-reads op when a worker announces a change (or every poll
+// interval, in case an announcement is lost) until changed says so, the operation
+// finishes, wait runs out or the client leaves.
+func (a *API) awaitChange(c *gin.Context, op *models.Operation, wait time.Duration, changed func(*models.Operation) bool) (*models.Operation, error) {
+	ctx := c.Request.Context()
+	var notify <-chan struct{}
+	if a.watcher != nil {
+		ch, stop := a.watcher.Watch(op.ID)
+		defer stop()
+		notify = ch
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(a.pollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			return op, nil
+		case <-notify:
+		case <-tick.C:
+		}
+		cur, err := a.store.GetOperation(ctx, op.TenantID, op.ID)
+		if err != nil {
+			return nil, err
+		}
+		op = cur
+		if changed(op) || op.Terminal() {
+			return op, nil
+		}
+	}
+}
+
+func (a *API) listOperations(c *gin.Context) {
+	var v input.ValidationError
+	cursor, limit := pageParams(c, models.PrefixOperation, &v)
+	f := models.OperationFilter{Cursor: cursor, Limit: limit, Status: c.Query("status"), Type: c.Query("type"),
+		TargetType: c.Query("target_type"), TargetID: c.Query("target_id")}
+	oneOf(&v, "status", f.Status, models.OpPending, models.OpRunning, models.OpSucceeded, models.OpFailed, models.OpCancelled)
+	oneOf(&v, "type", f.Type, models.OpTypeSiteProvision, models.OpTypeSiteDeprovision)
+	oneOf(&v, "target_type", f.TargetType, models.TargetSite, models.TargetVPS)
+	if f.TargetID != "" && len(f.TargetID) > 64 {
+		v.Add("target_id", "must be at most 64 characters")
+	}
+	if err := v.Err(); err != nil {
+		a.fail(c, err)
+		return
+	}
+	ops, err := a.store.ListOperations(c.Request.Context(), principal(c).TenantID, f)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	page := Page[OperationView]{Data: make([]OperationView, 0, len(ops))}
+	for i := range ops {
+		page.Data = append(page.Data, operationView(&ops[i]))
+	}
+	if len(ops) == limit {
+		page.NextCursor = ops[len(ops)-1].ID
+	}
+	c.JSON(200, page)
+}
+
+// cancelOperation serves POST /operations/{id}/cancel, best effort: a pending
+// operation is cancelled at once and its task removed; a running one is flagged
+// and its job stops at its next step; a cancelled one answers 202 again (cancel is
+// idempotent); one that succeeded or failed answers 409.
+func (a *API) cancelOperation(c *gin.Context) {
+	id := c.Param("id")
+	if !wellFormedID(id, models.PrefixOperation) {
+		a.fail(c, models.ErrNotFound)
+		return
+	}
+	if _, err := a.accept(c, map[string]string{"operation_id": id}); err != nil {
+		a.fail(c, err) // a malformed Idempotency-Key is still a 4xx
+		return
+	}
+	ctx := c.Request.Context()
+	tenant := principal(c).TenantID
+	op, err := a.store.GetOperation(ctx, tenant, id)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	if op.Status == models.OpCancelled {
+		writeAccepted(c, op)
+		return
+	}
+	res, err := a.store.CancelOperation(ctx, tenant, id)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	if res.Immediate {
+		if _, spec, err := queue.TaskForOperation(res.Operation); err == nil {
+			if err := a.inspector.DeletePending(ctx, spec.Queue, id); err != nil {
+				a.log.Warn("could not remove cancelled task; its job will see the cancel", "operation_id", id, "error", err)
+			}
+		}
+	}
+	writeAccepted(c, res.Operation)
+}

@@ -1,0 +1,144 @@
+package ingress
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/chomhq/chom/ingress/input"
+	"github.com/chomhq/chom/models"
+)
+
+// accept builds the common part of every mutation: actor, request ID and the
+// Idempotency-Key with the fingerprint of the canonical request.
+func (a *API) accept(c *gin.Context, canonical any) (models.Accept, error) {
+	p := principal(c)
+	acc := models.Accept{TenantID: p.TenantID, Actor: p.TokenID, RequestID: c.GetString(ctxRequestID)}
+	key, present := c.Request.Header["Idempotency-Key"]
+	if !present {
+		return acc, nil
+	}
+	if len(key) != 1 {
+		v := &input.ValidationError{}
+		v.Add("Idempotency-Key", "must be sent once")
+		return acc, v
+	}
+	if err := input.ValidIdempotencyKey(key[0]); err != nil {
+		return acc, err
+	}
+	body, err := json.Marshal(canonical)
+	if err != nil {
+		return acc, err
+	}
+	h := sha256.New()
+	h.Write([]byte(c.Request.Method + " " + c.Request.URL.Path + "\n"))
+	h.Write(body)
+	acc.IdempotencyKey = key[0]
+	acc.RequestHash = hex.EncodeToString(h.Sum(nil))
+	return acc, nil
+}
+
+// enqueue puts the operation's task on the queue after its row committed. A
+// failure is logged, not returned: the operation is safe in the database and the
+// reconciler enqueues it later (DESIGN.md, invariant 2).
+func (a *API) enqueue(c *gin.Context, op *models.Operation) {
+	if op.Status != models.OpPending {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), a.enqueueTimeout)
+	defer cancel()
+	if err := a.enqueuer.EnqueueOperation(ctx, op); err != nil {
+		a.log.Warn("enqueue failed; the reconciler will retry", "operation_id", op.ID,
+			"request_id", c.GetString(ctxRequestID), "error", err)
+	}
+}
+
+func (a *API) createSite(c *gin.Context) {
+	var req input.CreateSiteRequest
+	if err := input.DecodeJSON(c.Request, &req); err != nil {
+		a.fail(c, err)
+		return
+	}
+	req, err := req.Normalize()
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	acc, err := a.accept(c, req)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	res, err := a.store.CreateSite(c.Request.Context(), models.CreateSiteParams{
+		Accept: acc, Domain: req.Domain, SiteType: req.SiteType, PHPVersion: req.PHPVersion,
+	})
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	a.enqueue(c, res.Operation)
+	writeAccepted(c, res.Operation)
+}
+
+func (a *API) deleteSite(c *gin.Context) {
+	id := c.Param("id")
+	if !wellFormedID(id, models.PrefixSite) {
+		a.fail(c, models.ErrNotFound)
+		return
+	}
+	acc, err := a.accept(c, map[string]string{"site_id": id})
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	res, err := a.store.DeleteSite(c.Request.Context(), acc, id)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	a.enqueue(c, res.Operation)
+	writeAccepted(c, res.Operation)
+}
+
+func (a *API) getSite(c *gin.Context) {
+	id := c.Param("id")
+	if !wellFormedID(id, models.PrefixSite) {
+		a.fail(c, models.ErrNotFound)
+		return
+	}
+	site, err := a.store.GetSite(c.Request.Context(), principal(c).TenantID, id)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(200, site)
+}
+
+func (a *API) listSites(c *gin.Context) {
+	var v input.ValidationError
+	cursor, limit := pageParams(c, models.PrefixSite, &v)
+	status := c.Query("status")
+	oneOf(&v, "status", status, models.SiteStatusPending, models.SiteStatusProvisioning, models.SiteStatusActive,
+		models.SiteStatusFailed, models.SiteStatusDeprovisioning, models.SiteStatusDeleted)
+	if err := v.Err(); err != nil {
+		a.fail(c, err)
+		return
+	}
+	sites, err := a.store.ListSites(c.Request.Context(), principal(c).TenantID,
+		models.SiteFilter{Status: status, Cursor: cursor, Limit: limit})
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	page := Page[models.Site]{Data: sites}
+	if page.Data == nil {
+		page.Data = []models.Site{}
+	}
+	if len(sites) == limit {
+		page.NextCursor = sites[len(sites)-1].ID
+	}
+	c.JSON(200, page)
+}

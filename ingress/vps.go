@@ -1,0 +1,77 @@
+package ingress
+
+import (
+	"github.com/gin-gonic/gin"
+
+	"github.com/chomhq/chom/ingress/input"
+	"github.com/chomhq/chom/models"
+)
+
+// registerVPS serves POST /vps (admin): it records the server at once and answers
+// 201 with it. The hostname is unique, so repeating the request is a 409.
+func (a *API) registerVPS(c *gin.Context) {
+	var req input.RegisterVPSRequest
+	if err := input.DecodeJSON(c.Request, &req); err != nil {
+		a.fail(c, err)
+		return
+	}
+	req, err := req.Normalize()
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	if _, err := a.accept(c, req); err != nil {
+		a.fail(c, err)
+		return
+	}
+	p := models.RegisterVPSParams{
+		Hostname: req.Hostname, IPAddress: req.IPAddress, SSHPort: *req.SSHPort, Provider: req.Provider,
+		Region: req.Region, Allocation: req.Allocation, SiteCapacity: *req.SiteCapacity,
+	}
+	if req.TenantID != "" {
+		p.TenantID = &req.TenantID
+	}
+	v, err := a.store.RegisterVPS(c.Request.Context(), p)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.Header("Location", "/api/v1/vps/"+v.ID)
+	c.JSON(201, v)
+}
+
+func (a *API) getVPS(c *gin.Context) {
+	id := c.Param("id")
+	if !wellFormedID(id, models.PrefixVPS) {
+		a.fail(c, models.ErrNotFound)
+		return
+	}
+	v, err := a.store.GetVPS(c.Request.Context(), id)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(200, v)
+}
+
+func (a *API) listVPS(c *gin.Context) {
+	var verr input.ValidationError
+	cursor, limit := pageParams(c, models.PrefixVPS, &verr)
+	if err := verr.Err(); err != nil {
+		a.fail(c, err)
+		return
+	}
+	list, err := a.store.ListVPS(c.Request.Context(), cursor, limit)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	page := Page[models.VPSServer]{Data: list}
+	if page.Data == nil {
+		page.Data = []models.VPSServer{}
+	}
+	if len(list) == limit {
+		page.NextCursor = list[len(list)-1].ID
+	}
+	c.JSON(200, page)
+}

@@ -1,0 +1,42 @@
+// Package testenv hands tests an isolated piece of a real server: a fresh
+// PostgreSQL schema, a file-backed SQLite database or a Redis logical database,
+// each torn down by t.Cleanup. It is imported only from _test.go files.
+//
+// # Where the servers come from
+//
+// The servers are found through environment variables, which
+// scripts/test-services.sh exports after starting a throwaway PostgreSQL and
+// Redis on loopback (`go tool task test` runs the whole suite that way):
+//
+//	CHOM_TEST_DATABASE_URL  postgres://user@host:port/db?sslmode=disable
+//	CHOM_TEST_REDIS_URL     redis://host:port/0 (the server needs --databases 1024)
+//
+// When a variable is unset, a test that asks for that server is skipped on a
+// developer machine, so `go test -short ./...` works without services. When the
+// CI variable is non-empty the same test fails instead: CI must never report a
+// green run in which the integration tests did not run. A variable that is set
+// but points at a server that does not answer is always a failure.
+//
+// # Isolation
+//
+// [Postgres] creates a schema named t_<16 hex digits> and returns a pool whose
+// every connection has search_path set to it as a startup parameter, so tests
+// run in parallel against one server without seeing each other's tables. The
+// schema is dropped (CASCADE) on cleanup. [PostgresDSN] does the same for tests
+// that hand a connection string to a subprocess.
+//
+// [Redis] takes a logical database 1..1023 from a counter on database 0
+// (INCR chom:testenv:next-db), so test binaries running at the same time get
+// different databases; it is flushed before use and on cleanup.
+//
+// [SQLite] opens a new file under t.TempDir() with WAL journaling,
+// busy_timeout=5000 and foreign keys on. The pool holds a single connection:
+// SQLite has one writer at a time anyway, and a single connection can never
+// hit SQLITE_BUSY, nor lose per-connection pragmas. The price is that a test
+// that keeps a transaction open and then queries through the *bun.DB (not
+// the transaction) from the same goroutine blocks forever; that code would
+// also exhaust a PostgreSQL pool under load, so it is a bug worth finding.
+//
+// [Backends] runs one test body against PostgreSQL and SQLite, for the code
+// that `chom dev` runs on SQLite and production runs on PostgreSQL.
+package testenv

@@ -1,0 +1,295 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/chomhq/chom/drivers"
+	"github.com/chomhq/chom/events"
+	"github.com/chomhq/chom/models"
+	"github.com/chomhq/chom/queue"
+)
+
+// placementProgress is the progress recorded once the site has a server; the
+// driver's steps fill the rest.
+const placementProgress = 10
+
+// ProvisionSite handles site:provision: place the site on a server, run the
+// driver's steps with progress, and activate the site with its event.
+type ProvisionSite struct{ d Deps }
+
+// NewProvisionSite returns the site:provision handler.
+func NewProvisionSite(d Deps) (*ProvisionSite, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	return &ProvisionSite{d: d}, nil
+}
+
+// ProcessTask runs one delivery of a site:provision task.
+func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p, err := queue.DecodeOperationPayload(t.Payload())
+	if err != nil {
+		return err
+	}
+	log := h.d.Logger.With("operation_id", p.OperationID, "tenant_id", p.TenantID)
+	op, err := h.d.Store.StartOperation(ctx, p.OperationID)
+	if errors.Is(err, models.ErrNotFound) {
+		return skipRetry(err)
+	}
+	if err != nil {
+		return err
+	}
+	if op.Terminal() {
+		log.Info("operation already finished; nothing to do", "status", op.Status)
+		return nil
+	}
+	h.d.Notifier.OperationChanged(ctx, op.ID)
+	site, err := h.d.Store.SiteByID(ctx, op.TargetID)
+	if err != nil {
+		return h.fail(ctx, log, op, nil, nil, err)
+	}
+	if op.CancelRequestedAt != nil {
+		return h.abandon(ctx, log, op, site, nil, errCancelled)
+	}
+	if err := h.d.Store.BeginProvision(ctx, site.ID); err != nil {
+		return err
+	}
+	vps, err := h.d.Store.AssignVPS(ctx, site.ID)
+	if err != nil {
+		return h.fail(ctx, log, op, site, nil, err)
+	}
+	log = log.With("vps_id", vps.ID, "site_id", site.ID)
+	if err := h.d.Store.SetProgress(ctx, op.ID, placementProgress); err != nil {
+		return err
+	}
+	h.d.Notifier.OperationChanged(ctx, op.ID)
+	spec := siteSpec(site, vps)
+	res, err := h.d.Provisioner.Provision(ctx, spec, func(ctx context.Context, step drivers.Step) error {
+		cancelled, err := h.d.Store.CancelRequested(ctx, op.ID)
+		if err != nil {
+			return err
+		}
+		if cancelled {
+			return errCancelled
+		}
+		pct := placementProgress + step.Progress*(100-placementProgress)/100
+		if pct >= 100 {
+			pct = 99 // 100 is written with the success itself
+		}
+		if err := h.d.Store.SetProgress(ctx, op.ID, pct); err != nil {
+			return err
+		}
+		h.d.Notifier.OperationChanged(ctx, op.ID)
+		log.Debug("provision step done", "step", step.Name, "progress", pct)
+		return nil
+	})
+	if err != nil {
+		return h.fail(ctx, log, op, site, &spec, err)
+	}
+	event, err := events.SiteOutbox(events.TypeSiteProvisioned, siteEvent(site, op, vps.ID, models.SiteStatusActive, "", ""))
+	if err != nil {
+		return skipRetry(err)
+	}
+	result := map[string]string{"site_id": site.ID, "vps_id": vps.ID, "domain": site.Domain, "document_root": res.DocumentRoot}
+	done, err := h.d.Store.CompleteProvision(ctx, op.ID, site.ID,
+		models.ProvisionedSite{DocumentRoot: res.DocumentRoot, SystemUser: res.SystemUser}, result, []models.OutboxEvent{event})
+	if err != nil {
+		return err
+	}
+	h.d.Notifier.OperationChanged(ctx, op.ID)
+	if done {
+		log.Info("site provisioned", "domain", site.Domain)
+	}
+	return nil
+}
+
+// fail decides what a failed attempt means: retry later, or (when the error is
+// permanent, the operation was cancelled, or no retry is left) undo and finish.
+func (h *ProvisionSite) fail(ctx context.Context, log *slog.Logger, op *models.Operation, site *models.Site, spec *drivers.SiteSpec, cause error) error {
+	if errors.Is(cause, errCancelled) {
+		return h.abandon(ctx, log, op, site, spec, cause)
+	}
+	if ctx.Err() != nil {
+		return cause // shutting down or timed out: asynq retries it
+	}
+	if !permanent(cause) && !finalAttempt(ctx) {
+		log.Warn("provision attempt failed; will retry", "error", cause)
+		return cause
+	}
+	if err := h.abandon(ctx, log, op, site, spec, cause); err != nil {
+		return err
+	}
+	return skipRetry(cause)
+}
+
+// abandon undoes what the job did on the server (compensation) and finishes the
+// operation as failed or cancelled, with the site's event.
+func (h *ProvisionSite) abandon(ctx context.Context, log *slog.Logger, op *models.Operation, site *models.Site, spec *drivers.SiteSpec, cause error) error {
+	out := models.Outcome{Status: models.OpFailed, ErrorCode: errorCode(cause), ErrorMessage: publicMessage(cause)}
+	if errors.Is(cause, errCancelled) {
+		out = models.Outcome{Status: models.OpCancelled, ErrorCode: "cancelled", ErrorMessage: "cancelled at the caller's request"}
+	}
+	if site == nil {
+		_, err := h.d.Store.FinishOperation(ctx, op.ID, out, nil)
+		h.d.Notifier.OperationChanged(ctx, op.ID)
+		return err
+	}
+	if spec == nil && site.VPSID != nil {
+		vps, err := h.d.Store.GetVPS(ctx, *site.VPSID)
+		if err != nil {
+			return err
+		}
+		s := siteSpec(site, vps)
+		spec = &s
+	}
+	if spec != nil {
+		if err := h.d.Provisioner.Deprovision(ctx, *spec); err != nil && !errors.Is(err, drivers.ErrInvalidSpec) {
+			// The server still holds part of the site: keep the operation open so
+			// the retry (or the reconciler) undoes it, rather than leak it.
+			return fmt.Errorf("undo provision of %s: %w", site.Domain, err)
+		}
+	}
+	var evs []models.OutboxEvent
+	if out.Status == models.OpFailed {
+		vpsID := ""
+		if site.VPSID != nil {
+			vpsID = *site.VPSID
+		}
+		ev, err := events.SiteOutbox(events.TypeSiteProvisionFailed,
+			siteEvent(site, op, vpsID, models.SiteStatusFailed, out.ErrorCode, out.ErrorMessage))
+		if err != nil {
+			return skipRetry(err)
+		}
+		evs = append(evs, ev)
+	}
+	done, err := h.d.Store.AbandonProvision(ctx, op.ID, site.ID, out, evs)
+	if err != nil {
+		return err
+	}
+	h.d.Notifier.OperationChanged(ctx, op.ID)
+	if done {
+		log.Warn("provision abandoned", "status", out.Status, "error", cause)
+	}
+	return nil
+}
+
+// DeprovisionSite handles site:deprovision: remove the site from its server and
+// mark it deleted with its event.
+type DeprovisionSite struct{ d Deps }
+
+// NewDeprovisionSite returns the site:deprovision handler.
+func NewDeprovisionSite(d Deps) (*DeprovisionSite, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	return &DeprovisionSite{d: d}, nil
+}
+
+// ProcessTask runs one delivery of a site:deprovision task. A cancel is honoured
+// only before the server is touched: a half-removed site cannot be put back.
+func (h *DeprovisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p, err := queue.DecodeOperationPayload(t.Payload())
+	if err != nil {
+		return err
+	}
+	log := h.d.Logger.With("operation_id", p.OperationID, "tenant_id", p.TenantID)
+	op, err := h.d.Store.StartOperation(ctx, p.OperationID)
+	if errors.Is(err, models.ErrNotFound) {
+		return skipRetry(err)
+	}
+	if err != nil {
+		return err
+	}
+	if op.Terminal() {
+		return nil
+	}
+	h.d.Notifier.OperationChanged(ctx, op.ID)
+	var payload models.SitePayload
+	_ = json.Unmarshal([]byte(op.Payload), &payload)
+	site, err := h.d.Store.SiteByID(ctx, op.TargetID)
+	if err != nil {
+		_, ferr := h.d.Store.FinishOperation(ctx, op.ID, models.Outcome{Status: models.OpFailed, ErrorCode: "target_missing", ErrorMessage: "the site no longer exists"}, nil)
+		h.d.Notifier.OperationChanged(ctx, op.ID)
+		return errors.Join(skipRetry(err), ferr)
+	}
+	if op.CancelRequestedAt != nil {
+		_, err := h.d.Store.AbandonDeprovision(ctx, op.ID, site.ID, payload.PreviousStatus,
+			models.Outcome{Status: models.OpCancelled, ErrorCode: "cancelled", ErrorMessage: "cancelled at the caller's request"}, nil)
+		h.d.Notifier.OperationChanged(ctx, op.ID)
+		return err
+	}
+	vpsID := ""
+	if site.VPSID != nil {
+		vpsID = *site.VPSID
+		vps, err := h.d.Store.GetVPS(ctx, vpsID)
+		if err != nil {
+			return err
+		}
+		if err := h.d.Provisioner.Deprovision(ctx, siteSpec(site, vps)); err != nil {
+			if ctx.Err() == nil && (permanent(err) || finalAttempt(ctx)) {
+				_, ferr := h.d.Store.AbandonDeprovision(ctx, op.ID, site.ID, payload.PreviousStatus,
+					models.Outcome{Status: models.OpFailed, ErrorCode: "deprovisioning_failed", ErrorMessage: publicMessage(err)}, nil)
+				h.d.Notifier.OperationChanged(ctx, op.ID)
+				return errors.Join(skipRetry(err), ferr)
+			}
+			return err
+		}
+	}
+	if err := h.d.Store.SetProgress(ctx, op.ID, 90); err != nil {
+		return err
+	}
+	event, err := events.SiteOutbox(events.TypeSiteDeleted, siteEvent(site, op, vpsID, models.SiteStatusDeleted, "", ""))
+	if err != nil {
+		return skipRetry(err)
+	}
+	done, err := h.d.Store.CompleteDeprovision(ctx, op.ID, site.ID, []models.OutboxEvent{event})
+	if err != nil {
+		return err
+	}
+	h.d.Notifier.OperationChanged(ctx, op.ID)
+	if done {
+		log.Info("site deprovisioned", "site_id", site.ID, "domain", site.Domain)
+	}
+	return nil
+}
+
+// siteSpec is what a driver needs to know about a site on a server.
+func siteSpec(site *models.Site, vps *models.VPSServer) drivers.SiteSpec {
+	return drivers.SiteSpec{
+		ID: site.ID, TenantID: site.TenantID, Domain: site.Domain, SiteType: site.SiteType,
+		PHPVersion: site.PHPVersion,
+		Server:     drivers.Server{ID: vps.ID, Hostname: vps.Hostname, IPAddress: vps.IPAddress, SSHPort: vps.SSHPort},
+	}
+}
+
+// siteEvent builds the data of a site event. Its ID derives from the operation, and
+// the transaction that writes it commits once, so a retry cannot write it twice.
+func siteEvent(site *models.Site, op *models.Operation, vpsID, status, code, msg string) events.SiteEvent {
+	return events.SiteEvent{
+		SiteID: site.ID, TenantID: site.TenantID, Domain: site.Domain, SiteType: site.SiteType,
+		PHPVersion: site.PHPVersion, VPSID: vpsID, OperationID: op.ID, Status: status,
+		ErrorCode: code, Error: msg, OccurredAt: time.Now().UTC(),
+	}
+}
+
+// publicMessage is the error text shown to API callers: the classified cause, not
+// internals such as file paths or SQL.
+func publicMessage(err error) string {
+	switch {
+	case errors.Is(err, models.ErrNoCapacity):
+		return "no server has room for another site; try again later"
+	case errors.Is(err, drivers.ErrInvalidSpec):
+		return "the site's settings were rejected by the server driver"
+	case errors.Is(err, models.ErrNotFound):
+		return "the site no longer exists"
+	default:
+		return "provisioning failed on the server after all retries"
+	}
+}

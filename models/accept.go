@@ -1,0 +1,232 @@
+package models
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// Accept carries what every accepted mutation records besides its own rows: who
+// asked, under which request, and the Idempotency-Key if one was sent.
+type Accept struct {
+	TenantID  string
+	Actor     string // the token ID that made the request
+	RequestID string
+	// IdempotencyKey is optional. With it, RequestHash (a fingerprint of method,
+	// path and canonical body) decides between a replay and a mismatch.
+	IdempotencyKey string
+	RequestHash    string
+}
+
+// Accepted is the result of accepting a mutation.
+type Accepted struct {
+	Operation *Operation
+	// Replayed is true when an earlier request with the same Idempotency-Key and
+	// body created the operation; nothing new was written.
+	Replayed bool
+}
+
+// CreateSiteParams describes a site to create. Values are already validated.
+type CreateSiteParams struct {
+	Accept
+	Domain     string
+	SiteType   string
+	PHPVersion string
+}
+
+// claimKey records the idempotency key in tx. It returns false when the tenant
+// already used the key (and the record has not expired): the caller must then roll
+// back and replay. An expired record is taken over.
+func (s *Store) claimKey(ctx context.Context, tx bun.Tx, a Accept, opID string, now time.Time) (bool, error) {
+	if a.IdempotencyKey == "" {
+		return true, nil
+	}
+	k := &IdempotencyKey{
+		TenantID: a.TenantID, Key: a.IdempotencyKey, RequestHash: a.RequestHash,
+		OperationID: opID, CreatedAt: now, ExpiresAt: now.Add(s.idempotencyTTL),
+	}
+	res, err := tx.NewInsert().Model(k).
+		On("CONFLICT (tenant_id, idem_key) DO UPDATE").
+		Set("request_hash = EXCLUDED.request_hash").
+		Set("operation_id = EXCLUDED.operation_id").
+		Set("created_at = EXCLUDED.created_at").
+		Set("expires_at = EXCLUDED.expires_at").
+		Where("?TableAlias.expires_at <= ?", now).
+		Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("claim idempotency key: %w", err)
+	}
+	return affected(res) == 1, nil
+}
+
+// errKeyTaken rolls back an accept whose idempotency key was used before.
+var errKeyTaken = errors.New("idempotency key taken")
+
+// replay answers a request whose idempotency key was used before: the same
+// operation when the request is the same, ErrIdempotencyMismatch otherwise.
+func (s *Store) replay(ctx context.Context, a Accept) (*Accepted, error) {
+	k := new(IdempotencyKey)
+	err := s.db.NewSelect().Model(k).Where("tenant_id = ? AND idem_key = ?", a.TenantID, a.IdempotencyKey).Scan(ctx)
+	if err != nil {
+		return nil, notFound(err, "idempotency key", a.IdempotencyKey)
+	}
+	if k.RequestHash != a.RequestHash {
+		return nil, fmt.Errorf("idempotency key %q: %w", a.IdempotencyKey, ErrIdempotencyMismatch)
+	}
+	op, err := s.GetOperation(ctx, a.TenantID, k.OperationID)
+	if err != nil {
+		return nil, err
+	}
+	return &Accepted{Operation: op, Replayed: true}, nil
+}
+
+// newOperation builds a pending operation row.
+func newOperation(a Accept, opType, targetType, targetID string, payload any, now time.Time) (*Operation, error) {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s payload: %w", opType, err)
+	}
+	return &Operation{
+		ID: NewID(PrefixOperation), TenantID: a.TenantID, Type: opType, Status: OpPending,
+		TargetType: targetType, TargetID: targetID, Payload: string(b), RequestID: a.RequestID,
+		CreatedAt: now, UpdatedAt: now,
+	}, nil
+}
+
+func newAudit(a Accept, action string, op *Operation, now time.Time) *AuditLog {
+	return &AuditLog{
+		TenantID: a.TenantID, Actor: a.Actor, Action: action, TargetType: op.TargetType,
+		TargetID: op.TargetID, OperationID: &op.ID, RequestID: a.RequestID, CreatedAt: now,
+	}
+}
+
+// SitePayload is the payload recorded on a site operation.
+type SitePayload struct {
+	SiteID         string `json:"site_id"`
+	Domain         string `json:"domain"`
+	SiteType       string `json:"site_type,omitempty"`
+	PHPVersion     string `json:"php_version,omitempty"`
+	PreviousStatus string `json:"previous_status,omitempty"`
+}
+
+// CreateSite records a new site (pending) and its provision operation in one
+// transaction, with the idempotency key and an audit row. A domain that a live site
+// already uses is a ConflictError and writes nothing. The caller enqueues the
+// operation's task after this returns.
+func (s *Store) CreateSite(ctx context.Context, p CreateSiteParams) (*Accepted, error) {
+	now := s.nowUTC()
+	site := &Site{
+		ID: NewID(PrefixSite), TenantID: p.TenantID, Domain: p.Domain, SiteType: p.SiteType,
+		PHPVersion: p.PHPVersion, Status: SiteStatusPending, CreatedAt: now, UpdatedAt: now,
+	}
+	op, err := newOperation(p.Accept, OpTypeSiteProvision, TargetSite, site.ID,
+		SitePayload{SiteID: site.ID, Domain: p.Domain, SiteType: p.SiteType, PHPVersion: p.PHPVersion}, now)
+	if err != nil {
+		return nil, err
+	}
+	site.OperationID = &op.ID
+	err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		ok, err := s.claimKey(ctx, tx, p.Accept, op.ID, now)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errKeyTaken
+		}
+		res, err := tx.NewInsert().Model(site).On("CONFLICT DO NOTHING").Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("insert site %s: %w", p.Domain, err)
+		}
+		if affected(res) == 0 {
+			return fmt.Errorf("create site %s: %w", p.Domain, &ConflictError{Reason: "domain is already in use by another site"})
+		}
+		if _, err := tx.NewInsert().Model(op).Exec(ctx); err != nil {
+			return fmt.Errorf("insert operation: %w", err)
+		}
+		if _, err := tx.NewInsert().Model(newAudit(p.Accept, "site.create", op, now)).Exec(ctx); err != nil {
+			return fmt.Errorf("insert audit log: %w", err)
+		}
+		return nil
+	})
+	if errors.Is(err, errKeyTaken) {
+		return s.replay(ctx, p.Accept)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Accepted{Operation: op}, nil
+}
+
+// DeleteSite records the deprovision of a tenant's site. A site with a mutation in
+// flight is a ConflictError naming that operation; a deleted or unknown site is
+// ErrNotFound.
+func (s *Store) DeleteSite(ctx context.Context, a Accept, siteID string) (*Accepted, error) {
+	now := s.nowUTC()
+	opID := NewID(PrefixOperation)
+	var op *Operation
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		// The key is claimed first, so a retried DELETE replays even after the
+		// site it deleted is gone.
+		ok, err := s.claimKey(ctx, tx, a, opID, now)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errKeyTaken
+		}
+		site := new(Site)
+		err = tx.NewSelect().Model(site).
+			Where("id = ? AND tenant_id = ? AND deleted_at IS NULL", siteID, a.TenantID).Scan(ctx)
+		if err != nil {
+			return notFound(err, "site", siteID)
+		}
+		op, err = newOperation(a, OpTypeSiteDeprovision, TargetSite, site.ID,
+			SitePayload{SiteID: site.ID, Domain: site.Domain, PreviousStatus: site.Status}, now)
+		if err != nil {
+			return err
+		}
+		op.ID = opID
+		if site.OperationID != nil {
+			return fmt.Errorf("delete site %s: %w", siteID, &ConflictError{
+				Reason: "the site has an operation in progress", OperationID: *site.OperationID})
+		}
+		res, err := tx.NewUpdate().Model((*Site)(nil)).
+			Set("status = ?", SiteStatusDeprovisioning).Set("operation_id = ?", op.ID).Set("updated_at = ?", now).
+			Where("id = ? AND tenant_id = ? AND operation_id IS NULL AND deleted_at IS NULL", siteID, a.TenantID).
+			Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("mark site %s deprovisioning: %w", siteID, err)
+		}
+		if affected(res) == 0 {
+			// Another mutation took the site between our read and this write.
+			return fmt.Errorf("delete site %s: %w", siteID, &ConflictError{Reason: "the site has an operation in progress"})
+		}
+		if _, err := tx.NewInsert().Model(op).Exec(ctx); err != nil {
+			return fmt.Errorf("insert operation: %w", err)
+		}
+		if _, err := tx.NewInsert().Model(newAudit(a, "site.delete", op, now)).Exec(ctx); err != nil {
+			return fmt.Errorf("insert audit log: %w", err)
+		}
+		return nil
+	})
+	if errors.Is(err, errKeyTaken) {
+		return s.replay(ctx, a)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Accepted{Operation: op}, nil
+}
+
+// PruneIdempotencyKeys deletes keys that expired before now and returns how many.
+func (s *Store) PruneIdempotencyKeys(ctx context.Context) (int64, error) {
+	res, err := s.db.NewDelete().Model((*IdempotencyKey)(nil)).Where("expires_at <= ?", s.nowUTC()).Exec(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("prune idempotency keys: %w", err)
+	}
+	return affected(res), nil
+}

@@ -1,0 +1,104 @@
+package models
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/driver/sqliteshim"
+)
+
+// PoolConfig sizes the connection pool of a PostgreSQL database. Zero values take
+// defaults that suit one ingress or worker process.
+type PoolConfig struct {
+	MaxOpenConns int
+	MaxIdleConns int
+}
+
+// Open connects to the database named by rawURL: "postgres://…" or "postgresql://…"
+// for PostgreSQL (through pgx), "sqlite:///path/to/file.db" or "sqlite://relative.db"
+// for SQLite. It pings the database before returning.
+func Open(ctx context.Context, rawURL string, pool PoolConfig) (*bun.DB, error) {
+	switch {
+	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
+		return openPostgres(ctx, rawURL, pool)
+	case strings.HasPrefix(rawURL, "sqlite:"):
+		return OpenSQLite(ctx, strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "//"))
+	default:
+		return nil, fmt.Errorf("open database: unsupported URL scheme in %q (want postgres:// or sqlite://)", RedactURL(rawURL))
+	}
+}
+
+func openPostgres(ctx context.Context, dsn string, pool PoolConfig) (*bun.DB, error) {
+	sqldb, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres %s: %w", RedactURL(dsn), err)
+	}
+	if pool.MaxOpenConns <= 0 {
+		pool.MaxOpenConns = 40
+	}
+	if pool.MaxIdleConns <= 0 {
+		pool.MaxIdleConns = pool.MaxOpenConns
+	}
+	sqldb.SetMaxOpenConns(pool.MaxOpenConns)
+	sqldb.SetMaxIdleConns(pool.MaxIdleConns)
+	sqldb.SetConnMaxIdleTime(5 * time.Minute)
+	db := bun.NewDB(sqldb, pgdialect.New())
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("ping postgres %s: %w", RedactURL(dsn), err)
+	}
+	return db, nil
+}
+
+// OpenSQLite opens (creating if needed) the SQLite database file at path with WAL
+// journaling, a busy timeout and foreign keys on. SQLite allows one writer at a time,
+// so the pool holds a single connection: every statement is serialised, which keeps
+// the read-modify-write queries here free of races without row locks.
+func OpenSQLite(ctx context.Context, path string) (*bun.DB, error) {
+	if path == "" {
+		return nil, fmt.Errorf("open sqlite: empty path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	dsn := "file:" + abs + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(on)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	sqldb, err := sql.Open(sqliteshim.ShimName, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", abs, err)
+	}
+	sqldb.SetMaxOpenConns(1)
+	sqldb.SetMaxIdleConns(1)
+	sqldb.SetConnMaxLifetime(0)
+	sqldb.SetConnMaxIdleTime(0)
+	db := bun.NewDB(sqldb, sqlitedialect.New())
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("ping sqlite %s: %w", abs, err)
+	}
+	return db, nil
+}
+
+// IsPostgres reports whether db speaks PostgreSQL.
+func IsPostgres(db bun.IDB) bool {
+	return db.Dialect().Name() == dialect.PG
+}
+
+// RedactURL hides the password of a database URL so it can be logged.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable database URL>"
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,28 @@
+package models
+
+import "errors"
+
+// Sentinel errors returned by the queries of this package, wrapped with context.
+// ingress maps them to HTTP statuses in one place.
+var (
+	// ErrNotFound: no such row for this tenant (another tenant's row is not found too).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the row exists in a state that forbids the change.
+	ErrConflict = errors.New("conflict")
+	// ErrIdempotencyMismatch: an Idempotency-Key was reused with a different request.
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+	// ErrNoCapacity: no server can take another site right now.
+	ErrNoCapacity = errors.New("no server with free capacity")
+)
+
+// ConflictError is an ErrConflict that names what is in the way, such as the
+// operation already running on a site.
+type ConflictError struct {
+	Reason      string
+	OperationID string
+}
+
+func (e *ConflictError) Error() string { return "conflict: " + e.Reason }
+
+// Unwrap makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Unwrap() error { return ErrConflict }

@@ -1,0 +1,177 @@
+package models
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/uptrace/bun"
+)
+
+// RegisterVPSParams describes a server to register.
+type RegisterVPSParams struct {
+	Hostname     string
+	IPAddress    string
+	SSHPort      int
+	Provider     string
+	Region       string
+	Allocation   string
+	TenantID     *string
+	SiteCapacity int
+	HostKey      string
+}
+
+// RegisterVPS records a new server. A hostname already registered is a ConflictError.
+// A new server starts active with health unknown: it takes sites until a health
+// check says otherwise.
+func (s *Store) RegisterVPS(ctx context.Context, p RegisterVPSParams) (*VPSServer, error) {
+	now := s.nowUTC()
+	v := &VPSServer{
+		ID: NewID(PrefixVPS), Hostname: p.Hostname, IPAddress: p.IPAddress, SSHPort: p.SSHPort,
+		Provider: p.Provider, Region: p.Region, Allocation: p.Allocation, TenantID: p.TenantID,
+		SiteCapacity: p.SiteCapacity, Status: VPSStatusActive, HealthStatus: HealthUnknown,
+		HostKey: p.HostKey, CreatedAt: now, UpdatedAt: now,
+	}
+	if p.TenantID != nil {
+		if _, err := s.GetTenant(ctx, *p.TenantID); err != nil {
+			return nil, fmt.Errorf("register vps %s: tenant: %w", p.Hostname, err)
+		}
+	}
+	res, err := s.db.NewInsert().Model(v).On("CONFLICT DO NOTHING").Exec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("register vps %s: %w", p.Hostname, err)
+	}
+	if affected(res) == 0 {
+		return nil, fmt.Errorf("register vps %s: %w", p.Hostname, &ConflictError{Reason: "hostname already registered"})
+	}
+	return v, nil
+}
+
+// GetVPS returns the server with id.
+func (s *Store) GetVPS(ctx context.Context, id string) (*VPSServer, error) {
+	v := new(VPSServer)
+	if err := s.db.NewSelect().Model(v).Where("id = ?", id).Scan(ctx); err != nil {
+		return nil, notFound(err, "vps", id)
+	}
+	return v, nil
+}
+
+// ListVPS returns up to limit servers after the cursor ID, newest first.
+func (s *Store) ListVPS(ctx context.Context, cursor string, limit int) ([]VPSServer, error) {
+	var out []VPSServer
+	q := s.db.NewSelect().Model(&out).OrderExpr("id DESC").Limit(int64(limit))
+	if cursor != "" {
+		q = q.Where("id < ?", cursor)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("list vps: %w", err)
+	}
+	return out, nil
+}
+
+// AssignVPS places a site on a server and returns that server. A site already
+// placed keeps its server (the call is idempotent). The chosen server is the tenant's
+// own dedicated server if one has room, else the least-loaded shared server; servers
+// that are not active or are unhealthy are never chosen.
+//
+// Race-free without row locks: the capacity check is part of the UPDATE that takes
+// the slot (so PostgreSQL re-checks it after waiting for a concurrent taker, and
+// SQLite serialises writers), and the site is bound only if it is still unbound.
+// The CHECK constraint on site_count is the last line of defence.
+func (s *Store) AssignVPS(ctx context.Context, siteID string) (*VPSServer, error) {
+	for attempt := 0; attempt < 8; attempt++ {
+		var chosen *VPSServer
+		err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+			site := new(Site)
+			if err := tx.NewSelect().Model(site).Where("id = ?", siteID).Scan(ctx); err != nil {
+				return notFound(err, "site", siteID)
+			}
+			if site.VPSID != nil {
+				v := new(VPSServer)
+				if err := tx.NewSelect().Model(v).Where("id = ?", *site.VPSID).Scan(ctx); err != nil {
+					return notFound(err, "vps", *site.VPSID)
+				}
+				chosen = v
+				return nil
+			}
+			var candidates []VPSServer
+			err := tx.NewSelect().Model(&candidates).
+				Where("status = ?", VPSStatusActive).
+				Where("health_status <> ?", HealthUnhealthy).
+				Where("site_count < site_capacity").
+				WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
+					return q.Where("allocation = ?", AllocationShared).
+						WhereOr("allocation = ? AND tenant_id = ?", AllocationDedicated, site.TenantID)
+				}).
+				OrderExpr("CASE WHEN allocation = ? THEN 0 ELSE 1 END", AllocationDedicated).
+				OrderExpr("site_count * 1.0 / site_capacity ASC, id ASC").
+				Limit(4).Scan(ctx)
+			if err != nil {
+				return fmt.Errorf("find vps for site %s: %w", siteID, err)
+			}
+			now := s.nowUTC()
+			for i := range candidates {
+				v := &candidates[i]
+				res, err := tx.NewUpdate().Model((*VPSServer)(nil)).
+					Set("site_count = site_count + 1").Set("updated_at = ?", now).
+					Where("id = ? AND status = ? AND site_count < site_capacity", v.ID, VPSStatusActive).
+					Exec(ctx)
+				if err != nil {
+					return fmt.Errorf("take slot on vps %s: %w", v.ID, err)
+				}
+				if affected(res) == 0 {
+					continue // full since we looked; try the next one
+				}
+				res, err = tx.NewUpdate().Model((*Site)(nil)).
+					Set("vps_id = ?", v.ID).Set("updated_at = ?", now).
+					Where("id = ? AND vps_id IS NULL", siteID).Exec(ctx)
+				if err != nil {
+					return fmt.Errorf("bind site %s to vps %s: %w", siteID, v.ID, err)
+				}
+				if affected(res) == 0 {
+					return errSiteBoundConcurrently
+				}
+				v.SiteCount++
+				chosen = v
+				return nil
+			}
+			if len(candidates) == 0 {
+				return fmt.Errorf("place site %s: %w", siteID, ErrNoCapacity)
+			}
+			return errSiteBoundConcurrently // every candidate filled up: look again
+		})
+		if errors.Is(err, errSiteBoundConcurrently) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return chosen, nil
+	}
+	return nil, fmt.Errorf("place site %s: too much contention: %w", siteID, ErrNoCapacity)
+}
+
+// errSiteBoundConcurrently rolls back a placement that lost a race; AssignVPS retries.
+var errSiteBoundConcurrently = errors.New("placement lost a race")
+
+// releaseSlot frees the site's slot on its server, in tx, and unbinds the site.
+// Calling it for an unbound site does nothing, so a slot is never freed twice.
+func releaseSlot(ctx context.Context, tx bun.Tx, siteID string, now any) error {
+	var vpsID *string
+	if err := tx.NewSelect().Model((*Site)(nil)).Column("vps_id").Where("id = ?", siteID).Scan(ctx, &vpsID); err != nil {
+		return notFound(err, "site", siteID)
+	}
+	if vpsID == nil {
+		return nil
+	}
+	if _, err := tx.NewUpdate().Model((*VPSServer)(nil)).
+		Set("site_count = site_count - 1").Set("updated_at = ?", now).
+		Where("id = ? AND site_count > 0", *vpsID).Exec(ctx); err != nil {
+		return fmt.Errorf("free slot on vps %s: %w", *vpsID, err)
+	}
+	if _, err := tx.NewUpdate().Model((*Site)(nil)).Set("vps_id = NULL").
+		Where("id = ?", siteID).Exec(ctx); err != nil {
+		return fmt.Errorf("unbind site %s: %w", siteID, err)
+	}
+	return nil
+}

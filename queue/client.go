@@ -1,0 +1,65 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chomhq/chom/models"
+)
+
+// RedisOptions parses a Redis URL (redis://, rediss://, redis-socket:// or
+// redis-sentinel://, as asynq.ParseRedisURI accepts) into connection options.
+func RedisOptions(url string) (asynq.RedisConnOpt, error) {
+	opt, err := asynq.ParseRedisURI(url)
+	if err != nil {
+		return nil, fmt.Errorf("queue: parse redis URL: %w", err)
+	}
+	return opt, nil
+}
+
+// NewRedisClient opens a Redis client from a URL. It is shared by the enqueuer,
+// the inspector, the notifier and, in workers, the asynq server.
+func NewRedisClient(url string) (redis.UniversalClient, error) {
+	opt, err := RedisOptions(url)
+	if err != nil {
+		return nil, err
+	}
+	rc, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, fmt.Errorf("queue: unsupported redis options %T", opt)
+	}
+	return rc, nil
+}
+
+// Enqueuer puts operation tasks on the queue.
+type Enqueuer struct {
+	client *asynq.Client
+}
+
+// NewEnqueuer returns an Enqueuer over rc. Closing it does not close rc.
+func NewEnqueuer(rc redis.UniversalClient) *Enqueuer {
+	return &Enqueuer{client: asynq.NewClientFromRedisClient(rc)}
+}
+
+// EnqueueOperation enqueues the task of op. A task with that ID already queued (or
+// kept after finishing) means the work is already there: it returns nil.
+func (e *Enqueuer) EnqueueOperation(ctx context.Context, op *models.Operation) error {
+	task, _, err := TaskForOperation(op)
+	if err != nil {
+		return err
+	}
+	return e.Enqueue(ctx, task)
+}
+
+// Enqueue enqueues task, treating a task-ID or uniqueness conflict as success.
+func (e *Enqueuer) Enqueue(ctx context.Context, task *asynq.Task, opts ...asynq.Option) error {
+	_, err := e.client.EnqueueContext(ctx, task, opts...)
+	if err == nil || errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
+		return nil
+	}
+	return fmt.Errorf("enqueue %s: %w", task.Type(), err)
+}

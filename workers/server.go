@@ -1,0 +1,145 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chomhq/chom/jobs"
+	"github.com/chomhq/chom/queue"
+)
+
+// Config configures a worker process.
+type Config struct {
+	Redis       redis.UniversalClient
+	Logger      *slog.Logger
+	Provision   *jobs.ProvisionSite
+	Deprovision *jobs.DeprovisionSite
+	Reconciler  *jobs.Reconciler
+	// Concurrency is how many tasks run at once in this process. Default 20.
+	Concurrency int
+	// RetryBase and RetryMax bound the exponential backoff between attempts.
+	// Defaults 2s and 5m.
+	RetryBase, RetryMax time.Duration
+	// ShutdownTimeout is how long a stopping worker lets running tasks finish
+	// before their context is cancelled and they are re-queued. Default 30s.
+	ShutdownTimeout time.Duration
+}
+
+// Validate reports every missing field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Redis == nil {
+		errs = append(errs, errors.New("workers: Redis is required"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("workers: Logger is required"))
+	}
+	if c.Provision == nil || c.Deprovision == nil || c.Reconciler == nil {
+		errs = append(errs, errors.New("workers: Provision, Deprovision and Reconciler handlers are required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Server is an asynq server running CHOM's handlers.
+type Server struct {
+	srv *asynq.Server
+	mux *asynq.ServeMux
+	log *slog.Logger
+}
+
+// New builds a worker server; Run starts it.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 20
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = 2 * time.Second
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 5 * time.Minute
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	srv := asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          queue.Weights(),
+		RetryDelayFunc:  Backoff(cfg.RetryBase, cfg.RetryMax),
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          asynqLogger{cfg.Logger.With("component", "asynq")},
+		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			id, _ := asynq.GetTaskID(ctx)
+			retried, _ := asynq.GetRetryCount(ctx)
+			cfg.Logger.Warn("task failed", "task_type", t.Type(), "task_id", id, "retried", retried, "error", err)
+		}),
+	})
+	mux := asynq.NewServeMux()
+	mux.Use(logTasks(cfg.Logger))
+	mux.Handle(queue.TypeSiteProvision, cfg.Provision)
+	mux.Handle(queue.TypeSiteDeprovision, cfg.Deprovision)
+	mux.Handle(queue.TypeOperationsReconcile, cfg.Reconciler)
+	return &Server{srv: srv, mux: mux, log: cfg.Logger}, nil
+}
+
+// Run processes tasks until ctx ends, then shuts down gracefully: it stops taking
+// tasks and waits up to ShutdownTimeout for running ones; any still running then
+// go back to the queue and run again elsewhere (jobs are idempotent).
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.srv.Start(s.mux); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	<-ctx.Done()
+	s.log.Info("worker stopping")
+	s.srv.Shutdown()
+	return nil
+}
+
+// Backoff is exponential backoff with full jitter: attempt n waits a random time
+// in [0, min(max, base·2ⁿ)], so retries of many failed tasks spread out.
+func Backoff(base, maxDelay time.Duration) asynq.RetryDelayFunc {
+	return func(n int, _ error, _ *asynq.Task) time.Duration {
+		d := base << min(n, 20)
+		if d <= 0 || d > maxDelay {
+			d = maxDelay
+		}
+		return base/2 + time.Duration(rand.Int64N(int64(d)))
+	}
+}
+
+// logTasks logs each task's end with its type, ID and duration, and puts a logger
+// carrying task_id into nothing but the log line (handlers add operation_id).
+func logTasks(log *slog.Logger) asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			start := time.Now()
+			id, _ := asynq.GetTaskID(ctx)
+			err := next.ProcessTask(ctx, t)
+			level := slog.LevelInfo
+			if err != nil {
+				level = slog.LevelWarn
+			}
+			log.Log(ctx, level, "task done", "task_type", t.Type(), "task_id", id,
+				"duration_ms", time.Since(start).Milliseconds(), "ok", err == nil)
+			return err
+		})
+	}
+}
+
+// asynqLogger feeds asynq's own log lines into slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }
