@@ -27,6 +27,10 @@ type Config struct {
 	// RetryBase and RetryMax bound the exponential backoff between attempts.
 	// Defaults 2s and 5m.
 	RetryBase, RetryMax time.Duration
+	// PollInterval is how often an idle worker checks the queues for new tasks,
+	// and RetryCheckInterval how often it moves due retries back to pending.
+	// Defaults 250ms and 1s: the delay a caller sees between accept and pick-up.
+	PollInterval, RetryCheckInterval time.Duration
 	// ShutdownTimeout is how long a stopping worker lets running tasks finish
 	// before their context is cancelled and they are re-queued. Default 30s.
 	ShutdownTimeout time.Duration
@@ -71,12 +75,20 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 250 * time.Millisecond
+	}
+	if cfg.RetryCheckInterval <= 0 {
+		cfg.RetryCheckInterval = time.Second
+	}
 	srv := asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
-		Concurrency:     cfg.Concurrency,
-		Queues:          queue.Weights(),
-		RetryDelayFunc:  Backoff(cfg.RetryBase, cfg.RetryMax),
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          asynqLogger{cfg.Logger.With("component", "asynq")},
+		Concurrency:              cfg.Concurrency,
+		Queues:                   queue.Weights(),
+		RetryDelayFunc:           Backoff(cfg.RetryBase, cfg.RetryMax),
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		TaskCheckInterval:        cfg.PollInterval,
+		DelayedTaskCheckInterval: cfg.RetryCheckInterval,
+		Logger:                   asynqLogger{cfg.Logger.With("component", "asynq")},
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
 			id, _ := asynq.GetTaskID(ctx)
 			retried, _ := asynq.GetRetryCount(ctx)
@@ -116,8 +128,8 @@ func Backoff(base, maxDelay time.Duration) asynq.RetryDelayFunc {
 	}
 }
 
-// logTasks logs each task's end with its type, ID and duration, and puts a logger
-// carrying task_id into nothing but the log line (handlers add operation_id).
+// logTasks logs the end of each task with its type, task ID and duration; the
+// handlers' own lines carry operation_id and tenant_id.
 func logTasks(log *slog.Logger) asynq.MiddlewareFunc {
 	return func(next asynq.Handler) asynq.Handler {
 		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
