@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -85,13 +86,17 @@ type QueueDepth struct {
 // Depths returns the depth of each of CHOM's queues. A queue that has never had a
 // task reports zeros.
 func (i *Inspector) Depths(_ context.Context) ([]QueueDepth, error) {
+	known, err := i.in.Queues()
+	if err != nil {
+		return nil, fmt.Errorf("list queues: %w", err)
+	}
 	var out []QueueDepth
 	for _, q := range []string{QueueCritical, QueueDefault, QueueLow} {
-		info, err := i.in.GetQueueInfo(q)
-		if errors.Is(err, asynq.ErrQueueNotFound) {
+		if !slices.Contains(known, q) {
 			out = append(out, QueueDepth{Queue: q})
 			continue
 		}
+		info, err := i.in.GetQueueInfo(q)
 		if err != nil {
 			return nil, fmt.Errorf("queue %s info: %w", q, err)
 		}

@@ -53,9 +53,9 @@ type stack struct {
 }
 
 type stackOpts struct {
-	noWorker     bool
-	vpsCapacity  []int // one shared server per entry; default one server of 100
-	tokenTTL     time.Duration
+	noWorker    bool
+	vpsCapacity []int // one shared server per entry; default one server of 100
+	tokenTTL    time.Duration
 	// wrapDriver wraps the local driver, to count calls or inject failures.
 	wrapDriver func(p *local.Provisioner) drivers.Provisioner
 }
