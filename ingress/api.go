@@ -20,6 +20,12 @@ type Enqueuer interface {
 	EnqueueOperation(ctx context.Context, op *models.Operation) error
 }
 
+// SiteCreator records a site and its provision operation: models.Store does it
+// one transaction per request, models.SiteAcceptor group-commits concurrent ones.
+type SiteCreator interface {
+	CreateSite(ctx context.Context, p models.CreateSiteParams) (*models.Accepted, error)
+}
+
 // QueueInspector reports queue health for /health/detailed and removes the task
 // of an operation cancelled before it started.
 type QueueInspector interface {
@@ -39,6 +45,8 @@ type Config struct {
 	Enqueuer  Enqueuer
 	Inspector QueueInspector
 	Logger    *slog.Logger
+	// Sites creates sites; defaults to Store (one transaction per request).
+	Sites SiteCreator
 	// Watcher is optional: without it long polls re-read the database every
 	// PollInterval.
 	Watcher OperationWatcher
@@ -78,6 +86,7 @@ func (c Config) Validate() error {
 // API is CHOM's HTTP API.
 type API struct {
 	store          *models.Store
+	sites          SiteCreator
 	enqueuer       Enqueuer
 	inspector      QueueInspector
 	watcher        OperationWatcher
@@ -106,8 +115,11 @@ func New(cfg Config) (*API, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Sites == nil {
+		cfg.Sites = cfg.Store
+	}
 	a := &API{
-		store: cfg.Store, enqueuer: cfg.Enqueuer, inspector: cfg.Inspector, watcher: cfg.Watcher,
+		store: cfg.Store, sites: cfg.Sites, enqueuer: cfg.Enqueuer, inspector: cfg.Inspector, watcher: cfg.Watcher,
 		log: cfg.Logger, enqueueTimeout: cfg.EnqueueTimeout, pollInterval: cfg.PollInterval, now: cfg.Now,
 		tokens: newTokenCache(cfg.Store, cfg.TokenCacheTTL, 100_000, cfg.Now),
 	}

@@ -141,7 +141,8 @@ func (a *API) cancelOperation(c *gin.Context) {
 		a.fail(c, err) // a malformed Idempotency-Key is still a 4xx
 		return
 	}
-	ctx := c.Request.Context()
+	ctx, cancel := mutationContext(c)
+	defer cancel()
 	tenant := principal(c).TenantID
 	op, err := a.store.GetOperation(ctx, tenant, id)
 	if err != nil {

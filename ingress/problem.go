@@ -114,12 +114,14 @@ func (a *API) fail(c *gin.Context, err error) {
 		writeProblem(c, Problem{Type: problemIdempotency, Title: "Idempotency key reused", Status: http.StatusUnprocessableEntity,
 			Detail: "this Idempotency-Key was used with a different request",
 			Errors: []input.FieldError{{Field: "Idempotency-Key", Detail: "was already used with a different request body"}}})
+	case errors.Is(err, context.Canceled) && c.Request.Context().Err() != nil:
+		// The client went away; nothing to answer. Not a server fault.
+		a.log.DebugContext(c.Request.Context(), "client went away", "request_id", c.GetString(ctxRequestID))
+		c.Abort()
 	case errors.Is(err, context.DeadlineExceeded) || unavailable(err):
 		a.log.WarnContext(c.Request.Context(), "dependency unavailable", "request_id", c.GetString(ctxRequestID), "error", err)
 		writeProblem(c, Problem{Type: problemUnavailable, Title: "Service unavailable", Status: http.StatusServiceUnavailable,
 			Detail: "a backing service is unavailable; retry later"})
-	case errors.Is(err, context.Canceled):
-		c.Abort() // the client went away
 	default:
 		a.log.ErrorContext(c.Request.Context(), "request failed", "request_id", c.GetString(ctxRequestID),
 			"route", c.FullPath(), "error", err)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -41,6 +42,17 @@ func (a *API) accept(c *gin.Context, canonical any) (models.Accept, error) {
 	return acc, nil
 }
 
+// mutationTimeout bounds the transaction of a mutation.
+const mutationTimeout = 10 * time.Second
+
+// mutationContext detaches a mutation from the client's connection: once its
+// transaction starts it runs to the end and its task is enqueued, even if the
+// client hangs up, so a committed operation never waits for the reconciler just
+// because its caller left.
+func mutationContext(c *gin.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(c.Request.Context()), mutationTimeout)
+}
+
 // enqueue puts the operation's task on the queue after its row committed. A
 // failure is logged, not returned: the operation is safe in the database and the
 // reconciler enqueues it later (DESIGN.md, invariant 2).
@@ -72,7 +84,9 @@ func (a *API) createSite(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	res, err := a.store.CreateSite(c.Request.Context(), models.CreateSiteParams{
+	ctx, cancel := mutationContext(c)
+	defer cancel()
+	res, err := a.sites.CreateSite(ctx, models.CreateSiteParams{
 		Accept: acc, Domain: req.Domain, SiteType: req.SiteType, PHPVersion: req.PHPVersion,
 	})
 	if err != nil {
@@ -94,7 +108,9 @@ func (a *API) deleteSite(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	res, err := a.store.DeleteSite(c.Request.Context(), acc, id)
+	ctx, cancel := mutationContext(c)
+	defer cancel()
+	res, err := a.store.DeleteSite(ctx, acc, id)
 	if err != nil {
 		a.fail(c, err)
 		return

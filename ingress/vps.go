@@ -31,7 +31,9 @@ func (a *API) registerVPS(c *gin.Context) {
 	if req.TenantID != "" {
 		p.TenantID = &req.TenantID
 	}
-	v, err := a.store.RegisterVPS(c.Request.Context(), p)
+	ctx, cancel := mutationContext(c)
+	defer cancel()
+	v, err := a.store.RegisterVPS(ctx, p)
 	if err != nil {
 		a.fail(c, err)
 		return

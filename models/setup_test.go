@@ -77,7 +77,7 @@ func count(t *testing.T, db bun.IDB, table, where string, args ...any) int {
 	if err != nil {
 		t.Fatalf("count %s where %q: %v", table, where, err)
 	}
-	return n
+	return int(n)
 }
 
 // rowCounts is the number of rows in the tables every accepted mutation writes to.
@@ -155,7 +155,7 @@ func siteCount(t *testing.T, db bun.IDB, vpsID string) int {
 	if err != nil {
 		t.Fatalf("read site_count of %s: %v", vpsID, err)
 	}
-	return n
+	return int(n)
 }
 
 // siteRow reads a site whatever its tenant.

@@ -34,8 +34,12 @@ func ValidScope(s string) bool { return s == ScopeRead || s == ScopeWrite || s =
 // ScopeAllows reports whether a token holding scopes may act with scope want.
 func ScopeAllows(scopes []string, want string) bool {
 	rank := map[string]int{ScopeRead: 1, ScopeWrite: 2, ScopeAdmin: 3}
+	need, ok := rank[want]
+	if !ok {
+		return false // an unknown scope is never granted: fail closed
+	}
 	for _, s := range scopes {
-		if rank[s] >= rank[want] {
+		if rank[s] >= need {
 			return true
 		}
 	}

@@ -114,7 +114,7 @@ func (s *Store) AssignVPS(ctx context.Context, siteID string) (*VPSServer, error
 				v := &candidates[i]
 				res, err := tx.NewUpdate().Model((*VPSServer)(nil)).
 					Set("site_count = site_count + 1").Set("updated_at = ?", now).
-					Where("id = ? AND status = ? AND site_count < site_capacity", v.ID, VPSStatusActive).
+					Where("id = ? AND status = ?", v.ID, VPSStatusActive).
 					Exec(ctx)
 				if err != nil {
 					return fmt.Errorf("take slot on vps %s: %w", v.ID, err)

@@ -76,7 +76,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		return err
 	}
 	watcher := queue.NewWatcher(b.redis)
-	api, err := newAPI(c, b, log, watcher)
+	acceptor, err := newAcceptor(b, log)
+	if err != nil {
+		return err
+	}
+	api, err := newAPI(c, b, log, watcher, acceptor)
 	if err != nil {
 		return err
 	}
@@ -115,6 +119,7 @@ Press Ctrl-C to stop.
 
 	err = runAll(ctx,
 		func(ctx context.Context) error { watcher.Run(ctx); return nil },
+		acceptor.Run,
 		func(ctx context.Context) error { return serveHTTP(ctx, ln, api.Handler(), c.ShutdownTimeout, log) },
 		w.Run,
 		sched.Run,

@@ -25,7 +25,11 @@ func runIngress(ctx context.Context, stderr io.Writer, getenv func(string) strin
 	}
 	defer b.Close()
 	watcher := queue.NewWatcher(b.redis)
-	api, err := newAPI(c, b, log, watcher)
+	acceptor, err := newAcceptor(b, log)
+	if err != nil {
+		return err
+	}
+	api, err := newAPI(c, b, log, watcher, acceptor)
 	if err != nil {
 		return err
 	}
@@ -36,6 +40,7 @@ func runIngress(ctx context.Context, stderr io.Writer, getenv func(string) strin
 	log.Info("ingress listening", "addr", ln.Addr().String())
 	return runAll(ctx,
 		func(ctx context.Context) error { watcher.Run(ctx); return nil },
+		acceptor.Run,
 		func(ctx context.Context) error { return serveHTTP(ctx, ln, api.Handler(), c.ShutdownTimeout, log) },
 	)
 }

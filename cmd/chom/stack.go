@@ -73,8 +73,9 @@ func openBackends(ctx context.Context, c config, migrate bool) (*backends, error
 	return b, nil
 }
 
-// newAPI builds the HTTP API over b.
-func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher) (*ingress.API, error) {
+// newAPI builds the HTTP API over b. Site creations go through acceptor, which the
+// caller must run.
+func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher, acceptor *models.SiteAcceptor) (*ingress.API, error) {
 	var opsUI http.Handler
 	if c.OpsUI {
 		opt, err := queue.RedisOptions(c.RedisURL)
@@ -86,6 +87,7 @@ func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher) (*i
 	gin.SetMode(gin.ReleaseMode)
 	return ingress.New(ingress.Config{
 		Store:         b.store,
+		Sites:         acceptor,
 		Enqueuer:      queue.NewEnqueuer(b.redis),
 		Inspector:     queue.NewInspector(b.redis),
 		Watcher:       watcher,
@@ -93,6 +95,11 @@ func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher) (*i
 		OpsUI:         opsUI,
 		TokenCacheTTL: c.TokenCacheTTL,
 	})
+}
+
+// newAcceptor builds the group-committing site acceptor of the ingress.
+func newAcceptor(b *backends, log *slog.Logger) (*models.SiteAcceptor, error) {
+	return models.NewSiteAcceptor(models.SiteAcceptorConfig{Store: b.store, Logger: log.With("component", "acceptor")})
 }
 
 // newWorker builds a worker server over b with the local driver rooted at root.

@@ -34,7 +34,7 @@ func init() { gin.SetMode(gin.ReleaseMode) }
 // (unless stackOpts.noWorker) a running worker. The API reaches Redis through a
 // proxy the test can cut; the worker connects directly.
 type stack struct {
-	t           *testing.T
+	t           testing.TB
 	db          *bun.DB
 	store       *models.Store
 	redisDB     testenv.RedisDB
@@ -65,14 +65,14 @@ func backends(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
 	testenv.Backends(t, fn)
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("CHOM_TEST_VERBOSE") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func newStack(t *testing.T, db *bun.DB, o stackOpts) *stack {
+func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := models.MigrateUp(ctx, db); err != nil {
@@ -82,7 +82,14 @@ func newStack(t *testing.T, db *bun.DB, o stackOpts) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{t: t, db: db, store: store, redisDB: testenv.Redis(t), root: t.TempDir()}
+	// The local driver writes its root into config files, so it takes only plain
+	// path characters; test names (and so t.TempDir) may have others.
+	root, err := os.MkdirTemp("", "chom-vps-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	s := &stack{t: t, db: db, store: store, redisDB: testenv.Redis(t), root: root}
 	s.workerRedis = s.redisDB.Client(t)
 	s.proxy = testenv.NewProxy(t, s.redisDB.Addr)
 	apiRedis := redis.NewClient(&redis.Options{Addr: s.proxy.Addr(), DB: s.redisDB.DB,
@@ -122,8 +129,16 @@ func newStack(t *testing.T, db *bun.DB, o stackOpts) *stack {
 	if ttl == 0 {
 		ttl = -1 // no cache: tests revoke tokens and expect it at once
 	}
+	acceptor, err := models.NewSiteAcceptor(models.SiteAcceptorConfig{Store: store, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, acancel := context.WithCancel(ctx)
+	adone := make(chan struct{})
+	go func() { _ = acceptor.Run(actx); close(adone) }()
+	t.Cleanup(func() { acancel(); <-adone })
 	s.api, err = ingress.New(ingress.Config{
-		Store: store, Enqueuer: queue.NewEnqueuer(apiRedis), Inspector: queue.NewInspector(apiRedis),
+		Store: store, Sites: acceptor, Enqueuer: queue.NewEnqueuer(apiRedis), Inspector: queue.NewInspector(apiRedis),
 		Watcher: watcher, Logger: log, OpsUI: queue.NewOpsUI(opt, false, ""), TokenCacheTTL: ttl,
 		EnqueueTimeout: time.Second, PollInterval: 100 * time.Millisecond,
 	})
@@ -197,7 +212,7 @@ type response struct {
 	body   []byte
 }
 
-func (r response) json(t *testing.T, v any) {
+func (r response) json(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)

@@ -1,0 +1,165 @@
+package models_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/uptrace/bun"
+
+	"github.com/chomhq/chom/internal/testenv"
+	"github.com/chomhq/chom/models"
+)
+
+// schemaTables are the tables of the initial migration, sorted.
+var schemaTables = []string{
+	"api_tokens", "audit_logs", "idempotency_keys", "operations", "outbox_events",
+	"site_backups", "sites", "tenants", "usage_records", "users", "vps_servers",
+}
+
+// keyIndexes are indexes the queries of this package rely on.
+var keyIndexes = []string{
+	"api_tokens_hash_key", "operations_tenant_idx", "outbox_events_unpublished_idx",
+	"sites_domain_live_key", "sites_tenant_status_idx", "vps_servers_placement_idx",
+}
+
+// tables lists the schema's tables of ours (bun's migration tables left out), sorted.
+func tables(t *testing.T, db *bun.DB) []string {
+	t.Helper()
+	var names []string
+	var err error
+	if models.IsPostgres(db) {
+		err = db.NewSelect().Table("information_schema.tables").Column("table_name").
+			Where("table_schema = current_schema()").Where("table_type = 'BASE TABLE'").
+			Scan(t.Context(), &names)
+	} else {
+		err = db.NewSelect().Table("sqlite_master").Column("name").
+			Where("type = 'table'").Where("name NOT LIKE 'sqlite_%'").
+			Scan(t.Context(), &names)
+	}
+	if err != nil {
+		t.Fatalf("list tables: %v", err)
+	}
+	names = slices.DeleteFunc(names, func(n string) bool { return n == "bun_migrations" || n == "bun_migration_locks" })
+	slices.Sort(names)
+	return names
+}
+
+// indexes lists the schema's index names.
+func indexes(t *testing.T, db *bun.DB) []string {
+	t.Helper()
+	var names []string
+	var err error
+	if models.IsPostgres(db) {
+		err = db.NewSelect().Table("pg_indexes").Column("indexname").
+			Where("schemaname = current_schema()").Scan(t.Context(), &names)
+	} else {
+		err = db.NewSelect().Table("sqlite_master").Column("name").
+			Where("type = 'index'").Scan(t.Context(), &names)
+	}
+	if err != nil {
+		t.Fatalf("list indexes: %v", err)
+	}
+	return names
+}
+
+func TestMigrateUpDown(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+
+		g, err := models.MigrateUp(ctx, db)
+		if err != nil {
+			t.Fatalf("MigrateUp: %v", err)
+		}
+		if g.IsZero() || len(g.Migrations) != 1 {
+			t.Fatalf("first MigrateUp applied %v, want the one migration", g)
+		}
+		if diff := cmp.Diff(schemaTables, tables(t, db)); diff != "" {
+			t.Fatalf("tables after up (-want +got):\n%s", diff)
+		}
+		got := indexes(t, db)
+		for _, name := range keyIndexes {
+			if !slices.Contains(got, name) {
+				t.Errorf("index %s missing; have %v", name, got)
+			}
+		}
+
+		g, err = models.MigrateUp(ctx, db)
+		if err != nil {
+			t.Fatalf("second MigrateUp: %v", err)
+		}
+		if !g.IsZero() {
+			t.Fatalf("second MigrateUp applied %v, want nothing", g)
+		}
+
+		ms, err := models.MigrationStatus(ctx, db)
+		if err != nil {
+			t.Fatalf("MigrationStatus: %v", err)
+		}
+		if len(ms) != 1 || !ms[0].IsApplied() || ms[0].Name != "20261125000001" {
+			t.Fatalf("MigrationStatus = %v, want 20261125000001 applied", ms)
+		}
+		if n := len(ms.Unapplied()); n != 0 {
+			t.Fatalf("%d unapplied migrations after up", n)
+		}
+
+		g, err = models.MigrateDown(ctx, db)
+		if err != nil {
+			t.Fatalf("MigrateDown: %v", err)
+		}
+		if len(g.Migrations) != 1 {
+			t.Fatalf("MigrateDown rolled back %v, want the one migration", g)
+		}
+		if got := tables(t, db); len(got) != 0 {
+			t.Fatalf("tables after down: %v, want none", got)
+		}
+		ms, err = models.MigrationStatus(ctx, db)
+		if err != nil {
+			t.Fatalf("MigrationStatus after down: %v", err)
+		}
+		if len(ms) != 1 || ms[0].IsApplied() {
+			t.Fatalf("MigrationStatus after down = %v, want unapplied", ms)
+		}
+
+		if _, err := models.MigrateUp(ctx, db); err != nil {
+			t.Fatalf("MigrateUp after down: %v", err)
+		}
+		if diff := cmp.Diff(schemaTables, tables(t, db)); diff != "" {
+			t.Fatalf("tables after up again (-want +got):\n%s", diff)
+		}
+		// The schema works after the round trip.
+		s, err := models.New(models.Config{DB: db})
+		if err != nil {
+			t.Fatal(err)
+		}
+		createSite(t, s, tenant(t, s, "acme"), "after-roundtrip.example")
+	})
+}
+
+// TestMigrateDomainIndexIsPartial checks the unique domain index ignores deleted
+// sites on both backends: a deleted row and a live row may share a domain.
+func TestMigrateDomainIndexIsPartial(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		s := setup(t, db)
+		ten := tenant(t, s, "acme")
+		now := epoch
+		row := func(id string, deleted bool) *models.Site {
+			site := &models.Site{ID: id, TenantID: ten, Domain: "dup.example", SiteType: "static",
+				Status: models.SiteStatusActive, CreatedAt: now, UpdatedAt: now}
+			if deleted {
+				site.Status, site.DeletedAt = models.SiteStatusDeleted, &now
+			}
+			return site
+		}
+		for _, site := range []*models.Site{row("site_a", true), row("site_b", true), row("site_c", false)} {
+			if _, err := db.NewInsert().Model(site).Exec(t.Context()); err != nil {
+				t.Fatalf("insert %s: %v", site.ID, err)
+			}
+		}
+		if _, err := db.NewInsert().Model(row("site_d", false)).Exec(t.Context()); err == nil {
+			t.Fatal("a second live site with the same domain was inserted")
+		}
+	})
+}
