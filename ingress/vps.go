@@ -1,6 +1,8 @@
 package ingress
 
 import (
+	"errors"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/chomhq/chom/ingress/input"
@@ -8,7 +10,8 @@ import (
 )
 
 // registerVPS serves POST /vps (admin): it records the server at once and answers
-// 201 with it. The hostname is unique, so repeating the request is a 409.
+// 201 with it. The hostname is unique, so repeating the request is a 409, unless
+// it carries the same Idempotency-Key: then it answers 200 with the same server.
 func (a *API) registerVPS(c *gin.Context) {
 	var req input.RegisterVPSRequest
 	if err := input.DecodeJSON(c.Request, &req); err != nil {
@@ -20,7 +23,8 @@ func (a *API) registerVPS(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	if _, err := a.accept(c, req); err != nil {
+	acc, err := a.accept(c, req)
+	if err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -33,12 +37,21 @@ func (a *API) registerVPS(c *gin.Context) {
 	}
 	ctx, cancel := mutationContext(c)
 	defer cancel()
-	v, err := a.store.RegisterVPS(ctx, p)
+	v, replayed, err := a.store.RegisterVPS(ctx, acc, p)
+	if errors.Is(err, models.ErrNotFound) && p.TenantID != nil {
+		verr := &input.ValidationError{}
+		verr.Add("tenant_id", "names no tenant")
+		err = verr
+	}
 	if err != nil {
 		a.fail(c, err)
 		return
 	}
 	c.Header("Location", "/api/v1/vps/"+v.ID)
+	if replayed {
+		c.JSON(200, v) // the server the same request registered before
+		return
+	}
 	c.JSON(201, v)
 }
 

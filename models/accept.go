@@ -69,6 +69,20 @@ var errKeyTaken = errors.New("idempotency key taken")
 // replay answers a request whose idempotency key was used before: the same
 // operation when the request is the same, ErrIdempotencyMismatch otherwise.
 func (s *Store) replay(ctx context.Context, a Accept) (*Accepted, error) {
+	k, err := s.idempotencyRecord(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	op, err := s.GetOperation(ctx, a.TenantID, k.OperationID)
+	if err != nil {
+		return nil, err
+	}
+	return &Accepted{Operation: op, Replayed: true}, nil
+}
+
+// idempotencyRecord returns the record of a's key, or ErrIdempotencyMismatch when
+// it was made by a different request.
+func (s *Store) idempotencyRecord(ctx context.Context, a Accept) (*IdempotencyKey, error) {
 	k := new(IdempotencyKey)
 	err := s.db.NewSelect().Model(k).Where("tenant_id = ? AND idem_key = ?", a.TenantID, a.IdempotencyKey).Scan(ctx)
 	if err != nil {
@@ -77,11 +91,7 @@ func (s *Store) replay(ctx context.Context, a Accept) (*Accepted, error) {
 	if k.RequestHash != a.RequestHash {
 		return nil, fmt.Errorf("idempotency key %q: %w", a.IdempotencyKey, ErrIdempotencyMismatch)
 	}
-	op, err := s.GetOperation(ctx, a.TenantID, k.OperationID)
-	if err != nil {
-		return nil, err
-	}
-	return &Accepted{Operation: op, Replayed: true}, nil
+	return k, nil
 }
 
 // newOperation builds a pending operation row.

@@ -21,10 +21,12 @@ type RegisterVPSParams struct {
 	HostKey      string
 }
 
-// RegisterVPS records a new server. A hostname already registered is a ConflictError.
-// A new server starts active with health unknown: it takes sites until a health
-// check says otherwise.
-func (s *Store) RegisterVPS(ctx context.Context, p RegisterVPSParams) (*VPSServer, error) {
+// RegisterVPS records a new server. A hostname already registered is a
+// ConflictError. A new server starts active with health unknown: it takes sites
+// until a health check says otherwise. With an Idempotency-Key in a, the same
+// request again returns the same server (Replayed) instead of a conflict; the
+// key's record then names the server where other keys name an operation.
+func (s *Store) RegisterVPS(ctx context.Context, a Accept, p RegisterVPSParams) (*VPSServer, bool, error) {
 	now := s.nowUTC()
 	v := &VPSServer{
 		ID: NewID(PrefixVPS), Hostname: p.Hostname, IPAddress: p.IPAddress, SSHPort: p.SSHPort,
@@ -34,17 +36,38 @@ func (s *Store) RegisterVPS(ctx context.Context, p RegisterVPSParams) (*VPSServe
 	}
 	if p.TenantID != nil {
 		if _, err := s.GetTenant(ctx, *p.TenantID); err != nil {
-			return nil, fmt.Errorf("register vps %s: tenant: %w", p.Hostname, err)
+			return nil, false, fmt.Errorf("register vps %s: tenant: %w", p.Hostname, err)
 		}
 	}
-	res, err := s.db.NewInsert().Model(v).On("CONFLICT DO NOTHING").Exec(ctx)
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		ok, err := s.claimKey(ctx, tx, a, v.ID, now)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errKeyTaken
+		}
+		res, err := tx.NewInsert().Model(v).On("CONFLICT DO NOTHING").Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("register vps %s: %w", p.Hostname, err)
+		}
+		if affected(res) == 0 {
+			return fmt.Errorf("register vps %s: %w", p.Hostname, &ConflictError{Reason: "hostname already registered"})
+		}
+		return nil
+	})
+	if errors.Is(err, errKeyTaken) {
+		k, err := s.idempotencyRecord(ctx, a)
+		if err != nil {
+			return nil, false, err
+		}
+		got, err := s.GetVPS(ctx, k.OperationID)
+		return got, err == nil, err
+	}
 	if err != nil {
-		return nil, fmt.Errorf("register vps %s: %w", p.Hostname, err)
+		return nil, false, err
 	}
-	if affected(res) == 0 {
-		return nil, fmt.Errorf("register vps %s: %w", p.Hostname, &ConflictError{Reason: "hostname already registered"})
-	}
-	return v, nil
+	return v, false, nil
 }
 
 // GetVPS returns the server with id.
@@ -114,7 +137,7 @@ func (s *Store) AssignVPS(ctx context.Context, siteID string) (*VPSServer, error
 				v := &candidates[i]
 				res, err := tx.NewUpdate().Model((*VPSServer)(nil)).
 					Set("site_count = site_count + 1").Set("updated_at = ?", now).
-					Where("id = ? AND status = ?", v.ID, VPSStatusActive).
+					Where("id = ? AND status = ? AND site_count < site_capacity", v.ID, VPSStatusActive).
 					Exec(ctx)
 				if err != nil {
 					return fmt.Errorf("take slot on vps %s: %w", v.ID, err)

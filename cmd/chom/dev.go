@@ -144,7 +144,7 @@ func seedDev(ctx context.Context, store *models.Store, dir string) (devTokens, e
 	if err != nil {
 		return out, err
 	}
-	_, err = store.RegisterVPS(ctx, models.RegisterVPSParams{
+	_, _, err = store.RegisterVPS(ctx, models.Accept{}, models.RegisterVPSParams{
 		Hostname: devVPSHostname, IPAddress: "127.0.0.1", SSHPort: 22, Provider: "local", Region: "local",
 		Allocation: models.AllocationShared, SiteCapacity: 1000,
 	})

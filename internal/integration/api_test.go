@@ -353,3 +353,48 @@ func TestOpsUIRequiresAdmin(t *testing.T) {
 		}
 	})
 }
+
+// VPS registration (admin): 201 with the server, the same Idempotency-Key and body
+// gives the same server back, the hostname again without a key is a 409.
+func TestRegisterVPS(t *testing.T) {
+	t.Parallel()
+	backends(t, func(t *testing.T, db *bun.DB) {
+		s := newStack(t, db, stackOpts{noWorker: true})
+		body := `{"hostname":"Web1.Example","ip_address":"203.0.113.7","provider":"hetzner","region":"fsn1","site_capacity":20}`
+		r := s.do("POST", "/api/v1/vps", s.admin, body, "Idempotency-Key", "vps-1")
+		if r.status != http.StatusCreated {
+			t.Fatalf("POST /vps: %d %s", r.status, r.body)
+		}
+		var v models.VPSServer
+		r.json(t, &v)
+		if v.Hostname != "web1.example" || v.SSHPort != 22 || v.Allocation != "shared" || v.SiteCapacity != 20 || v.HealthStatus != "unknown" {
+			t.Errorf("registered = %+v", v)
+		}
+		if r.header.Get("Location") != "/api/v1/vps/"+v.ID {
+			t.Errorf("Location = %q", r.header.Get("Location"))
+		}
+		r = s.do("POST", "/api/v1/vps", s.admin, body, "Idempotency-Key", "vps-1")
+		var again models.VPSServer
+		r.json(t, &again)
+		if r.status != http.StatusOK || again.ID != v.ID {
+			t.Fatalf("replay: %d %s", r.status, r.body)
+		}
+		assertProblem(t, s.do("POST", "/api/v1/vps", s.admin, body), http.StatusConflict, "")
+		assertProblem(t, s.do("POST", "/api/v1/vps", s.admin, body, "Idempotency-Key", "vps-1x"), http.StatusConflict, "")
+		if r := s.do("GET", "/api/v1/vps/"+v.ID, s.admin, nil); r.status != 200 {
+			t.Errorf("GET /vps/{id}: %d", r.status)
+		}
+		var list ingress.Page[models.VPSServer]
+		s.do("GET", "/api/v1/vps", s.admin, nil).json(t, &list)
+		if len(list.Data) != 2 { // the stack's own server and this one
+			t.Errorf("GET /vps lists %d servers, want 2", len(list.Data))
+		}
+		// A dedicated server names an existing tenant.
+		ded := `{"hostname":"ded.example","ip_address":"203.0.113.8","provider":"hetzner","region":"fsn1","allocation":"dedicated","tenant_id":"ten_00000000000000000000000000000000"}`
+		assertProblem(t, s.do("POST", "/api/v1/vps", s.admin, ded), http.StatusUnprocessableEntity, "tenant_id")
+		ded = strings.Replace(ded, "ten_00000000000000000000000000000000", s.tenantA, 1)
+		if r := s.do("POST", "/api/v1/vps", s.admin, ded); r.status != http.StatusCreated {
+			t.Errorf("dedicated: %d %s", r.status, r.body)
+		}
+	})
+}

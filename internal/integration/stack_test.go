@@ -105,7 +105,7 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 		caps = []int{100}
 	}
 	for i, c := range caps {
-		v, err := store.RegisterVPS(ctx, models.RegisterVPSParams{
+		v, _, err := store.RegisterVPS(ctx, models.Accept{}, models.RegisterVPSParams{
 			Hostname: "vps" + string(rune('a'+i)) + ".test.example", IPAddress: "127.0.0.1", SSHPort: 22,
 			Provider: "local", Region: "test", Allocation: models.AllocationShared, SiteCapacity: c,
 		})
