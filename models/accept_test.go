@@ -22,8 +22,8 @@ func TestCreateSite(t *testing.T) {
 		ten := tenant(t, s, "acme")
 
 		acc, err := s.CreateSite(ctx, models.CreateSiteParams{
-			Accept:   models.Accept{TenantID: ten, Actor: "tok_1", RequestID: "req_1"},
-			Domain:   "blog.example", SiteType: "wordpress", PHPVersion: "8.3",
+			Accept: models.Accept{TenantID: ten, Actor: "tok_1", RequestID: "req_1"},
+			Domain: "blog.example", SiteType: "wordpress", PHPVersion: "8.3",
 		})
 		if err != nil {
 			t.Fatalf("CreateSite: %v", err)

@@ -168,6 +168,11 @@ func (a *SiteAcceptor) commit(ctx context.Context, batch []*pendingSite) {
 		o := outcomes[i]
 		if o.err == errKeyTaken {
 			o.acc, o.err = a.store.replay(ctx, p.p.Accept)
+			if errors.Is(o.err, ErrNotFound) {
+				// The key's first request in this batch was refused and gave the
+				// key back: decide this one alone, as CreateSite would.
+				o.acc, o.err = a.store.CreateSite(ctx, p.p)
+			}
 		}
 		p.done <- o
 	}
@@ -237,12 +242,16 @@ func (s *Store) createSites(ctx context.Context, batch []*pendingSite) ([]siteOu
 			}
 		}
 		var candidates []Site
-		for i := range sites {
+		var release []IdempotencyKey
+		for i, p := range batch {
 			if out[i].err != nil {
 				continue
 			}
 			if j, dup := domainOwner[sites[i].Domain]; dup && out[j].err == nil {
 				out[i].err = fmt.Errorf("create site %s: %w", sites[i].Domain, &ConflictError{Reason: "domain is already in use by another site"})
+				if p.p.IdempotencyKey != "" {
+					release = append(release, IdempotencyKey{TenantID: p.p.TenantID, Key: p.p.IdempotencyKey})
+				}
 				continue
 			}
 			domainOwner[sites[i].Domain] = i
@@ -261,7 +270,6 @@ func (s *Store) createSites(ctx context.Context, batch []*pendingSite) ([]siteOu
 		}
 		var accepted []*Operation
 		var audits []AuditLog
-		var release []IdempotencyKey
 		for i, p := range batch {
 			if out[i].err != nil {
 				continue

@@ -137,7 +137,7 @@ func activeSite(t *testing.T, s *models.Store, tenantID, domain string) string {
 // registerVPS registers a shared server with capacity slots.
 func registerVPS(t *testing.T, s *models.Store, hostname string, capacity int) *models.VPSServer {
 	t.Helper()
-	v, err := s.RegisterVPS(t.Context(), models.RegisterVPSParams{
+	v, _, err := s.RegisterVPS(t.Context(), models.Accept{}, models.RegisterVPSParams{
 		Hostname: hostname, IPAddress: "192.0.2.10", SSHPort: 22, Provider: "test", Region: "eu",
 		Allocation: models.AllocationShared, SiteCapacity: capacity,
 	})

@@ -24,7 +24,7 @@ func TestRegisterVPS(t *testing.T) {
 			Region: "fsn1", Allocation: models.AllocationDedicated, TenantID: &acme, SiteCapacity: 10,
 			HostKey: "ssh-ed25519 AAAA",
 		}
-		v, err := s.RegisterVPS(ctx, p)
+		v, _, err := s.RegisterVPS(ctx, models.Accept{}, p)
 		if err != nil {
 			t.Fatalf("RegisterVPS: %v", err)
 		}
@@ -43,11 +43,11 @@ func TestRegisterVPS(t *testing.T) {
 		}
 
 		p.IPAddress, p.TenantID, p.Allocation = "192.0.2.2", nil, models.AllocationShared
-		_, err = s.RegisterVPS(ctx, p)
+		_, _, err = s.RegisterVPS(ctx, models.Accept{}, p)
 		wantConflict(t, err)
 
 		p.Hostname, p.TenantID = "web2.example", ptr("ten_unknown")
-		if _, err := s.RegisterVPS(ctx, p); !errors.Is(err, models.ErrNotFound) {
+		if _, _, err := s.RegisterVPS(ctx, models.Accept{}, p); !errors.Is(err, models.ErrNotFound) {
 			t.Fatalf("RegisterVPS for an unknown tenant = %v, want ErrNotFound", err)
 		}
 		if n := count(t, db, "vps_servers", ""); n != 1 {
@@ -78,7 +78,7 @@ func TestAssignVPS(t *testing.T) {
 	}{
 		{"least loaded by ratio, not by count", []server{
 			{name: "big", capacity: 10, count: 3, wantPlaced: true}, // 0.3
-			{name: "small", capacity: 4, count: 2},                   // 0.5
+			{name: "small", capacity: 4, count: 2},                  // 0.5
 		}},
 		{"empty small server beats a busy big one", []server{
 			{name: "big", capacity: 100, count: 1},
@@ -146,7 +146,7 @@ func TestAssignVPS(t *testing.T) {
 					case "other":
 						p.Allocation, p.TenantID = models.AllocationDedicated, &other
 					}
-					v, err := s.RegisterVPS(ctx, p)
+					v, _, err := s.RegisterVPS(ctx, models.Accept{}, p)
 					if err != nil {
 						t.Fatal(err)
 					}
