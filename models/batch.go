@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -41,12 +42,16 @@ type SiteAcceptor struct {
 	workers int
 	timeout time.Duration
 	in      chan *pendingSite
+	stopped chan struct{} // closed when Run has returned
 }
 
 type pendingSite struct {
 	ctx  context.Context
 	p    CreateSiteParams
 	done chan siteOutcome
+	// taken is set by whoever processes the request: a committer, Run's final
+	// drain, or the caller itself when Run has stopped. It is set exactly once.
+	taken atomic.Bool
 }
 
 type siteOutcome struct {
@@ -76,12 +81,15 @@ func NewSiteAcceptor(cfg SiteAcceptorConfig) (*SiteAcceptor, error) {
 		cfg.CommitTimeout = 5 * time.Second
 	}
 	return &SiteAcceptor{store: cfg.Store, log: cfg.Logger, max: cfg.MaxBatch, workers: cfg.Committers,
-		timeout: cfg.CommitTimeout, in: make(chan *pendingSite, cfg.MaxBatch*cfg.Committers)}, nil
+		timeout: cfg.CommitTimeout, in: make(chan *pendingSite, cfg.MaxBatch*cfg.Committers),
+		stopped: make(chan struct{})}, nil
 }
 
 // Run commits batches until ctx ends. Requests still queued then are written
-// one by one before Run returns, so nothing submitted is dropped.
+// one by one, and requests that arrive after Run returns are written by their
+// caller, so nothing submitted is dropped. Run must be called once.
 func (a *SiteAcceptor) Run(ctx context.Context) error {
+	defer close(a.stopped)
 	done := make(chan struct{})
 	for i := 0; i < a.workers; i++ {
 		go func() {
@@ -95,8 +103,10 @@ func (a *SiteAcceptor) Run(ctx context.Context) error {
 	for {
 		select {
 		case p := <-a.in:
-			acc, err := a.store.CreateSite(context.WithoutCancel(p.ctx), p.p)
-			p.done <- siteOutcome{acc, err}
+			if p.taken.CompareAndSwap(false, true) {
+				acc, err := a.store.CreateSite(context.WithoutCancel(p.ctx), p.p)
+				p.done <- siteOutcome{acc, err}
+			}
 		default:
 			return nil
 		}
@@ -108,13 +118,23 @@ func (a *SiteAcceptor) CreateSite(ctx context.Context, p CreateSiteParams) (*Acc
 	req := &pendingSite{ctx: ctx, p: p, done: make(chan siteOutcome, 1)}
 	select {
 	case a.in <- req:
+	case <-a.stopped:
+		return a.store.CreateSite(ctx, p)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	// Once submitted, wait for the outcome even if ctx ends: the batch may be
 	// committing it, and the caller must not answer before knowing.
-	out := <-req.done
-	return out.acc, out.err
+	select {
+	case out := <-req.done:
+		return out.acc, out.err
+	case <-a.stopped:
+		if req.taken.CompareAndSwap(false, true) {
+			return a.store.CreateSite(context.WithoutCancel(ctx), p) // queued after the final drain
+		}
+		out := <-req.done
+		return out.acc, out.err
+	}
 }
 
 func (a *SiteAcceptor) commitLoop(ctx context.Context) {
@@ -125,16 +145,23 @@ func (a *SiteAcceptor) commitLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case p := <-a.in:
-			batch = append(batch, p)
+			if p.taken.CompareAndSwap(false, true) {
+				batch = append(batch, p)
+			}
 		}
 	fill:
 		for len(batch) < a.max {
 			select {
 			case p := <-a.in:
-				batch = append(batch, p)
+				if p.taken.CompareAndSwap(false, true) {
+					batch = append(batch, p)
+				}
 			default:
 				break fill
 			}
+		}
+		if len(batch) == 0 {
+			continue
 		}
 		a.commit(context.WithoutCancel(ctx), batch)
 	}

@@ -293,3 +293,48 @@ func TestNewSiteAcceptorValidates(t *testing.T) {
 		t.Fatal("NewSiteAcceptor with no Store and no Logger: no error")
 	}
 }
+
+// A request submitted after Run has returned is not stranded in the queue: its
+// caller writes it (and one submitted while Run drains is written exactly once).
+func TestSiteAcceptorAfterStop(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		s, tenant, _ := batchSetup(t, db)
+		a, err := NewSiteAcceptor(SiteAcceptorConfig{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		ran := make(chan error, 1)
+		go func() { ran <- a.Run(ctx) }()
+		var wg sync.WaitGroup
+		results := make([]error, 20)
+		for i := range results {
+			wg.Go(func() {
+				_, results[i] = a.CreateSite(t.Context(), req(tenant, "", "", fmt.Sprintf("stop%d.example", i)))
+			})
+			if i == 10 {
+				cancel()
+			}
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("CreateSite calls hung after Run stopped")
+		}
+		if err := <-ran; err != nil {
+			t.Fatal(err)
+		}
+		for i, err := range results {
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+			}
+		}
+		n, err := db.NewSelect().Table("sites").Count(t.Context())
+		if err != nil || int(n) != len(results) {
+			t.Fatalf("sites = %d (%v), want %d", n, err, len(results))
+		}
+	})
+}

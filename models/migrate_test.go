@@ -163,3 +163,39 @@ func TestMigrateDomainIndexIsPartial(t *testing.T) {
 		}
 	})
 }
+
+// Replicas starting together with CHOM_AUTO_MIGRATE take turns: every concurrent
+// MigrateUp succeeds and the schema is applied once.
+func TestMigrateUpConcurrently(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	const n = 6
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := models.MigrateUp(t.Context(), db)
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent MigrateUp: %v", err)
+		}
+	}
+	ms, err := models.MigrationStatus(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if !m.IsApplied() {
+			t.Errorf("migration %s not applied", m.Name)
+		}
+	}
+	var applied int
+	if err := db.NewSelect().Table("bun_migrations").ColumnExpr("count(*)").Scan(t.Context(), &applied); err != nil {
+		t.Fatal(err)
+	}
+	if applied != len(ms) {
+		t.Errorf("bun_migrations has %d rows for %d migrations", applied, len(ms))
+	}
+}
