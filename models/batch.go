@@ -17,8 +17,10 @@ type SiteAcceptorConfig struct {
 	Logger *slog.Logger
 	// MaxBatch is the most requests committed in one transaction. Default 128.
 	MaxBatch int
-	// Committers is how many transactions may be in flight at once, so a batch
-	// can form while the previous one waits for its commit. Default 4.
+	// Committers is how many batch transactions may be in flight at once. One
+	// is the default: measured on 2 cores, each extra committer made batches
+	// smaller and PostgreSQL busier for fewer requests per second (1: 7,262 req/s,
+	// p99 39 ms; 2: 6,884, p99 73 ms; 8: 5,501, p99 80 ms).
 	Committers int
 	// CommitTimeout bounds one batch transaction. Default 5s.
 	CommitTimeout time.Duration
@@ -75,7 +77,7 @@ func NewSiteAcceptor(cfg SiteAcceptorConfig) (*SiteAcceptor, error) {
 		cfg.MaxBatch = 128
 	}
 	if cfg.Committers <= 0 {
-		cfg.Committers = 4
+		cfg.Committers = 1
 	}
 	if cfg.CommitTimeout <= 0 {
 		cfg.CommitTimeout = 5 * time.Second

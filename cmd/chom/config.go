@@ -12,24 +12,26 @@ import (
 // config is every CHOM_* setting. Each field's env name and default are in
 // loadConfig; the README's configuration table lists the same.
 type config struct {
-	DatabaseURL     string
-	RedisURL        string
-	Listen          string
-	LogLevel        slog.Level
-	LogFormat       string
-	DBMaxConns      int
-	Concurrency     int
-	Driver          string
-	LocalRoot       string
-	TokenCacheTTL   time.Duration
-	ReconcileEvery  time.Duration
-	ReconcileGrace  time.Duration
-	ShutdownTimeout time.Duration
-	RetryBase       time.Duration
-	RetryMax        time.Duration
-	OpsUI           bool
-	PrometheusURL   string
-	AutoMigrate     bool
+	DatabaseURL      string
+	RedisURL         string
+	Listen           string
+	LogLevel         slog.Level
+	LogFormat        string
+	DBMaxConns       int
+	Concurrency      int
+	Driver           string
+	LocalRoot        string
+	TokenCacheTTL    time.Duration
+	ReconcileEvery   time.Duration
+	ReconcileGrace   time.Duration
+	ShutdownTimeout  time.Duration
+	RetryBase        time.Duration
+	RetryMax         time.Duration
+	OpsUI            bool
+	PrometheusURL    string
+	AutoMigrate      bool
+	AcceptBatch      int
+	AcceptCommitters int
 }
 
 // loadConfig reads the environment, collecting every bad value into one error.
@@ -78,23 +80,25 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return b
 	}
 	c := config{
-		DatabaseURL:     getenv("CHOM_DATABASE_URL"),
-		RedisURL:        getenv("CHOM_REDIS_URL"),
-		Listen:          str("CHOM_LISTEN", ":8080"),
-		LogFormat:       str("CHOM_LOG_FORMAT", "json"),
-		DBMaxConns:      num("CHOM_DB_MAX_CONNS", 40),
-		Concurrency:     num("CHOM_WORKER_CONCURRENCY", 20),
-		Driver:          str("CHOM_DRIVER", "local"),
-		LocalRoot:       getenv("CHOM_LOCAL_ROOT"),
-		TokenCacheTTL:   dur("CHOM_TOKEN_CACHE_TTL", 30*time.Second),
-		ReconcileEvery:  dur("CHOM_RECONCILE_INTERVAL", 30*time.Second),
-		ReconcileGrace:  dur("CHOM_RECONCILE_GRACE", 30*time.Second),
-		ShutdownTimeout: dur("CHOM_SHUTDOWN_TIMEOUT", 30*time.Second),
-		RetryBase:       dur("CHOM_RETRY_BASE", 2*time.Second),
-		RetryMax:        dur("CHOM_RETRY_MAX", 5*time.Minute),
-		OpsUI:           boolean("CHOM_OPS_UI", true),
-		PrometheusURL:   getenv("CHOM_PROMETHEUS_URL"),
-		AutoMigrate:     boolean("CHOM_AUTO_MIGRATE", false),
+		DatabaseURL:      getenv("CHOM_DATABASE_URL"),
+		RedisURL:         getenv("CHOM_REDIS_URL"),
+		Listen:           str("CHOM_LISTEN", ":8080"),
+		LogFormat:        str("CHOM_LOG_FORMAT", "json"),
+		DBMaxConns:       num("CHOM_DB_MAX_CONNS", 40),
+		Concurrency:      num("CHOM_WORKER_CONCURRENCY", 20),
+		Driver:           str("CHOM_DRIVER", "local"),
+		LocalRoot:        getenv("CHOM_LOCAL_ROOT"),
+		TokenCacheTTL:    dur("CHOM_TOKEN_CACHE_TTL", 30*time.Second),
+		ReconcileEvery:   dur("CHOM_RECONCILE_INTERVAL", 30*time.Second),
+		ReconcileGrace:   dur("CHOM_RECONCILE_GRACE", 30*time.Second),
+		ShutdownTimeout:  dur("CHOM_SHUTDOWN_TIMEOUT", 30*time.Second),
+		RetryBase:        dur("CHOM_RETRY_BASE", 2*time.Second),
+		RetryMax:         dur("CHOM_RETRY_MAX", 5*time.Minute),
+		OpsUI:            boolean("CHOM_OPS_UI", true),
+		PrometheusURL:    getenv("CHOM_PROMETHEUS_URL"),
+		AutoMigrate:      boolean("CHOM_AUTO_MIGRATE", false),
+		AcceptBatch:      num("CHOM_ACCEPT_MAX_BATCH", 128),
+		AcceptCommitters: num("CHOM_ACCEPT_COMMITTERS", 1),
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(str("CHOM_LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("CHOM_LOG_LEVEL: %w", err))

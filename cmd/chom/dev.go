@@ -76,7 +76,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		return err
 	}
 	watcher := queue.NewWatcher(b.redis)
-	acceptor, err := newAcceptor(b, log)
+	acceptor, err := newAcceptor(c, b, log)
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ func runIngress(ctx context.Context, stderr io.Writer, getenv func(string) strin
 	}
 	defer b.Close()
 	watcher := queue.NewWatcher(b.redis)
-	acceptor, err := newAcceptor(b, log)
+	acceptor, err := newAcceptor(c, b, log)
 	if err != nil {
 		return err
 	}

@@ -98,8 +98,9 @@ func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher, acc
 }
 
 // newAcceptor builds the group-committing site acceptor of the ingress.
-func newAcceptor(b *backends, log *slog.Logger) (*models.SiteAcceptor, error) {
-	return models.NewSiteAcceptor(models.SiteAcceptorConfig{Store: b.store, Logger: log.With("component", "acceptor")})
+func newAcceptor(c config, b *backends, log *slog.Logger) (*models.SiteAcceptor, error) {
+	return models.NewSiteAcceptor(models.SiteAcceptorConfig{Store: b.store, Logger: log.With("component", "acceptor"),
+		MaxBatch: c.AcceptBatch, Committers: c.AcceptCommitters})
 }
 
 // newWorker builds a worker server over b with the local driver rooted at root.
