@@ -207,47 +207,85 @@ func (a *SiteAcceptor) commit(ctx context.Context, batch []*pendingSite) {
 	}
 }
 
+// batchItem is one request of a batch, with the rows it would write.
+type batchItem struct {
+	p    CreateSiteParams
+	site Site
+	op   *Operation
+}
+
 // createSites is CreateSite for many requests in one transaction. It returns one
 // outcome per request: accepted, a ConflictError for a domain in use, or
 // errKeyTaken for an Idempotency-Key used before (the caller replays those after
 // the commit). An error means the transaction wrote nothing.
 func (s *Store) createSites(ctx context.Context, batch []*pendingSite) ([]siteOutcome, error) {
 	now := s.nowUTC()
-	n := len(batch)
-	out := make([]siteOutcome, n)
-	sites := make([]Site, n)
-	ops := make([]*Operation, n)
+	out := make([]siteOutcome, len(batch))
+	items := make([]batchItem, 0, len(batch))
+	index := make([]int, 0, len(batch)) // items[j] answers batch[index[j]]
 	type keyID struct{ tenant, key string }
-	keyOwner := map[keyID]int{}
-	domainOwner := map[string]int{}
-	var keys []IdempotencyKey
+	seen := map[keyID]bool{}
 	for i, p := range batch {
-		sites[i] = Site{ID: NewID(PrefixSite), TenantID: p.p.TenantID, Domain: p.p.Domain, SiteType: p.p.SiteType,
-			PHPVersion: p.p.PHPVersion, Status: SiteStatusPending, CreatedAt: now, UpdatedAt: now}
-		op, err := newOperation(p.p.Accept, OpTypeSiteProvision, TargetSite, sites[i].ID,
-			SitePayload{SiteID: sites[i].ID, Domain: p.p.Domain, SiteType: p.p.SiteType, PHPVersion: p.p.PHPVersion}, now)
-		if err != nil {
-			return nil, err
-		}
-		ops[i] = op
-		sites[i].OperationID = &op.ID
 		if k := p.p.IdempotencyKey; k != "" {
 			id := keyID{p.p.TenantID, k}
-			if _, dup := keyOwner[id]; dup {
+			if seen[id] {
 				out[i].err = errKeyTaken // the same key twice in one batch: replay the first
 				continue
 			}
-			keyOwner[id] = i
-			keys = append(keys, IdempotencyKey{TenantID: p.p.TenantID, Key: k, RequestHash: p.p.RequestHash,
-				OperationID: op.ID, CreatedAt: now, ExpiresAt: now.Add(s.idempotencyTTL)})
+			seen[id] = true
 		}
+		site := Site{ID: NewID(PrefixSite), TenantID: p.p.TenantID, Domain: p.p.Domain, SiteType: p.p.SiteType,
+			PHPVersion: p.p.PHPVersion, Status: SiteStatusPending, CreatedAt: now, UpdatedAt: now}
+		op, err := newOperation(p.p.Accept, OpTypeSiteProvision, TargetSite, site.ID,
+			SitePayload{SiteID: site.ID, Domain: p.p.Domain, SiteType: p.p.SiteType, PHPVersion: p.p.PHPVersion}, now)
+		if err != nil {
+			return nil, err
+		}
+		site.OperationID = &op.ID
+		items = append(items, batchItem{p: p.p, site: site, op: op})
+		index = append(index, i)
 	}
+	if len(items) == 0 {
+		return out, nil
+	}
+	write := s.createSitesBun
+	if s.pg {
+		write = s.createSitesPG
+	}
+	errs, err := write(ctx, items, now)
+	if err != nil {
+		return nil, err
+	}
+	for j, it := range items {
+		i := index[j]
+		if errs[j] != nil {
+			out[i].err = errs[j]
+			continue
+		}
+		out[i].acc = &Accepted{Operation: it.op}
+	}
+	return out, nil
+}
+
+// createSitesBun writes a prepared batch with bun's portable queries (SQLite):
+// one multi-row INSERT per table. It returns, per item, nil (accepted),
+// errKeyTaken, or a ConflictError for the domain.
+func (s *Store) createSitesBun(ctx context.Context, items []batchItem, now time.Time) ([]error, error) {
+	errs := make([]error, len(items))
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		if len(keys) > 0 {
-			var claimed []struct {
-				TenantID string `bun:"tenant_id"`
-				Key      string `bun:"idem_key"`
+		for i := range errs {
+			errs[i] = nil // a retried transaction starts clean
+		}
+		var keys []IdempotencyKey
+		for _, it := range items {
+			if it.p.IdempotencyKey != "" {
+				keys = append(keys, IdempotencyKey{TenantID: it.p.TenantID, Key: it.p.IdempotencyKey,
+					RequestHash: it.p.RequestHash, OperationID: it.op.ID, CreatedAt: now, ExpiresAt: now.Add(s.idempotencyTTL)})
 			}
+		}
+		claimed := map[string]bool{}
+		if len(keys) > 0 {
+			var ids []string
 			_, err := tx.NewInsert().Model(&keys).
 				On("CONFLICT (tenant_id, idem_key) DO UPDATE").
 				Set("request_hash = EXCLUDED.request_hash").
@@ -255,36 +293,31 @@ func (s *Store) createSites(ctx context.Context, batch []*pendingSite) ([]siteOu
 				Set("created_at = EXCLUDED.created_at").
 				Set("expires_at = EXCLUDED.expires_at").
 				Where("?TableAlias.expires_at <= ?", now).
-				Returning("tenant_id, idem_key").
-				Exec(ctx, &claimed)
+				Returning("operation_id").
+				Exec(ctx, &ids)
 			if err != nil {
 				return fmt.Errorf("claim %d idempotency keys: %w", len(keys), err)
 			}
-			got := make(map[keyID]bool, len(claimed))
-			for _, c := range claimed {
-				got[keyID{c.TenantID, c.Key}] = true
-			}
-			for id, i := range keyOwner {
-				if !got[id] {
-					out[i].err = errKeyTaken
-				}
+			for _, id := range ids {
+				claimed[id] = true
 			}
 		}
 		var candidates []Site
+		domainTaken := map[string]bool{}
 		var release []IdempotencyKey
-		for i, p := range batch {
-			if out[i].err != nil {
-				continue
-			}
-			if j, dup := domainOwner[sites[i].Domain]; dup && out[j].err == nil {
-				out[i].err = fmt.Errorf("create site %s: %w", sites[i].Domain, &ConflictError{Reason: "domain is already in use by another site"})
-				if p.p.IdempotencyKey != "" {
-					release = append(release, IdempotencyKey{TenantID: p.p.TenantID, Key: p.p.IdempotencyKey})
+		for i, it := range items {
+			switch {
+			case it.p.IdempotencyKey != "" && !claimed[it.op.ID]:
+				errs[i] = errKeyTaken
+			case domainTaken[it.site.Domain]:
+				errs[i] = fmt.Errorf("create site %s: %w", it.site.Domain, &ConflictError{Reason: "domain is already in use by another site"})
+				if it.p.IdempotencyKey != "" {
+					release = append(release, IdempotencyKey{TenantID: it.p.TenantID, Key: it.p.IdempotencyKey})
 				}
-				continue
+			default:
+				domainTaken[it.site.Domain] = true
+				candidates = append(candidates, it.site)
 			}
-			domainOwner[sites[i].Domain] = i
-			candidates = append(candidates, sites[i])
 		}
 		inserted := map[string]bool{}
 		if len(candidates) > 0 {
@@ -299,20 +332,19 @@ func (s *Store) createSites(ctx context.Context, batch []*pendingSite) ([]siteOu
 		}
 		var accepted []*Operation
 		var audits []AuditLog
-		for i, p := range batch {
-			if out[i].err != nil {
+		for i, it := range items {
+			if errs[i] != nil {
 				continue
 			}
-			if !inserted[sites[i].ID] {
-				out[i].err = fmt.Errorf("create site %s: %w", sites[i].Domain, &ConflictError{Reason: "domain is already in use by another site"})
-				if p.p.IdempotencyKey != "" {
-					release = append(release, IdempotencyKey{TenantID: p.p.TenantID, Key: p.p.IdempotencyKey})
+			if !inserted[it.site.ID] {
+				errs[i] = fmt.Errorf("create site %s: %w", it.site.Domain, &ConflictError{Reason: "domain is already in use by another site"})
+				if it.p.IdempotencyKey != "" {
+					release = append(release, IdempotencyKey{TenantID: it.p.TenantID, Key: it.p.IdempotencyKey})
 				}
 				continue
 			}
-			accepted = append(accepted, ops[i])
-			audits = append(audits, *newAudit(p.p.Accept, "site.create", ops[i], now))
-			out[i].acc = &Accepted{Operation: ops[i]}
+			accepted = append(accepted, it.op)
+			audits = append(audits, *newAudit(it.p.Accept, "site.create", it.op, now))
 		}
 		// A request refused for its domain writes nothing: give back its key.
 		for _, k := range release {
@@ -335,5 +367,5 @@ func (s *Store) createSites(ctx context.Context, batch []*pendingSite) ([]siteOu
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	return errs, nil
 }

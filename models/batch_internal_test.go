@@ -305,6 +305,7 @@ func TestSiteAcceptorAfterStop(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
 		ran := make(chan error, 1)
 		go func() { ran <- a.Run(ctx) }()
 		var wg sync.WaitGroup

@@ -22,11 +22,25 @@ func RedisOptions(url string) (asynq.RedisConnOpt, error) {
 }
 
 // NewRedisClient opens a Redis client from a URL. It is shared by the enqueuer,
-// the inspector, the notifier and, in workers, the asynq server.
-func NewRedisClient(url string) (redis.UniversalClient, error) {
+// the inspector, the notifier and, in workers, the asynq server. poolSize bounds
+// its connections (0 keeps go-redis's default of 10 per CPU): an ingress enqueues
+// a whole committed batch at once, and too small a pool queues those enqueues.
+func NewRedisClient(url string, poolSize int) (redis.UniversalClient, error) {
 	opt, err := RedisOptions(url)
 	if err != nil {
 		return nil, err
+	}
+	if poolSize > 0 {
+		switch o := opt.(type) {
+		case asynq.RedisClientOpt:
+			o.PoolSize = poolSize
+			opt = o
+		case asynq.RedisFailoverClientOpt:
+			o.PoolSize = poolSize
+			opt = o
+		case asynq.RedisClusterClientOpt:
+			// go-redis sizes cluster pools per node itself.
+		}
 	}
 	rc, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {

@@ -31,6 +31,7 @@ type config struct {
 	PrometheusURL    string
 	AutoMigrate      bool
 	AcceptBatch      int
+	RedisPoolSize    int
 	AcceptCommitters int
 }
 
@@ -98,6 +99,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		PrometheusURL:    getenv("CHOM_PROMETHEUS_URL"),
 		AutoMigrate:      boolean("CHOM_AUTO_MIGRATE", false),
 		AcceptBatch:      num("CHOM_ACCEPT_MAX_BATCH", 128),
+		RedisPoolSize:    num("CHOM_REDIS_POOL_SIZE", 128),
 		AcceptCommitters: num("CHOM_ACCEPT_COMMITTERS", 1),
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(str("CHOM_LOG_LEVEL", "info"))); err != nil {

@@ -76,7 +76,7 @@ func runScheduler(ctx context.Context, stderr io.Writer, getenv func(string) str
 		return err
 	}
 	log := newLogger(stderr, c).With("process", "scheduler")
-	rc, err := queue.NewRedisClient(c.RedisURL)
+	rc, err := queue.NewRedisClient(c.RedisURL, 0)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func openBackends(ctx context.Context, c config, migrate bool) (*backends, error
 		b.Close()
 		return nil, err
 	}
-	b.redis, err = queue.NewRedisClient(c.RedisURL)
+	b.redis, err = queue.NewRedisClient(c.RedisURL, c.RedisPoolSize)
 	if err != nil {
 		b.Close()
 		return nil, err
