@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"time"
 
@@ -61,6 +62,10 @@ type Config struct {
 	// PollInterval is how often a long poll re-reads the operation when no
 	// notification arrives. Default 1s.
 	PollInterval time.Duration
+	// RateLimit is the sustained requests per second allowed to one API token,
+	// RateBurst the bucket size. Zero RateLimit disables the limit.
+	RateLimit float64
+	RateBurst int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -95,6 +100,7 @@ type API struct {
 	enqueueTimeout time.Duration
 	pollInterval   time.Duration
 	now            func() time.Time
+	limiter        *rateLimiter
 	engine         *gin.Engine
 }
 
@@ -123,6 +129,12 @@ func New(cfg Config) (*API, error) {
 		log: cfg.Logger, enqueueTimeout: cfg.EnqueueTimeout, pollInterval: cfg.PollInterval, now: cfg.Now,
 		tokens: newTokenCache(cfg.Store, cfg.TokenCacheTTL, 100_000, cfg.Now),
 	}
+	if cfg.RateLimit > 0 {
+		if cfg.RateBurst <= 0 {
+			cfg.RateBurst = int(math.Max(1, 2*cfg.RateLimit))
+		}
+		a.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst, cfg.Now)
+	}
 	a.engine = a.routes(cfg.OpsUI)
 	return a, nil
 }
@@ -147,9 +159,9 @@ func (a *API) routes(opsUI http.Handler) *gin.Engine {
 	v1.GET("/health", a.health)
 	v1.GET("/health/detailed", a.healthDetailed)
 
-	read := v1.Group("", a.requireScope(models.ScopeRead))
-	write := v1.Group("", a.requireScope(models.ScopeWrite))
-	admin := v1.Group("", a.requireScope(models.ScopeAdmin))
+	read := v1.Group("", a.requireScope(models.ScopeRead), a.rateLimit)
+	write := v1.Group("", a.requireScope(models.ScopeWrite), a.rateLimit)
+	admin := v1.Group("", a.requireScope(models.ScopeAdmin), a.rateLimit)
 
 	write.POST("/sites", a.createSite)
 	read.GET("/sites", a.listSites)

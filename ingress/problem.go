@@ -44,6 +44,7 @@ const (
 	problemUnavailable = "urn:chom:problem:unavailable"
 	problemInternal    = "urn:chom:problem:internal"
 	problemMethod      = "urn:chom:problem:method-not-allowed"
+	problemRateLimited = "urn:chom:problem:rate-limited"
 )
 
 // Errors the handlers raise themselves.

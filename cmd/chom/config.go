@@ -32,6 +32,8 @@ type config struct {
 	AutoMigrate      bool
 	AcceptBatch      int
 	RedisPoolSize    int
+	RateLimit        float64
+	RateBurst        int
 	AcceptCommitters int
 }
 
@@ -68,6 +70,18 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		return n
 	}
+	nonNegative := func(name string, def float64) float64 {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a number ≥ 0", name, v))
+			return def
+		}
+		return f
+	}
 	boolean := func(name string, def bool) bool {
 		v := getenv(name)
 		if v == "" {
@@ -100,6 +114,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		AutoMigrate:      boolean("CHOM_AUTO_MIGRATE", false),
 		AcceptBatch:      num("CHOM_ACCEPT_MAX_BATCH", 128),
 		RedisPoolSize:    num("CHOM_REDIS_POOL_SIZE", 128),
+		RateLimit:        nonNegative("CHOM_RATE_LIMIT", 100),
+		RateBurst:        num("CHOM_RATE_BURST", 200),
 		AcceptCommitters: num("CHOM_ACCEPT_COMMITTERS", 1),
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(str("CHOM_LOG_LEVEL", "info"))); err != nil {

@@ -94,6 +94,8 @@ func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher, acc
 		Logger:        log,
 		OpsUI:         opsUI,
 		TokenCacheTTL: c.TokenCacheTTL,
+		RateLimit:     c.RateLimit,
+		RateBurst:     c.RateBurst,
 	})
 }
 

@@ -398,3 +398,37 @@ func TestRegisterVPS(t *testing.T) {
 		}
 	})
 }
+
+// A flood from one token gets 429 with Retry-After once its bucket is empty,
+// without a 5xx and without writing anything; another token is unaffected.
+func TestRateLimitPerToken(t *testing.T) {
+	t.Parallel()
+	backends(t, func(t *testing.T, db *bun.DB) {
+		s := newStack(t, db, stackOpts{noWorker: true, rateLimit: 5, rateBurst: 10})
+		before := s.snapshot()
+		limited := 0
+		for i := 0; i < 40; i++ {
+			r := s.do("GET", "/api/v1/sites", s.tokenA, nil)
+			switch r.status {
+			case http.StatusOK:
+			case http.StatusTooManyRequests:
+				limited++
+				if r.header.Get("Retry-After") == "" {
+					t.Fatal("429 without Retry-After")
+				}
+				assertProblem(t, r, http.StatusTooManyRequests, "")
+			default:
+				t.Fatalf("flood: %d %s", r.status, r.body)
+			}
+		}
+		if limited < 20 {
+			t.Errorf("%d of 40 requests limited, want at least 20 (burst 10, 5/s)", limited)
+		}
+		if r := s.do("GET", "/api/v1/sites", s.tokenB, nil); r.status != http.StatusOK {
+			t.Errorf("another token: %d", r.status)
+		}
+		if after := s.snapshot(); after != before {
+			t.Errorf("flood changed the database: %v → %v", before, after)
+		}
+	})
+}

@@ -56,6 +56,8 @@ type stackOpts struct {
 	noWorker    bool
 	vpsCapacity []int // one shared server per entry; default one server of 100
 	tokenTTL    time.Duration
+	rateLimit   float64 // per-token requests/s; 0 = off
+	rateBurst   int
 	// wrapDriver wraps the local driver, to count calls or inject failures.
 	wrapDriver func(p *local.Provisioner) drivers.Provisioner
 }
@@ -141,6 +143,7 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 		Store: store, Sites: acceptor, Enqueuer: queue.NewEnqueuer(apiRedis), Inspector: queue.NewInspector(apiRedis),
 		Watcher: watcher, Logger: log, OpsUI: queue.NewOpsUI(opt, false, ""), TokenCacheTTL: ttl,
 		EnqueueTimeout: time.Second, PollInterval: 100 * time.Millisecond,
+		RateLimit: o.rateLimit, RateBurst: o.rateBurst,
 	})
 	if err != nil {
 		t.Fatal(err)

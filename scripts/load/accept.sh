@@ -151,7 +151,7 @@ done
 [[ -n "$redis_url" ]] || die "found no empty Redis logical database on $redis_base"
 
 export CHOM_DATABASE_URL="$db_url" CHOM_REDIS_URL="$redis_url"
-export CHOM_LOG_LEVEL=warn CHOM_OPS_UI=false CHOM_AUTO_MIGRATE=false
+export CHOM_LOG_LEVEL=warn CHOM_OPS_UI=false CHOM_AUTO_MIGRATE=false CHOM_RATE_LIMIT="${CHOM_RATE_LIMIT:-0}"
 
 "$chom" migrate up >"$tmp/migrate.log" 2>&1 || { cat "$tmp/migrate.log" >&2; die "chom migrate up failed"; }
 token="$("$chom" token create --tenant load --scope read,write)" || die "chom token create failed"
@@ -255,7 +255,7 @@ echo "machine     $(nproc) cores (nproc), $(sed -n 's/^model name[[:space:]]*: /
 echo "tree        $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($(git status --porcelain 2>/dev/null | wc -l | tr -d ' ') changed files), $(go version | cut -d' ' -f3)"
 echo "postgres    $(psql "$db_url" -qAt -c 'SHOW server_version'), database $db_name"
 echo "redis       $(redis-cli -u "$redis_url" INFO server | tr -d '\r' | sed -n 's/^redis_version://p'), db $redis_db"
-echo "ingress     $base (CHOM_LOG_LEVEL=warn, CHOM_OPS_UI=false, CHOM_DB_MAX_CONNS=${CHOM_DB_MAX_CONNS:-default})"
+echo "ingress     $base (CHOM_LOG_LEVEL=warn, CHOM_OPS_UI=false, CHOM_RATE_LIMIT=$CHOM_RATE_LIMIT (0 = off), CHOM_DB_MAX_CONNS=${CHOM_DB_MAX_CONNS:-default})"
 echo "workers     NOT started: this measures the accept path only; tasks stay pending in Redis"
 echo "load        wrk -t$THREADS -c$CLIENTS -d$DURATION --timeout $TIMEOUT --latency, idempotency keys: $([[ "${IDEMPOTENCY:-0}" == 1 ]] && echo yes || echo no)"
 echo
