@@ -35,9 +35,17 @@ type QueueInspector interface {
 	DeletePending(ctx context.Context, queueName, id string) error
 }
 
-// OperationWatcher wakes long polls when an operation changes.
+// OperationWatcher wakes long polls when an operation changes, and tells the
+// operation cache what to drop.
 type OperationWatcher interface {
 	Watch(opID string) (<-chan struct{}, func())
+	OnChange(fn func(opID string))
+}
+
+// OperationNotifier announces an operation changed by the API itself (a cancel) to
+// every ingress process.
+type OperationNotifier interface {
+	OperationChanged(ctx context.Context, opID string)
 }
 
 // Config configures the API.
@@ -51,6 +59,14 @@ type Config struct {
 	// Watcher is optional: without it long polls re-read the database every
 	// PollInterval.
 	Watcher OperationWatcher
+	// Notifier announces the operations the API changes itself (cancels).
+	// Optional.
+	Notifier OperationNotifier
+	// OperationCacheTTL is how long an unfinished operation read by a poller is
+	// reused when no change is announced (finished ones are kept 10 minutes: they
+	// never change). Default 250ms; negative disables the cache. It only takes
+	// effect with a Watcher, which drops entries as workers announce changes.
+	OperationCacheTTL time.Duration
 	// OpsUI is the asynq web UI, served at /ops/queues to admin tokens. Optional.
 	OpsUI http.Handler
 	// TokenCacheTTL is how long a successful token lookup is reused. Default 30s;
@@ -101,6 +117,8 @@ type API struct {
 	pollInterval   time.Duration
 	now            func() time.Time
 	limiter        *rateLimiter
+	ops            *opCache
+	notifier       OperationNotifier
 	engine         *gin.Engine
 }
 
@@ -129,6 +147,14 @@ func New(cfg Config) (*API, error) {
 		log: cfg.Logger, enqueueTimeout: cfg.EnqueueTimeout, pollInterval: cfg.PollInterval, now: cfg.Now,
 		tokens: newTokenCache(cfg.Store, cfg.TokenCacheTTL, 100_000, cfg.Now),
 	}
+	if cfg.OperationCacheTTL == 0 {
+		cfg.OperationCacheTTL = 250 * time.Millisecond
+	}
+	if cfg.Watcher != nil && cfg.OperationCacheTTL > 0 {
+		a.ops = newOpCache(cfg.OperationCacheTTL, 100_000, cfg.Now)
+		cfg.Watcher.OnChange(a.ops.forget)
+	}
+	a.notifier = cfg.Notifier
 	if cfg.RateLimit > 0 {
 		if cfg.RateBurst <= 0 {
 			cfg.RateBurst = int(math.Max(1, 2*cfg.RateLimit))

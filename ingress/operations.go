@@ -26,8 +26,7 @@ func (a *API) getOperation(c *gin.Context) {
 		return
 	}
 	tenant := principal(c).TenantID
-	ctx := c.Request.Context()
-	op, err := a.store.GetOperation(ctx, tenant, id)
+	op, err := a.readOperation(c, tenant, id)
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -60,6 +59,24 @@ func (a *API) getOperation(c *gin.Context) {
 		return
 	}
 	c.JSON(200, operationView(op))
+}
+
+// readOperation returns the tenant's operation, from the cache when it is fresh.
+// A cached operation of another tenant is never served: the database then says 404.
+func (a *API) readOperation(c *gin.Context, tenant, id string) (*models.Operation, error) {
+	if a.ops != nil {
+		if op, ok := a.ops.get(id); ok && op.TenantID == tenant {
+			return op, nil
+		}
+	}
+	op, err := a.store.GetOperation(c.Request.Context(), tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	if a.ops != nil {
+		a.ops.put(op)
+	}
+	return op, nil
 }
 
 // awaitChange re-reads op when a worker announces a change (or every poll
@@ -157,6 +174,12 @@ func (a *API) cancelOperation(c *gin.Context) {
 	if err != nil {
 		a.fail(c, err)
 		return
+	}
+	if a.ops != nil {
+		a.ops.forget(id)
+	}
+	if a.notifier != nil {
+		a.notifier.OperationChanged(ctx, id)
 	}
 	if res.Immediate {
 		if _, spec, err := queue.TaskForOperation(res.Operation); err == nil {

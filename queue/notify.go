@@ -27,9 +27,10 @@ func (n *Notifier) OperationChanged(ctx context.Context, opID string) {
 // Watcher fans operation-change announcements out to local waiters, over a single
 // Redis subscription per process.
 type Watcher struct {
-	rc      redis.UniversalClient
-	mu      sync.Mutex
-	waiters map[string]map[chan struct{}]struct{}
+	rc        redis.UniversalClient
+	mu        sync.Mutex
+	waiters   map[string]map[chan struct{}]struct{}
+	listeners []func(opID string)
 }
 
 // NewWatcher returns a Watcher; call Run to start receiving.
@@ -58,9 +59,20 @@ func (w *Watcher) Run(ctx context.Context) {
 	}
 }
 
+// OnChange registers fn to be called with the ID of every announced operation
+// (a cache uses it to drop stale entries). fn must be quick and must not block.
+func (w *Watcher) OnChange(fn func(opID string)) {
+	w.mu.Lock()
+	w.listeners = append(w.listeners, fn)
+	w.mu.Unlock()
+}
+
 func (w *Watcher) wake(opID string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for _, fn := range w.listeners {
+		fn(opID)
+	}
 	for ch := range w.waiters[opID] {
 		select {
 		case ch <- struct{}{}:

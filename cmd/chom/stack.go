@@ -91,6 +91,7 @@ func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher, acc
 		Enqueuer:      queue.NewEnqueuer(b.redis),
 		Inspector:     queue.NewInspector(b.redis),
 		Watcher:       watcher,
+		Notifier:      queue.NewNotifier(b.redis),
 		Logger:        log,
 		OpsUI:         opsUI,
 		TokenCacheTTL: c.TokenCacheTTL,

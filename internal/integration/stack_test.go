@@ -141,7 +141,7 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 	t.Cleanup(func() { acancel(); <-adone })
 	s.api, err = ingress.New(ingress.Config{
 		Store: store, Sites: acceptor, Enqueuer: queue.NewEnqueuer(apiRedis), Inspector: queue.NewInspector(apiRedis),
-		Watcher: watcher, Logger: log, OpsUI: queue.NewOpsUI(opt, false, ""), TokenCacheTTL: ttl,
+		Watcher: watcher, Notifier: queue.NewNotifier(apiRedis), Logger: log, OpsUI: queue.NewOpsUI(opt, false, ""), TokenCacheTTL: ttl,
 		EnqueueTimeout: time.Second, PollInterval: 100 * time.Millisecond,
 		RateLimit: o.rateLimit, RateBurst: o.rateBurst,
 	})
