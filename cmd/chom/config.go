@@ -32,6 +32,7 @@ type config struct {
 	AutoMigrate      bool
 	AcceptBatch      int
 	RedisPoolSize    int
+	OpCacheTTL       time.Duration
 	RateLimit        float64
 	RateBurst        int
 	AcceptCommitters int
@@ -114,6 +115,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		AutoMigrate:      boolean("CHOM_AUTO_MIGRATE", false),
 		AcceptBatch:      num("CHOM_ACCEPT_MAX_BATCH", 128),
 		RedisPoolSize:    num("CHOM_REDIS_POOL_SIZE", 128),
+		OpCacheTTL:       dur("CHOM_OPERATION_CACHE_TTL", 250*time.Millisecond),
 		RateLimit:        nonNegative("CHOM_RATE_LIMIT", 100),
 		RateBurst:        num("CHOM_RATE_BURST", 200),
 		AcceptCommitters: num("CHOM_ACCEPT_COMMITTERS", 1),

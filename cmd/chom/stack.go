@@ -96,8 +96,19 @@ func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher, acc
 		OpsUI:         opsUI,
 		TokenCacheTTL: c.TokenCacheTTL,
 		RateLimit:     c.RateLimit,
-		RateBurst:     c.RateBurst,
+		// 0 from the environment means "off" to an operator; to the API it means
+		// "default", so map it.
+		OperationCacheTTL: cacheTTL(c.OpCacheTTL),
+		RateBurst:         c.RateBurst,
 	})
+}
+
+// cacheTTL maps CHOM_OPERATION_CACHE_TTL=0 (off) to the API's "disabled" value.
+func cacheTTL(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // newAcceptor builds the group-committing site acceptor of the ingress.
