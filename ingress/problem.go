@@ -91,7 +91,7 @@ func (a *API) fail(c *gin.Context, err error) {
 		default:
 			p.Type, p.Title = problemMalformed, "Malformed request body"
 		}
-		if decodeErr.Field != "" {
+		if decodeErr.Status == http.StatusUnprocessableEntity {
 			p.Errors = []input.FieldError{{Field: decodeErr.Field, Detail: decodeErr.Detail}}
 		}
 		writeProblem(c, p)
