@@ -6,9 +6,9 @@ import (
 	"database/sql/driver"
 	"errors"
 	"net"
-	"strings"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/gin-gonic/gin"
