@@ -11,16 +11,20 @@ import (
 	"github.com/chomhq/chom/models"
 )
 
-// schemaTables are the tables of the initial migration, sorted.
+// schemaTables are the tables of every migration, sorted.
 var schemaTables = []string{
-	"api_tokens", "audit_logs", "idempotency_keys", "operations", "outbox_events",
-	"site_backups", "sites", "tenants", "usage_records", "users", "vps_servers",
+	"api_tokens", "audit_logs", "idempotency_keys", "invoice_lines", "invoices", "operations", "outbox_events",
+	"processed_events", "site_backups", "sites", "tenants", "usage_records", "users", "vps_servers",
 }
+
+// migrationNames are the versions of every migration, in order.
+var migrationNames = []string{"20261125000001", "20261125000002"}
 
 // keyIndexes are indexes the queries of this package rely on.
 var keyIndexes = []string{
 	"api_tokens_hash_key", "operations_tenant_idx", "outbox_events_unpublished_idx",
 	"sites_domain_live_key", "sites_tenant_status_idx", "vps_servers_placement_idx",
+	"invoices_tenant_period_key", "invoice_lines_event_key", "outbox_events_published_idx",
 }
 
 // tables lists the schema's tables of ours (bun's migration tables left out), sorted.
@@ -72,8 +76,8 @@ func TestMigrateUpDown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("MigrateUp: %v", err)
 		}
-		if g.IsZero() || len(g.Migrations) != 1 {
-			t.Fatalf("first MigrateUp applied %v, want the one migration", g)
+		if g.IsZero() || len(g.Migrations) != len(migrationNames) {
+			t.Fatalf("first MigrateUp applied %v, want every migration", g)
 		}
 		if diff := cmp.Diff(schemaTables, tables(t, db)); diff != "" {
 			t.Fatalf("tables after up (-want +got):\n%s", diff)
@@ -97,8 +101,15 @@ func TestMigrateUpDown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("MigrationStatus: %v", err)
 		}
-		if len(ms) != 1 || !ms[0].IsApplied() || ms[0].Name != "20261125000001" {
-			t.Fatalf("MigrationStatus = %v, want 20261125000001 applied", ms)
+		var names []string
+		for _, m := range ms {
+			names = append(names, m.Name)
+			if !m.IsApplied() {
+				t.Errorf("migration %s not applied", m.Name)
+			}
+		}
+		if diff := cmp.Diff(migrationNames, names); diff != "" {
+			t.Fatalf("MigrationStatus (-want +got):\n%s", diff)
 		}
 		if n := len(ms.Unapplied()); n != 0 {
 			t.Fatalf("%d unapplied migrations after up", n)
@@ -108,8 +119,8 @@ func TestMigrateUpDown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("MigrateDown: %v", err)
 		}
-		if len(g.Migrations) != 1 {
-			t.Fatalf("MigrateDown rolled back %v, want the one migration", g)
+		if len(g.Migrations) != len(migrationNames) {
+			t.Fatalf("MigrateDown rolled back %v, want the group of every migration", g)
 		}
 		if got := tables(t, db); len(got) != 0 {
 			t.Fatalf("tables after down: %v, want none", got)
@@ -118,8 +129,8 @@ func TestMigrateUpDown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("MigrationStatus after down: %v", err)
 		}
-		if len(ms) != 1 || ms[0].IsApplied() {
-			t.Fatalf("MigrationStatus after down = %v, want unapplied", ms)
+		if len(ms) != len(migrationNames) || len(ms.Applied()) != 0 {
+			t.Fatalf("MigrationStatus after down = %v, want all unapplied", ms)
 		}
 
 		if _, err := models.MigrateUp(ctx, db); err != nil {

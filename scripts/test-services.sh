@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# test-services.sh starts a throwaway PostgreSQL and Redis on loopback for the
-# integration tests (see internal/testenv) and tells them where to connect.
+# test-services.sh starts a throwaway PostgreSQL, Redis and Apache Kafka broker on
+# loopback for the integration tests (see internal/testenv) and tells them where
+# to connect. Kafka is started by scripts/kafka.sh (jars from Maven Central, cached).
 #
 #   scripts/test-services.sh run -- <command...>   start, run the command, stop, clean up;
 #                                                  exits with the command's exit code
@@ -10,7 +11,9 @@
 #   scripts/test-services.sh stop                  stop what `start` started
 #   scripts/test-services.sh env                   print the export lines again
 #
-# Exported to the command: CHOM_TEST_DATABASE_URL, CHOM_TEST_REDIS_URL.
+# Exported to the command: CHOM_TEST_DATABASE_URL, CHOM_TEST_REDIS_URL,
+# CHOM_TEST_KAFKA_BROKERS and CHOM_TEST_KAFKA_LAUNCHER (scripts/kafka.sh, for tests
+# that start, stop and restart a broker of their own).
 #
 # Knobs (environment):
 #   CHOM_TEST_SERVICES_DIR  state dir (data, sockets, logs); default: a fresh mktemp -d.
@@ -19,9 +22,12 @@
 #                           (data and logs) for a post-mortem, and prints its path.
 #   CHOM_TEST_PG_PORT       first port to try for PostgreSQL (default 55432)
 #   CHOM_TEST_REDIS_PORT    first port to try for Redis (default 56379)
+#   CHOM_TEST_KAFKA_PORT    first port to try for Kafka (default 59092); see scripts/kafka.sh
+#                           for its other knobs (version, jar cache, heap)
 #
-# Missing binaries: as root, `apt-get install redis-server postgresql`; otherwise
-# the script says what to install and exits 1.
+# Missing binaries: as root, `apt-get install redis-server postgresql kcat` (and
+# openjdk-17-jre-headless maven for Kafka); otherwise the script says what to
+# install and exits 1.
 set -euo pipefail
 
 readonly PG_USER=chom
@@ -31,7 +37,7 @@ readonly repo_root
 readonly state_file="$repo_root/.chom-test-services"
 
 # Filled by start_services / load_state.
-dir="" pg_bin="" pg_port="" redis_port="" run_as=()
+dir="" pg_bin="" pg_port="" redis_port="" kafka_addr="" run_as=()
 
 log() { printf 'test-services: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -66,22 +72,23 @@ find_pg_bin() {
 }
 
 have_binaries() {
-	command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && find_pg_bin >/dev/null
+	command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && find_pg_bin >/dev/null &&
+		command -v kcat >/dev/null 2>&1
 }
 
 ensure_binaries() {
 	have_binaries && return 0
 	if [[ "$(id -u)" -ne 0 ]]; then
-		die "redis-server/redis-cli or the PostgreSQL server binaries (initdb, pg_ctl) are missing.
-  Debian/Ubuntu: sudo apt-get install -y redis-server postgresql
-  macOS:         brew install redis postgresql@15
+		die "redis-server/redis-cli, the PostgreSQL server binaries (initdb, pg_ctl) or kcat are missing.
+  Debian/Ubuntu: sudo apt-get install -y redis-server postgresql kcat
+  macOS:         brew install redis postgresql@15 kcat
   then run this script again."
 	fi
-	log "installing redis-server and postgresql with apt-get"
+	log "installing redis-server, postgresql and kcat with apt-get"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q >&2
-	apt-get install -y -q --no-install-recommends redis-server postgresql >&2
-	have_binaries || die "redis-server or PostgreSQL server binaries still missing after apt-get install"
+	apt-get install -y -q --no-install-recommends redis-server postgresql kcat >&2
+	have_binaries || die "redis-server, PostgreSQL server binaries or kcat still missing after apt-get install"
 }
 
 # port_in_use PORT: true when something listens on 127.0.0.1:PORT.
@@ -198,6 +205,19 @@ start_redis() {
 	die "redis-server did not start (see above)"
 }
 
+start_kafka() {
+	kafka_addr="$(bash "$repo_root/scripts/kafka.sh" start "$dir/kafka")" || die "Kafka did not start (see above)"
+}
+
+stop_kafka() {
+	[[ -n "$dir" && -d "$dir/kafka" ]] || return 0
+	bash "$repo_root/scripts/kafka.sh" stop "$dir/kafka" || true
+}
+
+kafka_alive() {
+	[[ -n "$kafka_addr" ]] && (exec 3<>"/dev/tcp/${kafka_addr%:*}/${kafka_addr##*:}") 2>/dev/null
+}
+
 stop_postgres() {
 	[[ -n "$dir" && -f "$dir/pg/data/postmaster.pid" ]] || return 0
 	if [[ -z "$pg_bin" ]]; then pg_bin="$(find_pg_bin)" || return 0; fi
@@ -221,6 +241,8 @@ stop_redis() {
 env_lines() {
 	printf "export CHOM_TEST_DATABASE_URL='%s'\n" "postgres://$PG_USER@127.0.0.1:$pg_port/$PG_DB?sslmode=disable"
 	printf "export CHOM_TEST_REDIS_URL='%s'\n" "redis://127.0.0.1:$redis_port/0"
+	printf "export CHOM_TEST_KAFKA_BROKERS='%s'\n" "$kafka_addr"
+	printf "export CHOM_TEST_KAFKA_LAUNCHER='%s'\n" "$repo_root/scripts/kafka.sh"
 }
 
 start_services() {
@@ -236,10 +258,12 @@ start_services() {
 	dir="$(cd "$dir" && pwd)"
 	start_postgres
 	start_redis
+	start_kafka
 	env_lines >"$dir/env"
 }
 
 stop_services() {
+	stop_kafka
 	stop_redis
 	stop_postgres
 }
@@ -278,6 +302,7 @@ load_state() {
 	[[ -d "$dir" && -f "$dir/env" ]] || return 1
 	pg_port="$(sed -n 's/.*127\.0\.0\.1:\([0-9]*\)\/'"$PG_DB"'.*/\1/p' "$dir/env")"
 	redis_port="$(sed -n 's/.*redis:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' "$dir/env")"
+	kafka_addr="$(sed -n "s/^export CHOM_TEST_KAFKA_BROKERS='\(.*\)'$/\1/p" "$dir/env")"
 }
 
 on_start_exit() {
@@ -295,6 +320,12 @@ cmd_start() {
 		pg_bin="$(find_pg_bin 2>/dev/null || true)"
 		if [[ -n "$pg_bin" ]] && "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" &&
 			[[ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" == PONG ]]; then
+			if ! kafka_alive; then
+				# Started by an older version of this script, or Kafka died: add it.
+				log "starting Kafka next to the running PostgreSQL and Redis in $dir"
+				start_kafka
+				env_lines >"$dir/env"
+			fi
 			log "already running in $dir"
 			cat "$dir/env"
 			return 0

@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/chomhq/chom/events"
+	"github.com/chomhq/chom/events/billing"
 )
 
 // config is every CHOM_* setting. Each field's env name and default are in
@@ -36,6 +39,16 @@ type config struct {
 	RateLimit        float64
 	RateBurst        int
 	AcceptCommitters int
+
+	KafkaBrokers        []string
+	KafkaTopicPrefix    string
+	KafkaPartitions     int
+	KafkaReplication    int
+	RelayBatch          int
+	RelayPollInterval   time.Duration
+	RelayBreakerTimeout time.Duration
+	OutboxRetention     time.Duration
+	BillingGroup        string
 }
 
 // loadConfig reads the environment, collecting every bad value into one error.
@@ -119,6 +132,27 @@ func loadConfig(getenv func(string) string) (config, error) {
 		RateLimit:        nonNegative("CHOM_RATE_LIMIT", 100),
 		RateBurst:        num("CHOM_RATE_BURST", 200),
 		AcceptCommitters: num("CHOM_ACCEPT_COMMITTERS", 1),
+
+		KafkaBrokers:        list(getenv("CHOM_KAFKA_BROKERS")),
+		KafkaTopicPrefix:    str("CHOM_KAFKA_TOPIC_PREFIX", events.DefaultTopicPrefix),
+		KafkaPartitions:     num("CHOM_KAFKA_PARTITIONS", 6),
+		KafkaReplication:    num("CHOM_KAFKA_REPLICATION", 3),
+		RelayBatch:          num("CHOM_RELAY_BATCH_SIZE", 500),
+		RelayPollInterval:   dur("CHOM_RELAY_POLL_INTERVAL", 100*time.Millisecond),
+		RelayBreakerTimeout: dur("CHOM_RELAY_BREAKER_TIMEOUT", 10*time.Second),
+		OutboxRetention:     dur("CHOM_OUTBOX_RETENTION", 7*24*time.Hour),
+		BillingGroup:        str("CHOM_BILLING_GROUP", billing.DefaultGroupID),
+	}
+	if c.KafkaTopicPrefix != "-" {
+		if err := events.ValidTopicPrefix(c.KafkaTopicPrefix); err != nil {
+			errs = append(errs, fmt.Errorf("CHOM_KAFKA_TOPIC_PREFIX: %w", err))
+		}
+	}
+	for name, d := range map[string]time.Duration{"CHOM_RELAY_POLL_INTERVAL": c.RelayPollInterval,
+		"CHOM_RELAY_BREAKER_TIMEOUT": c.RelayBreakerTimeout, "CHOM_OUTBOX_RETENTION": c.OutboxRetention} {
+		if d == 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive", name))
+		}
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(str("CHOM_LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("CHOM_LOG_LEVEL: %w", err))
@@ -130,6 +164,17 @@ func loadConfig(getenv func(string) string) (config, error) {
 		errs = append(errs, fmt.Errorf("CHOM_DRIVER=%q: only \"local\" is available in this build", c.Driver))
 	}
 	return c, errors.Join(errs...)
+}
+
+// list splits a comma-separated value, dropping blanks.
+func list(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // require reports the settings a server subcommand cannot start without.
@@ -144,6 +189,8 @@ func (c config) require(names ...string) error {
 			v = c.RedisURL
 		case "CHOM_LOCAL_ROOT":
 			v = c.LocalRoot
+		case "CHOM_KAFKA_BROKERS":
+			v = strings.Join(c.KafkaBrokers, ",")
 		}
 		if strings.TrimSpace(v) == "" {
 			errs = append(errs, fmt.Errorf("%s is required", n))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
 	"github.com/chomhq/chom/workers"
@@ -28,12 +29,14 @@ const (
 
 // runDev runs the whole platform in one process: SQLite under the data directory
 // (or CHOM_DATABASE_URL), an in-process Redis (or CHOM_REDIS_URL), the local
-// driver with one registered server, the API, a worker and the scheduler.
+// driver with one registered server, an in-process Kafka broker (or
+// CHOM_KAFKA_BROKERS), the API, a worker, the scheduler and the outbox relay.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", "./.chom-dev", "where the SQLite database, tokens and local server files live")
 	listen := fs.String("listen", "127.0.0.1:8080", "address of the HTTP API")
+	kafkaListen := fs.String("kafka-listen", "127.0.0.1:9092", "address of the embedded Kafka broker (unless CHOM_KAFKA_BROKERS is set)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -65,6 +68,19 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		defer mr.Close()
 		c.RedisURL = "redis://" + mr.Addr() + "/0"
 	}
+	kafkaDesc := strings.Join(c.KafkaBrokers, ",")
+	if len(c.KafkaBrokers) == 0 {
+		k, err := startEmbeddedKafka(*kafkaListen, filepath.Join(dir, "kafka"))
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		c.KafkaBrokers = []string{k.Addr()}
+		kafkaDesc = k.Addr() + "   (embedded; any Kafka client can read it)"
+	}
+	if getenv("CHOM_KAFKA_REPLICATION") == "" {
+		c.KafkaReplication = 1 // one broker, embedded or local
+	}
 	b, err := openBackends(ctx, c, true)
 	if err != nil {
 		return err
@@ -92,7 +108,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if err != nil {
 		return err
 	}
-	sched, err := workers.NewScheduler(workers.SchedulerConfig{Redis: b.redis, Logger: log, ReconcileEvery: c.ReconcileEvery})
+	relay, err := newRelay(c, b.store, log)
+	if err != nil {
+		return err
+	}
+	redisOpt, err := queue.RedisOptions(c.RedisURL)
+	if err != nil {
+		return err
+	}
+	sched, err := workers.NewScheduler(workers.SchedulerConfig{Redis: redisOpt, Logger: log, ReconcileEvery: c.ReconcileEvery})
 	if err != nil {
 		return err
 	}
@@ -106,6 +130,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
   ops UI       %[1]s/ops/queues   (user: anything, password: the admin token)
   database     %[2]s
   redis        %[3]s
+  kafka        %[9]s
+  topics       %[10]s
   local VPS    %[4]s
   demo token   %[5]s   (also in %[6]s)
   admin token  %[7]s   (also in %[8]s)
@@ -115,7 +141,7 @@ Try:
        -H 'Content-Type: application/json' -d '{"domain":"hello.example","site_type":"html"}'
 Press Ctrl-C to stop.
 `, base, models.RedactURL(c.DatabaseURL), c.RedisURL, root, tokens.demo, filepath.Join(dir, "dev-token"),
-		tokens.admin, filepath.Join(dir, "admin-token"))
+		tokens.admin, filepath.Join(dir, "admin-token"), kafkaDesc, devTopics(c.KafkaTopicPrefix))
 
 	err = runAll(ctx,
 		func(ctx context.Context) error { watcher.Run(ctx); return nil },
@@ -123,6 +149,7 @@ Press Ctrl-C to stop.
 		func(ctx context.Context) error { return serveHTTP(ctx, ln, api.Handler(), c.ShutdownTimeout, log) },
 		w.Run,
 		sched.Run,
+		relay.Run,
 	)
 	fmt.Fprintln(stdout, "CHOM dev stopped")
 	return err
@@ -171,4 +198,16 @@ func devToken(ctx context.Context, store *models.Store, path, tenant string, sco
 		return "", fmt.Errorf("save token: %w", err)
 	}
 	return tok, nil
+}
+
+// devTopics lists the full names of the topics the relay publishes to.
+func devTopics(prefix string) string {
+	if prefix == "-" {
+		prefix = ""
+	}
+	var names []string
+	for _, t := range events.Topics() {
+		names = append(names, events.FullTopic(prefix, t))
+	}
+	return strings.Join(names, ", ")
 }

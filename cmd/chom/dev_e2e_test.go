@@ -102,7 +102,7 @@ func startDev(t *testing.T, bin, dataDir string) (string, func()) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "dev", "--data-dir", dataDir, "--listen", addr)
+	cmd := exec.Command(bin, "dev", "--data-dir", dataDir, "--listen", addr, "--kafka-listen", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "CHOM_RECONCILE_INTERVAL=2s")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

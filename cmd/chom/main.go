@@ -1,6 +1,7 @@
 // Command chom is CHOM's single binary. Its subcommands run each part of the
 // platform (ingress, worker, scheduler), the whole platform on embedded parts
-// (dev), the schema migrations, and admin tasks such as issuing tokens.
+// (dev), the outbox relay to Kafka and the reference billing consumer, the schema
+// migrations, and admin tasks such as issuing tokens.
 package main
 
 import (
@@ -17,12 +18,17 @@ import (
 const usage = `chom: the CHOM hosting control plane
 
 Usage:
-  chom dev [--data-dir DIR] [--listen ADDR]   run everything in one process on embedded parts
+  chom dev [--data-dir DIR] [--listen ADDR] [--kafka-listen ADDR]
+                                              run everything in one process on embedded parts
   chom ingress                                run the HTTP API
   chom worker                                 run a queue worker
   chom scheduler                              run the periodic-task scheduler
+  chom relay                                  publish the outbox to Kafka
+  chom billing-consumer                       bill usage events from Kafka (reference consumer)
   chom migrate up|down|status                 manage the database schema
   chom token create --tenant NAME [--scope read,write,admin] [--name N] [--expires DURATION]
+  chom loadtest [--scenario all|NAME,...] [--scale F] [--out DIR] [--url URL --token T]
+                                              run the load scenarios and the baseline; see the README
 
 Configuration comes from CHOM_* environment variables; see the README.
 `
@@ -64,10 +70,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return runWorker(ctx, stderr, getenv)
 	case "scheduler":
 		return runScheduler(ctx, stderr, getenv)
+	case "relay":
+		return runRelay(ctx, stderr, getenv)
+	case "billing-consumer":
+		return runBillingConsumer(ctx, stderr, getenv)
 	case "migrate":
 		return runMigrate(ctx, args[1:], stdout, getenv)
 	case "token":
 		return runToken(ctx, args[1:], stdout, getenv)
+	case "loadtest":
+		return runLoadtest(ctx, args[1:], stdout, stderr, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

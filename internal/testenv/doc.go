@@ -1,15 +1,18 @@
 // Package testenv hands tests an isolated piece of a real server: a fresh
-// PostgreSQL schema, a file-backed SQLite database or a Redis logical database,
-// each torn down by t.Cleanup. It is imported only from _test.go files.
+// PostgreSQL schema, a file-backed SQLite database, a Redis logical database or
+// a Kafka topic prefix, each torn down by t.Cleanup. It is imported only from
+// _test.go files.
 //
 // # Where the servers come from
 //
 // The servers are found through environment variables, which
-// scripts/test-services.sh exports after starting a throwaway PostgreSQL and
-// Redis on loopback (`go tool task test` runs the whole suite that way):
+// scripts/test-services.sh exports after starting a throwaway PostgreSQL, Redis
+// and Kafka on loopback (`go tool task test` runs the whole suite that way):
 //
-//	CHOM_TEST_DATABASE_URL  postgres://user@host:port/db?sslmode=disable
-//	CHOM_TEST_REDIS_URL     redis://host:port/0 (the server needs --databases 1024)
+//	CHOM_TEST_DATABASE_URL    postgres://user@host:port/db?sslmode=disable
+//	CHOM_TEST_REDIS_URL       redis://host:port/0 (the server needs --databases 1024)
+//	CHOM_TEST_KAFKA_BROKERS   host:port[,host:port…] of an Apache Kafka broker
+//	CHOM_TEST_KAFKA_LAUNCHER  scripts/kafka.sh, for tests that run a broker of their own
 //
 // When a variable is unset, a test that asks for that server is skipped on a
 // developer machine, so `go test -short ./...` works without services. When the
@@ -36,6 +39,23 @@
 // that keeps a transaction open and then queries through the *bun.DB (not
 // the transaction) from the same goroutine blocks forever; that code would
 // also exhaust a PostgreSQL pool under load, so it is a bug worth finding.
+//
+// [Kafka] hands out a topic prefix of the test's own ("t" + 16 hex digits) on
+// the shared broker, whose topics are deleted on cleanup; [Records] and
+// [WaitRecords] read a topic whole. [StartKafkaServer] runs a broker of the
+// test's own through scripts/kafka.sh, which the test can stop, kill and start
+// again to simulate an outage. [Kcat] finds the kcat client, a non-Go reader.
+//
+// # Private servers
+//
+// A fault test that must stop, kill or flush a server cannot use the shared
+// ones. [StartRedisServer] and [StartPostgresServer] start a throwaway
+// redis-server or PostgreSQL cluster (initdb, then postgres as the postgres
+// user when the test runs as root) on a free loopback port, with its files in
+// a fresh directory; both are stopped and the directory removed when the test
+// ends. Their Stop, Kill and Start methods take the server down, cleanly or
+// not, and bring it back on the same port with the same data. A missing
+// binary skips the test on a developer machine and fails it when CI is set.
 //
 // [Backends] runs one test body against PostgreSQL and SQLite, for the code
 // that `chom dev` runs on SQLite and production runs on PostgreSQL.

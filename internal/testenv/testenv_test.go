@@ -300,12 +300,16 @@ func TestMissingServer(t *testing.T) {
 		"Postgres":    func(tb testing.TB) { testenv.Postgres(tb) },
 		"PostgresDSN": func(tb testing.TB) { testenv.PostgresDSN(tb) },
 		"Redis":       func(tb testing.TB) { testenv.Redis(tb) },
+		"Kafka":       func(tb testing.TB) { testenv.Kafka(tb) },
+		"KafkaServer": func(tb testing.TB) { testenv.StartKafkaServer(tb) },
 	}
 	for name, kit := range kits {
 		for _, ci := range []string{"", "true"} {
 			t.Run(fmt.Sprintf("%s/CI=%q", name, ci), func(t *testing.T) {
 				t.Setenv(testenv.EnvDatabaseURL, "")
 				t.Setenv(testenv.EnvRedisURL, "")
+				t.Setenv(testenv.EnvKafkaBrokers, "")
+				t.Setenv(testenv.EnvKafkaLauncher, "")
 				t.Setenv(testenv.EnvCI, ci)
 
 				r := &recordingTB{TB: t}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chomhq/chom/events"
+	"github.com/chomhq/chom/internal/testenv"
+	"github.com/chomhq/chom/models"
+)
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+	buildOut  []byte
+)
+
+// chomBinary builds the chom binary once per test run.
+func chomBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "chom-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "chom")
+		buildOut, buildErr = exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+	})
+	if buildErr != nil {
+		t.Fatalf("go build: %v\n%s", buildErr, buildOut)
+	}
+	return builtBin
+}
+
+// startRelayProcess runs `chom relay` with env and returns its command and a
+// buffer of its stderr.
+func startRelayProcess(t *testing.T, bin string, env []string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(bin, "relay")
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, &stderr
+}
+
+// A `chom relay` killed with SIGKILL after Kafka acknowledged its records and
+// before it marked them loses nothing: the next relay publishes them again
+// (duplicates, same event IDs) and marks them.
+//
+// The test holds an EXCLUSIVE lock on outbox_events, which lets the relay read
+// and publish but blocks its mark; once every record is on the topic, the relay
+// is killed inside that window for sure (and its blocked database session ended).
+func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	t.Parallel()
+	k := testenv.Kafka(t)
+	dsn := testenv.PostgresDSN(t)
+	bin := chomBinary(t)
+	ctx := t.Context()
+	db, err := models.Open(ctx, dsn, models.PoolConfig{MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := models.MigrateUp(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	store, err := models.New(models.Config{DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []models.OutboxEvent
+	start := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	for h := range 50 {
+		for _, ten := range []string{"ten_a", "ten_b", "ten_c"} {
+			row, err := events.UsageOutbox(events.UsageEvent{TenantID: ten, Metric: "bandwidth_bytes", Quantity: int64(h),
+				Unit: "byte", PeriodStart: start.Add(time.Duration(h) * time.Hour),
+				PeriodEnd: start.Add(time.Duration(h+1) * time.Hour), OccurredAt: start.Add(time.Duration(h+1) * time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			row.CreatedAt = time.Now().UTC()
+			rows = append(rows, row)
+		}
+	}
+	if _, err := db.NewInsert().Model(&rows).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "LOCK TABLE outbox_events IN EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		"CHOM_DATABASE_URL=" + dsn, "CHOM_KAFKA_BROKERS=" + k.Brokers[0], "CHOM_KAFKA_TOPIC_PREFIX=" + k.Prefix,
+		"CHOM_KAFKA_PARTITIONS=3", "CHOM_KAFKA_REPLICATION=1", "CHOM_LOG_FORMAT=text", "CHOM_RELAY_POLL_INTERVAL=20ms",
+	}
+	first, firstLog := startRelayProcess(t, bin, env)
+	topic := events.FullTopic(k.Prefix, events.TopicUsage)
+	if got := testenv.WaitRecords(t, k.Brokers, topic, len(rows), 60*time.Second); len(got) != len(rows) {
+		t.Fatalf("%d records on the topic before the kill, want %d\nrelay log:\n%s", len(got), len(rows), firstLog)
+	}
+	if n, err := store.CountUnpublished(ctx); err != nil || n != len(rows) {
+		t.Fatalf("%d rows unpublished (%v) while the mark is blocked, want %d", n, err, len(rows))
+	}
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	// The relay's mark was already sent and waits for the lock in its server
+	// session, which PostgreSQL ends only when it next reads the dead socket:
+	// after the lock is gone, too late. End that session first, so the mark
+	// really never happens, as if the process had died before sending it. The
+	// session is the one holding the relay's advisory lock.
+	const holder = `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = hashtext(current_schema() || '.chom_outbox_relay')::bigint`
+	var terminated bool
+	if err := db.QueryRowContext(ctx, holder).Scan(&terminated); err != nil || !terminated {
+		t.Fatalf("terminate the killed relay's session: %v, %v", terminated, err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := store.CountUnpublished(ctx); err != nil || n != len(rows) {
+		t.Fatalf("%d rows unpublished (%v) after the kill, want %d", n, err, len(rows))
+	}
+
+	second, secondLog := startRelayProcess(t, bin, env)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		n, err := store.CountUnpublished(ctx)
+		if err == nil && n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rows still unpublished after the restart (%v)\nrelay log:\n%s", n, err, secondLog)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	msgs := testenv.WaitRecords(t, k.Brokers, topic, 2*len(rows), 30*time.Second)
+	if len(msgs) != 2*len(rows) {
+		out, _ := exec.Command("kcat", "-b", k.Brokers[0], "-C", "-t", topic, "-e", "-q", "-o", "beginning", "-f", "%p %o\n").Output()
+		t.Logf("kcat sees %d records; second relay log:\n%s", bytes.Count(out, []byte("\n")), secondLog)
+	}
+	count := map[string]int{}
+	order := map[string][]string{}
+	for _, m := range msgs {
+		env, err := events.Parse(m)
+		if err != nil {
+			t.Fatalf("record %d: %v", m.Offset, err)
+		}
+		if count[env.ID] == 0 {
+			order[env.TenantID] = append(order[env.TenantID], env.ID)
+		}
+		count[env.ID]++
+	}
+	want := map[string][]string{}
+	for _, r := range rows {
+		want[r.TenantID] = append(want[r.TenantID], r.EventID)
+		if count[r.EventID] != 2 {
+			t.Errorf("event %s on the topic %d times, want 2 (published, killed, published again)", r.EventID, count[r.EventID])
+		}
+	}
+	for ten, ids := range want {
+		if !slices.Equal(order[ten], ids) {
+			t.Errorf("tenant %s: events out of order after dropping duplicates", ten)
+		}
+	}
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- second.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("relay exited with %v on SIGTERM\n%s", err, secondLog)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("relay did not stop within 30s of SIGTERM")
+	}
+}

@@ -1,0 +1,205 @@
+package events_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io/fs"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/chomhq/chom/events"
+	"github.com/chomhq/chom/models"
+)
+
+// compileSchemas compiles the shipped schema of every event type.
+func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
+	t.Helper()
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	out := map[string]*jsonschema.Schema{}
+	for _, typ := range events.Types() {
+		raw, err := events.Schema(typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatalf("schema of %s is not JSON: %v", typ, err)
+		}
+		url := "urn:chom:schema:" + typ
+		if err := c.AddResource(url, doc); err != nil {
+			t.Fatalf("add schema %s: %v", typ, err)
+		}
+		s, err := c.Compile(url)
+		if err != nil {
+			t.Fatalf("compile schema %s: %v", typ, err)
+		}
+		out[typ] = s
+	}
+	return out
+}
+
+func validate(t *testing.T, s *jsonschema.Schema, data string) error {
+	t.Helper()
+	v, err := jsonschema.UnmarshalJSON(strings.NewReader(data))
+	if err != nil {
+		t.Fatalf("event data is not JSON: %v\n%s", err, data)
+	}
+	return s.Validate(v)
+}
+
+var (
+	siteID   = models.NewID(models.PrefixSite)
+	tenantID = models.NewID(models.PrefixTenant)
+	opID     = models.NewID(models.PrefixOperation)
+	vpsID    = models.NewID(models.PrefixVPS)
+	at       = time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC)
+)
+
+func siteEvent(mod func(*events.SiteEvent)) events.SiteEvent {
+	e := events.SiteEvent{
+		SiteID: siteID, TenantID: tenantID, Domain: "xn--mnchen-3ya.de", SiteType: "wordpress",
+		PHPVersion: "8.3", VPSID: vpsID, OperationID: opID, Status: models.SiteStatusActive, OccurredAt: at,
+	}
+	if mod != nil {
+		mod(&e)
+	}
+	return e
+}
+
+// emitted builds every shape of event the code emits, with the builders the jobs
+// use, so a field added to a payload without its schema fails here.
+func emitted(t *testing.T) map[string]models.OutboxEvent {
+	t.Helper()
+	build := func(typ string, e events.SiteEvent) models.OutboxEvent {
+		row, err := events.SiteOutbox(typ, e)
+		if err != nil {
+			t.Fatalf("SiteOutbox(%s): %v", typ, err)
+		}
+		return row
+	}
+	usage, err := events.UsageOutbox(events.UsageEvent{
+		TenantID: tenantID, Metric: "storage_bytes", Quantity: 1 << 40, Unit: "byte",
+		PeriodStart: at.Truncate(time.Hour), PeriodEnd: at.Truncate(time.Hour).Add(time.Hour), OccurredAt: at,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero, err := events.UsageOutbox(events.UsageEvent{
+		TenantID: tenantID, Metric: "site_hours", Quantity: 0, Unit: "site_hour",
+		PeriodStart: at.Truncate(24 * time.Hour), PeriodEnd: at.Truncate(24 * time.Hour).Add(24 * time.Hour), OccurredAt: at,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]models.OutboxEvent{
+		"provisioned php": build(events.TypeSiteProvisioned, siteEvent(nil)),
+		"provisioned html": build(events.TypeSiteProvisioned, siteEvent(func(e *events.SiteEvent) {
+			e.SiteType, e.PHPVersion = "html", ""
+		})),
+		"provision failed": build(events.TypeSiteProvisionFailed, siteEvent(func(e *events.SiteEvent) {
+			e.Status, e.ErrorCode, e.Error = models.SiteStatusFailed, "no_capacity", "no server has room"
+		})),
+		"provision failed before placement": build(events.TypeSiteProvisionFailed, siteEvent(func(e *events.SiteEvent) {
+			e.Status, e.ErrorCode, e.Error, e.VPSID = models.SiteStatusFailed, "no_capacity", "", ""
+		})),
+		"deleted":    build(events.TypeSiteDeleted, siteEvent(func(e *events.SiteEvent) { e.Status = models.SiteStatusDeleted })),
+		"usage":      usage,
+		"usage zero": zero,
+	}
+}
+
+func TestEveryEmittedEventMatchesItsSchema(t *testing.T) {
+	t.Parallel()
+	schemas := compileSchemas(t)
+	covered := map[string]bool{}
+	for name, row := range emitted(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s, ok := schemas[row.Type]
+			if !ok {
+				t.Fatalf("no schema for %s", row.Type)
+			}
+			if err := validate(t, s, row.Data); err != nil {
+				t.Errorf("%s does not match its schema:\n%v\n%s", row.Type, err, row.Data)
+			}
+			// What travels is the record value: the same bytes.
+			if m := events.Message("chom", row); string(m.Value) != row.Data {
+				t.Errorf("record value differs from the outbox data")
+			}
+		})
+		covered[row.Type] = true
+	}
+	for _, typ := range events.Types() {
+		if !covered[typ] {
+			t.Errorf("no emitted event of type %s is checked", typ)
+		}
+	}
+}
+
+// The schemas are strict: they catch what the consumers must refuse.
+func TestSchemasRefuseBadData(t *testing.T) {
+	t.Parallel()
+	schemas := compileSchemas(t)
+	good := emitted(t)
+	for _, tc := range []struct {
+		name, of string
+		change   func(map[string]any)
+	}{
+		{"unknown field", "usage", func(m map[string]any) { m["price"] = 3 }},
+		{"negative quantity", "usage", func(m map[string]any) { m["quantity"] = -1 }},
+		{"fractional quantity", "usage", func(m map[string]any) { m["quantity"] = 1.5 }},
+		{"missing period_end", "usage", func(m map[string]any) { delete(m, "period_end") }},
+		{"bad time", "usage", func(m map[string]any) { m["period_start"] = "yesterday" }},
+		{"bad metric", "usage", func(m map[string]any) { m["metric"] = "Storage Bytes" }},
+		{"missing site_id", "deleted", func(m map[string]any) { delete(m, "site_id") }},
+		{"wrong status", "deleted", func(m map[string]any) { m["status"] = "active" }},
+		{"unknown site_type", "provisioned php", func(m map[string]any) { m["site_type"] = "django" }},
+		{"failure without code", "provision failed", func(m map[string]any) { delete(m, "error_code") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			row := good[tc.of]
+			var m map[string]any
+			if err := json.Unmarshal([]byte(row.Data), &m); err != nil {
+				t.Fatal(err)
+			}
+			tc.change(m)
+			b, _ := json.Marshal(m)
+			if err := validate(t, schemas[row.Type], string(b)); err == nil {
+				t.Errorf("schema of %s accepted %s", row.Type, b)
+			}
+		})
+	}
+}
+
+// One schema file per type, and no stray files.
+func TestSchemaFiles(t *testing.T) {
+	t.Parallel()
+	var files []string
+	err := fs.WalkDir(events.Schemas(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, typ := range events.Types() {
+		want = append(want, typ+".json")
+	}
+	slices.Sort(want)
+	slices.Sort(files)
+	if !slices.Equal(files, want) {
+		t.Errorf("schema files %v, want %v", files, want)
+	}
+	if _, err := events.Schema("site.renamed.v1"); err == nil {
+		t.Error("Schema of an unknown type succeeded")
+	}
+}
