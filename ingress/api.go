@@ -184,6 +184,7 @@ func (a *API) routes(opsUI http.Handler) *gin.Engine {
 	v1 := r.Group("/api/v1")
 	v1.GET("/health", a.health)
 	v1.GET("/health/detailed", a.healthDetailed)
+	v1.GET("/openapi.json", a.openAPI)
 
 	read := v1.Group("", a.requireScope(models.ScopeRead), a.rateLimit)
 	write := v1.Group("", a.requireScope(models.ScopeWrite), a.rateLimit)

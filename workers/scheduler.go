@@ -8,14 +8,16 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/chomhq/chom/queue"
 )
 
 // SchedulerConfig configures the periodic-task scheduler.
 type SchedulerConfig struct {
-	Redis  redis.UniversalClient
+	// Redis says how to reach Redis. The scheduler opens its own connection:
+	// asynq's scheduler closes its client on shutdown and reports an error for a
+	// shared one.
+	Redis  asynq.RedisConnOpt
 	Logger *slog.Logger
 	// ReconcileEvery is the reconciler's period. Default 30s.
 	ReconcileEvery time.Duration
@@ -36,7 +38,7 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.ReconcileEvery <= 0 {
 		cfg.ReconcileEvery = 30 * time.Second
 	}
-	s := asynq.NewSchedulerFromRedisClient(cfg.Redis, &asynq.SchedulerOpts{
+	s := asynq.NewScheduler(cfg.Redis, &asynq.SchedulerOpts{
 		Logger: asynqLogger{cfg.Logger.With("component", "scheduler")},
 		EnqueueErrorHandler: func(t *asynq.Task, _ []asynq.Option, err error) {
 			if !errors.Is(err, asynq.ErrDuplicateTask) {

@@ -76,12 +76,11 @@ func runScheduler(ctx context.Context, stderr io.Writer, getenv func(string) str
 		return err
 	}
 	log := newLogger(stderr, c).With("process", "scheduler")
-	rc, err := queue.NewRedisClient(c.RedisURL, 0)
+	redisOpt, err := queue.RedisOptions(c.RedisURL)
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
-	s, err := workers.NewScheduler(workers.SchedulerConfig{Redis: rc, Logger: log, ReconcileEvery: c.ReconcileEvery})
+	s, err := workers.NewScheduler(workers.SchedulerConfig{Redis: redisOpt, Logger: log, ReconcileEvery: c.ReconcileEvery})
 	if err != nil {
 		return err
 	}

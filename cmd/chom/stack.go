@@ -167,7 +167,14 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, shutdown ti
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdown)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("http shutdown: %w", err)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("http shutdown: %w", err)
+		}
+		// The drain time is up. What is still open (a long poll, or a connection a
+		// client opened but has not used yet, which net/http waits 5s for) is cut,
+		// as the shutdown timeout promises: a normal stop, not a failure.
+		log.Warn("shutdown timeout reached; closing the connections still open", "timeout", shutdown.String())
+		_ = srv.Close()
 	}
 	return nil
 }

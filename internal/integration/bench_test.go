@@ -9,11 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gin-gonic/gin"
-	"github.com/hibiken/asynq"
-
 	"github.com/chomhq/chom/internal/testenv"
-	"github.com/chomhq/chom/models"
+	"github.com/chomhq/chom/loadtest"
 )
 
 // The accept path, measured on real PostgreSQL and Redis: POST /sites through the
@@ -55,34 +52,14 @@ func BenchmarkAcceptCreateSite(b *testing.B) {
 	}
 }
 
+// BenchmarkAcceptBaseline runs the naive handler that `chom loadtest` also
+// measures (loadtest.NewBaseline), on the same servers as the benchmark above.
 func BenchmarkAcceptBaseline(b *testing.B) {
 	s := newBenchStack(b)
-	client := asynq.NewClientFromRedisClient(s.workerRedis)
-	gin.SetMode(gin.ReleaseMode)
-	r := gin.New()
-	type body struct {
-		Domain   string `json:"domain" binding:"required"`
-		SiteType string `json:"site_type" binding:"required,oneof=wordpress laravel php html"`
+	r, err := loadtest.NewBaseline(loadtest.BaselineConfig{DB: s.db, Redis: s.workerRedis, TenantID: s.tenantA})
+	if err != nil {
+		b.Fatal(err)
 	}
-	r.POST("/sites", func(c *gin.Context) {
-		var req body
-		if err := c.ShouldBindJSON(&req); err != nil {
-			c.JSON(422, gin.H{"error": err.Error()})
-			return
-		}
-		now := time.Now().UTC()
-		op := &models.Operation{ID: models.NewID(models.PrefixOperation), TenantID: s.tenantA, Type: models.OpTypeSiteProvision,
-			Status: models.OpPending, TargetType: "site", TargetID: req.Domain, Payload: "{}", CreatedAt: now, UpdatedAt: now}
-		if _, err := s.db.NewInsert().Model(op).Exec(c.Request.Context()); err != nil {
-			c.JSON(500, gin.H{"error": err.Error()})
-			return
-		}
-		if _, err := client.EnqueueContext(c.Request.Context(), asynq.NewTask("baseline", nil, asynq.TaskID(op.ID))); err != nil {
-			c.JSON(500, gin.H{"error": err.Error()})
-			return
-		}
-		c.JSON(202, op)
-	})
 	var n atomic.Int64
 	b.SetParallelism(100)
 	b.ResetTimer()
@@ -90,7 +67,7 @@ func BenchmarkAcceptBaseline(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1)
-			req := httptest.NewRequest("POST", "/sites", strings.NewReader(fmt.Sprintf(`{"domain":"b%d.bench.example","site_type":"html"}`, i)))
+			req := httptest.NewRequest("POST", "/api/v1/sites", strings.NewReader(fmt.Sprintf(`{"domain":"b%d.bench.example","site_type":"html"}`, i)))
 			req.Header.Set("Content-Type", "application/json")
 			w := httptest.NewRecorder()
 			r.ServeHTTP(w, req)

@@ -261,7 +261,9 @@ func (s *stack) do(method, path, token string, body any, headers ...string) resp
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return response{status: res.StatusCode, header: res.Header, body: raw}
+	r := response{status: res.StatusCode, header: res.Header, body: raw}
+	checkOpenAPI(s.t, method, path, r) // openapi_test.go
+	return r
 }
 
 // createSite posts a site and returns the accepted operation.

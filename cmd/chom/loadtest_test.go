@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/chomhq/chom/internal/testenv"
+	"github.com/chomhq/chom/loadtest"
+)
+
+// TestLoadtestSustained runs `chom loadtest --scenario sustained` at a tiny
+// scale against its own in-process stack on real PostgreSQL and Redis, with
+// the accept comparison, and checks the files and the ledger.
+func TestLoadtestSustained(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"CHOM_DATABASE_URL": testenv.PostgresDSN(t),
+		"CHOM_REDIS_URL":    testenv.Redis(t).URL,
+		// Few connections: other tests share the server.
+		"CHOM_DB_MAX_CONNS":       "10",
+		"CHOM_WORKER_CONCURRENCY": "8",
+		"CHOM_RETRY_BASE":         "50ms",
+		"CHOM_RETRY_MAX":          "200ms",
+	}
+	out := filepath.Join(t.TempDir(), "lt")
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"loadtest", "--scenario", "sustained", "--scale", "0.005", "--out", out,
+		"--accept-users", "20", "--accept-duration", "1s", "--vps", "2"}, &stdout, &stderr, func(k string) string { return env[k] })
+	t.Logf("stdout:\n%s", stdout.String())
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(out, "stack.log"))
+		t.Fatalf("loadtest: %v\nstderr: %s\nstack.log: %s", err, stderr.String(), log)
+	}
+	for _, f := range []string{"result.json", "report.md", "chart.png", "stack.log"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || (f != "stack.log" && st.Size() == 0) {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "result.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep loadtest.Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Scenarios) != 1 {
+		t.Fatalf("%d scenarios in result.json, want 1", len(rep.Scenarios))
+	}
+	s := rep.Scenarios[0]
+	l := s.Ledger
+	t.Logf("ledger: %d accepted, %d completed %v, %d checked at the end", l.Accepted, l.Completed, l.ByStatus, l.CheckedAtEnd)
+	if !l.Tracked || l.Accepted == 0 || !l.OK() || l.ByStatus["succeeded"] != l.Accepted {
+		t.Errorf("ledger %+v: want every accepted operation succeeded", l)
+	}
+	if s.Overall.Requests == 0 || s.Overall.Errors.Total != 0 {
+		t.Errorf("sustained: %d requests, errors %s", s.Overall.Requests, s.Overall.Errors)
+	}
+	a := rep.Accept
+	if a == nil || a.CHOM == nil || a.Baseline == nil || a.Ratio <= 0 {
+		t.Fatalf("accept comparison %+v", a)
+	}
+	if a.CHOM.Ledger.Accepted == 0 || a.Baseline.Ledger.Accepted == 0 {
+		t.Errorf("accept runs: CHOM %d, baseline %d accepted", a.CHOM.Ledger.Accepted, a.Baseline.Ledger.Accepted)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	for _, want := range []string{"| sustained | 100 |", "CHOM / baseline accept throughput", "— **OK**"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	if !strings.Contains(stdout.String(), "ledger sustained") {
+		t.Errorf("stdout lacks the ledger line")
+	}
+}
+
+func TestLoadtestFlags(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--scenario", "burst"},
+		{"--scale", "0"},
+		{"--url", "http://127.0.0.1:8080"},                      // no token
+		{"--url", "http://192.0.2.1:8080", "--token", "chom_x"}, // not loopback
+		{"--token", "chom_x"},                                   // token without url
+		{"--accept-users", "0"},
+	} {
+		var stderr bytes.Buffer
+		err := run(t.Context(), append([]string{"loadtest"}, args...), &bytes.Buffer{}, &stderr, func(string) string { return "" })
+		if err == nil || !strings.Contains(err.Error(), "usage") {
+			t.Errorf("loadtest %v: %v, want a usage error", args, err)
+		}
+	}
+}
