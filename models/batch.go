@@ -15,7 +15,8 @@ import (
 type SiteAcceptorConfig struct {
 	Store  *Store
 	Logger *slog.Logger
-	// MaxBatch is the most requests committed in one transaction. Default 128.
+	// MaxBatch is the most requests committed in one transaction. Default 256:
+	// the whole backlog of 200 concurrent clients fits in one batch.
 	MaxBatch int
 	// Committers is how many batch transactions may be in flight at once. One
 	// is the default: measured on 2 cores, each extra committer made batches
@@ -74,7 +75,7 @@ func NewSiteAcceptor(cfg SiteAcceptorConfig) (*SiteAcceptor, error) {
 		return nil, err
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 128
+		cfg.MaxBatch = 256
 	}
 	if cfg.Committers <= 0 {
 		cfg.Committers = 1

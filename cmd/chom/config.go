@@ -126,7 +126,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		OpsUI:            boolean("CHOM_OPS_UI", true),
 		PrometheusURL:    getenv("CHOM_PROMETHEUS_URL"),
 		AutoMigrate:      boolean("CHOM_AUTO_MIGRATE", false),
-		AcceptBatch:      num("CHOM_ACCEPT_MAX_BATCH", 128),
+		AcceptBatch:      num("CHOM_ACCEPT_MAX_BATCH", 256),
 		RedisPoolSize:    num("CHOM_REDIS_POOL_SIZE", 128),
 		OpCacheTTL:       dur("CHOM_OPERATION_CACHE_TTL", 250*time.Millisecond),
 		RateLimit:        nonNegative("CHOM_RATE_LIMIT", 100),
