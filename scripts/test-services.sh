@@ -147,6 +147,12 @@ start_postgres() {
 		fsync = on
 		synchronous_commit = on
 		full_page_writes = on
+		# Write-heavy workload (group-committed accepts): checkpoints by time, not
+		# by WAL volume; the 1GB default forced one every few seconds under load
+		# and they were the accept path's latency tail (p99 55-61 ms -> 43-46 ms).
+		max_wal_size = 8GB
+		checkpoint_timeout = 15min
+		wal_buffers = 64MB
 		log_min_messages = warning
 		log_line_prefix = '%m [%p] %q%u@%d '
 	EOF
