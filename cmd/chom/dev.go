@@ -15,8 +15,6 @@ import (
 
 	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/models"
-	"github.com/chomhq/chom/queue"
-	"github.com/chomhq/chom/workers"
 )
 
 // Dev seeds: the demo tenant, the platform tenant that owns the admin token, and
@@ -91,12 +89,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if err != nil {
 		return err
 	}
-	watcher := queue.NewWatcher(b.redis)
-	acceptor, err := newAcceptor(c, b, log)
-	if err != nil {
-		return err
-	}
-	api, err := newAPI(c, b, log, watcher, acceptor)
+	parts, err := newIngress(c, b, log)
 	if err != nil {
 		return err
 	}
@@ -112,11 +105,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if err != nil {
 		return err
 	}
-	redisOpt, err := queue.RedisOptions(c.RedisURL)
-	if err != nil {
-		return err
-	}
-	sched, err := workers.NewScheduler(workers.SchedulerConfig{Redis: redisOpt, Logger: log, ReconcileEvery: c.ReconcileEvery})
+	sched, err := newScheduler(c, log)
 	if err != nil {
 		return err
 	}
@@ -143,14 +132,7 @@ Press Ctrl-C to stop.
 `, base, models.RedactURL(c.DatabaseURL), c.RedisURL, root, tokens.demo, filepath.Join(dir, "dev-token"),
 		tokens.admin, filepath.Join(dir, "admin-token"), kafkaDesc, devTopics(c.KafkaTopicPrefix))
 
-	err = runAll(ctx,
-		func(ctx context.Context) error { watcher.Run(ctx); return nil },
-		acceptor.Run,
-		func(ctx context.Context) error { return serveHTTP(ctx, ln, api.Handler(), c.ShutdownTimeout, log) },
-		w.Run,
-		sched.Run,
-		relay.Run,
-	)
+	err = runAll(ctx, append(parts.runners(ln, c.ShutdownTimeout, log), w.Run, sched.Run, relay.Run)...)
 	fmt.Fprintln(stdout, "CHOM dev stopped")
 	return err
 }

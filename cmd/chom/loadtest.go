@@ -21,7 +21,6 @@ import (
 	"github.com/chomhq/chom/loadtest"
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
-	"github.com/chomhq/chom/workers"
 )
 
 // loadtestOptions are the flags of `chom loadtest`.
@@ -292,12 +291,7 @@ func (e *loadEnv) withStack(ctx context.Context, c config, kind string, full boo
 		return err
 	}
 	defer b.Close()
-	watcher := queue.NewWatcher(b.redis)
-	acceptor, err := newAcceptor(c, b, log)
-	if err != nil {
-		return err
-	}
-	api, err := newAPI(c, b, log, watcher, acceptor)
+	parts, err := newIngress(c, b, log)
 	if err != nil {
 		return err
 	}
@@ -305,11 +299,7 @@ func (e *loadEnv) withStack(ctx context.Context, c config, kind string, full boo
 	if err != nil {
 		return fmt.Errorf("loadtest: listen: %w", err)
 	}
-	fns := []func(context.Context) error{
-		func(ctx context.Context) error { watcher.Run(ctx); return nil },
-		acceptor.Run,
-		func(ctx context.Context) error { return serveHTTP(ctx, ln, api.Handler(), c.ShutdownTimeout, log) },
-	}
+	fns := parts.runners(ln, c.ShutdownTimeout, log)
 	if full {
 		root, err := os.MkdirTemp("", "chom-loadtest-vps-")
 		if err != nil {
@@ -320,11 +310,7 @@ func (e *loadEnv) withStack(ctx context.Context, c config, kind string, full boo
 		if err != nil {
 			return err
 		}
-		redisOpt, err := queue.RedisOptions(c.RedisURL)
-		if err != nil {
-			return err
-		}
-		sched, err := workers.NewScheduler(workers.SchedulerConfig{Redis: redisOpt, Logger: log, ReconcileEvery: c.ReconcileEvery})
+		sched, err := newScheduler(c, log)
 		if err != nil {
 			return err
 		}
@@ -452,7 +438,13 @@ func acceptInProcess(ctx context.Context, o loadtestOptions, c config, rep *load
 	if err != nil {
 		return err
 	}
-	err = withBaseline(ctx, c, env, func(ctx context.Context, base string, b *backends) error {
+	return runBaseline(ctx, o, c, env, sc, runID, acc)
+}
+
+// runBaseline runs the accept scenario sc against the naive baseline on env's
+// servers and sets the CHOM / baseline ratio of acc.
+func runBaseline(ctx context.Context, o loadtestOptions, c config, env *loadEnv, sc loadtest.Scenario, runID string, acc *loadtest.AcceptComparison) error {
+	err := withBaseline(ctx, c, env, func(ctx context.Context, base string, b *backends) error {
 		runner, err := loadtest.New(o.runnerConfig(base, nil, runID, env.log, env.stdout))
 		if err != nil {
 			return err
@@ -574,27 +566,7 @@ func loadRemote(ctx context.Context, o loadtestOptions, c config, rep *loadtest.
 		return err
 	}
 	defer env.close(ctx)
-	err = withBaseline(ctx, c, env, func(ctx context.Context, base string, b *backends) error {
-		br, err := loadtest.New(o.runnerConfig(base, nil, runID, log, stdout))
-		if err != nil {
-			return err
-		}
-		defer br.Close()
-		sc.Name = "baseline"
-		acc.Baseline, err = br.Run(ctx, sc, loadtest.MixAccept)
-		if err != nil {
-			return err
-		}
-		acc.Notes = append(acc.Notes, acceptLedger(ctx, "baseline", b, acc.Baseline))
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if base := loadtest.AcceptedPerSecond(acc.Baseline); base > 0 {
-		acc.Ratio = loadtest.AcceptedPerSecond(acc.CHOM) / base
-	}
-	return nil
+	return runBaseline(ctx, o, c, env, sc, runID, acc)
 }
 
 // checkHealth makes sure something answers /api/v1/health before the load starts.

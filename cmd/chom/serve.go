@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-
-	"github.com/chomhq/chom/queue"
-	"github.com/chomhq/chom/workers"
 )
 
 func runIngress(ctx context.Context, stderr io.Writer, getenv func(string) string) error {
@@ -24,12 +21,7 @@ func runIngress(ctx context.Context, stderr io.Writer, getenv func(string) strin
 		return err
 	}
 	defer b.Close()
-	watcher := queue.NewWatcher(b.redis)
-	acceptor, err := newAcceptor(c, b, log)
-	if err != nil {
-		return err
-	}
-	api, err := newAPI(c, b, log, watcher, acceptor)
+	parts, err := newIngress(c, b, log)
 	if err != nil {
 		return err
 	}
@@ -38,11 +30,7 @@ func runIngress(ctx context.Context, stderr io.Writer, getenv func(string) strin
 		return fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
 	log.Info("ingress listening", "addr", ln.Addr().String())
-	return runAll(ctx,
-		func(ctx context.Context) error { watcher.Run(ctx); return nil },
-		acceptor.Run,
-		func(ctx context.Context) error { return serveHTTP(ctx, ln, api.Handler(), c.ShutdownTimeout, log) },
-	)
+	return runAll(ctx, parts.runners(ln, c.ShutdownTimeout, log)...)
 }
 
 func runWorker(ctx context.Context, stderr io.Writer, getenv func(string) string) error {
@@ -76,11 +64,7 @@ func runScheduler(ctx context.Context, stderr io.Writer, getenv func(string) str
 		return err
 	}
 	log := newLogger(stderr, c).With("process", "scheduler")
-	redisOpt, err := queue.RedisOptions(c.RedisURL)
-	if err != nil {
-		return err
-	}
-	s, err := workers.NewScheduler(workers.SchedulerConfig{Redis: redisOpt, Logger: log, ReconcileEvery: c.ReconcileEvery})
+	s, err := newScheduler(c, log)
 	if err != nil {
 		return err
 	}

@@ -103,6 +103,46 @@ func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher, acc
 	})
 }
 
+// ingressParts is the HTTP side of a process: the long-poll watcher, the site
+// acceptor and the API over them.
+type ingressParts struct {
+	watcher  *queue.Watcher
+	acceptor *models.SiteAcceptor
+	api      *ingress.API
+}
+
+// newIngress builds the API with its watcher and acceptor over b.
+func newIngress(c config, b *backends, log *slog.Logger) (*ingressParts, error) {
+	watcher := queue.NewWatcher(b.redis)
+	acceptor, err := newAcceptor(c, b, log)
+	if err != nil {
+		return nil, err
+	}
+	api, err := newAPI(c, b, log, watcher, acceptor)
+	if err != nil {
+		return nil, err
+	}
+	return &ingressParts{watcher: watcher, acceptor: acceptor, api: api}, nil
+}
+
+// runners are the loops that serve the API on ln until ctx ends, for runAll.
+func (p *ingressParts) runners(ln net.Listener, shutdown time.Duration, log *slog.Logger) []func(context.Context) error {
+	return []func(context.Context) error{
+		func(ctx context.Context) error { p.watcher.Run(ctx); return nil },
+		p.acceptor.Run,
+		func(ctx context.Context) error { return serveHTTP(ctx, ln, p.api.Handler(), shutdown, log) },
+	}
+}
+
+// newScheduler builds the periodic-task scheduler for c's Redis.
+func newScheduler(c config, log *slog.Logger) (*workers.Scheduler, error) {
+	redisOpt, err := queue.RedisOptions(c.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	return workers.NewScheduler(workers.SchedulerConfig{Redis: redisOpt, Logger: log, ReconcileEvery: c.ReconcileEvery})
+}
+
 // cacheTTL maps CHOM_OPERATION_CACHE_TTL=0 (off) to the API's "disabled" value.
 func cacheTTL(d time.Duration) time.Duration {
 	if d == 0 {
