@@ -17,11 +17,11 @@ db="chom_poll_$RANDOM$RANDOM"
 admin_url="$CHOM_TEST_DATABASE_URL"
 cleanup() {
 	[[ -n "${pid:-}" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	[[ -n "${KEEP:-}" ]] && { echo "kept $tmp and database $db" >&2; return; }
 	psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-[[ -n "${KEEP:-}" ]] && trap - EXIT
 go build -o "$tmp/chom" ./cmd/chom
 psql "$admin_url" -qc "CREATE DATABASE $db" >/dev/null
 export CHOM_DATABASE_URL="${admin_url/\/chom_test\?//$db?}"
