@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -133,25 +132,7 @@ func runRelay(t testing.TB, cfg events.RelayConfig) (*events.Relay, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("relay Run: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("relay did not stop within 30s")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return r, stop
+	return r, testenv.RunInBackground(t, "relay", r.Run)
 }
 
 // waitDrained waits until no outbox row is unpublished.

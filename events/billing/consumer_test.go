@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,25 +64,7 @@ func runConsumer(t testing.TB, cfg billing.Config) (*billing.Consumer, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("consumer Run: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("consumer did not stop within 30s")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return c, stop
+	return c, testenv.RunInBackground(t, "consumer", c.Run)
 }
 
 // billedByTenant sums the invoice lines of every tenant.

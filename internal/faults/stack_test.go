@@ -490,17 +490,7 @@ func (p *proc) dataRace() string {
 }
 
 // tail returns the last n lines of the process's log.
-func (p *proc) tail(n int) string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return fmt.Sprintf("(%v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (p *proc) tail(n int) string { return testenv.Tail(p.logPath, n) }
 
 // response is an HTTP answer read whole, with how long it took.
 type response struct {

@@ -98,8 +98,8 @@ func (p *serverProcess) signal(sig syscall.Signal, group bool, timeout time.Dura
 	}
 }
 
-// tail returns the last n lines of the file at path, for failure messages.
-func tail(path string, n int) string {
+// Tail returns the last n lines of the file at path, for failure messages.
+func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Sprintf("(%v)", err)
@@ -158,7 +158,7 @@ func StartRedisServer(tb testing.TB, cfg RedisServerConfig) *RedisServer {
 			p.signal(syscall.SIGKILL, false, serverStopTimeout)
 		}
 		if tb.Failed() {
-			tb.Logf("testenv: redis-server log (last lines):\n%s", tail(filepath.Join(dir, "redis.log"), 30))
+			tb.Logf("testenv: redis-server log (last lines):\n%s", Tail(filepath.Join(dir, "redis.log"), 30))
 		}
 		_ = os.RemoveAll(dir)
 	})
@@ -181,7 +181,7 @@ func StartRedisServer(tb testing.TB, cfg RedisServerConfig) *RedisServer {
 			return r
 		}
 		if attempt == 5 {
-			tb.Fatalf("testenv: redis-server did not start: %v\n%s", err, tail(filepath.Join(dir, "redis.log"), 30))
+			tb.Fatalf("testenv: redis-server did not start: %v\n%s", err, Tail(filepath.Join(dir, "redis.log"), 30))
 		}
 	}
 }
@@ -224,7 +224,7 @@ func (r *RedisServer) start() error {
 func (r *RedisServer) Start(tb testing.TB) {
 	tb.Helper()
 	if err := r.start(); err != nil {
-		tb.Fatalf("testenv: restart redis-server on %s: %v\n%s", r.Addr, err, tail(filepath.Join(r.Dir, "redis.log"), 30))
+		tb.Fatalf("testenv: restart redis-server on %s: %v\n%s", r.Addr, err, Tail(filepath.Join(r.Dir, "redis.log"), 30))
 	}
 }
 
@@ -310,7 +310,7 @@ func StartPostgresServer(tb testing.TB) *PostgresServer {
 			p.signal(syscall.SIGKILL, true, serverStopTimeout)
 		}
 		if tb.Failed() {
-			tb.Logf("testenv: postgres log (last lines):\n%s", tail(filepath.Join(dir, "server.log"), 30))
+			tb.Logf("testenv: postgres log (last lines):\n%s", Tail(filepath.Join(dir, "server.log"), 30))
 		}
 		_ = os.RemoveAll(dir)
 	})
@@ -367,7 +367,7 @@ log_line_prefix = '%%m [%%p] '
 			return s
 		}
 		if attempt == 5 {
-			tb.Fatalf("testenv: postgres did not start: %v\n%s", err, tail(filepath.Join(dir, "server.log"), 30))
+			tb.Fatalf("testenv: postgres did not start: %v\n%s", err, Tail(filepath.Join(dir, "server.log"), 30))
 		}
 	}
 }
@@ -495,7 +495,7 @@ func (s *PostgresServer) start() error {
 func (s *PostgresServer) Start(tb testing.TB) {
 	tb.Helper()
 	if err := s.start(); err != nil {
-		tb.Fatalf("testenv: restart postgres on %s: %v\n%s", s.Addr, err, tail(filepath.Join(s.Dir, "server.log"), 30))
+		tb.Fatalf("testenv: restart postgres on %s: %v\n%s", s.Addr, err, Tail(filepath.Join(s.Dir, "server.log"), 30))
 	}
 }
 
