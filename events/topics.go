@@ -32,8 +32,11 @@ func (s TopicSpec) Validate() error {
 }
 
 // EnsureTopics creates each of topics (full names) that does not exist yet with
-// spec; existing topics are left as they are. client's transport learns of the
-// new topics at once, so a writer sharing it can write to them right away.
+// spec; existing topics are left as they are. It returns once client's
+// transport knows a leader for every partition of every topic, so a writer
+// sharing that transport can write to all of them right away: a topic the
+// broker has just created may list partitions that have no leader yet, and a
+// write to those fails while the rest of its call succeeds.
 func EnsureTopics(ctx context.Context, client *kafka.Client, spec TopicSpec, topics ...string) error {
 	if len(topics) == 0 {
 		return nil
@@ -54,7 +57,67 @@ func EnsureTopics(ctx context.Context, client *kafka.Client, spec TopicSpec, top
 			errs = append(errs, fmt.Errorf("create topic %s: %w", t, terr))
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return waitLeaders(ctx, client, topics)
+}
+
+// leaderWait bounds how long EnsureTopics waits for partition leaders. The
+// transport refreshes its metadata at least once per MetadataTTL, so this
+// covers several refreshes.
+const leaderWait = 30 * time.Second
+
+// waitLeaders polls client's metadata until every partition of topics has a
+// leader, ctx ends or leaderWait passes; the error names what is still missing.
+func waitLeaders(ctx context.Context, client *kafka.Client, topics []string) error {
+	ctx, cancel := context.WithTimeout(ctx, leaderWait)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		missing, err := leaderless(ctx, client, topics)
+		if err == nil && len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("no leader yet for %s", strings.Join(missing, ", "))
+			}
+			return fmt.Errorf("wait for topic leaders: %w (%w)", err, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// leaderless returns the topics (or topic/partition) of topics that client's
+// metadata does not yet show with a leader for every partition.
+func leaderless(ctx context.Context, client *kafka.Client, topics []string) ([]string, error) {
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, fmt.Errorf("topic metadata: %w", err)
+	}
+	seen := map[string]bool{}
+	var missing []string
+	for _, t := range md.Topics {
+		if t.Error != nil || len(t.Partitions) == 0 {
+			continue
+		}
+		seen[t.Name] = true
+		for _, p := range t.Partitions {
+			// An unknown leader ID maps to the zero Broker, which has no host.
+			if p.Error != nil || p.Leader.Host == "" {
+				missing = append(missing, fmt.Sprintf("%s/%d", t.Name, p.ID))
+			}
+		}
+	}
+	for _, t := range topics {
+		if !seen[t] {
+			missing = append(missing, t)
+		}
+	}
+	return missing, nil
 }
 
 // NewTransport returns the Kafka transport of one relay or consumer, to share
