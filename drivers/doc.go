@@ -7,6 +7,9 @@
 // payload that may be old, replayed or hand-edited, so ValidateSiteSpec checks it
 // again, strictly, here. Drivers must call it first and render only validated values.
 //
+// UsageProbe measures a site's disk and bandwidth for metering; ScanAccessLog is the
+// streaming nginx combined-format parser every implementation shares.
+//
 // The package depends on the standard library only; implementations live in one
 // sub-package per dependency (local for a directory on this machine, ssh for a real
 // server), and only cmd/chom knows the concrete types.

@@ -1,8 +1,13 @@
 package drivers_test
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"io"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -219,4 +224,34 @@ func longName(n int) string {
 	}
 	name := strings.Join(labels, ".")
 	return name
+}
+
+// VerifyReader passes a stream that matches its recorded size and checksum and
+// fails one that does not, at EOF, so a Restore that stages first changes nothing.
+func TestVerifyReader(t *testing.T) {
+	t.Parallel()
+	data := []byte("an archive's bytes")
+	sum := sha256.Sum256(data)
+	good := hex.EncodeToString(sum[:])
+	for _, tc := range []struct {
+		name    string
+		data    []byte
+		size    int64
+		sum     string
+		corrupt bool
+	}{
+		{"matches", data, int64(len(data)), good, false},
+		{"flipped byte", append([]byte("An"), data[2:]...), int64(len(data)), good, true},
+		{"truncated", data[:5], int64(len(data)), good, true},
+		{"longer than recorded", append(slices.Clone(data), 'x'), int64(len(data)), good, true},
+		{"wrong checksum", data, int64(len(data)), strings.Repeat("0", 64), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := io.ReadAll(drivers.VerifyReader(bytes.NewReader(tc.data), tc.size, tc.sum))
+			if got := errors.Is(err, drivers.ErrCorruptArchive); got != tc.corrupt {
+				t.Errorf("err = %v, want corrupt %v", err, tc.corrupt)
+			}
+		})
+	}
 }

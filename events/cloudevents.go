@@ -125,7 +125,8 @@ func Parse(m kafka.Message) (Envelope, error) {
 // DecodeUsage returns the usage event of a usage.recorded.v1 envelope. It fails
 // with ErrMalformed when the data has unknown or missing fields, does not
 // validate, belongs to another tenant than the key, or its ID is not the one the
-// usage's tenant, metric and period give (so deduplication on ID is sound).
+// usage's tenant, metric, site (if any) and period give (so deduplication on ID
+// is sound).
 func DecodeUsage(e Envelope) (UsageEvent, error) {
 	var u UsageEvent
 	if e.Type != TypeUsageRecorded {
@@ -140,7 +141,7 @@ func DecodeUsage(e Envelope) (UsageEvent, error) {
 	if u.TenantID != e.TenantID {
 		return u, fmt.Errorf("%w: data tenant_id %q differs from the record key %q", ErrMalformed, u.TenantID, e.TenantID)
 	}
-	if want := UsageID(u.TenantID, u.Metric, u.PeriodStart); e.ID != want {
+	if want := UsageRecordID(u.TenantID, u.Metric, u.SiteID, u.PeriodStart); e.ID != want {
 		return u, fmt.Errorf("%w: id %q is not the stable ID %q of this usage", ErrMalformed, e.ID, want)
 	}
 	return u, nil

@@ -69,7 +69,8 @@ const (
 
 // Types returns every event type CHOM emits, each with a JSON Schema in schemas/.
 func Types() []string {
-	return []string{TypeSiteProvisioned, TypeSiteProvisionFailed, TypeSiteDeleted, TypeUsageRecorded}
+	return []string{TypeSiteProvisioned, TypeSiteProvisionFailed, TypeSiteDeleted, TypeUsageRecorded,
+		TypeVPSHealthChanged}
 }
 
 // CloudEvents sources of CHOM's events. A consumer deduplicates on source + ID.

@@ -96,7 +96,35 @@ func emitted(t *testing.T) map[string]models.OutboxEvent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	perSite, err := events.UsageOutbox(events.UsageEvent{
+		TenantID: tenantID, Metric: "bandwidth_bytes", SiteID: siteID, Quantity: 4096, Unit: "byte",
+		PeriodStart: at.Truncate(time.Hour), PeriodEnd: at.Truncate(time.Hour).Add(time.Hour), OccurredAt: at,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := func(v float64) *float64 { return &v }
+	n := func(v int) *int { return &v }
+	down, err := events.VPSHealthOutbox(events.VPSHealthEvent{
+		VPSID: vpsID, Hostname: "web1.example", From: models.HealthHealthy, To: models.HealthUnhealthy,
+		Reason: "unreachable", CheckKey: at.Truncate(time.Minute).Format(time.RFC3339),
+		Measurements: events.HealthMeasurements{Reachable: false, ConnectMS: f(5000)}, CheckedAt: at,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := events.VPSHealthOutbox(events.VPSHealthEvent{
+		VPSID: vpsID, Hostname: "web1.example", TenantID: tenantID, From: models.HealthUnknown, To: models.HealthDegraded,
+		Reason: "disk 91.0% used", CheckKey: opID,
+		Measurements: events.HealthMeasurements{Reachable: true, ConnectMS: f(1.5), Load1: f(0.4), LoadPerCPU: f(0.1),
+			CPUs: n(4), MemUsedPercent: f(40), DiskUsedPct: f(91), HTTPStatus: n(200)}, CheckedAt: at,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return map[string]models.OutboxEvent{
+		"vps down":        down,
+		"vps degraded":    up,
 		"provisioned php": build(events.TypeSiteProvisioned, siteEvent(nil)),
 		"provisioned html": build(events.TypeSiteProvisioned, siteEvent(func(e *events.SiteEvent) {
 			e.SiteType, e.PHPVersion = "html", ""
@@ -110,6 +138,7 @@ func emitted(t *testing.T) map[string]models.OutboxEvent {
 		"deleted":    build(events.TypeSiteDeleted, siteEvent(func(e *events.SiteEvent) { e.Status = models.SiteStatusDeleted })),
 		"usage":      usage,
 		"usage zero": zero,
+		"usage site": perSite,
 	}
 }
 
@@ -160,6 +189,11 @@ func TestSchemasRefuseBadData(t *testing.T) {
 		{"wrong status", "deleted", func(m map[string]any) { m["status"] = "active" }},
 		{"unknown site_type", "provisioned php", func(m map[string]any) { m["site_type"] = "django" }},
 		{"failure without code", "provision failed", func(m map[string]any) { delete(m, "error_code") }},
+		{"vps unknown status", "vps down", func(m map[string]any) { m["to"] = "sick" }},
+		{"vps without reason", "vps down", func(m map[string]any) { delete(m, "reason") }},
+		{"vps disk over 100%", "vps degraded", func(m map[string]any) {
+			m["measurements"].(map[string]any)["disk_used_percent"] = 120
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

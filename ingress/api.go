@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
 )
@@ -67,8 +68,13 @@ type Config struct {
 	// never change). Default 250ms; negative disables the cache. It only takes
 	// effect with a Watcher, which drops entries as workers announce changes.
 	OperationCacheTTL time.Duration
-	// OpsUI is the asynq web UI, served at /ops/queues to admin tokens. Optional.
+	// OpsUI is the asynq web UI with every action, served at /ops/queues to
+	// admin tokens. Optional: without it the ops UI is not served at all.
 	OpsUI http.Handler
+	// OpsUIReadOnly is the same UI built read-only (asynqmon's ReadOnly), served
+	// to tokens with the ops scope but not admin. Optional: without it such
+	// tokens get 403 and only admin tokens see the UI.
+	OpsUIReadOnly http.Handler
 	// TokenCacheTTL is how long a successful token lookup is reused. Default 30s;
 	// negative disables the cache.
 	TokenCacheTTL time.Duration
@@ -84,6 +90,11 @@ type Config struct {
 	RateBurst int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Metrics, when set, records every request (chom_http_*), the token and
+	// operation caches and rate-limited requests, and is served unauthenticated
+	// at GET /metrics (outside /api/v1, for Prometheus). Optional: nil means no
+	// metrics and no /metrics route.
+	Metrics *metrics.Metrics
 }
 
 // Validate reports every missing dependency.
@@ -119,7 +130,11 @@ type API struct {
 	limiter        *rateLimiter
 	ops            *opCache
 	notifier       OperationNotifier
+	metrics        *metrics.Metrics
+	opStats        *metrics.CacheStats
 	engine         *gin.Engine
+	// opsReadOnly is whether a read-only ops UI exists for ops-scope tokens.
+	opsReadOnly bool
 }
 
 // New builds the API and its routes.
@@ -145,8 +160,10 @@ func New(cfg Config) (*API, error) {
 	a := &API{
 		store: cfg.Store, sites: cfg.Sites, enqueuer: cfg.Enqueuer, inspector: cfg.Inspector, watcher: cfg.Watcher,
 		log: cfg.Logger, enqueueTimeout: cfg.EnqueueTimeout, pollInterval: cfg.PollInterval, now: cfg.Now,
-		tokens: newTokenCache(cfg.Store, cfg.TokenCacheTTL, 100_000, cfg.Now),
+		tokens:  newTokenCache(cfg.Store, cfg.TokenCacheTTL, 100_000, cfg.Now),
+		metrics: cfg.Metrics, opStats: cfg.Metrics.Cache("operation"),
 	}
+	a.tokens.stats = cfg.Metrics.Cache("token")
 	if cfg.OperationCacheTTL == 0 {
 		cfg.OperationCacheTTL = 250 * time.Millisecond
 	}
@@ -161,7 +178,8 @@ func New(cfg Config) (*API, error) {
 		}
 		a.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst, cfg.Now)
 	}
-	a.engine = a.routes(cfg.OpsUI)
+	a.opsReadOnly = cfg.OpsUIReadOnly != nil
+	a.engine = a.routes(cfg.OpsUI, cfg.OpsUIReadOnly)
 	return a, nil
 }
 
@@ -171,12 +189,16 @@ func (a *API) Handler() http.Handler { return a.engine }
 // Routes lists every registered method and path, for tests that must cover each.
 func (a *API) Routes() []gin.RouteInfo { return a.engine.Routes() }
 
-func (a *API) routes(opsUI http.Handler) *gin.Engine {
+func (a *API) routes(opsUI, opsUIReadOnly http.Handler) *gin.Engine {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
 	r.ContextWithFallback = true
+	if a.metrics != nil {
+		r.Use(a.observe)
+		r.GET(MetricsPath, gin.WrapH(a.metrics.Handler()))
+	}
 	r.Use(a.requestID, a.recover, a.accessLog)
 	r.NoRoute(func(c *gin.Context) { a.fail(c, errRouteMissing) })
 	r.NoMethod(func(c *gin.Context) { a.fail(c, errMethod) })
@@ -199,32 +221,83 @@ func (a *API) routes(opsUI http.Handler) *gin.Engine {
 	read.GET("/operations/:id", a.getOperation)
 	write.POST("/operations/:id/cancel", a.cancelOperation)
 
+	read.GET("/usage", a.listUsage)
+
 	admin.POST("/vps", a.registerVPS)
 	admin.GET("/vps", a.listVPS)
 	admin.GET("/vps/:id", a.getVPS)
+	admin.POST("/vps/:id/health-check", a.checkVPSHealth)
 
 	if opsUI != nil {
 		ops := r.Group(queue.OpsUIPath, a.opsAuth)
-		h := gin.WrapH(opsUI)
+		h := a.opsUI(opsUI, opsUIReadOnly)
 		ops.Any("", h)
 		ops.Any("/*path", h)
 	}
 	return r
 }
 
-// opsAuth guards the asynq web UI: an admin token, as a Bearer token or as the
-// password of HTTP Basic auth (so a browser can log in), or 401 with a Basic
-// challenge that makes the browser ask.
+const ctxOpsFull = "chom.ops_full"
+
+// opsUI serves the full UI to a request opsAuth marked as admin, and the
+// read-only one to the others (ops tokens).
+func (a *API) opsUI(full, readOnly http.Handler) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if c.GetBool(ctxOpsFull) {
+			full.ServeHTTP(c.Writer, c.Request)
+			return
+		}
+		readOnly.ServeHTTP(c.Writer, c.Request)
+	}
+}
+
+// opsAuth guards the asynq web UI. The credential is an API token, as a Bearer
+// token or as the password of HTTP Basic auth (so a browser can log in):
+//   - none, malformed, unknown, revoked or expired: 401 with a Basic challenge
+//     that makes the browser ask;
+//   - a token with neither the ops nor the admin scope: 403 problem+json;
+//   - admin: the full UI (pause queues, delete, run, archive tasks);
+//   - ops (an operator): the read-only UI, and any request other than GET or
+//     HEAD is refused here with 403 before it reaches asynqmon, whose ReadOnly
+//     mode also refuses mutating API calls (405): two locks, one per layer.
+//
+// A failed token lookup other than "no such token" (the database is down) is
+// the API's usual 503, not a 401 that would make the browser ask again.
 func (a *API) opsAuth(c *gin.Context) {
 	p, err := a.tokens.authenticate(c.Request.Context(), bearerToken(c.GetHeader("Authorization")))
-	if err != nil || !models.ScopeAllows(p.Scopes, models.ScopeAdmin) {
+	if errors.Is(err, errUnauthorized) {
+		// Not writeProblem: its challenge is Bearer, and a browser only asks for
+		// a password after a Basic one.
 		c.Header("WWW-Authenticate", `Basic realm="chom-ops", charset="UTF-8"`)
 		c.Header("Cache-Control", "no-store")
+		c.Header("Content-Type", "application/problem+json")
 		c.AbortWithStatusJSON(http.StatusUnauthorized, Problem{Type: problemAuth, Title: "Unauthorized",
-			Status: http.StatusUnauthorized, Detail: "an admin API token is required (as the Basic auth password or a Bearer token)",
-			Instance: c.Request.URL.Path})
+			Status: http.StatusUnauthorized, Detail: "an API token with the ops or admin scope is required (as the Basic auth password or a Bearer token)",
+			Instance: c.Request.URL.Path, RequestID: c.GetString(ctxRequestID)})
 		return
 	}
+	if err != nil {
+		a.fail(c, err)
+		c.Abort()
+		return
+	}
+	c.Set(ctxPrincipal, p)
+	c.Header("Cache-Control", "no-store")
+	full := models.ScopeAllows(p.Scopes, models.ScopeAdmin)
+	switch {
+	case full:
+	case !models.ScopeAllows(p.Scopes, models.ScopeOps) || !a.opsReadOnly:
+		writeProblem(c, Problem{Type: problemForbidden, Title: "Forbidden", Status: http.StatusForbidden,
+			Detail: "the ops UI needs a token with the ops scope (read-only) or the admin scope", Instance: c.Request.URL.Path})
+		c.Abort()
+		return
+	case c.Request.Method != http.MethodGet && c.Request.Method != http.MethodHead:
+		writeProblem(c, Problem{Type: problemForbidden, Title: "Forbidden", Status: http.StatusForbidden,
+			Detail: "the ops scope is read-only: changing queues or tasks needs the admin scope", Instance: c.Request.URL.Path})
+		c.Abort()
+		return
+	}
+	c.Set(ctxOpsFull, full)
 	c.Next()
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/models"
 )
 
@@ -37,6 +38,8 @@ type tokenCache struct {
 	ttl    time.Duration
 	max    int
 	now    func() time.Time
+	// stats counts hits and misses of well-formed tokens (nil: not counted).
+	stats *metrics.CacheStats
 
 	mu      sync.RWMutex
 	entries map[string]cacheEntry
@@ -63,11 +66,13 @@ func (tc *tokenCache) authenticate(ctx context.Context, token string) (Principal
 	e, ok := tc.entries[hash]
 	tc.mu.RUnlock()
 	if ok && now.Before(e.expires) {
+		tc.stats.Hit()
 		if e.p.ExpiresAt != nil && !now.Before(*e.p.ExpiresAt) {
 			return Principal{}, errUnauthorized
 		}
 		return e.p, nil
 	}
+	tc.stats.Miss()
 	t, err := tc.lookup.LookupToken(ctx, hash)
 	if errors.Is(err, models.ErrNotFound) {
 		return Principal{}, errUnauthorized

@@ -66,8 +66,10 @@ func (a *API) getOperation(c *gin.Context) {
 func (a *API) readOperation(c *gin.Context, tenant, id string) (*models.Operation, error) {
 	if a.ops != nil {
 		if op, ok := a.ops.get(id); ok && op.TenantID == tenant {
+			a.opStats.Hit()
 			return op, nil
 		}
+		a.opStats.Miss()
 	}
 	op, err := a.store.GetOperation(c.Request.Context(), tenant, id)
 	if err != nil {

@@ -73,6 +73,7 @@ func (a *API) rateLimit(c *gin.Context) {
 	if ok {
 		return
 	}
+	a.metrics.RateLimited()
 	c.Header("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 	writeProblem(c, Problem{Type: problemRateLimited, Title: "Too many requests", Status: 429,
 		Detail: "this token is over its request rate; retry after the time in Retry-After"})

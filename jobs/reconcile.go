@@ -119,14 +119,14 @@ func (r *Reconciler) Run(ctx context.Context) (ReconcileReport, error) {
 				continue
 			}
 			rep.Enqueued++
-			r.cfg.Logger.Info("re-enqueued operation whose task was missing", "operation_id", op.ID, "status", op.Status)
+			r.cfg.Logger.InfoContext(ctx, "re-enqueued operation whose task was missing", "operation_id", op.ID, "status", op.Status)
 		case queue.TaskArchived:
 			if err := r.cfg.Inspector.RunArchived(ctx, spec.Queue, op.ID); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			rep.Rerun++
-			r.cfg.Logger.Warn("re-ran archived task of unfinished operation", "operation_id", op.ID)
+			r.cfg.Logger.WarnContext(ctx, "re-ran archived task of unfinished operation", "operation_id", op.ID)
 		}
 	}
 	pruned, err := r.cfg.Store.PruneIdempotencyKeys(ctx)
@@ -135,7 +135,7 @@ func (r *Reconciler) Run(ctx context.Context) (ReconcileReport, error) {
 	}
 	rep.KeysPruned = pruned
 	if rep.Enqueued+rep.Rerun > 0 {
-		r.cfg.Logger.Info("reconciled operations", "checked", rep.Checked, "enqueued", rep.Enqueued, "rerun", rep.Rerun)
+		r.cfg.Logger.InfoContext(ctx, "reconciled operations", "checked", rep.Checked, "enqueued", rep.Enqueued, "rerun", rep.Rerun)
 	}
 	return rep, errors.Join(errs...)
 }

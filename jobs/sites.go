@@ -47,7 +47,7 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	if op.Terminal() {
-		log.Info("operation already finished; nothing to do", "status", op.Status)
+		log.InfoContext(ctx, "operation already finished; nothing to do", "status", op.Status)
 		return nil
 	}
 	h.d.Notifier.OperationChanged(ctx, op.ID)
@@ -87,7 +87,7 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return err
 		}
 		h.d.Notifier.OperationChanged(ctx, op.ID)
-		log.Debug("provision step done", "step", step.Name, "progress", pct)
+		log.DebugContext(ctx, "provision step done", "step", step.Name, "progress", pct)
 		return nil
 	})
 	if err != nil {
@@ -105,7 +105,7 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	h.d.Notifier.OperationChanged(ctx, op.ID)
 	if done {
-		log.Info("site provisioned", "domain", site.Domain)
+		log.InfoContext(ctx, "site provisioned", "domain", site.Domain)
 	}
 	return nil
 }
@@ -120,7 +120,7 @@ func (h *ProvisionSite) fail(ctx context.Context, log *slog.Logger, op *models.O
 		return cause // shutting down or timed out: asynq retries it
 	}
 	if !permanent(cause) && !finalAttempt(ctx) {
-		log.Warn("provision attempt failed; will retry", "error", cause)
+		log.WarnContext(ctx, "provision attempt failed; will retry", "error", cause)
 		return cause
 	}
 	if err := h.abandon(ctx, log, op, site, spec, cause); err != nil {
@@ -175,7 +175,7 @@ func (h *ProvisionSite) abandon(ctx context.Context, log *slog.Logger, op *model
 	}
 	h.d.Notifier.OperationChanged(ctx, op.ID)
 	if done {
-		log.Warn("provision abandoned", "status", out.Status, "error", cause)
+		log.WarnContext(ctx, "provision abandoned", "status", out.Status, "error", cause)
 	}
 	return nil
 }
@@ -255,7 +255,7 @@ func (h *DeprovisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	}
 	h.d.Notifier.OperationChanged(ctx, op.ID)
 	if done {
-		log.Info("site deprovisioned", "site_id", site.ID, "domain", site.Domain)
+		log.InfoContext(ctx, "site deprovisioned", "site_id", site.ID, "domain", site.Domain)
 	}
 	return nil
 }

@@ -161,14 +161,26 @@ func TestRunAcceptMix(t *testing.T) {
 func TestRunStopsOnBreak(t *testing.T) {
 	t.Parallel()
 	_, base := newFakeAPI(t, "t2", "t3")
-	r := testRunner(t, base, "t0", "t1", "t2", "t3", "t4", "t5")
+	// Every user thinks 20ms between iterations, so the failing users (who back
+	// off 50ms after a failed one) make a share of the requests that does not
+	// depend on how fast this machine runs the healthy ones: about 8% errors.
+	r, err := New(Config{BaseURL: base, Tokens: []string{"t0", "t1", "t2", "t3", "t4", "t5"}, Logger: slog.New(slog.DiscardHandler),
+		RequestTimeout: 2 * time.Second, OpTimeout: 2 * time.Second, Drain: 2 * time.Second, Think: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
 	sc := Scenario{Name: "stress", StopOnBreak: true,
-		Stages: []Stage{{2, 300 * time.Millisecond}, {4, 300 * time.Millisecond}, {6, 300 * time.Millisecond}}}
+		Stages: []Stage{{2, 500 * time.Millisecond}, {4, 500 * time.Millisecond}, {6, 300 * time.Millisecond}}}
 	res, err := r.Run(t.Context(), sc, MixUser)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Stages) != 2 || res.StoppedEarly == "" {
+		for _, st := range res.Stages {
+			t.Logf("stage %d: %d users, %d requests, errors %.2f%%, by class %v", st.Index+1, st.Stage.Users,
+				st.Figures.Requests, 100*st.Figures.ErrorRate, st.Figures.Errors)
+		}
 		t.Fatalf("ran %d stages (stopped early: %q), want 2", len(res.Stages), res.StoppedEarly)
 	}
 	bp := res.Breaking

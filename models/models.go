@@ -79,6 +79,15 @@ type VPSServer struct {
 	HostKey      string    `bun:"host_key" json:"-"`
 	CreatedAt    time.Time `bun:"created_at" json:"created_at"`
 	UpdatedAt    time.Time `bun:"updated_at" json:"updated_at"`
+
+	// HealthCandidate and HealthStreak are the hysteresis state of health checks:
+	// the status the latest consecutive results agree on when it differs from
+	// HealthStatus, and how many agreed (see RecordHealthCheck).
+	HealthCandidate string `bun:"health_candidate" json:"-"`
+	HealthStreak    int    `bun:"health_streak" json:"-"`
+	// HealthReason says why the latest check classified the server as it did.
+	HealthReason    string     `bun:"health_reason" json:"health_reason,omitempty"`
+	HealthCheckedAt *time.Time `bun:"health_checked_at" json:"health_checked_at,omitempty"`
 }
 
 // Site statuses. A site moves pending → provisioning → active, or to failed; a
@@ -143,6 +152,7 @@ const (
 const (
 	OpTypeSiteProvision   = "site.provision"
 	OpTypeSiteDeprovision = "site.deprovision"
+	OpTypeVPSHealthCheck  = "vps.health_check"
 )
 
 // Target types name what an operation acts on.
@@ -212,19 +222,21 @@ type OutboxEvent struct {
 	PublishedAt *time.Time `bun:"published_at"`
 }
 
-// UsageRecord is one metered quantity of a tenant for one period.
+// UsageRecord is one metered quantity of a tenant for one period: the tenant's
+// total of the metric (SiteID empty) or one site's share of it.
 type UsageRecord struct {
 	bun.BaseModel `bun:"table:usage_records"`
 
-	ID          string    `bun:"id,pk"`
-	TenantID    string    `bun:"tenant_id"`
-	Metric      string    `bun:"metric"`
-	Quantity    int64     `bun:"quantity"`
-	Unit        string    `bun:"unit"`
-	PeriodStart time.Time `bun:"period_start"`
-	PeriodEnd   time.Time `bun:"period_end"`
-	CreatedAt   time.Time `bun:"created_at"`
-	UpdatedAt   time.Time `bun:"updated_at"`
+	ID          string    `bun:"id,pk" json:"id"`
+	TenantID    string    `bun:"tenant_id" json:"-"`
+	Metric      string    `bun:"metric" json:"metric"`
+	SiteID      string    `bun:"site_id" json:"site_id,omitempty"`
+	Quantity    int64     `bun:"quantity" json:"quantity"`
+	Unit        string    `bun:"unit" json:"unit"`
+	PeriodStart time.Time `bun:"period_start" json:"period_start"`
+	PeriodEnd   time.Time `bun:"period_end" json:"period_end"`
+	CreatedAt   time.Time `bun:"created_at" json:"created_at"`
+	UpdatedAt   time.Time `bun:"updated_at" json:"updated_at"`
 }
 
 // AuditLog records who asked for a mutation, for the tenant's audit trail.

@@ -12,11 +12,16 @@ import (
 	"time"
 )
 
-// Token scopes. Scopes nest: admin implies write, write implies read.
+// Token scopes. read, write and admin nest: admin implies write, write implies
+// read. ops (an operator: read-only access to the ops UI at /ops/queues) stands
+// outside that chain: it grants no API scope, and of the others only admin
+// implies it, so an operator's token cannot touch tenants' resources and a
+// tenant's read/write token cannot see the queues.
 const (
 	ScopeRead  = "read"
 	ScopeWrite = "write"
 	ScopeAdmin = "admin"
+	ScopeOps   = "ops"
 )
 
 // TokenPrefix starts every CHOM API token, so secret scanners can recognise one.
@@ -29,10 +34,17 @@ const tokenSecretLen = 52
 var tokenEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
 // ValidScope reports whether s names a scope.
-func ValidScope(s string) bool { return s == ScopeRead || s == ScopeWrite || s == ScopeAdmin }
+func ValidScope(s string) bool {
+	return s == ScopeRead || s == ScopeWrite || s == ScopeAdmin || s == ScopeOps
+}
 
-// ScopeAllows reports whether a token holding scopes may act with scope want.
+// ScopeAllows reports whether a token holding scopes may act with scope want:
+// read < write < admin nest, ops is granted by ops or admin only, and an unknown
+// scope (wanted or held) is never granted.
 func ScopeAllows(scopes []string, want string) bool {
+	if want == ScopeOps {
+		return slices.Contains(scopes, ScopeOps) || slices.Contains(scopes, ScopeAdmin)
+	}
 	rank := map[string]int{ScopeRead: 1, ScopeWrite: 2, ScopeAdmin: 3}
 	need, ok := rank[want]
 	if !ok {

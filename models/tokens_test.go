@@ -86,7 +86,7 @@ func TestCreateTokenRejectsBadScopes(t *testing.T) {
 	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
 		s := setup(t, db)
 		ten := tenant(t, s, "acme")
-		for _, scopes := range [][]string{nil, {}, {"root"}, {models.ScopeRead, "Write"}} {
+		for _, scopes := range [][]string{nil, {}, {"root"}, {models.ScopeRead, "Write"}, {"OPS"}, {"operator"}} {
 			if _, _, err := s.CreateToken(t.Context(), models.NewTokenParams{TenantID: ten, Name: "x", Scopes: scopes}); err == nil {
 				t.Errorf("CreateToken with scopes %q: no error", scopes)
 			}
@@ -207,6 +207,18 @@ func TestScopeAllows(t *testing.T) {
 		{[]string{"read"}, "", false},
 		{[]string{"admin"}, "superuser", false},
 		{[]string{"superuser"}, "superuser", false},
+		// ops stands outside read < write < admin: only ops and admin grant it,
+		// and it grants nothing else.
+		{[]string{"ops"}, "ops", true},
+		{[]string{"admin"}, "ops", true},
+		{[]string{"read", "write"}, "ops", false},
+		{[]string{"write"}, "ops", false},
+		{[]string{"ops"}, "read", false},
+		{[]string{"ops"}, "write", false},
+		{[]string{"ops"}, "admin", false},
+		{[]string{"ops", "read"}, "read", true},
+		{[]string{"Ops"}, "ops", false},
+		{nil, "ops", false},
 	}
 	for _, tc := range tests {
 		if got := models.ScopeAllows(tc.held, tc.want); got != tc.ok {
@@ -257,4 +269,31 @@ func TestHashToken(t *testing.T) {
 	if a == b || a != models.HashToken("chom_a") {
 		t.Errorf("HashToken is not a deterministic, distinguishing hash: %q %q", a, b)
 	}
+}
+
+// An ops token (what `chom token create --scope ops` issues) is stored with that
+// scope alone and grants the ops UI, nothing of the API.
+func TestCreateTokenOpsScope(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		s := setup(t, db)
+		token, rec, err := s.CreateToken(t.Context(), models.NewTokenParams{
+			TenantID: tenant(t, s, "platform"), Name: "oncall", Scopes: []string{models.ScopeOps},
+		})
+		if err != nil {
+			t.Fatalf("CreateToken(ops): %v", err)
+		}
+		got, err := s.LookupToken(t.Context(), models.HashToken(token))
+		if err != nil {
+			t.Fatalf("LookupToken: %v", err)
+		}
+		if got.Scopes != "ops" || rec.Scopes != "ops" {
+			t.Fatalf("Scopes = %q (returned %q), want %q", got.Scopes, rec.Scopes, "ops")
+		}
+		held := got.ScopeList()
+		if !models.ScopeAllows(held, models.ScopeOps) || models.ScopeAllows(held, models.ScopeRead) {
+			t.Errorf("ops token: allows ops %v, read %v; want true, false",
+				models.ScopeAllows(held, models.ScopeOps), models.ScopeAllows(held, models.ScopeRead))
+		}
+	})
 }

@@ -16,6 +16,10 @@ const (
 	TypeSiteProvision       = "site:provision"
 	TypeSiteDeprovision     = "site:deprovision"
 	TypeOperationsReconcile = "operations:reconcile"
+	TypeVPSHealthSweep      = "vps:health_sweep"
+	TypeVPSHealthCheck      = "vps:health_check"
+	TypeUsageMeterSweep     = "usage:meter_sweep"
+	TypeUsageMeter          = "usage:meter"
 )
 
 // Queues, from most to least urgent.
@@ -84,6 +88,9 @@ var specs = map[string]struct {
 }{
 	models.OpTypeSiteProvision:   {TypeSiteProvision, TaskSpec{Queue: QueueDefault, MaxRetry: 8, Timeout: 15 * time.Minute}},
 	models.OpTypeSiteDeprovision: {TypeSiteDeprovision, TaskSpec{Queue: QueueDefault, MaxRetry: 8, Timeout: 15 * time.Minute}},
+	// An on-demand health check: a few retries (a worker may die mid-check),
+	// then the operation fails; the next sweep checks the server anyway.
+	models.OpTypeVPSHealthCheck: {TypeVPSHealthCheck, TaskSpec{Queue: QueueDefault, MaxRetry: 2, Timeout: time.Minute}},
 }
 
 // SpecFor returns the task type and defaults that carry out an operation type.
@@ -120,4 +127,99 @@ func TaskForOperation(op *models.Operation) (*asynq.Task, TaskSpec, error) {
 func NewReconcileTask() *asynq.Task {
 	return asynq.NewTask(TypeOperationsReconcile, nil,
 		asynq.Queue(QueueCritical), asynq.MaxRetry(0), asynq.Timeout(2*time.Minute), asynq.Retention(time.Hour))
+}
+
+// HealthSweepPayload is the payload of vps:health_sweep: the period it sweeps.
+type HealthSweepPayload struct {
+	PeriodStart time.Time `json:"period_start"`
+}
+
+// HealthCheckPayload is the payload of vps:health_check. A sweep check names the
+// server and its period; an on-demand check is an operation's task and carries
+// operation_id and tenant_id (the server is the operation's target).
+type HealthCheckPayload struct {
+	VPSID       string    `json:"vps_id,omitempty"`
+	PeriodStart time.Time `json:"period_start,omitzero"`
+	OperationID string    `json:"operation_id,omitempty"`
+	TenantID    string    `json:"tenant_id,omitempty"`
+}
+
+// Validate reports a payload that names neither a sweep check nor an operation.
+func (p HealthCheckPayload) Validate() error {
+	switch {
+	case p.OperationID != "":
+		if p.TenantID == "" {
+			return errors.New("tenant_id is required with operation_id")
+		}
+		return nil
+	case p.VPSID == "" || p.PeriodStart.IsZero():
+		return errors.New("vps_id and period_start (or operation_id) are required")
+	}
+	return nil
+}
+
+// DecodeHealthCheckPayload parses and validates a vps:health_check payload; a
+// bad one wraps ErrBadPayload.
+func DecodeHealthCheckPayload(b []byte) (HealthCheckPayload, error) {
+	var p HealthCheckPayload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	return p, nil
+}
+
+// DecodeHealthSweepPayload parses a vps:health_sweep payload; a bad one wraps
+// ErrBadPayload.
+func DecodeHealthSweepPayload(b []byte) (HealthSweepPayload, error) {
+	var p HealthSweepPayload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	if p.PeriodStart.IsZero() {
+		return p, fmt.Errorf("%w: period_start is required", ErrBadPayload)
+	}
+	return p, nil
+}
+
+// NewHealthSweepTask builds the sweep of the period starting at period, for a
+// sweep every interval. It goes to the critical queue, so a long default queue
+// cannot delay the enqueue of the fleet's checks; it is not retried (the next
+// period sweeps again) and must end within the period.
+func NewHealthSweepTask(period time.Time, interval time.Duration) (*asynq.Task, error) {
+	b, err := json.Marshal(HealthSweepPayload{PeriodStart: period.UTC()})
+	if err != nil {
+		return nil, fmt.Errorf("queue: encode health sweep payload: %w", err)
+	}
+	return asynq.NewTask(TypeVPSHealthSweep, b, asynq.Queue(QueueCritical), asynq.MaxRetry(0),
+		asynq.Timeout(periodTimeout(interval)), asynq.Retention(interval)), nil
+}
+
+// HealthCheckTaskID is the task ID of the sweep check of server vpsID in the
+// period starting at period: "health:<vps_id>:<period RFC 3339>".
+func HealthCheckTaskID(vpsID string, period time.Time) string {
+	return "health:" + vpsID + ":" + period.UTC().Format(time.RFC3339)
+}
+
+// NewHealthCheckTask builds the sweep check of server vpsID for the period
+// starting at period, for sweeps every interval. Its task ID is per server and
+// period (a second sweep of the same period conflicts and adds nothing), it goes
+// to the default queue, it is never retried (the next period checks again) and
+// its timeout is shorter than the interval, so checks of one server never pile up.
+func NewHealthCheckTask(vpsID string, period time.Time, interval time.Duration) (*asynq.Task, error) {
+	b, err := json.Marshal(HealthCheckPayload{VPSID: vpsID, PeriodStart: period.UTC()})
+	if err != nil {
+		return nil, fmt.Errorf("queue: encode health check payload: %w", err)
+	}
+	return asynq.NewTask(TypeVPSHealthCheck, b, asynq.TaskID(HealthCheckTaskID(vpsID, period)),
+		asynq.Queue(QueueDefault), asynq.MaxRetry(0), asynq.Timeout(periodTimeout(interval)),
+		asynq.Retention(interval)), nil
+}
+
+// periodTimeout is the timeout of a task that must end within its period: nine
+// tenths of it, at least one second.
+func periodTimeout(interval time.Duration) time.Duration {
+	return max(interval*9/10, time.Second)
 }

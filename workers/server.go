@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chomhq/chom/jobs"
+	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/queue"
 )
 
@@ -22,6 +23,16 @@ type Config struct {
 	Provision   *jobs.ProvisionSite
 	Deprovision *jobs.DeprovisionSite
 	Reconciler  *jobs.Reconciler
+	// HealthSweep and HealthCheck handle vps:health_sweep and vps:health_check.
+	// Optional (tests leave them out), but `chom worker` sets both: asynq's mux
+	// fails a task whose type it has no handler for, so every worker of a
+	// fleet whose scheduler sweeps must have them.
+	HealthSweep *jobs.SweepHealth
+	HealthCheck *jobs.CheckHealth
+	// MeterSweep and Meter handle usage:meter_sweep and usage:meter. Optional
+	// like the health handlers, and set by `chom worker` for the same reason.
+	MeterSweep *jobs.MeterSweep
+	Meter      *jobs.MeterUsage
 	// Concurrency is how many tasks run at once in this process. Default 20.
 	Concurrency int
 	// RetryBase and RetryMax bound the exponential backoff between attempts.
@@ -34,6 +45,9 @@ type Config struct {
 	// ShutdownTimeout is how long a stopping worker lets running tasks finish
 	// before their context is cancelled and they are re-queued. Default 30s.
 	ShutdownTimeout time.Duration
+	// Metrics, when set, records every task attempt (chom_queue_jobs_*).
+	// Optional: nil means no metrics.
+	Metrics *metrics.Metrics
 }
 
 // Validate reports every missing field.
@@ -81,6 +95,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RetryCheckInterval <= 0 {
 		cfg.RetryCheckInterval = time.Second
 	}
+	// The worker's own lines about a task carry its IDs even when the caller's
+	// logger was not built with TaskLogHandler.
+	tlog := cfg.Logger
+	if _, ok := tlog.Handler().(*taskLogHandler); !ok {
+		tlog = slog.New(TaskLogHandler(tlog.Handler()))
+	}
 	srv := asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   queue.Weights(),
@@ -90,16 +110,30 @@ func New(cfg Config) (*Server, error) {
 		DelayedTaskCheckInterval: cfg.RetryCheckInterval,
 		Logger:                   asynqLogger{cfg.Logger.With("component", "asynq")},
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-			id, _ := asynq.GetTaskID(ctx)
 			retried, _ := asynq.GetRetryCount(ctx)
-			cfg.Logger.Warn("task failed", "task_type", t.Type(), "task_id", id, "retried", retried, "error", err)
+			tlog.WarnContext(withTaskIDs(ctx, t), "task failed", "task_type", t.Type(), "retried", retried, "error", err)
 		}),
 	})
 	mux := asynq.NewServeMux()
-	mux.Use(logTasks(cfg.Logger))
+	if cfg.Metrics != nil {
+		mux.Use(ObserveTasks(cfg.Metrics))
+	}
+	mux.Use(logTasks(tlog))
 	mux.Handle(queue.TypeSiteProvision, cfg.Provision)
 	mux.Handle(queue.TypeSiteDeprovision, cfg.Deprovision)
 	mux.Handle(queue.TypeOperationsReconcile, cfg.Reconciler)
+	if cfg.HealthSweep != nil {
+		mux.Handle(queue.TypeVPSHealthSweep, cfg.HealthSweep)
+	}
+	if cfg.HealthCheck != nil {
+		mux.Handle(queue.TypeVPSHealthCheck, cfg.HealthCheck)
+	}
+	if cfg.MeterSweep != nil {
+		mux.Handle(queue.TypeUsageMeterSweep, cfg.MeterSweep)
+	}
+	if cfg.Meter != nil {
+		mux.Handle(queue.TypeUsageMeter, cfg.Meter)
+	}
 	return &Server{srv: srv, mux: mux, log: cfg.Logger}, nil
 }
 
@@ -128,19 +162,20 @@ func Backoff(base, maxDelay time.Duration) asynq.RetryDelayFunc {
 	}
 }
 
-// logTasks logs the end of each task with its type, task ID and duration; the
-// handlers' own lines carry operation_id and tenant_id.
+// logTasks puts the task's IDs in its context, so every line logged with it
+// (through a TaskLogHandler) carries task_id, operation_id and tenant_id, and
+// logs the end of each task with its type and duration.
 func logTasks(log *slog.Logger) asynq.MiddlewareFunc {
 	return func(next asynq.Handler) asynq.Handler {
 		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 			start := time.Now()
-			id, _ := asynq.GetTaskID(ctx)
+			ctx = withTaskIDs(ctx, t)
 			err := next.ProcessTask(ctx, t)
 			level := slog.LevelInfo
 			if err != nil {
 				level = slog.LevelWarn
 			}
-			log.Log(ctx, level, "task done", "task_type", t.Type(), "task_id", id,
+			log.Log(ctx, level, "task done", "task_type", t.Type(),
 				"duration_ms", time.Since(start).Milliseconds(), "ok", err == nil)
 			return err
 		})

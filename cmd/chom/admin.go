@@ -66,12 +66,12 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer, getenv fun
 
 func runToken(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
 	if len(args) == 0 || args[0] != "create" {
-		return fmt.Errorf("%w: chom token create --tenant NAME [--scope read,write,admin]", errUsage)
+		return fmt.Errorf("%w: chom token create --tenant NAME [--scope read,write,admin,ops]", errUsage)
 	}
 	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	tenant := fs.String("tenant", "", "tenant name (created if missing)")
-	scope := fs.String("scope", "read,write", "comma-separated scopes: read, write, admin")
+	scope := fs.String("scope", "read,write", "comma-separated scopes: read, write, admin (read, write and more), ops (read-only ops UI)")
 	name := fs.String("name", "cli", "a label for the token")
 	expires := fs.Duration("expires", 0, "lifetime, e.g. 720h; 0 = never expires")
 	if err := fs.Parse(args[1:]); err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/events/billing"
+	"github.com/chomhq/chom/metrics"
 )
 
 // runBillingConsumer runs `chom billing-consumer`: the reference consumer that
@@ -19,7 +20,8 @@ func runBillingConsumer(ctx context.Context, stderr io.Writer, getenv func(strin
 		return err
 	}
 	log := newLogger(stderr, c).With("process", "billing-consumer")
-	store, closeDB, err := openStore(ctx, c, c.AutoMigrate, 4)
+	m := metrics.New()
+	store, closeDB, err := openStore(ctx, c, c.AutoMigrate, 4, m)
 	if err != nil {
 		return err
 	}
@@ -35,5 +37,9 @@ func runBillingConsumer(ctx context.Context, stderr io.Writer, getenv func(strin
 	if err != nil {
 		return err
 	}
-	return consumer.Run(ctx)
+	serveMetrics, err := metricsServer(metricsAddr(c, metricsAddrBilling), m, c.ShutdownTimeout, log)
+	if err != nil {
+		return err
+	}
+	return runAll(ctx, append(serveMetrics, consumer.Run)...)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/events/billing"
+	"github.com/chomhq/chom/jobs"
 )
 
 // config is every CHOM_* setting. Each field's env name and default are in
@@ -27,6 +28,7 @@ type config struct {
 	TokenCacheTTL    time.Duration
 	ReconcileEvery   time.Duration
 	ReconcileGrace   time.Duration
+	MeteringEvery    time.Duration // CHOM_METERING_INTERVAL: the usage period
 	ShutdownTimeout  time.Duration
 	RetryBase        time.Duration
 	RetryMax         time.Duration
@@ -39,6 +41,7 @@ type config struct {
 	RateLimit        float64
 	RateBurst        int
 	AcceptCommitters int
+	MetricsListen    string
 
 	KafkaBrokers        []string
 	KafkaTopicPrefix    string
@@ -49,6 +52,22 @@ type config struct {
 	RelayBreakerTimeout time.Duration
 	OutboxRetention     time.Duration
 	BillingGroup        string
+
+	// Health checks of the servers (jobs/health.go).
+	HealthInterval     time.Duration
+	HealthHysteresis   int
+	HealthCheckTimeout time.Duration
+	HealthRetention    time.Duration
+	HealthThresholds   jobs.HealthThresholds
+	LocalHealthURL     string
+	// HealthProbe is how checks reach servers: local (the local driver's
+	// directories) or ssh (SSHKeyFile, SSHUser), with a breaker per server.
+	HealthProbe string
+	SSHKeyFile  string
+	SSHUser     string
+	// HealthBreakerFailures and HealthBreakerOpen configure the per-VPS breakers.
+	HealthBreakerFailures int
+	HealthBreakerOpen     time.Duration
 }
 
 // loadConfig reads the environment, collecting every bad value into one error.
@@ -120,6 +139,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		TokenCacheTTL:    dur("CHOM_TOKEN_CACHE_TTL", 30*time.Second),
 		ReconcileEvery:   dur("CHOM_RECONCILE_INTERVAL", 30*time.Second),
 		ReconcileGrace:   dur("CHOM_RECONCILE_GRACE", 30*time.Second),
+		MeteringEvery:    dur("CHOM_METERING_INTERVAL", time.Hour),
 		ShutdownTimeout:  dur("CHOM_SHUTDOWN_TIMEOUT", 30*time.Second),
 		RetryBase:        dur("CHOM_RETRY_BASE", 2*time.Second),
 		RetryMax:         dur("CHOM_RETRY_MAX", 5*time.Minute),
@@ -132,6 +152,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		RateLimit:        nonNegative("CHOM_RATE_LIMIT", 100),
 		RateBurst:        num("CHOM_RATE_BURST", 200),
 		AcceptCommitters: num("CHOM_ACCEPT_COMMITTERS", 1),
+		MetricsListen:    getenv("CHOM_METRICS_LISTEN"), // per-process default: metricsAddr
 
 		KafkaBrokers:        list(getenv("CHOM_KAFKA_BROKERS")),
 		KafkaTopicPrefix:    str("CHOM_KAFKA_TOPIC_PREFIX", events.DefaultTopicPrefix),
@@ -142,6 +163,45 @@ func loadConfig(getenv func(string) string) (config, error) {
 		RelayBreakerTimeout: dur("CHOM_RELAY_BREAKER_TIMEOUT", 10*time.Second),
 		OutboxRetention:     dur("CHOM_OUTBOX_RETENTION", 7*24*time.Hour),
 		BillingGroup:        str("CHOM_BILLING_GROUP", billing.DefaultGroupID),
+
+		HealthInterval:     dur("CHOM_HEALTH_INTERVAL", time.Minute),
+		HealthHysteresis:   num("CHOM_HEALTH_HYSTERESIS", 3),
+		HealthCheckTimeout: dur("CHOM_HEALTH_CHECK_TIMEOUT", 10*time.Second),
+		HealthRetention:    dur("CHOM_HEALTH_RETENTION", 24*time.Hour),
+		HealthThresholds: jobs.HealthThresholds{
+			LoadPerCPUDegraded:   nonNegative("CHOM_HEALTH_LOAD_PER_CPU_DEGRADED", 1.5),
+			LoadPerCPUUnhealthy:  nonNegative("CHOM_HEALTH_LOAD_PER_CPU_UNHEALTHY", 4),
+			MemPercentDegraded:   nonNegative("CHOM_HEALTH_MEM_PERCENT_DEGRADED", 90),
+			MemPercentUnhealthy:  nonNegative("CHOM_HEALTH_MEM_PERCENT_UNHEALTHY", 98),
+			DiskPercentDegraded:  nonNegative("CHOM_HEALTH_DISK_PERCENT_DEGRADED", 85),
+			DiskPercentUnhealthy: nonNegative("CHOM_HEALTH_DISK_PERCENT_UNHEALTHY", 95),
+		},
+		LocalHealthURL:        getenv("CHOM_LOCAL_HEALTH_URL"),
+		HealthProbe:           str("CHOM_HEALTH_PROBE", "local"),
+		SSHKeyFile:            getenv("CHOM_SSH_KEY_FILE"),
+		SSHUser:               str("CHOM_SSH_USER", "root"),
+		HealthBreakerFailures: num("CHOM_HEALTH_BREAKER_FAILURES", 3),
+		HealthBreakerOpen:     dur("CHOM_HEALTH_BREAKER_OPEN", 5*time.Minute),
+	}
+	switch {
+	case c.HealthProbe != "local" && c.HealthProbe != "ssh":
+		errs = append(errs, fmt.Errorf("CHOM_HEALTH_PROBE=%q: want local or ssh", c.HealthProbe))
+	case c.HealthProbe == "ssh" && c.SSHKeyFile == "":
+		errs = append(errs, errors.New("CHOM_HEALTH_PROBE=ssh needs CHOM_SSH_KEY_FILE (the private key the probe logs in with)"))
+	}
+	if c.HealthBreakerFailures <= 0 || c.HealthBreakerOpen <= 0 {
+		errs = append(errs, fmt.Errorf("CHOM_HEALTH_BREAKER_FAILURES=%d, CHOM_HEALTH_BREAKER_OPEN=%s: both must be positive",
+			c.HealthBreakerFailures, c.HealthBreakerOpen))
+	}
+	if err := c.HealthThresholds.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("CHOM_HEALTH_*: %w", err))
+	}
+	if c.HealthInterval < time.Second || c.HealthCheckTimeout <= 0 || c.HealthCheckTimeout >= c.HealthInterval {
+		errs = append(errs, fmt.Errorf("CHOM_HEALTH_INTERVAL=%s, CHOM_HEALTH_CHECK_TIMEOUT=%s: want an interval of at least 1s and a timeout shorter than it",
+			c.HealthInterval, c.HealthCheckTimeout))
+	}
+	if c.MeteringEvery < time.Minute {
+		errs = append(errs, fmt.Errorf("CHOM_METERING_INTERVAL=%s: want at least 1m", c.MeteringEvery))
 	}
 	if c.KafkaTopicPrefix != "-" {
 		if err := events.ValidTopicPrefix(c.KafkaTopicPrefix); err != nil {

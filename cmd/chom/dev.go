@@ -14,6 +14,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/chomhq/chom/events"
+	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/models"
 )
 
@@ -79,11 +80,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if getenv("CHOM_KAFKA_REPLICATION") == "" {
 		c.KafkaReplication = 1 // one broker, embedded or local
 	}
-	b, err := openBackends(ctx, c, true)
+	// One registry for every part, served at /metrics on the API listener.
+	m := metrics.New()
+	b, err := openBackends(ctx, c, true, m)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
+	trackPlatform(ctx, m, b)
 
 	tokens, err := seedDev(ctx, b.store, dir)
 	if err != nil {
@@ -105,6 +109,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if err != nil {
 		return err
 	}
+	trackRelay(ctx, m, relay)
 	sched, err := newScheduler(c, log)
 	if err != nil {
 		return err
@@ -117,6 +122,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	fmt.Fprintf(stdout, `CHOM dev is running
   API          %[1]s/api/v1   (health: %[1]s/api/v1/health)
   ops UI       %[1]s/ops/queues   (user: anything, password: the admin token)
+  metrics      %[1]s/metrics   (Prometheus, no auth)
   database     %[2]s
   redis        %[3]s
   kafka        %[9]s

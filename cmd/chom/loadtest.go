@@ -286,7 +286,7 @@ func (e *loadEnv) withStack(ctx context.Context, c config, kind string, full boo
 	}
 	c.DatabaseURL, c.RedisURL = dsn, e.redis.URL
 	log := e.log.With("stack", kind)
-	b, err := openBackends(ctx, c, true)
+	b, err := openBackends(ctx, c, true, nil)
 	if err != nil {
 		return err
 	}
@@ -496,7 +496,7 @@ func withBaseline(ctx context.Context, c config, env *loadEnv, fn func(ctx conte
 		return err
 	}
 	c.DatabaseURL, c.RedisURL = dsn, env.redis.URL
-	b, err := openBackends(ctx, c, true)
+	b, err := openBackends(ctx, c, true, nil)
 	if err != nil {
 		return err
 	}

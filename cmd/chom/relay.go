@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/chomhq/chom/events"
+	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/models"
 )
 
@@ -20,7 +21,8 @@ func runRelay(ctx context.Context, stderr io.Writer, getenv func(string) string)
 		return err
 	}
 	log := newLogger(stderr, c).With("process", "relay")
-	store, closeDB, err := openStore(ctx, c, c.AutoMigrate, 4)
+	m := metrics.New()
+	store, closeDB, err := openStore(ctx, c, c.AutoMigrate, 4, m)
 	if err != nil {
 		return err
 	}
@@ -29,7 +31,12 @@ func runRelay(ctx context.Context, stderr io.Writer, getenv func(string) string)
 	if err != nil {
 		return err
 	}
-	return relay.Run(ctx)
+	trackRelay(ctx, m, relay)
+	serveMetrics, err := metricsServer(metricsAddr(c, metricsAddrRelay), m, c.ShutdownTimeout, log)
+	if err != nil {
+		return err
+	}
+	return runAll(ctx, append(serveMetrics, relay.Run)...)
 }
 
 // newRelay builds the outbox relay from the configuration.
@@ -48,12 +55,14 @@ func newRelay(c config, store *models.Store, log *slog.Logger) (*events.Relay, e
 }
 
 // openStore opens the database alone (the relay and the billing consumer need no
-// Redis), migrating it when asked, with a pool of at most conns connections.
-func openStore(ctx context.Context, c config, migrate bool, conns int) (*models.Store, func(), error) {
+// Redis), migrating it when asked, with a pool of at most conns connections; with
+// a non-nil m every statement is measured.
+func openStore(ctx context.Context, c config, migrate bool, conns int, m *metrics.Metrics) (*models.Store, func(), error) {
 	db, err := models.Open(ctx, c.DatabaseURL, models.PoolConfig{MaxOpenConns: min(conns, c.DBMaxConns)})
 	if err != nil {
 		return nil, nil, err
 	}
+	instrumentDB(db, m)
 	if migrate {
 		if _, err := models.MigrateUp(ctx, db); err != nil {
 			_ = db.Close()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+
+	"github.com/chomhq/chom/metrics"
 )
 
 func runIngress(ctx context.Context, stderr io.Writer, getenv func(string) string) error {
@@ -16,11 +18,13 @@ func runIngress(ctx context.Context, stderr io.Writer, getenv func(string) strin
 		return err
 	}
 	log := newLogger(stderr, c).With("process", "ingress")
-	b, err := openBackends(ctx, c, c.AutoMigrate)
+	m := metrics.New() // served at /metrics on the API listener
+	b, err := openBackends(ctx, c, c.AutoMigrate, m)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
+	trackPlatform(ctx, m, b)
 	parts, err := newIngress(c, b, log)
 	if err != nil {
 		return err
@@ -42,17 +46,23 @@ func runWorker(ctx context.Context, stderr io.Writer, getenv func(string) string
 		return err
 	}
 	log := newLogger(stderr, c).With("process", "worker")
-	b, err := openBackends(ctx, c, c.AutoMigrate)
+	m := metrics.New()
+	b, err := openBackends(ctx, c, c.AutoMigrate, m)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
+	trackPlatform(ctx, m, b)
 	w, err := newWorker(c, b, log, c.LocalRoot)
 	if err != nil {
 		return err
 	}
+	serveMetrics, err := metricsServer(metricsAddr(c, metricsAddrWorker), m, c.ShutdownTimeout, log)
+	if err != nil {
+		return err
+	}
 	log.Info("worker started", "concurrency", c.Concurrency)
-	return w.Run(ctx)
+	return runAll(ctx, append(serveMetrics, w.Run)...)
 }
 
 func runScheduler(ctx context.Context, stderr io.Writer, getenv func(string) string) error {
@@ -68,6 +78,10 @@ func runScheduler(ctx context.Context, stderr io.Writer, getenv func(string) str
 	if err != nil {
 		return err
 	}
+	serveMetrics, err := metricsServer(metricsAddr(c, metricsAddrScheduler), metrics.New(), c.ShutdownTimeout, log)
+	if err != nil {
+		return err
+	}
 	log.Info("scheduler started", "reconcile_every", c.ReconcileEvery.String())
-	return s.Run(ctx)
+	return runAll(ctx, append(serveMetrics, s.Run)...)
 }

@@ -8,34 +8,45 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/uptrace/bun"
 
+	"github.com/chomhq/chom/drivers"
+	"github.com/chomhq/chom/drivers/breaker"
 	"github.com/chomhq/chom/drivers/local"
+	"github.com/chomhq/chom/drivers/ssh"
 	"github.com/chomhq/chom/ingress"
 	"github.com/chomhq/chom/jobs"
+	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
 	"github.com/chomhq/chom/workers"
 )
 
 // newLogger builds the process logger from the config.
+// Lines logged with a running task's context carry its task_id, operation_id
+// and tenant_id (workers.TaskLogHandler).
 func newLogger(w io.Writer, c config) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: c.LogLevel}
 	if c.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.New(workers.TaskLogHandler(slog.NewTextHandler(w, opts)))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(workers.TaskLogHandler(slog.NewJSONHandler(w, opts)))
 }
 
-// backends are the connections every server subcommand shares.
+// backends are the connections every server subcommand shares, and the
+// process's metrics (nil: none) that the API and worker built over them report to.
 type backends struct {
-	db    *bun.DB
-	store *models.Store
-	redis redis.UniversalClient
+	db      *bun.DB
+	store   *models.Store
+	redis   redis.UniversalClient
+	metrics *metrics.Metrics
 }
 
 func (b *backends) Close() {
@@ -47,13 +58,16 @@ func (b *backends) Close() {
 	}
 }
 
-// openBackends connects to the database (migrating it when asked) and Redis.
-func openBackends(ctx context.Context, c config, migrate bool) (*backends, error) {
+// openBackends connects to the database (migrating it when asked) and Redis. With
+// a non-nil m every statement is measured (chom_db_*), and the API and worker
+// built over b report to m.
+func openBackends(ctx context.Context, c config, migrate bool, m *metrics.Metrics) (*backends, error) {
 	db, err := models.Open(ctx, c.DatabaseURL, models.PoolConfig{MaxOpenConns: c.DBMaxConns})
 	if err != nil {
 		return nil, err
 	}
-	b := &backends{db: db}
+	instrumentDB(db, m)
+	b := &backends{db: db, metrics: m}
 	if migrate {
 		if _, err := models.MigrateUp(ctx, db); err != nil {
 			b.Close()
@@ -76,13 +90,17 @@ func openBackends(ctx context.Context, c config, migrate bool) (*backends, error
 // newAPI builds the HTTP API over b. Site creations go through acceptor, which the
 // caller must run.
 func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher, acceptor *models.SiteAcceptor) (*ingress.API, error) {
-	var opsUI http.Handler
+	// Two asynqmon handlers, chosen per request by the token's scope: the full
+	// UI for admin, the read-only one for ops. Both get the Prometheus address,
+	// in every process that serves the API (`chom ingress`, `chom dev`).
+	var opsUI, opsUIReadOnly http.Handler
 	if c.OpsUI {
 		opt, err := queue.RedisOptions(c.RedisURL)
 		if err != nil {
 			return nil, err
 		}
 		opsUI = queue.NewOpsUI(opt, false, c.PrometheusURL)
+		opsUIReadOnly = queue.NewOpsUI(opt, true, c.PrometheusURL)
 	}
 	gin.SetMode(gin.ReleaseMode)
 	return ingress.New(ingress.Config{
@@ -93,7 +111,9 @@ func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher, acc
 		Watcher:       watcher,
 		Notifier:      queue.NewNotifier(b.redis),
 		Logger:        log,
+		Metrics:       b.metrics,
 		OpsUI:         opsUI,
+		OpsUIReadOnly: opsUIReadOnly,
 		TokenCacheTTL: c.TokenCacheTTL,
 		RateLimit:     c.RateLimit,
 		// 0 from the environment means "off" to an operator; to the API it means
@@ -140,7 +160,22 @@ func newScheduler(c config, log *slog.Logger) (*workers.Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return workers.NewScheduler(workers.SchedulerConfig{Redis: redisOpt, Logger: log, ReconcileEvery: c.ReconcileEvery})
+	return workers.NewScheduler(workers.SchedulerConfig{Redis: redisOpt, Logger: log, Table: schedule(c)})
+}
+
+// schedule is the scheduler's table: every periodic task and its interval
+// (each interval is a CHOM_* setting; see the README).
+func schedule(c config) []workers.Periodic {
+	return []workers.Periodic{
+		{Name: "reconcile", Every: c.ReconcileEvery, NewTask: func(time.Time) (*asynq.Task, error) { return queue.NewReconcileTask(), nil }},
+		{Name: "health_sweep", Every: c.HealthInterval, NewTask: func(p time.Time) (*asynq.Task, error) {
+			return queue.NewHealthSweepTask(p, c.HealthInterval)
+		}},
+		// The tick at period start p meters the period [p-interval, p) that just ended.
+		{Name: "metering", Every: c.MeteringEvery, NewTask: func(p time.Time) (*asynq.Task, error) {
+			return queue.NewUsageMeterSweepTask(p, c.MeteringEvery)
+		}},
+	}
 }
 
 // cacheTTL maps CHOM_OPERATION_CACHE_TTL=0 (off) to the API's "disabled" value.
@@ -159,6 +194,11 @@ func newAcceptor(c config, b *backends, log *slog.Logger) (*models.SiteAcceptor,
 
 // newWorker builds a worker server over b with the local driver rooted at root.
 func newWorker(c config, b *backends, log *slog.Logger, root string) (*workers.Server, error) {
+	// The local health probe reports a missing root as an unreachable server, so
+	// the root exists before the first health check, not only after the first site.
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("local driver root: %w", err)
+	}
 	prov, err := local.New(local.Config{Root: root, Logger: log.With("component", "driver")})
 	if err != nil {
 		return nil, err
@@ -179,10 +219,97 @@ func newWorker(c config, b *backends, log *slog.Logger, root string) (*workers.S
 	if err != nil {
 		return nil, err
 	}
+	sweep, check, err := newHealthJobs(c, b, log, root)
+	if err != nil {
+		return nil, err
+	}
+	meterSweep, err := jobs.NewMeterSweep(jobs.MeterSweepConfig{Store: b.store, Enqueuer: queue.NewEnqueuer(b.redis),
+		Logger: log.With("component", "metering")})
+	if err != nil {
+		return nil, err
+	}
+	meter, err := jobs.NewMeterUsage(jobs.MeterUsageConfig{Store: b.store, Probe: prov, Logger: log.With("component", "metering")})
+	if err != nil {
+		return nil, err
+	}
+	if b.metrics != nil {
+		b.metrics.TrackUsage(func() map[string]uint64 { return meter.Stats().Records }, func() map[string]uint64 { return meter.Stats().Runs })
+	}
 	return workers.New(workers.Config{
 		Redis: b.redis, Logger: log, Provision: provision, Deprovision: deprovision, Reconciler: reconciler,
+		HealthSweep: sweep, HealthCheck: check,
+		MeterSweep: meterSweep, Meter: meter,
 		Concurrency: c.Concurrency, RetryBase: c.RetryBase, RetryMax: c.RetryMax, ShutdownTimeout: c.ShutdownTimeout,
+		Metrics: b.metrics,
 	})
+}
+
+// newHealthJobs builds the health sweep and check handlers with the local
+// probe rooted at root. CHOM_LOCAL_HEALTH_URL, when set, is the URL every local
+// server's HTTP check asks ("{id}" in it becomes the server's ID); unset, the
+// local probe skips HTTP (there is no nginx in `chom dev`).
+func newHealthJobs(c config, b *backends, log *slog.Logger, root string) (*jobs.SweepHealth, *jobs.CheckHealth, error) {
+	probe, err := newHealthProbe(c, b, log, root)
+	if err != nil {
+		return nil, nil, err
+	}
+	check, err := jobs.NewCheckHealth(jobs.HealthCheckConfig{
+		Store: b.store, Probe: probe, Logger: log, Notifier: queue.NewNotifier(b.redis),
+		Thresholds: c.HealthThresholds, Hysteresis: c.HealthHysteresis, CheckTimeout: c.HealthCheckTimeout,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	sweep, err := jobs.NewSweepHealth(jobs.HealthSweepConfig{
+		Store: b.store, Enqueuer: queue.NewEnqueuer(b.redis), Logger: log,
+		Interval: c.HealthInterval, Retention: retention(c.HealthRetention),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if b.metrics != nil {
+		b.metrics.TrackHealthChecks(func() map[string]uint64 {
+			st := check.Stats()
+			return map[string]uint64{models.HealthHealthy: st.Healthy, models.HealthDegraded: st.Degraded,
+				models.HealthUnhealthy: st.Unhealthy, "unreachable": st.Unreachable}
+		})
+	}
+	return sweep, check, nil
+}
+
+// newHealthProbe is the probe CHOM_HEALTH_PROBE names: the local driver's
+// directories, or SSH to each server behind a circuit breaker per server (whose
+// states b.metrics reports as chom_circuit_breaker_state{breaker="vps_<id>"}).
+func newHealthProbe(c config, b *backends, log *slog.Logger, root string) (drivers.HealthProbe, error) {
+	if c.HealthProbe != "ssh" {
+		hc := local.HealthConfig{Root: root}
+		if c.LocalHealthURL != "" {
+			hc.URL = func(s drivers.Server) string { return strings.ReplaceAll(c.LocalHealthURL, "{id}", s.ID) }
+		}
+		return local.NewHealthProbe(hc)
+	}
+	inner, err := ssh.New(ssh.Config{KeyFile: c.SSHKeyFile, User: c.SSHUser, Logger: log.With("component", "ssh")})
+	if err != nil {
+		return nil, err
+	}
+	breakers, err := breaker.New(breaker.Config{Failures: uint32(c.HealthBreakerFailures), OpenTimeout: c.HealthBreakerOpen,
+		Logger: log.With("component", "breaker")})
+	if err != nil {
+		return nil, err
+	}
+	if b.metrics != nil {
+		b.metrics.TrackBreakers(breakers.States)
+	}
+	return breakers.Wrap(inner), nil
+}
+
+// retention maps CHOM_HEALTH_RETENTION=0 (keep forever) to the sweep's
+// "never prune" value.
+func retention(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // serveHTTP serves h on ln until ctx ends, then drains in-flight requests for up

@@ -20,4 +20,7 @@
 // Nothing here runs a shell command. Every value rendered into a file has passed
 // drivers.ValidateSiteSpec and is checked again against its own pattern just before
 // rendering, and every path is checked to stay inside <Root>/<server-id>.
+//
+// The Provisioner is also the drivers.UsageProbe of these servers: DiskBytes walks a
+// site's document root, Bandwidth streams its logs/access.log and rotated copies.
 package local

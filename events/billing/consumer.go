@@ -365,6 +365,11 @@ func (c *Consumer) classify(m kafka.Message) (models.UsageFact, bool, error) {
 		if err != nil {
 			return models.UsageFact{}, false, err
 		}
+		if u.SiteID != "" {
+			// One site's share of a total that arrives as its own event:
+			// billing it too would bill the usage twice.
+			return models.UsageFact{}, false, nil
+		}
 		return models.UsageFact{
 			Source: env.Source, EventID: env.ID, Type: env.Type, TenantID: u.TenantID,
 			Metric: u.Metric, Quantity: u.Quantity, Unit: u.Unit,

@@ -130,6 +130,14 @@ func TestConsumerDeadLettersAndKeepsGoing(t *testing.T) {
 	negative.Value = []byte(strings.Replace(string(negative.Value), `"quantity":1`, `"quantity":-1`, 1))
 	unknown := events.Message(k.Prefix, usage(t, ten, base.Add(4*time.Hour), 1))
 	unknown.Headers[2].Value = []byte("usage.corrected.v2") // ce_type: not ours to bill
+	// A site's share of a total: valid, and not billed (the total is).
+	share, err := events.UsageOutbox(events.UsageEvent{TenantID: ten, Metric: "bandwidth_bytes",
+		SiteID: models.NewID(models.PrefixSite), Quantity: 5000, Unit: "byte",
+		PeriodStart: base, PeriodEnd: base.Add(time.Hour), OccurredAt: base.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perSite := events.Message(k.Prefix, share)
 	malformed := []kafka.Message{
 		{Key: []byte(ten), Value: []byte(`{"tenant_id":"` + ten + `","quantity":5}`)}, // no headers at all
 		{Key: []byte(ten), Value: []byte(`not json`), Headers: good1.Headers},
@@ -141,7 +149,7 @@ func TestConsumerDeadLettersAndKeepsGoing(t *testing.T) {
 	var all []kafka.Message
 	all = append(all, good1)
 	all = append(all, malformed...)
-	all = append(all, unknown, good2)
+	all = append(all, unknown, perSite, good2)
 	for i := range all {
 		all[i].Topic = ""
 	}
@@ -174,7 +182,7 @@ func TestConsumerDeadLettersAndKeepsGoing(t *testing.T) {
 	if got := billedByTenant(t, db)[ten]; got != 123 {
 		t.Errorf("billed %d, want 123", got)
 	}
-	if st := c.Stats(); st.DeadLettered != 4 || st.Ignored != 1 || st.Duplicates != 0 {
+	if st := c.Stats(); st.DeadLettered != 4 || st.Ignored != 2 || st.Duplicates != 0 {
 		t.Errorf("Stats = %+v", st)
 	}
 }

@@ -324,8 +324,9 @@ func TestHealth(t *testing.T) {
 	})
 }
 
-// The asynq web UI is behind the admin credential: 401 without it or with a
-// tenant token, the UI with an admin token given as the Basic auth password.
+// The asynq web UI is behind the admin credential: 401 without a token, 403 for
+// a tenant token (neither the ops nor the admin scope), the UI with an admin
+// token given as the Basic auth password. internal/opsui tests the ops scope.
 func TestOpsUIRequiresAdmin(t *testing.T) {
 	t.Parallel()
 	backends(t, func(t *testing.T, db *bun.DB) {
@@ -343,9 +344,14 @@ func TestOpsUIRequiresAdmin(t *testing.T) {
 			return res
 		}
 		basic := func(tok string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte("ops:"+tok)) }
-		for _, auth := range []string{"", basic(s.tokenA), "Bearer " + s.tokenA} {
+		for _, auth := range []string{"", basic("not-a-token")} {
 			if res := get(auth); res.StatusCode != 401 || !strings.Contains(res.Header.Get("WWW-Authenticate"), "Basic") {
 				t.Errorf("%q: %d", auth, res.StatusCode)
+			}
+		}
+		for _, auth := range []string{basic(s.tokenA), "Bearer " + s.tokenA} {
+			if res := get(auth); res.StatusCode != 403 || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/problem+json") {
+				t.Errorf("tenant token %q: %d %s, want 403 problem", auth, res.StatusCode, res.Header.Get("Content-Type"))
 			}
 		}
 		if res := get(basic(s.admin)); res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {

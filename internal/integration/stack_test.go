@@ -22,6 +22,7 @@ import (
 	"github.com/chomhq/chom/ingress"
 	"github.com/chomhq/chom/internal/testenv"
 	"github.com/chomhq/chom/jobs"
+	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
 	"github.com/chomhq/chom/workers"
@@ -46,6 +47,11 @@ type stack struct {
 	provision   *jobs.ProvisionSite
 	deprovision *jobs.DeprovisionSite
 	reconciler  *jobs.Reconciler
+	healthSweep *jobs.SweepHealth
+	healthCheck *jobs.CheckHealth
+	metrics     *metrics.Metrics
+	meterSweep  *jobs.MeterSweep
+	meter       *jobs.MeterUsage
 
 	tokenA, tokenB, admin string
 	tenantA, tenantB      string
@@ -60,6 +66,14 @@ type stackOpts struct {
 	rateBurst   int
 	// wrapDriver wraps the local driver, to count calls or inject failures.
 	wrapDriver func(p *local.Provisioner) drivers.Provisioner
+	// healthProbe is the probe of the health checks; default the local one.
+	healthProbe drivers.HealthProbe
+	// metrics, when set, instruments the database, the API (which then serves
+	// /metrics) and the worker, as cmd/chom does.
+	metrics *metrics.Metrics
+	// meterNow is the usage meter's clock (it meters only periods that have
+	// ended by it); default time.Now.
+	meterNow func() time.Time
 }
 
 // backends runs fn on PostgreSQL and on SQLite.
@@ -77,6 +91,9 @@ func testLogger(t testing.TB) *slog.Logger {
 func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 	t.Helper()
 	ctx := context.Background()
+	if o.metrics != nil {
+		db.AddQueryHook(o.metrics.QueryHook())
+	}
 	if _, err := models.MigrateUp(ctx, db); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +108,7 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(root) })
-	s := &stack{t: t, db: db, store: store, redisDB: testenv.Redis(t), root: root}
+	s := &stack{t: t, db: db, store: store, redisDB: testenv.Redis(t), root: root, metrics: o.metrics}
 	s.workerRedis = s.redisDB.Client(t)
 	s.proxy = testenv.NewProxy(t, s.redisDB.Addr)
 	apiRedis := redis.NewClient(&redis.Options{Addr: s.proxy.Addr(), DB: s.redisDB.DB,
@@ -143,7 +160,7 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 		Store: store, Sites: acceptor, Enqueuer: queue.NewEnqueuer(apiRedis), Inspector: queue.NewInspector(apiRedis),
 		Watcher: watcher, Notifier: queue.NewNotifier(apiRedis), Logger: log, OpsUI: queue.NewOpsUI(opt, false, ""), TokenCacheTTL: ttl,
 		EnqueueTimeout: time.Second, PollInterval: 100 * time.Millisecond,
-		RateLimit: o.rateLimit, RateBurst: o.rateBurst,
+		RateLimit: o.rateLimit, RateBurst: o.rateBurst, Metrics: o.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +188,26 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.healthProbe == nil {
+		if o.healthProbe, err = local.NewHealthProbe(local.HealthConfig{Root: s.root}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.healthCheck, err = jobs.NewCheckHealth(jobs.HealthCheckConfig{Store: store, Probe: o.healthProbe, Logger: log,
+		Notifier: queue.NewNotifier(s.workerRedis), Hysteresis: 3, CheckTimeout: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if s.healthSweep, err = jobs.NewSweepHealth(jobs.HealthSweepConfig{Store: store, Enqueuer: queue.NewEnqueuer(s.workerRedis),
+		Logger: log, Interval: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if s.meterSweep, err = jobs.NewMeterSweep(jobs.MeterSweepConfig{Store: store, Enqueuer: queue.NewEnqueuer(s.workerRedis),
+		Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	if s.meter, err = jobs.NewMeterUsage(jobs.MeterUsageConfig{Store: store, Probe: prov, Logger: log, Now: o.meterNow}); err != nil {
+		t.Fatal(err)
+	}
 	if !o.noWorker {
 		s.startWorker()
 	}
@@ -183,7 +220,9 @@ func (s *stack) startWorker() {
 	w, err := workers.New(workers.Config{
 		Redis: s.workerRedis, Logger: testLogger(s.t), Provision: s.provision, Deprovision: s.deprovision,
 		Reconciler: s.reconciler, Concurrency: 8, RetryBase: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+		HealthSweep: s.healthSweep, HealthCheck: s.healthCheck, MeterSweep: s.meterSweep, Meter: s.meter,
 		ShutdownTimeout: 5 * time.Second, PollInterval: 20 * time.Millisecond, RetryCheckInterval: 50 * time.Millisecond,
+		Metrics: s.metrics,
 	})
 	if err != nil {
 		s.t.Fatal(err)

@@ -1,0 +1,472 @@
+package ssh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/chomhq/chom/drivers"
+)
+
+var _ drivers.HealthProbe = (*Probe)(nil)
+
+// errClosed is returned by a Probe after Close.
+var errClosed = errors.New("ssh: probe is closed")
+
+// DialFunc opens a network connection, like (*net.Dialer).DialContext.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// Config configures a Probe. Zero durations and counts take the defaults named
+// on each field.
+type Config struct {
+	// Signer is the client key used to authenticate. Exactly one of Signer and
+	// KeyFile is required.
+	Signer gossh.Signer
+	// KeyFile is the path of an unencrypted private key in OpenSSH or PEM
+	// form (cmd/chom passes CHOM_SSH_KEY_FILE). It is read once, by New; its
+	// content never appears in an error or a log line.
+	KeyFile string
+	// User is the remote user. Default "root".
+	User string
+
+	// DialTimeout bounds the TCP connect plus the SSH handshake and
+	// authentication. Default 5s.
+	DialTimeout time.Duration
+	// CommandTimeout bounds the run of ProbeCommand. Default 10s.
+	CommandTimeout time.Duration
+	// HTTPTimeout bounds the GET of the server's nginx. Default 5s.
+	HTTPTimeout time.Duration
+	// HTTPPort is the port of the GET. Default 80.
+	HTTPPort int
+
+	// MaxConns is how many SSH connections the pool keeps (one per server);
+	// beyond it the least recently used idle one is closed. Default 1000.
+	MaxConns int
+	// IdleTimeout closes a pooled connection unused for that long. It should
+	// exceed the sweep interval so each sweep reuses the previous one's
+	// connections. Default 5m.
+	IdleTimeout time.Duration
+
+	// Dial opens TCP connections (SSH and HTTP). Default a net.Dialer; tests
+	// wrap it to count or refuse dials.
+	Dial DialFunc
+	// Logger is required.
+	Logger *slog.Logger
+}
+
+// Validate reports every problem with c at once, or nil. It does not read
+// KeyFile; New does.
+func (c Config) Validate() error {
+	var errs []error
+	switch {
+	case c.Signer == nil && c.KeyFile == "":
+		errs = append(errs, errors.New("one of Signer and KeyFile is required"))
+	case c.Signer != nil && c.KeyFile != "":
+		errs = append(errs, errors.New("only one of Signer and KeyFile may be set"))
+	}
+	for name, d := range map[string]time.Duration{
+		"DialTimeout": c.DialTimeout, "CommandTimeout": c.CommandTimeout,
+		"HTTPTimeout": c.HTTPTimeout, "IdleTimeout": c.IdleTimeout,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative", name))
+		}
+	}
+	if c.HTTPPort < 0 || c.HTTPPort > 65535 {
+		errs = append(errs, fmt.Errorf("HTTPPort %d out of range", c.HTTPPort))
+	}
+	if c.MaxConns < 0 {
+		errs = append(errs, errors.New("MaxConns must not be negative"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("Logger is required"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.DialTimeout, 5*time.Second)
+	def(&c.CommandTimeout, 10*time.Second)
+	def(&c.HTTPTimeout, 5*time.Second)
+	def(&c.IdleTimeout, 5*time.Minute)
+	if c.User == "" {
+		c.User = "root"
+	}
+	if c.HTTPPort == 0 {
+		c.HTTPPort = 80
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 1000
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{}).DialContext
+	}
+}
+
+// Probe measures servers over SSH: it implements drivers.HealthProbe. It keeps
+// one SSH connection per server and reuses it across checks; it is safe for
+// concurrent use. Close it to release the connections.
+type Probe struct {
+	cfg    Config
+	signer gossh.Signer
+	log    *slog.Logger
+	pool   *pool
+	http   *http.Client
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	reaped   chan struct{}
+}
+
+// New returns a Probe for cfg, or an error naming every problem with cfg or
+// with its key file.
+func New(cfg Config) (*Probe, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ssh: invalid config: %w", err)
+	}
+	cfg.setDefaults()
+	signer := cfg.Signer
+	if cfg.KeyFile != "" {
+		var err error
+		if signer, err = loadSigner(cfg.KeyFile); err != nil {
+			return nil, err
+		}
+	}
+	p := &Probe{
+		cfg:    cfg,
+		signer: signer,
+		log:    cfg.Logger,
+		pool:   newPool(cfg.MaxConns, cfg.IdleTimeout),
+		stop:   make(chan struct{}),
+		reaped: make(chan struct{}),
+	}
+	p.http = &http.Client{
+		Transport: &http.Transport{
+			Proxy:               nil, // a health check goes to the server itself, never through an environment proxy
+			DialContext:         cfg.Dial,
+			MaxIdleConns:        cfg.MaxConns,
+			MaxIdleConnsPerHost: 1,
+			IdleConnTimeout:     cfg.IdleTimeout,
+			DisableCompression:  true,
+		},
+		// The status of nginx's own answer is what is measured; a redirect
+		// elsewhere is not followed.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	go p.reapLoop()
+	return p, nil
+}
+
+// loadSigner reads a private key file. Errors name the file, never its content.
+func loadSigner(path string) (gossh.Signer, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ssh: read key file: %w", err)
+	}
+	signer, err := gossh.ParsePrivateKey(pem)
+	clear(pem)
+	if err != nil {
+		var missing *gossh.PassphraseMissingError
+		if errors.As(err, &missing) {
+			return nil, fmt.Errorf("ssh: key file %s is passphrase-protected, which is not supported", path)
+		}
+		return nil, fmt.Errorf("ssh: key file %s is not a private key CHOM can use", path)
+	}
+	return signer, nil
+}
+
+// reapLoop closes idle connections until Close.
+func (p *Probe) reapLoop() {
+	defer close(p.reaped)
+	t := time.NewTicker(min(p.cfg.IdleTimeout/2, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			p.pool.reap(now)
+		case <-p.stop:
+			return
+		}
+	}
+}
+
+// Close closes every pooled connection and stops the reaper; later Probe
+// calls fail. It is safe to call more than once.
+func (p *Probe) Close() error {
+	p.stopOnce.Do(func() {
+		close(p.stop)
+		<-p.reaped
+		p.pool.close()
+		p.http.CloseIdleConnections()
+	})
+	return nil
+}
+
+// PooledConns returns how many SSH connections are pooled (for metrics and
+// tests).
+func (p *Probe) PooledConns() int { return p.pool.size() }
+
+// Probe measures target once: it connects over SSH (or reuses the pooled
+// connection), runs ProbeCommand, and GETs http://<ip>:<HTTPPort>/ meanwhile.
+//
+// Errors: a failed dial, handshake, authentication or command transport
+// wraps drivers.ErrUnreachable; a host key other than target.HostKey wraps
+// drivers.ErrHostKeyMismatch (never retried); unparsable output is a plain
+// error with Reachable set. With no pinned key the key seen is returned in
+// HealthReport.HostKey for the caller to record (trust on first use). An HTTP
+// failure is not an error: it is reported in HTTPError.
+func (p *Probe) Probe(ctx context.Context, target drivers.HealthTarget) (drivers.HealthReport, error) {
+	var report drivers.HealthReport
+	srv := target.Server
+	if net.ParseIP(srv.IPAddress) == nil {
+		return report, fmt.Errorf("ssh: probe %s: IP address %q is not an IP", srv.ID, truncate(srv.IPAddress))
+	}
+	port := srv.SSHPort
+	if port == 0 {
+		port = 22
+	}
+	if port < 0 || port > 65535 {
+		return report, fmt.Errorf("ssh: probe %s: SSH port %d out of range", srv.ID, port)
+	}
+	var pin gossh.PublicKey
+	if s := strings.TrimSpace(target.HostKey); s != "" {
+		k, _, _, _, err := gossh.ParseAuthorizedKey([]byte(s))
+		if err != nil {
+			return report, fmt.Errorf("ssh: probe %s: pinned host key is not in authorized_keys form: %w", srv.ID, err)
+		}
+		pin = k
+	}
+	addr := net.JoinHostPort(srv.IPAddress, strconv.Itoa(port))
+	key := srv.ID
+	if key == "" {
+		key = addr
+	}
+	log := p.log.With("vps_id", srv.ID, "addr", addr)
+
+	httpCtx, cancelHTTP := context.WithCancel(ctx)
+	defer cancelHTTP()
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		p.getHTTP(httpCtx, srv.IPAddress, &report)
+	}()
+
+	out, err := p.runCommand(ctx, key, addr, pin, log, &report)
+	if err != nil {
+		cancelHTTP()
+		<-httpDone
+		return report, fmt.Errorf("ssh: probe %s: %w", srv.ID, err)
+	}
+	m, err := ParseOutput(out)
+	<-httpDone
+	if err != nil {
+		return report, fmt.Errorf("ssh: probe %s: %w", srv.ID, err)
+	}
+	m.apply(&report)
+	return report, nil
+}
+
+// runCommand runs ProbeCommand on a pooled (or new) connection, redialling
+// once when a pooled connection turns out to be broken.
+func (p *Probe) runCommand(ctx context.Context, key, addr string, pin gossh.PublicKey, log *slog.Logger, report *drivers.HealthReport) (string, error) {
+	var pinWire []byte
+	if pin != nil {
+		pinWire = pin.Marshal()
+	}
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		c, reused, err := p.pool.get(ctx, key, addr, pinWire, func(ctx context.Context) (*conn, error) {
+			return p.dial(ctx, addr, pin, log)
+		})
+		report.ConnectLatency = time.Since(start)
+		if err != nil {
+			return "", err
+		}
+		report.HostKey = c.hostTxt
+		out, err := p.session(ctx, c.client)
+		if err == nil {
+			p.pool.release(c, false)
+			report.Reachable = true
+			return out, nil
+		}
+		var exit *gossh.ExitError
+		broken := !errors.As(err, &exit) && ctx.Err() == nil
+		p.pool.release(c, broken)
+		if broken && reused && attempt == 0 {
+			log.Debug("pooled ssh connection broken; redialling", "error", err)
+			continue
+		}
+		if errors.As(err, &exit) || errors.Is(err, context.Canceled) {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: %w", drivers.ErrUnreachable, err)
+	}
+}
+
+// dial connects and authenticates, within DialTimeout and ctx.
+func (p *Probe) dial(ctx context.Context, addr string, pin gossh.PublicKey, log *slog.Logger) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	nc, err := p.cfg.Dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial %s: %w", drivers.ErrUnreachable, addr, err)
+	}
+	// The handshake knows no context: a deadline bounds it and ctx closes the
+	// socket on cancellation.
+	deadline, _ := ctx.Deadline()
+	_ = nc.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
+
+	c := &conn{}
+	cfg := &gossh.ClientConfig{
+		User: p.cfg.User,
+		Auth: []gossh.AuthMethod{gossh.PublicKeys(p.signer)},
+		HostKeyCallback: func(_ string, _ net.Addr, k gossh.PublicKey) error {
+			c.hostKey = k.Marshal()
+			c.hostTxt = strings.TrimSpace(string(gossh.MarshalAuthorizedKey(k)))
+			if pin != nil && !bytes.Equal(c.hostKey, pin.Marshal()) {
+				log.Error("ssh host key mismatch: refusing the server",
+					"pinned_fingerprint", gossh.FingerprintSHA256(pin), "seen_fingerprint", gossh.FingerprintSHA256(k))
+				return fmt.Errorf("%w: %s presented %s, pinned %s", drivers.ErrHostKeyMismatch,
+					addr, gossh.FingerprintSHA256(k), gossh.FingerprintSHA256(pin))
+			}
+			return nil
+		},
+		HostKeyAlgorithms: hostKeyAlgorithms(pin),
+		Timeout:           p.cfg.DialTimeout,
+	}
+	sc, chans, reqs, err := gossh.NewClientConn(nc, addr, cfg)
+	stopped := stop()
+	if err != nil {
+		_ = nc.Close()
+		if errors.Is(err, drivers.ErrHostKeyMismatch) {
+			return nil, err
+		}
+		if !stopped && ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return nil, fmt.Errorf("%w: ssh handshake with %s: %w", drivers.ErrUnreachable, addr, err)
+	}
+	if !stopped {
+		// ctx ended just as the handshake finished: the socket is closed.
+		_ = sc.Close()
+		return nil, fmt.Errorf("%w: ssh handshake with %s: %w", drivers.ErrUnreachable, addr, ctx.Err())
+	}
+	_ = nc.SetDeadline(time.Time{})
+	c.client = gossh.NewClient(sc, chans, reqs)
+	return c, nil
+}
+
+// hostKeyAlgorithms asks the server for the type of the pinned key, so a
+// server holding several host keys presents the pinned one. Nil (any) under
+// trust on first use.
+func hostKeyAlgorithms(pin gossh.PublicKey) []string {
+	if pin == nil {
+		return nil
+	}
+	if pin.Type() == gossh.KeyAlgoRSA {
+		return []string{gossh.KeyAlgoRSASHA512, gossh.KeyAlgoRSASHA256, gossh.KeyAlgoRSA}
+	}
+	return []string{pin.Type()}
+}
+
+// session runs ProbeCommand on client within CommandTimeout and ctx: the
+// session is closed when either ends.
+func (p *Probe) session(ctx context.Context, client *gossh.Client) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.CommandTimeout)
+	defer cancel()
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	var (
+		mu   sync.Mutex
+		sess *gossh.Session
+	)
+	go func() {
+		s, err := client.NewSession()
+		if err != nil {
+			done <- result{err: fmt.Errorf("open session: %w", err)}
+			return
+		}
+		mu.Lock()
+		sess = s
+		mu.Unlock()
+		defer s.Close()
+		if ctx.Err() != nil {
+			done <- result{err: context.Cause(ctx)}
+			return
+		}
+		stdout, err := s.StdoutPipe()
+		if err != nil {
+			done <- result{err: fmt.Errorf("session stdout: %w", err)}
+			return
+		}
+		if err := s.Start(ProbeCommand); err != nil {
+			done <- result{err: fmt.Errorf("start probe command: %w", err)}
+			return
+		}
+		out, rerr := io.ReadAll(io.LimitReader(stdout, maxOutputBytes))
+		_, _ = io.Copy(io.Discard, stdout) // let the command finish if it wrote too much
+		werr := s.Wait()
+		if werr == nil && rerr != nil {
+			werr = fmt.Errorf("read probe output: %w", rerr)
+		} else if werr != nil {
+			werr = fmt.Errorf("probe command: %w", werr)
+		}
+		done <- result{out: string(out), err: werr}
+	}()
+	select {
+	case r := <-done:
+		return r.out, r.err
+	case <-ctx.Done():
+		mu.Lock()
+		if sess != nil {
+			_ = sess.Close()
+		}
+		mu.Unlock()
+		return "", fmt.Errorf("probe command: %w", context.Cause(ctx))
+	}
+}
+
+// getHTTP GETs http://ip:port/ and records status, latency or error in r.
+func (p *Probe) getHTTP(ctx context.Context, ip string, r *drivers.HealthReport) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.HTTPTimeout)
+	defer cancel()
+	u := "http://" + net.JoinHostPort(ip, strconv.Itoa(p.cfg.HTTPPort)) + "/"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		r.HTTPError = err.Error()
+		return
+	}
+	req.Header.Set("User-Agent", "chom-health/1")
+	start := time.Now()
+	resp, err := p.http.Do(req)
+	r.HTTPLatency = time.Since(start)
+	if err != nil {
+		r.HTTPError = err.Error()
+		return
+	}
+	// Drain a little so the connection can be reused, never a whole page.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	_ = resp.Body.Close()
+	r.HTTPStatus = resp.StatusCode
+}

@@ -1,0 +1,125 @@
+package drivers_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/chomhq/chom/drivers"
+)
+
+// logLine is one access-log line as nginx writes it in the combined format.
+func logLine(at time.Time, request string, status int, bytes int64) string {
+	return fmt.Sprintf(`203.0.113.7 - - [%s] "%s" %d %d "https://ref.example/" "Mozilla/5.0 (X11; Linux x86_64)"`+"\n",
+		at.Format("02/Jan/2006:15:04:05 -0700"), request, status, bytes)
+}
+
+func TestScanAccessLog(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	end := start.Add(time.Hour)
+	cet := time.FixedZone("CET", 3600)
+	tests := []struct {
+		name string
+		log  string
+		want drivers.Bandwidth
+	}{
+		{"empty", "", drivers.Bandwidth{}},
+		{"one inside", logLine(start.Add(time.Minute), "GET / HTTP/1.1", 200, 512),
+			drivers.Bandwidth{Bytes: 512, Requests: 1}},
+		{"start is inclusive", logLine(start, "GET / HTTP/1.1", 200, 100),
+			drivers.Bandwidth{Bytes: 100, Requests: 1}},
+		{"end is exclusive", logLine(end, "GET / HTTP/1.1", 200, 100), drivers.Bandwidth{}},
+		{"last second inside", logLine(end.Add(-time.Second), "GET / HTTP/1.1", 200, 7),
+			drivers.Bandwidth{Bytes: 7, Requests: 1}},
+		{"before", logLine(start.Add(-time.Second), "GET / HTTP/1.1", 200, 100), drivers.Bandwidth{}},
+		{"other time zone, same instant", logLine(start.Add(30*time.Minute).In(cet), "GET / HTTP/1.1", 200, 9),
+			drivers.Bandwidth{Bytes: 9, Requests: 1}},
+		{"other time zone, outside", logLine(end.In(cet), "GET / HTTP/1.1", 200, 9), drivers.Bandwidth{}},
+		{"zero bytes and errors count", logLine(start.Add(time.Minute), "HEAD / HTTP/1.1", 304, 0) +
+			logLine(start.Add(2*time.Minute), "GET /missing HTTP/1.1", 404, 153),
+			drivers.Bandwidth{Bytes: 153, Requests: 2}},
+		{"escaped quote in request", logLine(start.Add(time.Minute), `GET /a\x22b HTTP/1.1`, 200, 10),
+			drivers.Bandwidth{Bytes: 10, Requests: 1}},
+		{"no trailing newline", strings.TrimSuffix(logLine(start.Add(time.Minute), "GET / HTTP/1.1", 200, 3), "\n"),
+			drivers.Bandwidth{Bytes: 3, Requests: 1}},
+		{"CRLF", strings.Replace(logLine(start.Add(time.Minute), "GET / HTTP/1.1", 200, 3), "\n", "\r\n", 1),
+			drivers.Bandwidth{Bytes: 3, Requests: 1}},
+		{"blank lines are not malformed", "\n\n" + logLine(start.Add(time.Minute), "GET / HTTP/1.1", 200, 3) + "\n",
+			drivers.Bandwidth{Bytes: 3, Requests: 1}},
+		{"malformed lines are skipped and counted", strings.Join([]string{
+			"garbage\n",
+			`203.0.113.7 - - [not a time] "GET / HTTP/1.1" 200 5 "-" "-"` + "\n",
+			`203.0.113.7 - - [01/Dec/2026:10:05:00 +0000] "GET / HTTP/1.1" 200 -5 "-" "-"` + "\n",
+			`203.0.113.7 - - [01/Dec/2026:10:05:00 +0000] "GET / HTTP/1.1" 200 abc "-" "-"` + "\n",
+			`203.0.113.7 - - [01/Dec/2026:10:05:00 +0000] "GET / HTTP/1.1" 20 5 "-" "-"` + "\n",
+			`203.0.113.7 - - [01/Dec/2026:10:05:00 +0000] "GET / HTTP/1.1 200 5` + "\n",  // truncated
+			`203.0.113.7 - - [01/Dec/2026:10:05:00 +0000] "GET / HTTP/1.1" 200 5` + "\n", // no referer, agent
+			logLine(start.Add(time.Minute), "GET / HTTP/1.1", 200, 1000),
+		}, ""), drivers.Bandwidth{Bytes: 1000, Requests: 1, Skipped: 7}},
+		{"an over-long line is skipped, the next counted",
+			`203.0.113.7 - - [01/Dec/2026:10:05:00 +0000] "GET /` + strings.Repeat("a", 70<<10) + ` HTTP/1.1" 200 5 "-" "-"` + "\n" +
+				logLine(start.Add(time.Minute), "GET / HTTP/1.1", 200, 11),
+			drivers.Bandwidth{Bytes: 11, Requests: 1, Skipped: 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := drivers.ScanAccessLog(t.Context(), strings.NewReader(tc.log), start, end)
+			if err != nil {
+				t.Fatalf("ScanAccessLog: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("ScanAccessLog (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// endless is a reader of an access log that never ends.
+type endless struct{ line []byte }
+
+func (e endless) Read(p []byte) (int, error) {
+	n := 0
+	for n+len(e.line) <= len(p) {
+		n += copy(p[n:], e.line)
+	}
+	if n == 0 {
+		return copy(p, e.line), nil
+	}
+	return n, nil
+}
+
+func TestScanAccessLogStreamsAndHonoursContext(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	// An endless log can only be scanned by streaming it; the scan must stop
+	// when the context ends rather than run (or grow) forever.
+	_, err := drivers.ScanAccessLog(ctx, io.Reader(endless{[]byte(logLine(start, "GET / HTTP/1.1", 200, 1))}), start, start.Add(time.Hour))
+	if err != context.DeadlineExceeded {
+		t.Fatalf("ScanAccessLog of an endless log = %v, want %v", err, context.DeadlineExceeded)
+	}
+}
+
+func BenchmarkScanAccessLog(b *testing.B) {
+	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	var sb strings.Builder
+	for i := range 10000 {
+		sb.WriteString(logLine(start.Add(time.Duration(i)*time.Second/3), "GET /index.php?p=1 HTTP/1.1", 200, int64(i)))
+	}
+	log := sb.String()
+	b.SetBytes(int64(len(log)))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := drivers.ScanAccessLog(b.Context(), strings.NewReader(log), start, start.Add(time.Hour)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

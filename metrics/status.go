@@ -1,0 +1,104 @@
+package metrics
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// CountsFunc counts rows by status, platform-wide, honouring ctx. cmd/chom passes
+// models.Store.CountSitesByStatus and CountBackupsByStatus.
+type CountsFunc func(ctx context.Context) (map[string]int, error)
+
+// statusTTL is how long counts are reused: scrapes never load the database more
+// than once per statusTTL per process, however often or from however many
+// Prometheus servers they come.
+const statusTTL = 15 * time.Second
+
+// TrackStatuses makes scrapes report chom_sites_total{status} and
+// chom_backups_total{status} from sites and backups (either may be nil), read at
+// most once every 15s and reused in between. A failed read (bounded by a short
+// timeout) leaves that family out until the next read and counts
+// chom_metrics_source_errors_total{source="sites"|"backups"}. ctx bounds every
+// read. A later call replaces the earlier one.
+func (m *Metrics) TrackStatuses(ctx context.Context, sites, backups CountsFunc) {
+	c := m.statuses
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ctx, c.sitesFn, c.backupsFn = ctx, sites, backups
+	c.fetched = time.Time{}
+	c.tracked.Store(true)
+}
+
+type statusCollector struct {
+	errs    *prometheus.CounterVec
+	now     func() time.Time
+	timeout time.Duration
+	tracked atomic.Bool
+
+	mu                 sync.Mutex
+	ctx                context.Context
+	sitesFn, backupsFn CountsFunc
+	fetched            time.Time
+	sites, backups     map[string]int // nil: the last read failed
+
+	sitesDesc, backupsDesc *prometheus.Desc
+}
+
+func newStatusCollector(errs *prometheus.CounterVec) *statusCollector {
+	s := []string{"status"}
+	return &statusCollector{
+		errs: errs, now: time.Now, timeout: scrapeTimeout,
+		sitesDesc: prometheus.NewDesc("chom_sites_total",
+			"Sites by status, platform-wide (every tenant; deleted ones included), refreshed at most every 15s.", s, nil),
+		backupsDesc: prometheus.NewDesc("chom_backups_total",
+			"Backups by status, platform-wide, refreshed at most every 15s.", s, nil),
+	}
+}
+
+func (c *statusCollector) familyNames() []string {
+	return []string{"chom_sites_total", "chom_backups_total"}
+}
+
+// Describe implements prometheus.Collector.
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.sitesDesc
+	ch <- c.backupsDesc
+}
+
+// Collect implements prometheus.Collector. Concurrent scrapes wait for one read.
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	if !c.tracked.Load() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := c.now(); c.fetched.IsZero() || now.Sub(c.fetched) >= statusTTL {
+		c.fetched = now
+		c.sites = c.read(c.sitesFn, "sites")
+		c.backups = c.read(c.backupsFn, "backups")
+	}
+	for status, n := range c.sites {
+		ch <- prometheus.MustNewConstMetric(c.sitesDesc, prometheus.GaugeValue, float64(n), status)
+	}
+	for status, n := range c.backups {
+		ch <- prometheus.MustNewConstMetric(c.backupsDesc, prometheus.GaugeValue, float64(n), status)
+	}
+}
+
+func (c *statusCollector) read(fn CountsFunc, source string) map[string]int {
+	if fn == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
+	defer cancel()
+	counts, err := fn(ctx)
+	if err != nil {
+		c.errs.WithLabelValues(source).Inc()
+		return nil
+	}
+	return counts
+}

@@ -1,0 +1,47 @@
+package workers_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/chomhq/chom/metrics"
+	"github.com/chomhq/chom/workers"
+)
+
+// The middleware records each attempt's outcome and passes the handler's error
+// through unchanged. (Outside an asynq server the queue is unknown; the
+// integration test sees the real queue label.)
+func TestObserveTasks(t *testing.T) {
+	t.Parallel()
+	m := metrics.New()
+	boom := errors.New("boom")
+	h := workers.ObserveTasks(m)(asynq.HandlerFunc(func(_ context.Context, t *asynq.Task) error {
+		if string(t.Payload()) == "fail" {
+			return boom
+		}
+		return nil
+	}))
+	for _, p := range []string{"ok", "ok", "fail"} {
+		err := h.ProcessTask(t.Context(), asynq.NewTask("site:provision", []byte(p)))
+		if want := map[string]error{"ok": nil, "fail": boom}[p]; !errors.Is(err, want) || (want == nil && err != nil) {
+			t.Fatalf("payload %s: err = %v, want %v", p, err, want)
+		}
+	}
+	want := `
+# HELP chom_queue_jobs_total Task attempts finished by this worker, by queue, task type and status (succeeded, or failed when the attempt returned an error).
+# TYPE chom_queue_jobs_total counter
+chom_queue_jobs_total{queue="unknown",status="failed",type="site:provision"} 1
+chom_queue_jobs_total{queue="unknown",status="succeeded",type="site:provision"} 2
+# HELP chom_queue_jobs_failed_total Task attempts that returned an error, by queue.
+# TYPE chom_queue_jobs_failed_total counter
+chom_queue_jobs_failed_total{queue="unknown"} 1
+`
+	if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want), "chom_queue_jobs_total", "chom_queue_jobs_failed_total"); err != nil {
+		t.Error(err)
+	}
+}
