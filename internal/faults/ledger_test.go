@@ -266,6 +266,12 @@ func (s *stack) checkLedger() ledger {
 	}
 	got := map[string][]ledgerEvent{} // by operation ID
 	for _, e := range l.events {
+		if !strings.HasPrefix(e.Type, "site.") {
+			// Not an operation's event: the health sweep's vps.health_changed
+			// (a server's first check turns it from unknown to healthy). The
+			// summary line counts them; they name no operation.
+			continue
+		}
 		got[e.OperationID] = append(got[e.OperationID], e)
 	}
 	for _, o := range l.ops {

@@ -148,10 +148,13 @@ func newStack(t *testing.T, cfg stackConfig) *stack {
 		accepted: make(map[string]accepted),
 	}
 	settings := map[string]string{
-		"CHOM_DATABASE_URL":       cfg.DatabaseURL,
-		"CHOM_REDIS_URL":          cfg.RedisURL,
-		"CHOM_LOCAL_ROOT":         root,
-		"CHOM_LISTEN":             "127.0.0.1:0",
+		"CHOM_DATABASE_URL": cfg.DatabaseURL,
+		"CHOM_REDIS_URL":    cfg.RedisURL,
+		"CHOM_LOCAL_ROOT":   root,
+		"CHOM_LISTEN":       "127.0.0.1:0",
+		// Parallel tests run several workers and schedulers at once: each takes
+		// a free port for /metrics instead of the fixed per-process default.
+		"CHOM_METRICS_LISTEN":     "127.0.0.1:0",
 		"CHOM_LOG_FORMAT":         "json",
 		"CHOM_LOG_LEVEL":          "info",
 		"CHOM_DB_MAX_CONNS":       "8",
