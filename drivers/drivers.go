@@ -41,6 +41,13 @@ type Server struct {
 	Hostname  string
 	IPAddress string
 	SSHPort   int
+	// HostKey is the server's pinned SSH host key in authorized_keys form
+	// ("ssh-ed25519 AAAA…"), as in HealthTarget.HostKey. Drivers that reach the
+	// server over SSH refuse any other key (an error wrapping
+	// ErrHostKeyMismatch); empty means none is pinned yet (trust on first use:
+	// Provision returns the key it saw in Result.HostKey). Drivers without SSH
+	// ignore it.
+	HostKey string
 }
 
 // SiteSpec is everything a driver needs to put a site on a server. Values are
@@ -71,7 +78,17 @@ const (
 	StepPHPPool     = "php_pool"
 	StepNginxConfig = "nginx_config"
 	StepReload      = "reload"
+	// StepSystemUser (the site's POSIX user) and StepDatabase (its MariaDB
+	// database and user) are reported by drivers that create them (ssh).
+	StepSystemUser = "system_user"
+	StepDatabase   = "database"
 )
+
+// ErrConfigRejected is wrapped when a server refuses the configuration a driver
+// rendered (nginx -t or php-fpm -t failed). The driver has already put the
+// previous configuration back. It is permanent: the same spec renders the same
+// configuration, so job code should not retry it.
+var ErrConfigRejected = errors.New("drivers: server rejected the site configuration")
 
 // ProgressFunc is called after each completed step; an error returned from it aborts
 // provisioning (used for cancellation / progress persistence).
@@ -95,6 +112,10 @@ type Result struct {
 	SystemUser   string
 	NginxConfig  string // path of the server block
 	PHPPool      string // path of the pool file; empty for html
+	// HostKey is the SSH host key the server presented (authorized_keys form),
+	// for the caller to pin when Server.HostKey was empty; empty for drivers
+	// without SSH.
+	HostKey string
 }
 
 var idPattern = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)

@@ -70,7 +70,7 @@ const (
 // Types returns every event type CHOM emits, each with a JSON Schema in schemas/.
 func Types() []string {
 	return []string{TypeSiteProvisioned, TypeSiteProvisionFailed, TypeSiteDeleted, TypeUsageRecorded,
-		TypeVPSHealthChanged}
+		TypeVPSHealthChanged, TypeBackupCompleted, TypeBackupFailed, TypeBackupRestored, TypeBackupDeleted}
 }
 
 // CloudEvents sources of CHOM's events. A consumer deduplicates on source + ID.

@@ -122,7 +122,32 @@ func emitted(t *testing.T) map[string]models.OutboxEvent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	backup := func(typ string, mod func(*events.BackupEvent)) models.OutboxEvent {
+		e := events.BackupEvent{BackupID: models.NewID(models.PrefixBackup), TenantID: tenantID, SiteID: siteID,
+			BackupType: "full", OperationID: opID, Status: models.BackupStatusCompleted, Format: "tar+gzip",
+			SizeBytes: 4096, SHA256: strings.Repeat("ab", 32), ExpiresAt: at.Add(7 * 24 * time.Hour), OccurredAt: at}
+		if mod != nil {
+			mod(&e)
+		}
+		row, err := events.BackupOutbox(typ, e)
+		if err != nil {
+			t.Fatalf("BackupOutbox(%s): %v", typ, err)
+		}
+		return row
+	}
 	return map[string]models.OutboxEvent{
+		"backup completed": backup(events.TypeBackupCompleted, nil),
+		"backup completed, no expiry": backup(events.TypeBackupCompleted, func(e *events.BackupEvent) {
+			e.ExpiresAt, e.BackupType = time.Time{}, "database"
+		}),
+		"backup failed": backup(events.TypeBackupFailed, func(e *events.BackupEvent) {
+			e.Status, e.SizeBytes, e.SHA256, e.Format, e.ExpiresAt = models.BackupStatusFailed, 0, "", "", time.Time{}
+			e.ErrorCode, e.Error = "backup_failed", "the archive could not be made"
+		}),
+		"backup restored": backup(events.TypeBackupRestored, nil),
+		"backup deleted": backup(events.TypeBackupDeleted, func(e *events.BackupEvent) {
+			e.Status, e.SHA256, e.Format, e.ExpiresAt = models.BackupStatusDeleted, "", "", time.Time{}
+		}),
 		"vps down":        down,
 		"vps degraded":    up,
 		"provisioned php": build(events.TypeSiteProvisioned, siteEvent(nil)),
@@ -189,6 +214,12 @@ func TestSchemasRefuseBadData(t *testing.T) {
 		{"wrong status", "deleted", func(m map[string]any) { m["status"] = "active" }},
 		{"unknown site_type", "provisioned php", func(m map[string]any) { m["site_type"] = "django" }},
 		{"failure without code", "provision failed", func(m map[string]any) { delete(m, "error_code") }},
+		{"backup unknown field", "backup completed", func(m map[string]any) { m["path"] = "/srv" }},
+		{"backup bad sha256", "backup completed", func(m map[string]any) { m["sha256"] = "xyz" }},
+		{"backup empty archive", "backup completed", func(m map[string]any) { m["size_bytes"] = 0 }},
+		{"backup bad type", "backup completed", func(m map[string]any) { m["backup_type"] = "everything" }},
+		{"backup failed without code", "backup failed", func(m map[string]any) { delete(m, "error_code") }},
+		{"backup deleted wrong status", "backup deleted", func(m map[string]any) { m["status"] = "completed" }},
 		{"vps unknown status", "vps down", func(m map[string]any) { m["to"] = "sick" }},
 		{"vps without reason", "vps down", func(m map[string]any) { delete(m, "reason") }},
 		{"vps disk over 100%", "vps degraded", func(m map[string]any) {

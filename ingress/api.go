@@ -95,6 +95,9 @@ type Config struct {
 	// at GET /metrics (outside /api/v1, for Prometheus). Optional: nil means no
 	// metrics and no /metrics route.
 	Metrics *metrics.Metrics
+	// Backups configures the backup routes (download links, archive streaming,
+	// default retention). The zero value works: links signed with a random key.
+	Backups BackupConfig
 }
 
 // Validate reports every missing dependency.
@@ -135,6 +138,7 @@ type API struct {
 	engine         *gin.Engine
 	// opsReadOnly is whether a read-only ops UI exists for ops-scope tokens.
 	opsReadOnly bool
+	backups     *backupRoutes
 }
 
 // New builds the API and its routes.
@@ -179,6 +183,10 @@ func New(cfg Config) (*API, error) {
 		a.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst, cfg.Now)
 	}
 	a.opsReadOnly = cfg.OpsUIReadOnly != nil
+	var err error
+	if a.backups, err = newBackupRoutes(cfg.Backups); err != nil {
+		return nil, err
+	}
 	a.engine = a.routes(cfg.OpsUI, cfg.OpsUIReadOnly)
 	return a, nil
 }
@@ -222,6 +230,18 @@ func (a *API) routes(opsUI, opsUIReadOnly http.Handler) *gin.Engine {
 	write.POST("/operations/:id/cancel", a.cancelOperation)
 
 	read.GET("/usage", a.listUsage)
+
+	write.POST("/sites/:id/backups", a.createBackup)
+	read.GET("/sites/:id/backups", a.listBackups)
+	write.PUT("/sites/:id/backup-schedule", a.putBackupSchedule)
+	read.GET("/sites/:id/backup-schedule", a.getBackupSchedule)
+	write.DELETE("/sites/:id/backup-schedule", a.deleteBackupSchedule)
+	read.GET("/backups/:id", a.getBackup)
+	write.DELETE("/backups/:id", a.deleteBackup)
+	write.POST("/backups/:id/restore", a.restoreBackup)
+	read.GET("/backups/:id/download", a.backupDownload)
+	// The signed link is the credential: no bearer token.
+	v1.GET("/backups/:id/archive", a.backupArchive)
 
 	admin.POST("/vps", a.registerVPS)
 	admin.GET("/vps", a.listVPS)

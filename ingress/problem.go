@@ -110,6 +110,10 @@ func (a *API) fail(c *gin.Context, err error) {
 	case errors.Is(err, models.ErrNotFound):
 		writeProblem(c, Problem{Type: problemNotFound, Title: "Not found", Status: http.StatusNotFound, Detail: "no such resource"})
 	case errors.As(err, &conflictErr):
+		if conflictErr.OperationID != "" {
+			// The operation in the way is where the caller waits before trying again.
+			c.Header("Location", "/api/v1/operations/"+conflictErr.OperationID)
+		}
 		writeProblem(c, Problem{Type: problemConflict, Title: "Conflict", Status: http.StatusConflict,
 			Detail: conflictErr.Reason, OperationID: conflictErr.OperationID})
 	case errors.Is(err, models.ErrIdempotencyMismatch):

@@ -65,7 +65,8 @@ var errCancelled = errors.New("operation cancelled")
 
 // permanent reports whether err can never succeed on retry.
 func permanent(err error) bool {
-	return errors.Is(err, drivers.ErrInvalidSpec) || errors.Is(err, models.ErrNotFound) || errors.Is(err, asynq.SkipRetry)
+	return errors.Is(err, drivers.ErrInvalidSpec) || errors.Is(err, drivers.ErrConfigRejected) ||
+		errors.Is(err, drivers.ErrHostKeyMismatch) || errors.Is(err, models.ErrNotFound) || errors.Is(err, asynq.SkipRetry)
 }
 
 // errorCode classifies err for the operation's error object.

@@ -93,6 +93,14 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return h.fail(ctx, log, op, site, &spec, err)
 	}
+	if vps.HostKey == "" && res.HostKey != "" {
+		// Trust on first use: the first key a server shows is pinned, and every
+		// later connection (provisioning, backups, health checks) must see it.
+		if err := h.d.Store.PinHostKey(ctx, vps.ID, res.HostKey); err != nil {
+			return err
+		}
+		log.InfoContext(ctx, "pinned the server's SSH host key on first use", "vps_id", vps.ID)
+	}
 	event, err := events.SiteOutbox(events.TypeSiteProvisioned, siteEvent(site, op, vps.ID, models.SiteStatusActive, "", ""))
 	if err != nil {
 		return skipRetry(err)
@@ -118,6 +126,13 @@ func (h *ProvisionSite) fail(ctx context.Context, log *slog.Logger, op *models.O
 	}
 	if ctx.Err() != nil {
 		return cause // shutting down or timed out: asynq retries it
+	}
+	if errors.Is(cause, drivers.ErrDeferred) {
+		// Breaker open or limit reached: nothing ran on the server, and the
+		// worker reschedules the task without counting a retry, even on the
+		// last attempt, so nothing is undone or failed here.
+		log.InfoContext(ctx, "provision deferred", "error", cause)
+		return cause
 	}
 	if !permanent(cause) && !finalAttempt(ctx) {
 		log.WarnContext(ctx, "provision attempt failed; will retry", "error", cause)
@@ -233,7 +248,7 @@ func (h *DeprovisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error 
 			return err
 		}
 		if err := h.d.Provisioner.Deprovision(ctx, siteSpec(site, vps)); err != nil {
-			if ctx.Err() == nil && (permanent(err) || finalAttempt(ctx)) {
+			if ctx.Err() == nil && !errors.Is(err, drivers.ErrDeferred) && (permanent(err) || finalAttempt(ctx)) {
 				_, ferr := h.d.Store.AbandonDeprovision(ctx, op.ID, site.ID, payload.PreviousStatus,
 					models.Outcome{Status: models.OpFailed, ErrorCode: "deprovisioning_failed", ErrorMessage: publicMessage(err)}, nil)
 				h.d.Notifier.OperationChanged(ctx, op.ID)
@@ -265,7 +280,7 @@ func siteSpec(site *models.Site, vps *models.VPSServer) drivers.SiteSpec {
 	return drivers.SiteSpec{
 		ID: site.ID, TenantID: site.TenantID, Domain: site.Domain, SiteType: site.SiteType,
 		PHPVersion: site.PHPVersion,
-		Server:     drivers.Server{ID: vps.ID, Hostname: vps.Hostname, IPAddress: vps.IPAddress, SSHPort: vps.SSHPort},
+		Server:     drivers.Server{ID: vps.ID, Hostname: vps.Hostname, IPAddress: vps.IPAddress, SSHPort: vps.SSHPort, HostKey: vps.HostKey},
 	}
 }
 

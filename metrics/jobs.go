@@ -6,6 +6,10 @@ import "time"
 const (
 	JobSucceeded = "succeeded"
 	JobFailed    = "failed"
+	// JobDeferred is an attempt put off before it reached its server (an open
+	// per-VPS breaker or a full concurrency limit): not a failure, no retry
+	// spent, the task runs again shortly.
+	JobDeferred = "deferred"
 )
 
 // QueueUnknown is the queue label of a task whose queue the worker could not
@@ -25,5 +29,15 @@ func (m *Metrics) ObserveJob(queue, taskType string, d time.Duration, err error)
 		m.jobsFailed.WithLabelValues(queue).Inc()
 	}
 	m.jobs.WithLabelValues(queue, taskType, status).Inc()
+	m.jobDuration.WithLabelValues(queue, taskType).Observe(d.Seconds())
+}
+
+// ObserveDeferred records one task attempt of taskType on queue that was put
+// off after d (status deferred); it does not count as failed.
+func (m *Metrics) ObserveDeferred(queue, taskType string, d time.Duration) {
+	if queue == "" {
+		queue = QueueUnknown
+	}
+	m.jobs.WithLabelValues(queue, taskType, JobDeferred).Inc()
 	m.jobDuration.WithLabelValues(queue, taskType).Observe(d.Seconds())
 }

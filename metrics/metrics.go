@@ -80,7 +80,7 @@ func New() *Metrics {
 	m.httpInFlight = gauge(m, "chom_http_requests_in_flight", "HTTP requests being served now.")
 
 	m.jobs = counterVec(m, "chom_queue_jobs_total",
-		"Task attempts finished by this worker, by queue, task type and status (succeeded, or failed when the attempt returned an error).",
+		"Task attempts finished by this worker, by queue, task type and status (succeeded; failed when the attempt returned an error; deferred when a breaker or limit put it off).",
 		"queue", "type", "status")
 	m.jobDuration = histogramVec(m, "chom_queue_jobs_duration_seconds", "Time one task attempt took, by queue and task type.",
 		jobBuckets, "queue", "type")

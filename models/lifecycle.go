@@ -134,6 +134,10 @@ func (s *Store) CancelOperation(ctx context.Context, tenantID, opID string) (*Ca
 			done, err = s.abandonPendingProvision(ctx, op.ID, op.TargetID, cancelled)
 		case OpTypeSiteDeprovision:
 			done, err = s.abandonPendingDeprovision(ctx, op.ID, op.TargetID, payload.PreviousStatus, cancelled)
+		case OpTypeBackupCreate, OpTypeBackupRestore, OpTypeBackupDelete:
+			var bp BackupPayload
+			_ = json.Unmarshal([]byte(op.Payload), &bp)
+			done, err = s.abandonPendingBackupOp(ctx, op, bp, cancelled)
 		default:
 			done, err = s.finishIfPending(ctx, op.ID, cancelled)
 		}

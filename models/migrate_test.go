@@ -13,12 +13,12 @@ import (
 
 // schemaTables are the tables of every migration, sorted.
 var schemaTables = []string{
-	"api_tokens", "audit_logs", "idempotency_keys", "invoice_lines", "invoices", "operations", "outbox_events",
+	"api_tokens", "audit_logs", "backup_schedules", "idempotency_keys", "invoice_lines", "invoices", "operations", "outbox_events",
 	"processed_events", "site_backups", "sites", "tenants", "usage_records", "users", "vps_health_checks", "vps_servers",
 }
 
 // migrationNames are the versions of every migration, in order.
-var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002"}
+var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003"}
 
 // keyIndexes are indexes the queries of this package rely on.
 var keyIndexes = []string{
@@ -27,6 +27,7 @@ var keyIndexes = []string{
 	"invoices_tenant_period_key", "invoice_lines_event_key", "outbox_events_published_idx",
 	"vps_health_checks_key", "vps_health_checks_vps_idx",
 	"usage_records_period_key", "usage_records_tenant_id_idx",
+	"backup_schedules_site_key", "backup_schedules_due_idx", "site_backups_schedule_idx",
 }
 
 // tables lists the schema's tables of ours (bun's migration tables left out), sorted.

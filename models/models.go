@@ -120,22 +120,29 @@ type Site struct {
 	DeletedAt    *time.Time `bun:"deleted_at" json:"deleted_at,omitempty"`
 }
 
-// SiteBackup is an archive of a site's files and database.
+// SiteBackup is an archive of a site's files and database (see backups.go for
+// its statuses and life cycle).
 type SiteBackup struct {
 	bun.BaseModel `bun:"table:site_backups"`
 
-	ID            string     `bun:"id,pk"`
-	TenantID      string     `bun:"tenant_id"`
-	SiteID        string     `bun:"site_id"`
-	BackupType    string     `bun:"backup_type"`
-	Status        string     `bun:"status"`
-	SizeBytes     int64      `bun:"size_bytes"`
-	SHA256        string     `bun:"sha256"`
-	StorageKey    string     `bun:"storage_key"`
-	RetentionDays int        `bun:"retention_days"`
-	ExpiresAt     *time.Time `bun:"expires_at"`
-	CreatedAt     time.Time  `bun:"created_at"`
-	CompletedAt   *time.Time `bun:"completed_at"`
+	ID            string     `bun:"id,pk" json:"id"`
+	TenantID      string     `bun:"tenant_id" json:"-"`
+	SiteID        string     `bun:"site_id" json:"site_id"`
+	BackupType    string     `bun:"backup_type" json:"type"`
+	Status        string     `bun:"status" json:"status"`
+	Format        string     `bun:"format" json:"format"`
+	SizeBytes     int64      `bun:"size_bytes" json:"size_bytes"`
+	SHA256        string     `bun:"sha256" json:"sha256,omitempty"`
+	StorageKey    string     `bun:"storage_key" json:"-"`
+	RetentionDays int        `bun:"retention_days" json:"retention_days"`
+	OperationID   *string    `bun:"operation_id" json:"operation_id"`
+	ScheduleID    *string    `bun:"schedule_id" json:"schedule_id,omitempty"`
+	Error         string     `bun:"error" json:"error,omitempty"`
+	ExpiresAt     *time.Time `bun:"expires_at" json:"expires_at,omitempty"`
+	CreatedAt     time.Time  `bun:"created_at" json:"created_at"`
+	CompletedAt   *time.Time `bun:"completed_at" json:"completed_at,omitempty"`
+	RestoredAt    *time.Time `bun:"restored_at" json:"restored_at,omitempty"`
+	DeletedAt     *time.Time `bun:"deleted_at" json:"deleted_at,omitempty"`
 }
 
 // Operation statuses. Status only moves forward: pending → running → one of the

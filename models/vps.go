@@ -198,3 +198,16 @@ func releaseSlot(ctx context.Context, tx bun.Tx, siteID string, now any) error {
 	}
 	return nil
 }
+
+// PinHostKey records key (authorized_keys form) as the SSH host key of server
+// vpsID when none is pinned yet (trust on first use); a key already pinned is
+// never replaced, so a later, different key stays a mismatch.
+func (s *Store) PinHostKey(ctx context.Context, vpsID, key string) error {
+	_, err := s.db.NewUpdate().Model((*VPSServer)(nil)).
+		Set("host_key = ?", key).Set("updated_at = ?", s.now()).
+		Where("id = ? AND host_key = ''", vpsID).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("pin host key of %s: %w", vpsID, err)
+	}
+	return nil
+}

@@ -293,3 +293,29 @@ func TestAssignVPSRace(t *testing.T) {
 		}
 	})
 }
+
+// The first host key is pinned; a later, different one never replaces it.
+func TestPinHostKey(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s := setup(t, db)
+		v, _, err := s.RegisterVPS(ctx, models.Accept{}, models.RegisterVPSParams{Hostname: "pin.example", IPAddress: "192.0.2.9",
+			SSHPort: 22, Provider: "p", Region: "r", Allocation: models.AllocationShared, SiteCapacity: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{"ssh-ed25519 FIRST", "ssh-ed25519 SECOND"} {
+			if err := s.PinHostKey(ctx, v.ID, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.GetVPS(ctx, v.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.HostKey != "ssh-ed25519 FIRST" {
+			t.Errorf("host key %q, want the first one pinned", got.HostKey)
+		}
+	})
+}

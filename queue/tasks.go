@@ -91,6 +91,10 @@ var specs = map[string]struct {
 	// An on-demand health check: a few retries (a worker may die mid-check),
 	// then the operation fails; the next sweep checks the server anyway.
 	models.OpTypeVPSHealthCheck: {TypeVPSHealthCheck, TaskSpec{Queue: QueueDefault, MaxRetry: 2, Timeout: time.Minute}},
+	// Backups (queue/backups.go holds their defaults).
+	models.OpTypeBackupCreate:  {TypeBackupCreate, backupCreateSpec},
+	models.OpTypeBackupRestore: {TypeBackupRestore, backupRestoreSpec},
+	models.OpTypeBackupDelete:  {TypeBackupDelete, backupDeleteSpec},
 }
 
 // SpecFor returns the task type and defaults that carry out an operation type.

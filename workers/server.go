@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chomhq/chom/drivers"
 	"github.com/chomhq/chom/jobs"
 	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/queue"
@@ -33,11 +34,20 @@ type Config struct {
 	// like the health handlers, and set by `chom worker` for the same reason.
 	MeterSweep *jobs.MeterSweep
 	Meter      *jobs.MeterUsage
+	// Backups handles backup:create, backup:restore, backup:delete,
+	// backup:prune and backup:schedules. Optional like the health handlers,
+	// and set by `chom worker`.
+	Backups *jobs.Backups
 	// Concurrency is how many tasks run at once in this process. Default 20.
 	Concurrency int
 	// RetryBase and RetryMax bound the exponential backoff between attempts.
 	// Defaults 2s and 5m.
 	RetryBase, RetryMax time.Duration
+	// DeferDelay is about how long a deferred task (drivers.ErrDeferred: its
+	// server's breaker is open or a concurrency limit is reached) waits before
+	// it runs again; each wait is drawn from [DeferDelay/2, 3·DeferDelay/2) so
+	// deferred tasks spread out. It costs no retry. Default 2s.
+	DeferDelay time.Duration
 	// PollInterval is how often an idle worker checks the queues for new tasks,
 	// and RetryCheckInterval how often it moves due retries back to pending.
 	// Defaults 250ms and 1s: the delay a caller sees between accept and pick-up.
@@ -89,6 +99,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
+	if cfg.DeferDelay <= 0 {
+		cfg.DeferDelay = 2 * time.Second
+	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 250 * time.Millisecond
 	}
@@ -104,13 +117,18 @@ func New(cfg Config) (*Server, error) {
 	srv := asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   queue.Weights(),
-		RetryDelayFunc:           Backoff(cfg.RetryBase, cfg.RetryMax),
+		RetryDelayFunc:           RetryDelay(cfg.RetryBase, cfg.RetryMax, cfg.DeferDelay),
+		IsFailure:                IsFailure,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		TaskCheckInterval:        cfg.PollInterval,
 		DelayedTaskCheckInterval: cfg.RetryCheckInterval,
 		Logger:                   asynqLogger{cfg.Logger.With("component", "asynq")},
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
 			retried, _ := asynq.GetRetryCount(ctx)
+			if !IsFailure(err) {
+				tlog.InfoContext(withTaskIDs(ctx, t), "task deferred", "task_type", t.Type(), "retried", retried, "error", err)
+				return
+			}
 			tlog.WarnContext(withTaskIDs(ctx, t), "task failed", "task_type", t.Type(), "retried", retried, "error", err)
 		}),
 	})
@@ -133,6 +151,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Meter != nil {
 		mux.Handle(queue.TypeUsageMeter, cfg.Meter)
+	}
+	if b := cfg.Backups; b != nil {
+		mux.Handle(queue.TypeBackupCreate, b.Create)
+		mux.Handle(queue.TypeBackupRestore, b.Restore)
+		mux.Handle(queue.TypeBackupDelete, b.Delete)
+		mux.Handle(queue.TypeBackupPrune, b.Prune)
+		mux.Handle(queue.TypeBackupSchedules, b.Schedules)
 	}
 	return &Server{srv: srv, mux: mux, log: cfg.Logger}, nil
 }
@@ -159,6 +184,31 @@ func Backoff(base, maxDelay time.Duration) asynq.RetryDelayFunc {
 			d = maxDelay
 		}
 		return base/2 + time.Duration(rand.Int64N(int64(d)))
+	}
+}
+
+// IsFailure reports whether err, returned by a task handler, is a failure that
+// costs the task a retry. An error wrapping drivers.ErrDeferred is not: the
+// call was refused before it reached the server (its breaker is open, or the
+// server or tenant runs as many jobs as it may), so asynq reschedules the task
+// without raising its retry count, after RetryDelay's short delay. A task
+// meeting an open breaker for longer than its retries would last thus waits
+// for the server instead of failing; each half-open probe that fails is a real
+// failure and does count.
+func IsFailure(err error) bool {
+	return err != nil && !errors.Is(err, drivers.ErrDeferred)
+}
+
+// RetryDelay is the RetryDelayFunc of a worker: a deferred task (see
+// IsFailure) waits a random time in [deferDelay/2, 3·deferDelay/2); any other
+// failure waits Backoff(base, maxDelay).
+func RetryDelay(base, maxDelay, deferDelay time.Duration) asynq.RetryDelayFunc {
+	backoff := Backoff(base, maxDelay)
+	return func(n int, err error, t *asynq.Task) time.Duration {
+		if err != nil && !IsFailure(err) {
+			return deferDelay/2 + time.Duration(rand.Int64N(int64(max(deferDelay, 1))))
+		}
+		return backoff(n, err, t)
 	}
 }
 

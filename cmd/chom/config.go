@@ -66,8 +66,32 @@ type config struct {
 	SSHKeyFile  string
 	SSHUser     string
 	// HealthBreakerFailures and HealthBreakerOpen configure the per-VPS breakers.
+	// One breaker per server guards health probes and jobs alike.
 	HealthBreakerFailures int
 	HealthBreakerOpen     time.Duration
+
+	// Backups (jobs/backups.go, ingress/backups.go): the filesystem store's
+	// directory, the key that signs download links and their lifetime, the
+	// default retention, and how often prune and the schedule sweep run.
+	BackupStore string
+	BackupDir   string
+	// S3 is the S3-compatible bucket of CHOM_BACKUP_STORE=s3.
+	S3Endpoint, S3Bucket, S3AccessKey, S3SecretKey, S3Region, S3Prefix string
+	S3TLS                                                              bool
+	BackupSigningKey                                                   string
+	BackupLinkTTL                                                      time.Duration
+	BackupRetention                                                    int
+	BackupPruneEvery                                                   time.Duration
+	BackupScheduleEvery                                                time.Duration
+
+	// Protection of the servers (workers/limits): at most VPSMaxJobs jobs on
+	// one server and TenantMaxJobs of one tenant at once, fleet-wide; a held
+	// slot frees itself JobSlotLease after its worker died; a task deferred by
+	// a limit or an open breaker runs again after about JobDeferDelay.
+	VPSMaxJobs    int
+	TenantMaxJobs int
+	JobSlotLease  time.Duration
+	JobDeferDelay time.Duration
 }
 
 // loadConfig reads the environment, collecting every bad value into one error.
@@ -177,11 +201,31 @@ func loadConfig(getenv func(string) string) (config, error) {
 			DiskPercentUnhealthy: nonNegative("CHOM_HEALTH_DISK_PERCENT_UNHEALTHY", 95),
 		},
 		LocalHealthURL:        getenv("CHOM_LOCAL_HEALTH_URL"),
-		HealthProbe:           str("CHOM_HEALTH_PROBE", "local"),
+		HealthProbe:           str("CHOM_HEALTH_PROBE", str("CHOM_DRIVER", "local")),
 		SSHKeyFile:            getenv("CHOM_SSH_KEY_FILE"),
 		SSHUser:               str("CHOM_SSH_USER", "root"),
 		HealthBreakerFailures: num("CHOM_HEALTH_BREAKER_FAILURES", 3),
 		HealthBreakerOpen:     dur("CHOM_HEALTH_BREAKER_OPEN", 5*time.Minute),
+
+		BackupStore:         str("CHOM_BACKUP_STORE", "fs"),
+		BackupDir:           getenv("CHOM_BACKUP_DIR"),
+		S3Endpoint:          getenv("CHOM_S3_ENDPOINT"),
+		S3Bucket:            getenv("CHOM_S3_BUCKET"),
+		S3AccessKey:         getenv("CHOM_S3_ACCESS_KEY"),
+		S3SecretKey:         getenv("CHOM_S3_SECRET_KEY"),
+		S3Region:            getenv("CHOM_S3_REGION"),
+		S3Prefix:            getenv("CHOM_S3_PREFIX"),
+		S3TLS:               boolean("CHOM_S3_TLS", true),
+		BackupSigningKey:    getenv("CHOM_BACKUP_SIGNING_KEY"),
+		BackupLinkTTL:       dur("CHOM_BACKUP_LINK_TTL", 5*time.Minute),
+		BackupRetention:     num("CHOM_BACKUP_DEFAULT_RETENTION", 30),
+		BackupPruneEvery:    dur("CHOM_BACKUP_PRUNE_INTERVAL", time.Hour),
+		BackupScheduleEvery: dur("CHOM_BACKUP_SCHEDULE_INTERVAL", 15*time.Minute),
+
+		VPSMaxJobs:    num("CHOM_VPS_MAX_JOBS", 4),
+		TenantMaxJobs: num("CHOM_TENANT_MAX_JOBS", 8),
+		JobSlotLease:  dur("CHOM_JOB_SLOT_LEASE", 30*time.Second),
+		JobDeferDelay: dur("CHOM_JOB_DEFER_DELAY", 2*time.Second),
 	}
 	switch {
 	case c.HealthProbe != "local" && c.HealthProbe != "ssh":
@@ -193,12 +237,42 @@ func loadConfig(getenv func(string) string) (config, error) {
 		errs = append(errs, fmt.Errorf("CHOM_HEALTH_BREAKER_FAILURES=%d, CHOM_HEALTH_BREAKER_OPEN=%s: both must be positive",
 			c.HealthBreakerFailures, c.HealthBreakerOpen))
 	}
+	if c.VPSMaxJobs <= 0 || c.TenantMaxJobs <= 0 {
+		errs = append(errs, fmt.Errorf("CHOM_VPS_MAX_JOBS=%d, CHOM_TENANT_MAX_JOBS=%d: both must be positive",
+			c.VPSMaxJobs, c.TenantMaxJobs))
+	}
+	if c.JobSlotLease < time.Second || c.JobDeferDelay <= 0 {
+		errs = append(errs, fmt.Errorf("CHOM_JOB_SLOT_LEASE=%s, CHOM_JOB_DEFER_DELAY=%s: want a lease of at least 1s and a positive delay",
+			c.JobSlotLease, c.JobDeferDelay))
+	}
 	if err := c.HealthThresholds.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("CHOM_HEALTH_*: %w", err))
 	}
 	if c.HealthInterval < time.Second || c.HealthCheckTimeout <= 0 || c.HealthCheckTimeout >= c.HealthInterval {
 		errs = append(errs, fmt.Errorf("CHOM_HEALTH_INTERVAL=%s, CHOM_HEALTH_CHECK_TIMEOUT=%s: want an interval of at least 1s and a timeout shorter than it",
 			c.HealthInterval, c.HealthCheckTimeout))
+	}
+	switch c.BackupStore {
+	case "fs":
+	case "s3":
+		if c.S3Endpoint == "" || c.S3Bucket == "" || c.S3AccessKey == "" || c.S3SecretKey == "" {
+			errs = append(errs, errors.New("CHOM_BACKUP_STORE=s3 needs CHOM_S3_ENDPOINT, CHOM_S3_BUCKET, CHOM_S3_ACCESS_KEY and CHOM_S3_SECRET_KEY"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("CHOM_BACKUP_STORE=%q: want fs (a directory, CHOM_BACKUP_DIR) or s3 (CHOM_S3_*)", c.BackupStore))
+	}
+	if k := c.BackupSigningKey; k != "" && len(k) < 32 {
+		errs = append(errs, fmt.Errorf("CHOM_BACKUP_SIGNING_KEY: %d characters; want at least 32 (e.g. openssl rand -hex 32)", len(k)))
+	}
+	if c.BackupLinkTTL < time.Second || c.BackupLinkTTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("CHOM_BACKUP_LINK_TTL=%s: want 1s to 24h", c.BackupLinkTTL))
+	}
+	if c.BackupRetention > 3650 {
+		errs = append(errs, fmt.Errorf("CHOM_BACKUP_DEFAULT_RETENTION=%d: want 1 to 3650 days", c.BackupRetention))
+	}
+	if c.BackupPruneEvery < time.Minute || c.BackupScheduleEvery < time.Minute {
+		errs = append(errs, fmt.Errorf("CHOM_BACKUP_PRUNE_INTERVAL=%s, CHOM_BACKUP_SCHEDULE_INTERVAL=%s: want at least 1m",
+			c.BackupPruneEvery, c.BackupScheduleEvery))
 	}
 	if c.MeteringEvery < time.Minute {
 		errs = append(errs, fmt.Errorf("CHOM_METERING_INTERVAL=%s: want at least 1m", c.MeteringEvery))
@@ -220,8 +294,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("CHOM_LOG_FORMAT=%q: want json or text", c.LogFormat))
 	}
-	if c.Driver != "local" {
-		errs = append(errs, fmt.Errorf("CHOM_DRIVER=%q: only \"local\" is available in this build", c.Driver))
+	switch {
+	case c.Driver != "local" && c.Driver != "ssh":
+		errs = append(errs, fmt.Errorf("CHOM_DRIVER=%q: want local or ssh", c.Driver))
+	case c.Driver == "ssh" && c.SSHKeyFile == "":
+		errs = append(errs, errors.New("CHOM_DRIVER=ssh needs CHOM_SSH_KEY_FILE (the private key the driver logs in with)"))
 	}
 	return c, errors.Join(errs...)
 }

@@ -59,6 +59,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if c.DatabaseURL == "" {
 		c.DatabaseURL = "sqlite://" + filepath.Join(dir, "chom.db")
 	}
+	if c.BackupDir == "" {
+		c.BackupDir = filepath.Join(dir, "backups")
+	}
 	if c.RedisURL == "" {
 		mr := miniredis.NewMiniRedis()
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {

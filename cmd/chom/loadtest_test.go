@@ -57,6 +57,11 @@ func TestLoadtestSustained(t *testing.T) {
 	if !l.Tracked || l.Accepted == 0 || !l.OK() || l.ByStatus["succeeded"] != l.Accepted {
 		t.Errorf("ledger %+v: want every accepted operation succeeded", l)
 	}
+	// The mix's backup step runs against the in-process stack (archives in its
+	// temp local root) and its operations are in the ledger above.
+	if !strings.HasPrefix(s.Backup, "available:") {
+		t.Errorf("backup step %q, want it available", s.Backup)
+	}
 	if s.Overall.Requests == 0 || s.Overall.Errors.Total != 0 {
 		t.Errorf("sustained: %d requests, errors %s", s.Overall.Requests, s.Overall.Errors)
 	}

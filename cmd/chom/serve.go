@@ -42,7 +42,11 @@ func runWorker(ctx context.Context, stderr io.Writer, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	if err := c.require("CHOM_DATABASE_URL", "CHOM_REDIS_URL", "CHOM_LOCAL_ROOT"); err != nil {
+	need := []string{"CHOM_DATABASE_URL", "CHOM_REDIS_URL"}
+	if c.Driver == "local" {
+		need = append(need, "CHOM_LOCAL_ROOT")
+	}
+	if err := c.require(need...); err != nil {
 		return err
 	}
 	log := newLogger(stderr, c).With("process", "worker")

@@ -27,6 +27,7 @@ import (
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
 	"github.com/chomhq/chom/workers"
+	"github.com/chomhq/chom/workers/limits"
 )
 
 // newLogger builds the process logger from the config.
@@ -47,6 +48,10 @@ type backends struct {
 	store   *models.Store
 	redis   redis.UniversalClient
 	metrics *metrics.Metrics
+	// breakers and limiter protect every call to a server (protection.go);
+	// built on first use and shared by the worker's jobs and health probe.
+	breakers *breaker.Registry
+	limiter  *limits.Limiter
 }
 
 func (b *backends) Close() {
@@ -102,6 +107,13 @@ func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher, acc
 		opsUI = queue.NewOpsUI(opt, false, c.PrometheusURL)
 		opsUIReadOnly = queue.NewOpsUI(opt, true, c.PrometheusURL)
 	}
+	backupCfg, err := backupAPIConfig(c, "")
+	if err != nil {
+		return nil, err
+	}
+	if c.BackupSigningKey == "" {
+		log.Info("CHOM_BACKUP_SIGNING_KEY is not set: backup download links are signed with a random key and work only on this process")
+	}
 	gin.SetMode(gin.ReleaseMode)
 	return ingress.New(ingress.Config{
 		Store:         b.store,
@@ -120,6 +132,7 @@ func newAPI(c config, b *backends, log *slog.Logger, watcher *queue.Watcher, acc
 		// "default", so map it.
 		OperationCacheTTL: cacheTTL(c.OpCacheTTL),
 		RateBurst:         c.RateBurst,
+		Backups:           backupCfg,
 	})
 }
 
@@ -166,7 +179,7 @@ func newScheduler(c config, log *slog.Logger) (*workers.Scheduler, error) {
 // schedule is the scheduler's table: every periodic task and its interval
 // (each interval is a CHOM_* setting; see the README).
 func schedule(c config) []workers.Periodic {
-	return []workers.Periodic{
+	return append([]workers.Periodic{
 		{Name: "reconcile", Every: c.ReconcileEvery, NewTask: func(time.Time) (*asynq.Task, error) { return queue.NewReconcileTask(), nil }},
 		{Name: "health_sweep", Every: c.HealthInterval, NewTask: func(p time.Time) (*asynq.Task, error) {
 			return queue.NewHealthSweepTask(p, c.HealthInterval)
@@ -175,7 +188,7 @@ func schedule(c config) []workers.Periodic {
 		{Name: "metering", Every: c.MeteringEvery, NewTask: func(p time.Time) (*asynq.Task, error) {
 			return queue.NewUsageMeterSweepTask(p, c.MeteringEvery)
 		}},
-	}
+	}, backupSchedule(c)...)
 }
 
 // cacheTTL maps CHOM_OPERATION_CACHE_TTL=0 (off) to the API's "disabled" value.
@@ -194,16 +207,21 @@ func newAcceptor(c config, b *backends, log *slog.Logger) (*models.SiteAcceptor,
 
 // newWorker builds a worker server over b with the local driver rooted at root.
 func newWorker(c config, b *backends, log *slog.Logger, root string) (*workers.Server, error) {
-	// The local health probe reports a missing root as an unreachable server, so
-	// the root exists before the first health check, not only after the first site.
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return nil, fmt.Errorf("local driver root: %w", err)
-	}
-	prov, err := local.New(local.Config{Root: root, Logger: log.With("component", "driver")})
+	drv, err := newDriver(c, log, root)
 	if err != nil {
 		return nil, err
 	}
-	deps := jobs.Deps{Store: b.store, Provisioner: prov, Notifier: queue.NewNotifier(b.redis), Logger: log}
+	jobProv, err := protectProvisioner(c, b, log, drv.prov)
+	if err != nil {
+		return nil, err
+	}
+	deps := jobs.Deps{Store: b.store, Provisioner: jobProv, Notifier: queue.NewNotifier(b.redis), Logger: log}
+	// newBackupJobs puts the driver's BackupSource behind the same breakers and
+	// limits as provisioning.
+	backups, err := newBackupJobs(c, b, log, drv.backups, root)
+	if err != nil {
+		return nil, err
+	}
 	provision, err := jobs.NewProvisionSite(deps)
 	if err != nil {
 		return nil, err
@@ -223,24 +241,31 @@ func newWorker(c config, b *backends, log *slog.Logger, root string) (*workers.S
 	if err != nil {
 		return nil, err
 	}
-	meterSweep, err := jobs.NewMeterSweep(jobs.MeterSweepConfig{Store: b.store, Enqueuer: queue.NewEnqueuer(b.redis),
-		Logger: log.With("component", "metering")})
-	if err != nil {
-		return nil, err
-	}
-	meter, err := jobs.NewMeterUsage(jobs.MeterUsageConfig{Store: b.store, Probe: prov, Logger: log.With("component", "metering")})
-	if err != nil {
-		return nil, err
-	}
-	if b.metrics != nil {
-		b.metrics.TrackUsage(func() map[string]uint64 { return meter.Stats().Records }, func() map[string]uint64 { return meter.Stats().Runs })
+	// Metering measures through the driver's UsageProbe; a driver without one
+	// (ssh, for now) leaves usage tasks to workers that have it.
+	var meterSweep *jobs.MeterSweep
+	var meter *jobs.MeterUsage
+	if drv.usage != nil {
+		if meterSweep, err = jobs.NewMeterSweep(jobs.MeterSweepConfig{Store: b.store, Enqueuer: queue.NewEnqueuer(b.redis),
+			Logger: log.With("component", "metering")}); err != nil {
+			return nil, err
+		}
+		if meter, err = jobs.NewMeterUsage(jobs.MeterUsageConfig{Store: b.store, Probe: drv.usage, Logger: log.With("component", "metering")}); err != nil {
+			return nil, err
+		}
+		if b.metrics != nil {
+			b.metrics.TrackUsage(func() map[string]uint64 { return meter.Stats().Records }, func() map[string]uint64 { return meter.Stats().Runs })
+		}
+	} else {
+		log.Warn("the driver cannot measure usage; usage tasks are not handled by this worker", "driver", c.Driver)
 	}
 	return workers.New(workers.Config{
 		Redis: b.redis, Logger: log, Provision: provision, Deprovision: deprovision, Reconciler: reconciler,
 		HealthSweep: sweep, HealthCheck: check,
-		MeterSweep: meterSweep, Meter: meter,
+		MeterSweep: meterSweep, Meter: meter, Backups: backups,
 		Concurrency: c.Concurrency, RetryBase: c.RetryBase, RetryMax: c.RetryMax, ShutdownTimeout: c.ShutdownTimeout,
-		Metrics: b.metrics,
+		DeferDelay: c.JobDeferDelay,
+		Metrics:    b.metrics,
 	})
 }
 
@@ -277,6 +302,36 @@ func newHealthJobs(c config, b *backends, log *slog.Logger, root string) (*jobs.
 	return sweep, check, nil
 }
 
+// driver is what the worker's jobs use to reach servers: the provisioner, and
+// its BackupSource and UsageProbe when it has them (nil otherwise).
+type driver struct {
+	prov    drivers.Provisioner
+	backups drivers.BackupSource
+	usage   drivers.UsageProbe
+}
+
+// newDriver builds the driver CHOM_DRIVER names: local (a directory per server
+// under root, which it creates: the local health probe reports a missing root
+// as an unreachable server) or ssh (real servers, with CHOM_SSH_KEY_FILE as
+// CHOM_SSH_USER; it has no UsageProbe yet).
+func newDriver(c config, log *slog.Logger, root string) (driver, error) {
+	if c.Driver == "ssh" {
+		p, err := ssh.NewProvisioner(ssh.Config{KeyFile: c.SSHKeyFile, User: c.SSHUser, Logger: log.With("component", "driver")})
+		if err != nil {
+			return driver{}, err
+		}
+		return driver{prov: p, backups: p}, nil
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return driver{}, fmt.Errorf("local driver root: %w", err)
+	}
+	p, err := local.New(local.Config{Root: root, Logger: log.With("component", "driver")})
+	if err != nil {
+		return driver{}, err
+	}
+	return driver{prov: p, backups: p, usage: p}, nil
+}
+
 // newHealthProbe is the probe CHOM_HEALTH_PROBE names: the local driver's
 // directories, or SSH to each server behind a circuit breaker per server (whose
 // states b.metrics reports as chom_circuit_breaker_state{breaker="vps_<id>"}).
@@ -292,13 +347,10 @@ func newHealthProbe(c config, b *backends, log *slog.Logger, root string) (drive
 	if err != nil {
 		return nil, err
 	}
-	breakers, err := breaker.New(breaker.Config{Failures: uint32(c.HealthBreakerFailures), OpenTimeout: c.HealthBreakerOpen,
-		Logger: log.With("component", "breaker")})
+	// The same breakers as the jobs' (protection.go): one per server.
+	breakers, err := b.vpsBreakers(c, log)
 	if err != nil {
 		return nil, err
-	}
-	if b.metrics != nil {
-		b.metrics.TrackBreakers(breakers.States)
 	}
 	return breakers.Wrap(inner), nil
 }

@@ -1,21 +1,30 @@
-// Package breaker gives every VPS its own circuit breaker around a
-// drivers.HealthProbe, so a dead server costs a map lookup instead of a dial
-// and a timeout on every sweep.
+// Package breaker gives every VPS its own circuit breaker around every call
+// that reaches it (health probes, provisioning, backups), so a dead server
+// costs a map lookup instead of a dial and a timeout on every sweep and every
+// job.
 //
 // A Registry holds one gobreaker.CircuitBreaker per VPS ID, created on first
-// use and bounded in number. Probe wraps an inner probe: while a server's
-// breaker is open, a check returns at once with an error wrapping both
-// drivers.ErrUnreachable and gobreaker.ErrOpenState, without touching the
-// network. Only unreachability counts as a failure: a server that answers
+// use and bounded in number. Wrap (a drivers.HealthProbe), WrapProvisioner and
+// WrapBackupSource share those breakers: the health sweep and the jobs see one
+// breaker per server, so failed health checks open it for jobs and failed
+// jobs open it for health checks. While a server's breaker is open, a call
+// returns at once with an error wrapping drivers.ErrUnreachable,
+// drivers.ErrDeferred and gobreaker.ErrOpenState, without touching the
+// network; job code returns that error as is and the worker reschedules the
+// task without counting a retry. Only unreachability counts as a failure: a server that answers
 // with garbage is reachable, a cancelled check is nobody's fault, and a host
 // key mismatch is passed through untouched and never trips or hides behind
-// the breaker (it is a security event, not an outage).
+// the breaker (it is a security event, not an outage). A spec rejected as
+// invalid (drivers.ErrInvalidSpec) is a reachable server, and a call another
+// protection layer deferred (drivers.ErrDeferred, e.g. a busy concurrency
+// limit) neither trips nor closes the breaker.
 package breaker
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -88,8 +97,10 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// The breakers hold any: one breaker guards calls of every result type
+// (health reports, provisioning results, none for backups).
 type entry struct {
-	cb       *gobreaker.CircuitBreaker[drivers.HealthReport]
+	cb       *gobreaker.CircuitBreaker[any]
 	lastUsed time.Time
 }
 
@@ -121,7 +132,7 @@ func Name(vpsID string) string {
 }
 
 // breaker returns the breaker of vpsID, creating it on first use.
-func (r *Registry) breaker(vpsID string) *gobreaker.CircuitBreaker[drivers.HealthReport] {
+func (r *Registry) breaker(vpsID string) *gobreaker.CircuitBreaker[any] {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -133,7 +144,7 @@ func (r *Registry) breaker(vpsID string) *gobreaker.CircuitBreaker[drivers.Healt
 		r.evictLocked()
 	}
 	name := Name(vpsID)
-	cb := gobreaker.NewCircuitBreaker[drivers.HealthReport](gobreaker.Settings{
+	cb := gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
 		Name:        name,
 		MaxRequests: r.cfg.HalfOpenProbes,
 		Timeout:     r.cfg.OpenTimeout,
@@ -142,9 +153,10 @@ func (r *Registry) breaker(vpsID string) *gobreaker.CircuitBreaker[drivers.Healt
 		IsSuccessful: func(err error) bool { return !errors.Is(err, drivers.ErrUnreachable) },
 		// A cancelled check says nothing about the server; a host key
 		// mismatch must neither trip the breaker (and hide behind it) nor
-		// close it.
+		// close it; a deferred call never reached the server.
 		IsExcluded: func(err error) bool {
-			return errors.Is(err, context.Canceled) || errors.Is(err, drivers.ErrHostKeyMismatch)
+			return errors.Is(err, context.Canceled) || errors.Is(err, drivers.ErrHostKeyMismatch) ||
+				errors.Is(err, drivers.ErrDeferred)
 		},
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			r.log.Info("vps circuit breaker", "vps_id", vpsID, "breaker", name, "from", from.String(), "to", to.String())
@@ -191,7 +203,7 @@ func (r *Registry) State(vpsID string) string {
 // "half-open" or "open". The map is a snapshot the caller owns.
 func (r *Registry) States() map[string]string {
 	r.mu.Lock()
-	cbs := make([]*gobreaker.CircuitBreaker[drivers.HealthReport], 0, len(r.breakers))
+	cbs := make([]*gobreaker.CircuitBreaker[any], 0, len(r.breakers))
 	for _, e := range r.breakers {
 		cbs = append(cbs, e.cb)
 	}
@@ -208,6 +220,22 @@ func (r *Registry) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.breakers)
+}
+
+// execute runs fn through vpsID's breaker. While the breaker is open (or
+// half-open with its probes in flight) it returns at once an error wrapping
+// drivers.ErrUnreachable, drivers.ErrDeferred and gobreaker.ErrOpenState (or
+// gobreaker.ErrTooManyRequests); otherwise fn's result and error unchanged.
+func (r *Registry) execute(ctx context.Context, vpsID string, fn func() (any, error)) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cb := r.breaker(vpsID)
+	v, err := cb.Execute(fn)
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return nil, fmt.Errorf("%w: %w: %s: %w", drivers.ErrUnreachable, drivers.ErrDeferred, cb.Name(), err)
+	}
+	return v, err
 }
 
 // Probe runs a drivers.HealthProbe through the per-VPS breakers of a Registry.
@@ -229,19 +257,87 @@ func (r *Registry) Wrap(inner drivers.HealthProbe) *Probe {
 
 // Probe checks target through its server's breaker. While the breaker is open
 // (or half-open with its probes in flight) it returns at once an empty report
-// and an error wrapping drivers.ErrUnreachable and gobreaker.ErrOpenState (or
-// gobreaker.ErrTooManyRequests); otherwise it returns the inner probe's report
-// and error unchanged.
+// and an error wrapping drivers.ErrUnreachable, drivers.ErrDeferred and
+// gobreaker.ErrOpenState (or gobreaker.ErrTooManyRequests); otherwise it
+// returns the inner probe's report and error unchanged.
 func (p *Probe) Probe(ctx context.Context, target drivers.HealthTarget) (drivers.HealthReport, error) {
-	if err := ctx.Err(); err != nil {
-		return drivers.HealthReport{}, err
-	}
-	cb := p.reg.breaker(target.Server.ID)
-	report, err := cb.Execute(func() (drivers.HealthReport, error) {
+	v, err := p.reg.execute(ctx, target.Server.ID, func() (any, error) {
 		return p.inner.Probe(ctx, target)
 	})
-	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
-		return drivers.HealthReport{}, fmt.Errorf("%w: %s: %w", drivers.ErrUnreachable, cb.Name(), err)
-	}
+	report, _ := v.(drivers.HealthReport)
 	return report, err
+}
+
+// Provisioner runs a drivers.Provisioner through the per-VPS breakers of a
+// Registry: the breaker of each spec's Server.ID.
+type Provisioner struct {
+	inner drivers.Provisioner
+	reg   *Registry
+}
+
+var _ drivers.Provisioner = (*Provisioner)(nil)
+
+// WrapProvisioner returns a provisioner that runs inner through r's breakers.
+// A nil inner panics: it is wiring, done once at start-up.
+func (r *Registry) WrapProvisioner(inner drivers.Provisioner) *Provisioner {
+	if inner == nil {
+		panic("breaker: WrapProvisioner of a nil provisioner")
+	}
+	return &Provisioner{inner: inner, reg: r}
+}
+
+// Provision runs inner's Provision through the breaker of site.Server.ID; an
+// open breaker is an error wrapping drivers.ErrUnreachable, drivers.ErrDeferred
+// and gobreaker.ErrOpenState, returned without calling inner.
+func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, progress drivers.ProgressFunc) (drivers.Result, error) {
+	v, err := p.reg.execute(ctx, site.Server.ID, func() (any, error) {
+		return p.inner.Provision(ctx, site, progress)
+	})
+	res, _ := v.(drivers.Result)
+	return res, err
+}
+
+// Deprovision runs inner's Deprovision through the breaker of site.Server.ID,
+// failing fast like Provision.
+func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) error {
+	_, err := p.reg.execute(ctx, site.Server.ID, func() (any, error) {
+		return nil, p.inner.Deprovision(ctx, site)
+	})
+	return err
+}
+
+// BackupSource runs a drivers.BackupSource through the per-VPS breakers of a
+// Registry: the breaker of each spec's Server.ID.
+type BackupSource struct {
+	inner drivers.BackupSource
+	reg   *Registry
+}
+
+var _ drivers.BackupSource = (*BackupSource)(nil)
+
+// WrapBackupSource returns a backup source that runs inner through r's
+// breakers. A nil inner panics: it is wiring, done once at start-up.
+func (r *Registry) WrapBackupSource(inner drivers.BackupSource) *BackupSource {
+	if inner == nil {
+		panic("breaker: WrapBackupSource of a nil backup source")
+	}
+	return &BackupSource{inner: inner, reg: r}
+}
+
+// Archive runs inner's Archive through the breaker of site.Server.ID; an open
+// breaker fails fast like Provisioner.Provision and writes nothing to w.
+func (b *BackupSource) Archive(ctx context.Context, site drivers.SiteSpec, kind string, w io.Writer) error {
+	_, err := b.reg.execute(ctx, site.Server.ID, func() (any, error) {
+		return nil, b.inner.Archive(ctx, site, kind, w)
+	})
+	return err
+}
+
+// Restore runs inner's Restore through the breaker of site.Server.ID; an open
+// breaker fails fast without reading r.
+func (b *BackupSource) Restore(ctx context.Context, site drivers.SiteSpec, kind string, r io.Reader) error {
+	_, err := b.reg.execute(ctx, site.Server.ID, func() (any, error) {
+		return nil, b.inner.Restore(ctx, site, kind, r)
+	})
+	return err
 }

@@ -23,4 +23,9 @@
 //
 // The Provisioner is also the drivers.UsageProbe of these servers: DiskBytes walks a
 // site's document root, Bandwidth streams its logs/access.log and rotated copies.
+//
+// And it is the drivers.BackupSource of these servers (backup.go): Archive
+// streams the document root as tar+gzip, Restore stages an archive beside the
+// root and swaps it in only after the whole stream was read without error.
+// There is no database server here: see Archive for what the database kinds do.
 package local

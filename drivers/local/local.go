@@ -218,6 +218,9 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 	if progress == nil {
 		progress = func(context.Context, drivers.Step) error { return nil }
 	}
+	if err := checkUp(sp.server); err != nil {
+		return drivers.Result{}, fmt.Errorf("local: provision %s: %w", site.Domain, err)
+	}
 	log := p.logger.With("vps_id", site.Server.ID, "site_id", site.ID, "tenant_id", site.TenantID, "domain", site.Domain)
 
 	unlock, err := p.lock(ctx, site.Server.ID)
@@ -400,6 +403,9 @@ func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) er
 	if err != nil {
 		return fmt.Errorf("local: deprovision %s: %w", site.Domain, err)
 	}
+	if err := checkUp(sp.server); err != nil {
+		return fmt.Errorf("local: deprovision %s: %w", site.Domain, err)
+	}
 	unlock, err := p.lock(ctx, site.Server.ID)
 	if err != nil {
 		return fmt.Errorf("local: deprovision %s: wait for server %s: %w", site.Domain, site.Server.ID, err)
@@ -435,6 +441,17 @@ func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) er
 	}
 	p.logger.InfoContext(ctx, "site deprovisioned",
 		"vps_id", site.Server.ID, "site_id", site.ID, "tenant_id", site.TenantID, "domain", site.Domain)
+	return nil
+}
+
+// checkUp returns an error wrapping drivers.ErrUnreachable when the server
+// directory holds a DownMarker: a server taken "down" refuses provisioning
+// and deprovisioning as well as health probes, as a real unreachable VPS
+// would, and changes nothing.
+func checkUp(serverDir string) error {
+	if _, err := os.Stat(filepath.Join(serverDir, DownMarker)); err == nil {
+		return fmt.Errorf("server %s marked down: %w", filepath.Base(serverDir), drivers.ErrUnreachable)
+	}
 	return nil
 }
 

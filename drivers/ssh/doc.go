@@ -1,5 +1,26 @@
-// Package ssh measures a real VPS over SSH: Probe implements
-// drivers.HealthProbe with golang.org/x/crypto/ssh.
+// Package ssh reaches real VPS servers over SSH with golang.org/x/crypto/ssh:
+// Probe implements drivers.HealthProbe, and Provisioner (NewProvisioner)
+// implements drivers.Provisioner and drivers.BackupSource.
+//
+// # Provisioner
+//
+// The Provisioner sends only the fixed scripts of scripts.go, as
+// `sh -c SCRIPT chom ARG…`: values reach them as positional parameters, each
+// single-quoted by quote, and file contents come on stdin, so nothing from a
+// request is ever parsed as shell syntax (specs pass
+// drivers.ValidateSiteSpec first, and every derived path is checked to lie
+// directly inside its Layout directory). Where a site's parts live and which
+// commands check and reload nginx, php-fpm and MariaDB is the Layout,
+// operator configuration with Debian 12 defaults. It connects, pins host keys
+// (drivers.Server.HostKey) and pools connections exactly as the Probe does
+// (connect in dial.go is shared), in a pool of its own.
+//
+// Restores extract tenant archives as root; GNU tar strips leading "/",
+// skips members with "..", and creates symbolic links that point outside
+// (absolute or with "..") only after every other member, so no member is
+// written through one; chown -R -P does not follow links.
+//
+// # Probe
 //
 // A check connects (or reuses the pooled connection of that server), runs the
 // single fixed command ProbeCommand, parses its output with ParseOutput, and

@@ -1,7 +1,6 @@
 package ssh
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -59,6 +58,14 @@ type Config struct {
 	// connections. Default 5m.
 	IdleTimeout time.Duration
 
+	// Layout says where sites live on a server; only NewProvisioner uses it.
+	// Zero fields take the Debian defaults (see DefaultLayout).
+	Layout Layout
+	// StepTimeout bounds each command of a provisioning step (Provision,
+	// Deprovision); Archive and Restore stream for as long as ctx allows.
+	// Only NewProvisioner uses it. Default 2m.
+	StepTimeout time.Duration
+
 	// Dial opens TCP connections (SSH and HTTP). Default a net.Dialer; tests
 	// wrap it to count or refuse dials.
 	Dial DialFunc
@@ -78,7 +85,7 @@ func (c Config) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{
 		"DialTimeout": c.DialTimeout, "CommandTimeout": c.CommandTimeout,
-		"HTTPTimeout": c.HTTPTimeout, "IdleTimeout": c.IdleTimeout,
+		"HTTPTimeout": c.HTTPTimeout, "IdleTimeout": c.IdleTimeout, "StepTimeout": c.StepTimeout,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", name))
@@ -106,6 +113,7 @@ func (c *Config) setDefaults() {
 	def(&c.CommandTimeout, 10*time.Second)
 	def(&c.HTTPTimeout, 5*time.Second)
 	def(&c.IdleTimeout, 5*time.Minute)
+	def(&c.StepTimeout, 2*time.Minute)
 	if c.User == "" {
 		c.User = "root"
 	}
@@ -322,56 +330,7 @@ func (p *Probe) runCommand(ctx context.Context, key, addr string, pin gossh.Publ
 
 // dial connects and authenticates, within DialTimeout and ctx.
 func (p *Probe) dial(ctx context.Context, addr string, pin gossh.PublicKey, log *slog.Logger) (*conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
-	defer cancel()
-	nc, err := p.cfg.Dial(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%w: dial %s: %w", drivers.ErrUnreachable, addr, err)
-	}
-	// The handshake knows no context: a deadline bounds it and ctx closes the
-	// socket on cancellation.
-	deadline, _ := ctx.Deadline()
-	_ = nc.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
-
-	c := &conn{}
-	cfg := &gossh.ClientConfig{
-		User: p.cfg.User,
-		Auth: []gossh.AuthMethod{gossh.PublicKeys(p.signer)},
-		HostKeyCallback: func(_ string, _ net.Addr, k gossh.PublicKey) error {
-			c.hostKey = k.Marshal()
-			c.hostTxt = strings.TrimSpace(string(gossh.MarshalAuthorizedKey(k)))
-			if pin != nil && !bytes.Equal(c.hostKey, pin.Marshal()) {
-				log.Error("ssh host key mismatch: refusing the server",
-					"pinned_fingerprint", gossh.FingerprintSHA256(pin), "seen_fingerprint", gossh.FingerprintSHA256(k))
-				return fmt.Errorf("%w: %s presented %s, pinned %s", drivers.ErrHostKeyMismatch,
-					addr, gossh.FingerprintSHA256(k), gossh.FingerprintSHA256(pin))
-			}
-			return nil
-		},
-		HostKeyAlgorithms: hostKeyAlgorithms(pin),
-		Timeout:           p.cfg.DialTimeout,
-	}
-	sc, chans, reqs, err := gossh.NewClientConn(nc, addr, cfg)
-	stopped := stop()
-	if err != nil {
-		_ = nc.Close()
-		if errors.Is(err, drivers.ErrHostKeyMismatch) {
-			return nil, err
-		}
-		if !stopped && ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
-		}
-		return nil, fmt.Errorf("%w: ssh handshake with %s: %w", drivers.ErrUnreachable, addr, err)
-	}
-	if !stopped {
-		// ctx ended just as the handshake finished: the socket is closed.
-		_ = sc.Close()
-		return nil, fmt.Errorf("%w: ssh handshake with %s: %w", drivers.ErrUnreachable, addr, ctx.Err())
-	}
-	_ = nc.SetDeadline(time.Time{})
-	c.client = gossh.NewClient(sc, chans, reqs)
-	return c, nil
+	return connect(ctx, p.cfg, p.signer, addr, pin, log)
 }
 
 // hostKeyAlgorithms asks the server for the type of the pinned key, so a

@@ -15,8 +15,10 @@
 //
 // The faults: a worker killed with SIGKILL mid-provision, a worker stopped
 // with SIGTERM during work, the queue's Redis killed and restarted (AOF) and
-// flushed, PostgreSQL stopped under the API. Kafka and an unreachable VPS come
-// with the relay and the SSH driver.
+// flushed, PostgreSQL stopped under the API, and the VPS sites are placed on
+// becoming unreachable (TestVPSUnreachable: its breaker opens, tasks are
+// deferred without burning retries, and all succeed once it is back). Kafka
+// comes with the relay.
 //
 // The package holds tests only. It builds cmd/chom once per test binary (in
 // TestMain) and finds its servers like every integration test (internal/testenv):

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -75,6 +76,8 @@ type stackConfig struct {
 	// Servers is how many shared VPS servers are registered (default 2), each
 	// with room for Capacity sites (default 1000).
 	Servers, Capacity int
+	// Env overrides or adds CHOM_* settings of every process.
+	Env map[string]string
 }
 
 // stack is one CHOM installation run as subprocesses of the test: an ingress,
@@ -174,6 +177,7 @@ func newStack(t *testing.T, cfg stackConfig) *stack {
 			s.env = append(s.env, kv)
 		}
 	}
+	maps.Copy(settings, cfg.Env)
 	for k, v := range settings {
 		s.env = append(s.env, k+"="+v)
 	}

@@ -82,7 +82,11 @@ func TestWorkerKilledMidProvision(t *testing.T) {
 // for creates and deletes alike.
 func TestWorkerTerminatedDuringWork(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackConfig{})
+	// Limits that never bind: the test counts the tasks running at SIGTERM by
+	// their operations, and a job deferred by a full per-VPS limit has a
+	// running operation but no running task (TestVPSUnreachable and
+	// workers/limits test the limits).
+	s := newStack(t, stackConfig{Env: map[string]string{"CHOM_VPS_MAX_JOBS": "1000", "CHOM_TENANT_MAX_JOBS": "1000"}})
 	gate := s.newReloadGate()
 	gate.open()
 	s.startScheduler()

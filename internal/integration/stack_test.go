@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/chomhq/chom/drivers"
+	"github.com/chomhq/chom/drivers/fsstore"
 	"github.com/chomhq/chom/drivers/local"
 	"github.com/chomhq/chom/ingress"
 	"github.com/chomhq/chom/internal/testenv"
@@ -52,6 +54,11 @@ type stack struct {
 	metrics     *metrics.Metrics
 	meterSweep  *jobs.MeterSweep
 	meter       *jobs.MeterUsage
+	// backups are the backup handlers over the local driver's BackupSource
+	// and a filesystem store in backupDir; signingKey signs download links.
+	backups    *jobs.Backups
+	backupDir  string
+	signingKey []byte
 
 	tokenA, tokenB, admin string
 	tenantA, tenantB      string
@@ -74,6 +81,21 @@ type stackOpts struct {
 	// meterNow is the usage meter's clock (it meters only periods that have
 	// ended by it); default time.Now.
 	meterNow func() time.Time
+	// remote, when set, replaces the local driver in the provision,
+	// deprovision and backup jobs (e.g. the SSH driver over a vpsenv.VPS),
+	// and the stack's servers are registered at its SSH port with its host
+	// key pinned, so placement sends sites there. wrapDriver is not applied.
+	remote *remoteDriver
+}
+
+// remoteDriver is a driver that reaches a real server, and where that server is.
+type remoteDriver struct {
+	driver interface {
+		drivers.Provisioner
+		drivers.BackupSource
+	}
+	sshPort int    // the server's SSH port on 127.0.0.1
+	hostKey string // the server's host key, authorized_keys form
 }
 
 // backends runs fn on PostgreSQL and on SQLite.
@@ -123,9 +145,13 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 	if len(caps) == 0 {
 		caps = []int{100}
 	}
+	sshPort, hostKey := 22, ""
+	if o.remote != nil {
+		sshPort, hostKey = o.remote.sshPort, o.remote.hostKey
+	}
 	for i, c := range caps {
 		v, _, err := store.RegisterVPS(ctx, models.Accept{}, models.RegisterVPSParams{
-			Hostname: "vps" + string(rune('a'+i)) + ".test.example", IPAddress: "127.0.0.1", SSHPort: 22,
+			Hostname: "vps" + string(rune('a'+i)) + ".test.example", IPAddress: "127.0.0.1", SSHPort: sshPort, HostKey: hostKey,
 			Provider: "local", Region: "test", Allocation: models.AllocationShared, SiteCapacity: c,
 		})
 		if err != nil {
@@ -156,11 +182,23 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 	adone := make(chan struct{})
 	go func() { _ = acceptor.Run(actx); close(adone) }()
 	t.Cleanup(func() { acancel(); <-adone })
+	if s.backupDir, err = os.MkdirTemp("", "chom-backups-"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(s.backupDir) })
+	archives, err := fsstore.New(fsstore.Config{Dir: s.backupDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = archives.Close() })
+	s.signingKey = []byte("integration-test-signing-key-0123456789")
 	s.api, err = ingress.New(ingress.Config{
 		Store: store, Sites: acceptor, Enqueuer: queue.NewEnqueuer(apiRedis), Inspector: queue.NewInspector(apiRedis),
 		Watcher: watcher, Notifier: queue.NewNotifier(apiRedis), Logger: log, OpsUI: queue.NewOpsUI(opt, false, ""), TokenCacheTTL: ttl,
 		EnqueueTimeout: time.Second, PollInterval: 100 * time.Millisecond,
 		RateLimit: o.rateLimit, RateBurst: o.rateBurst, Metrics: o.metrics,
+		Backups: ingress.BackupConfig{Archives: archives, SigningKey: s.signingKey,
+			IsNotFound: func(err error) bool { return errors.Is(err, drivers.ErrNotFound) }},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +211,10 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 		t.Fatal(err)
 	}
 	var driver drivers.Provisioner = prov
-	if o.wrapDriver != nil {
+	switch {
+	case o.remote != nil:
+		driver = o.remote.driver
+	case o.wrapDriver != nil:
 		driver = o.wrapDriver(prov)
 	}
 	deps := jobs.Deps{Store: store, Provisioner: driver, Notifier: queue.NewNotifier(s.workerRedis), Logger: log}
@@ -208,10 +249,30 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 	if s.meter, err = jobs.NewMeterUsage(jobs.MeterUsageConfig{Store: store, Probe: prov, Logger: log, Now: o.meterNow}); err != nil {
 		t.Fatal(err)
 	}
+	// The local driver's BackupSource (helper "stores"): backups run through
+	// the same (possibly wrapped) driver value when it has one.
+	src, ok := any(driver).(drivers.BackupSource)
+	if !ok {
+		src, ok = any(prov).(drivers.BackupSource)
+	}
+	if ok {
+		if s.backups, err = jobs.NewBackups(jobs.BackupConfig{Store: store, Source: src, Backups: archives,
+			Enqueuer: queue.NewEnqueuer(s.workerRedis), Notifier: queue.NewNotifier(s.workerRedis), Logger: log}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if !o.noWorker {
 		s.startWorker()
 	}
 	return s
+}
+
+// needBackups fails the test when the local driver has no BackupSource.
+func (s *stack) needBackups() {
+	s.t.Helper()
+	if s.backups == nil {
+		s.t.Fatal("the local driver does not implement drivers.BackupSource: backups cannot run")
+	}
 }
 
 // startWorker runs an asynq worker for the rest of the test.
@@ -220,7 +281,7 @@ func (s *stack) startWorker() {
 	w, err := workers.New(workers.Config{
 		Redis: s.workerRedis, Logger: testLogger(s.t), Provision: s.provision, Deprovision: s.deprovision,
 		Reconciler: s.reconciler, Concurrency: 8, RetryBase: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
-		HealthSweep: s.healthSweep, HealthCheck: s.healthCheck, MeterSweep: s.meterSweep, Meter: s.meter,
+		HealthSweep: s.healthSweep, HealthCheck: s.healthCheck, MeterSweep: s.meterSweep, Meter: s.meter, Backups: s.backups,
 		ShutdownTimeout: 5 * time.Second, PollInterval: 20 * time.Millisecond, RetryCheckInterval: 50 * time.Millisecond,
 		Metrics: s.metrics,
 	})

@@ -22,11 +22,18 @@ func TestCrossTenantIsNotFound(t *testing.T) {
 		s.waitOp(s.tokenB, bOp.ID)
 		aOp := s.createSite(s.tokenA, "tenant-a.example", "html")
 		s.waitOp(s.tokenA, aOp.ID)
+		// B's backup, recorded but never enqueued: it stays pending, so nothing
+		// changes the database while the matrix runs.
+		bBackup, err := s.store.CreateBackup(t.Context(), models.CreateBackupParams{Accept: models.Accept{TenantID: s.tenantB},
+			SiteID: bOp.TargetID, BackupType: "files", RetentionDays: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
 		before := s.snapshot()
 
 		// IDs of tenant B's resources, by route parameter and path prefix.
-		bIDs := map[string]string{"/sites/": bOp.TargetID, "/operations/": bOp.ID}
-		body := map[string]string{"POST": `{"domain":"steal.example","site_type":"html"}`}
+		bIDs := map[string]string{"/sites/": bOp.TargetID, "/operations/": bOp.ID, "/backups/": bBackup.Operation.TargetID}
+		body := map[string]string{"POST": `{"domain":"steal.example","site_type":"html"}`, "PUT": `{"frequency":"daily","keep":3}`}
 		covered := 0
 		for _, rt := range s.api.Routes() {
 			if !strings.HasPrefix(rt.Path, "/api/v1/") || strings.HasPrefix(rt.Path, "/api/v1/health") {
@@ -51,6 +58,13 @@ func TestCrossTenantIsNotFound(t *testing.T) {
 			}
 			if strings.Contains(path, ":") {
 				t.Fatalf("route %s %s has a parameter this test cannot fill: extend bIDs", rt.Method, rt.Path)
+			}
+			if strings.HasSuffix(rt.Path, "/archive") {
+				// The signed link is the credential: without a valid one it is
+				// 403 for every backup, anyone's, token or not.
+				assertProblem(t, s.do(rt.Method, path, s.tokenA, nil), http.StatusForbidden, "")
+				covered++
+				continue
 			}
 			for _, q := range []string{"", "?wait=1s"} {
 				if q != "" && rt.Method != "GET" {

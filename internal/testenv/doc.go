@@ -20,6 +20,11 @@
 // green run in which the integration tests did not run. A variable that is set
 // but points at a server that does not answer is always a failure.
 //
+// [StartS3Server] needs no variable: it starts moto (an S3-compatible server
+// from PyPI, in a venv that scripts/moto.sh builds under .cache/ on first use)
+// on a loopback port of the test's own; without python3 it skips, or fails
+// under CI.
+//
 // # Isolation
 //
 // [Postgres] creates a schema named t_<16 hex digits> and returns a pool whose

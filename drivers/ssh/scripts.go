@@ -1,0 +1,226 @@
+package ssh
+
+// The scripts below are the only shell the driver sends. They are constants:
+// every value (paths, names, file contents' destination, Layout commands)
+// arrives as a positional parameter and is only ever expanded inside double
+// quotes, so no value is parsed as shell syntax. File contents come on stdin.
+// Each script converges: it checks what exists and changes only what
+// differs, so running it twice is the same as once.
+
+// scriptUser creates the site's system user (home = site root, no login
+// shell) unless it exists, under a server-wide lock because useradd refuses
+// to run while another holds /etc/passwd. Args: user, home, lock file.
+const scriptUser = `set -eu
+user=$1 home=$2 lock=$3
+if id -u "$user" >/dev/null 2>&1; then echo same; exit 0; fi
+mkdir -p "$(dirname "$lock")"
+exec 9>"$lock"
+flock -w 60 9
+if id -u "$user" >/dev/null 2>&1; then echo same; exit 0; fi
+useradd --system --user-group --home-dir "$home" --no-create-home --shell /usr/sbin/nologin "$user"
+echo changed
+`
+
+// scriptDirs creates the site root (0755, nginx reads it), the document root
+// and tmp (owned by the site user), the log directory and the root-only state
+// directory. Args: user, site root, document root, tmp, log dir, state dir.
+const scriptDirs = `set -eu
+user=$1 root=$2 docroot=$3 tmp=$4 logs=$5 state=$6
+install -d -m 0755 -o root -g root "$root"
+install -d -m 0755 -o "$user" -g "$user" "$docroot" "$logs"
+install -d -m 0700 -o "$user" -g "$user" "$tmp"
+install -d -m 0700 -o root -g root "$state"
+`
+
+// scriptWriteIfMissing writes stdin to a file that does not exist yet (the
+// starter page: a tenant's own index is never overwritten). Args: path, owner.
+const scriptWriteIfMissing = `set -eu
+f=$1 owner=$2
+tmp="$f.chom-tmp"
+cat > "$tmp"
+if [ -e "$f" ] || [ -L "$f" ]; then rm -f "$tmp"; echo same; exit 0; fi
+chown "$owner:$owner" "$tmp"
+chmod 0644 "$tmp"
+mv -n "$tmp" "$f"
+rm -f "$tmp"
+echo changed
+`
+
+// scriptWriteFile replaces a root-owned configuration file with stdin unless
+// it already holds exactly that, keeping the previous version as
+// <file>.chom-prev so a rejected configuration can be put back, and links it
+// from a second directory when a link path is given. Args: path, link ("" for
+// none).
+const scriptWriteFile = `set -eu
+f=$1 link=$2
+mkdir -p "$(dirname "$f")"
+tmp="$f.chom-tmp"
+cat > "$tmp"
+chmod 0644 "$tmp"
+rm -f "$f.chom-prev"
+if [ -f "$f" ] && cmp -s "$tmp" "$f"; then
+	rm -f "$tmp"
+	state=same
+else
+	if [ -f "$f" ]; then cp -p "$f" "$f.chom-prev"; fi
+	mv -f "$tmp" "$f"
+	state=changed
+fi
+if [ -n "$link" ] && [ "$(readlink "$link" || true)" != "$f" ]; then
+	mkdir -p "$(dirname "$link")"
+	ln -sfn "$f" "$link"
+	state=changed
+fi
+echo "$state"
+`
+
+// scriptCheckOrRollback runs a configuration check (the remaining args) and,
+// when it fails, puts the previous file back (or removes the new one and its
+// link) and exits 3 with the check's output on stderr. On success it drops
+// the saved previous version. Args: path, link ("" for none), check argv….
+const scriptCheckOrRollback = `set -u
+f=$1 link=$2
+shift 2
+if out=$("$@" 2>&1); then rm -f "$f.chom-prev"; exit 0; fi
+if [ -f "$f.chom-prev" ]; then
+	mv -f "$f.chom-prev" "$f"
+else
+	rm -f "$f"
+	if [ -n "$link" ]; then rm -f "$link"; fi
+fi
+printf '%s\n' "$out" >&2
+exit 3
+`
+
+// scriptExec runs its arguments as a command (the Layout's reload commands).
+const scriptExec = `"$@"`
+
+// scriptRemove removes files (configuration, links, sockets) and reports
+// whether any existed. Args: paths….
+const scriptRemove = `set -eu
+state=same
+for f in "$@"; do
+	if [ -e "$f" ] || [ -L "$f" ]; then rm -f "$f"; state=changed; fi
+done
+echo "$state"
+`
+
+// scriptDatabase creates the site's database and its user. The password is
+// generated here on first provision and kept in a root-only env file; it
+// reaches mysql on stdin only, never a command line, CHOM or a log. Names are
+// [a-z0-9_] (checked by the driver). Args: env file, database, user, mysql
+// argv….
+const scriptDatabase = `set -eu
+env=$1 db=$2 user=$3
+shift 3
+umask 077
+mkdir -p "$(dirname "$env")"
+if ! grep -q '^DB_PASSWORD=[0-9a-f]\{64\}$' "$env" 2>/dev/null; then
+	pw=$(head -c 32 /dev/urandom | od -An -vtx1 | tr -d ' \n')
+	printf 'DB_NAME=%s\nDB_USER=%s\nDB_PASSWORD=%s\n' "$db" "$user" "$pw" > "$env.tmp"
+	chmod 0600 "$env.tmp"
+	mv -f "$env.tmp" "$env"
+fi
+pw=$(sed -n 's/^DB_PASSWORD=//p' "$env")
+"$@" <<EOF
+CREATE DATABASE IF NOT EXISTS ` + "\\`$db\\`" + ` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS '$user'@'localhost' IDENTIFIED BY '$pw';
+ALTER USER '$user'@'localhost' IDENTIFIED BY '$pw';
+GRANT ALL PRIVILEGES ON ` + "\\`$db\\`" + `.* TO '$user'@'localhost';
+EOF
+`
+
+// scriptDropDatabase drops the site's database and user if they exist.
+// Args: database, user, mysql argv….
+const scriptDropDatabase = `set -eu
+db=$1 user=$2
+shift 2
+"$@" <<EOF
+DROP DATABASE IF EXISTS ` + "\\`$db\\`" + `;
+DROP USER IF EXISTS '$user'@'localhost';
+EOF
+`
+
+// scriptRemoveSite removes the site's directories and its system user (and
+// group). rm -rf does not follow symbolic links a tenant planted. Args: user,
+// lock file, directories….
+const scriptRemoveSite = `set -eu
+user=$1 lock=$2
+shift 2
+rm -rf -- "$@"
+if id -u "$user" >/dev/null 2>&1; then
+	mkdir -p "$(dirname "$lock")"
+	exec 9>"$lock"
+	flock -w 60 9
+	userdel --force "$user" 2>/dev/null || { id -u "$user" >/dev/null 2>&1 && userdel --force "$user"; }
+fi
+if getent group "$user" >/dev/null 2>&1; then groupdel "$user" || true; fi
+`
+
+// scriptHasFile prints yes when a file exists. Args: path.
+const scriptHasFile = `if [ -e "$1" ]; then echo yes; else echo no; fi`
+
+// scriptArchive writes a tar+gzip stream of the site to stdout: the document
+// root as files/ and, when asked, a consistent mysqldump as database.sql
+// (dumped to the root-only state directory first, removed afterwards). Args:
+// site root, state dir, files (1|0), database (1|0), database name,
+// mysqldump argv….
+const scriptArchive = `set -eu
+root=$1 state=$2 files=$3 db=$4 name=$5
+shift 5
+dump="$state/database.sql"
+set -- "$@" --single-transaction --quick --routines --triggers --events "$name"
+trap 'rm -f "$dump" "$dump.tmp"' EXIT
+if [ "$db" = 1 ]; then
+	umask 077
+	mkdir -p "$state"
+	"$@" > "$dump.tmp"
+	mv -f "$dump.tmp" "$dump"
+fi
+if [ "$files" = 1 ] && [ "$db" = 1 ]; then
+	tar -czf - --transform 's,^public,files,' -C "$root" public -C "$state" database.sql
+elif [ "$files" = 1 ]; then
+	tar -czf - --transform 's,^public,files,' -C "$root" public
+else
+	tar -czf - -C "$state" database.sql
+fi
+`
+
+// scriptReceive stores stdin as the staged archive of a restore, in a fresh
+// root-only staging directory. Args: staging dir.
+const scriptReceive = `set -eu
+stage=$1
+rm -rf "$stage"
+mkdir -p -m 0700 "$stage"
+cat > "$stage/archive.tar.gz"
+`
+
+// scriptRestore extracts the staged archive into a staging directory beside
+// the document root, checks it holds what kind needs, imports database.sql,
+// then swaps the new document root into place with renames on one
+// filesystem, and removes the staging. It runs only after the archive was
+// received completely. Args: staging dir, site root, user, files (1|0),
+// database (1|0), database name, mysql argv….
+const scriptRestore = `set -eu
+stage=$1 root=$2 user=$3 files=$4 db=$5 name=$6
+shift 6
+x="$root/.chom-restore"
+trap 'rm -rf "$x" "$stage"' EXIT
+rm -rf "$x"
+mkdir -m 0700 "$x"
+tar -xzf "$stage/archive.tar.gz" -C "$x" --no-same-owner --no-same-permissions --delay-directory-restore
+if [ "$files" = 1 ] && [ ! -d "$x/files" ]; then echo "archive holds no files/" >&2; exit 4; fi
+if [ "$db" = 1 ] && [ ! -f "$x/database.sql" ]; then echo "archive holds no database.sql" >&2; exit 4; fi
+if [ "$db" = 1 ]; then "$@" "$name" < "$x/database.sql"; fi
+if [ "$files" = 1 ]; then
+	chown -R -P "$user:$user" "$x/files"
+	chmod 0755 "$x/files"
+	rm -rf "$root/.chom-old"
+	if [ -e "$root/public" ]; then mv "$root/public" "$root/.chom-old"; fi
+	mv "$x/files" "$root/public"
+	rm -rf "$root/.chom-old"
+fi
+`
+
+// scriptRemoveStage removes a restore's staging directories. Args: dirs….
+const scriptRemoveStage = `rm -rf -- "$@"`

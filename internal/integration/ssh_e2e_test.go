@@ -1,0 +1,171 @@
+package integration
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chomhq/chom/drivers/ssh"
+	"github.com/chomhq/chom/ingress"
+	"github.com/chomhq/chom/internal/testenv"
+	"github.com/chomhq/chom/internal/vpsenv"
+	"github.com/chomhq/chom/models"
+)
+
+// sshLayout points the SSH driver at the directories and service commands of v.
+func sshLayout(v *vpsenv.VPS) ssh.Layout {
+	return ssh.Layout{
+		WebRoot: v.WebRoot, NginxAvailable: v.NginxAvailable, NginxEnabled: v.NginxEnabled,
+		PHPPoolDir: v.PHPPoolDirPattern(), RunDir: v.RunDir, LogDir: v.LogDir, StateDir: v.StateDir,
+		Listen:     []string{"127.0.0.1:" + strconv.Itoa(v.HTTPPort)},
+		NginxCheck: v.NginxCheck, NginxReload: v.NginxReload,
+		PHPFPMCheck: v.PHPFPMCheck, PHPFPMReload: v.PHPFPMReload,
+		MySQL: v.MySQL, MySQLDump: v.MySQLDump,
+	}
+}
+
+// page GETs / from v's nginx with Host host until check passes (nginx and
+// php-fpm reload asynchronously, and PHP's opcache revalidates a changed file
+// only every few seconds) or 15s pass, and returns the body.
+func page(t *testing.T, v *vpsenv.VPS, host, want string, check func(status int, body string) bool) string {
+	t.Helper()
+	var (
+		status int
+		body   string
+		err    error
+	)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		status, body, err = v.Get(t.Context(), host, "/")
+		if err == nil && check(status, body) {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET Host %s: want %s; got status %d, error %v, body:\n%s", host, want, status, err, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The whole path on real servers: the API, PostgreSQL, Redis and the worker
+// drive the SSH driver against sshd, nginx and php-fpm on loopback (the
+// "server" is this machine). An html and a php site are provisioned and served
+// by nginx under their Host headers; the php site is backed up, changed,
+// restored to its original page; both are deleted and nginx answers 404.
+func TestSSHEndToEnd(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts sshd, nginx, php-fpm and MariaDB")
+	}
+	start := time.Now()
+	step := func(name string, since time.Time) {
+		t.Helper()
+		t.Logf("step %-20s %v", name, time.Since(since).Round(time.Millisecond))
+	}
+
+	v := vpsenv.Start(t)
+	step("vpsenv.Start", start)
+	prov, err := ssh.NewProvisioner(ssh.Config{
+		Signer: v.Client, User: v.User, DialTimeout: 5 * time.Second, StepTimeout: 30 * time.Second,
+		Layout: sshLayout(v), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prov.Close() })
+	t0 := time.Now()
+	s := newStack(t, testenv.Postgres(t), stackOpts{remote: &remoteDriver{driver: prov, sshPort: v.SSHPort, hostKey: v.HostKey}})
+	s.needBackups()
+	step("newStack", t0)
+
+	// wait fails the test unless operation id succeeds.
+	wait := func(what, id string) {
+		t.Helper()
+		if done := s.waitOp(s.tokenA, id); done.Status != models.OpSucceeded {
+			t.Fatalf("%s: operation %s %s: %+v", what, id, done.Status, done.Error)
+		}
+	}
+
+	const htmlHost, phpHost = "ssh-html.example.com", "ssh-php.example.com"
+	t0 = time.Now()
+	htmlOp := s.createSite(s.tokenA, htmlHost, "html")
+	// vpsenv runs Debian 12's PHP, not the API's default version.
+	phpOp := accepted(t, s.do("POST", "/api/v1/sites", s.tokenA,
+		map[string]string{"domain": phpHost, "site_type": "php", "php_version": vpsenv.PHPVersion}))
+	wait("provision html", htmlOp.ID)
+	wait("provision php", phpOp.ID)
+	step("provision html+php", t0)
+
+	t0 = time.Now()
+	page(t, v, htmlHost, "the html starter page", func(st int, body string) bool {
+		return st == http.StatusOK && strings.Contains(body, "<h1>"+htmlHost+"</h1>") && !strings.Contains(body, "PHP")
+	})
+	isStarter := func(st int, body string) bool {
+		return st == http.StatusOK && strings.Contains(body, "<h1>"+phpHost+"</h1>") &&
+			strings.Contains(body, "PHP "+vpsenv.PHPVersion+".") && strings.Contains(body, "6 * 7 = 42") && !strings.Contains(body, "<?")
+	}
+	original := page(t, v, phpHost, "the PHP-rendered starter page", isStarter)
+	step("GET both pages", t0)
+
+	// The site's rows point at the vpsenv: the API shows it active on the stack's server.
+	var site models.Site
+	s.do("GET", "/api/v1/sites/"+phpOp.TargetID, s.tokenA, nil).json(t, &site)
+	if site.Status != models.SiteStatusActive || site.PHPVersion != vpsenv.PHPVersion || site.VPSID == nil || *site.VPSID != s.vpsID ||
+		site.DocumentRoot != filepath.Join(v.WebRoot, phpHost, "public") {
+		t.Fatalf("php site %+v", site)
+	}
+
+	t0 = time.Now()
+	bop := accepted(t, s.do("POST", "/api/v1/sites/"+phpOp.TargetID+"/backups", s.tokenA, map[string]string{"type": "files"}))
+	wait("backup", bop.ID)
+	if bk := s.backup(t, s.tokenA, bop.TargetID); bk.Status != models.BackupStatusCompleted || bk.SizeBytes <= 0 {
+		t.Fatalf("backup %+v", bk)
+	}
+	step("backup (files)", t0)
+
+	// Change the index file on the "server" (this machine), under the layout's web root.
+	t0 = time.Now()
+	index := filepath.Join(site.DocumentRoot, "index.php")
+	if _, err := os.Stat(index); err != nil {
+		t.Fatalf("index file of the php site: %v", err)
+	}
+	if err := os.WriteFile(index, []byte("<?php echo 'changed after backup: ', 6 * 7;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	page(t, v, phpHost, "the changed page", func(st int, body string) bool {
+		return st == http.StatusOK && body == "changed after backup: 42"
+	})
+	step("change index.php", t0)
+
+	t0 = time.Now()
+	rop := accepted(t, s.do("POST", "/api/v1/backups/"+bop.TargetID+"/restore", s.tokenA, nil))
+	wait("restore", rop.ID)
+	restored := page(t, v, phpHost, "the original page after restore", isStarter)
+	if restored != original {
+		t.Fatalf("page after restore:\n%s\nwant the original:\n%s", restored, original)
+	}
+	step("restore", t0)
+
+	t0 = time.Now()
+	var dels []ingress.OperationView
+	for _, id := range []string{htmlOp.TargetID, phpOp.TargetID} {
+		dels = append(dels, accepted(t, s.do("DELETE", "/api/v1/sites/"+id, s.tokenA, nil)))
+	}
+	for _, op := range dels {
+		wait("deprovision", op.ID)
+	}
+	for _, host := range []string{htmlHost, phpHost} {
+		page(t, v, host, "404 after deprovision", func(st int, _ string) bool { return st == http.StatusNotFound })
+		if _, err := os.Lstat(filepath.Join(v.WebRoot, host)); !os.IsNotExist(err) {
+			t.Errorf("site root of %s after deprovision: %v, want it gone", host, err)
+		}
+	}
+	step("deprovision both", t0)
+	step("total", start)
+}
