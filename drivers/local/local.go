@@ -235,9 +235,9 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 		run      func() (changed bool, err error)
 	}{
 		{drivers.StepSiteRoot, progressSiteRoot, func() (bool, error) { return p.siteRoot(sp) }},
-		{drivers.StepIndexPage, progressIndexPage, func() (bool, error) { return writeIfMissing(sp.indexPage, files.index) }},
-		{drivers.StepPHPPool, progressPHPPool, func() (bool, error) { return p.phpPool(sp, files.pool) }},
-		{drivers.StepNginxConfig, progressNginxConfig, func() (bool, error) { return p.nginxConfig(sp, files.nginx) }},
+		{drivers.StepIndexPage, progressIndexPage, func() (bool, error) { return writeIfMissing(sp.indexPage, files.Index) }},
+		{drivers.StepPHPPool, progressPHPPool, func() (bool, error) { return p.phpPool(sp, files.Pool) }},
+		{drivers.StepNginxConfig, progressNginxConfig, func() (bool, error) { return p.nginxConfig(sp, files.Nginx) }},
 		{drivers.StepReload, progressReload, func() (bool, error) { return true, p.reload(sp, vals) }},
 	}
 	for _, step := range steps {

@@ -305,7 +305,7 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 			return false, err
 		}},
 		{drivers.StepIndexPage, progressIndexPage, func() (bool, error) {
-			return s.changed(ctx, scriptWriteIfMissing, runOpts{stdin: strings.NewReader(string(files.index))}, sp.index, sp.user)
+			return s.changed(ctx, scriptWriteIfMissing, runOpts{stdin: strings.NewReader(string(files.Index))}, sp.index, sp.user)
 		}},
 		{drivers.StepDatabase, progressDatabase, func() (bool, error) {
 			if !site.HasDatabase() {
@@ -314,9 +314,9 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 			_, err := s.run(ctx, scriptDatabase, runOpts{}, append([]string{sp.dbEnv, sp.db, sp.user}, l.MySQL...)...)
 			return false, err
 		}},
-		{drivers.StepPHPPool, progressPHPPool, func() (bool, error) { return p.phpPool(ctx, s, site, sp, files.pool) }},
+		{drivers.StepPHPPool, progressPHPPool, func() (bool, error) { return p.phpPool(ctx, s, site, sp, files.Pool) }},
 		{drivers.StepNginxConfig, progressNginxConfig, func() (bool, error) {
-			c, err := s.changed(ctx, scriptWriteFile, runOpts{stdin: strings.NewReader(string(files.nginx))}, sp.avail, sp.enabled)
+			c, err := s.changed(ctx, scriptWriteFile, runOpts{stdin: strings.NewReader(string(files.Nginx))}, sp.avail, sp.enabled)
 			nginxChanged = c
 			return c, err
 		}},
