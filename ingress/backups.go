@@ -194,45 +194,11 @@ func (a *API) getBackup(c *gin.Context) {
 }
 
 func (a *API) restoreBackup(c *gin.Context) {
-	id, ok := a.backupParam(c)
-	if !ok {
-		return
-	}
-	acc, err := a.accept(c, map[string]string{"backup_id": id})
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	ctx, cancel := mutationContext(c)
-	defer cancel()
-	res, err := a.store.RestoreBackup(ctx, acc, id)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	a.enqueue(c, res.Operation)
-	writeAccepted(c, res.Operation)
+	a.mutateByID(c, models.PrefixBackup, "backup_id", a.store.RestoreBackup)
 }
 
 func (a *API) deleteBackup(c *gin.Context) {
-	id, ok := a.backupParam(c)
-	if !ok {
-		return
-	}
-	acc, err := a.accept(c, map[string]string{"backup_id": id})
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	ctx, cancel := mutationContext(c)
-	defer cancel()
-	res, err := a.store.DeleteBackup(ctx, acc, id)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	a.enqueue(c, res.Operation)
-	writeAccepted(c, res.Operation)
+	a.mutateByID(c, models.PrefixBackup, "backup_id", a.store.DeleteBackup)
 }
 
 // DownloadLink is the answer of GET /backups/{id}/download.

@@ -53,6 +53,32 @@ func mutationContext(c *gin.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(c.Request.Context()), mutationTimeout)
 }
 
+// mutateByID is a mutation of the resource the path's :id names (prefix is its
+// ID prefix; a malformed ID is a 404): it takes the Idempotency-Key with the ID
+// as the request (as field), records the operation with do, enqueues its task
+// and answers 202 with it.
+func (a *API) mutateByID(c *gin.Context, prefix, field string, do func(context.Context, models.Accept, string) (*models.Accepted, error)) {
+	id := c.Param("id")
+	if !wellFormedID(id, prefix) {
+		a.fail(c, models.ErrNotFound)
+		return
+	}
+	acc, err := a.accept(c, map[string]string{field: id})
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	ctx, cancel := mutationContext(c)
+	defer cancel()
+	res, err := do(ctx, acc, id)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	a.enqueue(c, res.Operation)
+	writeAccepted(c, res.Operation)
+}
+
 // enqueue puts the operation's task on the queue after its row committed. A
 // failure is logged, not returned: the operation is safe in the database and the
 // reconciler enqueues it later (DESIGN.md, invariant 2).
@@ -98,25 +124,7 @@ func (a *API) createSite(c *gin.Context) {
 }
 
 func (a *API) deleteSite(c *gin.Context) {
-	id := c.Param("id")
-	if !wellFormedID(id, models.PrefixSite) {
-		a.fail(c, models.ErrNotFound)
-		return
-	}
-	acc, err := a.accept(c, map[string]string{"site_id": id})
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	ctx, cancel := mutationContext(c)
-	defer cancel()
-	res, err := a.store.DeleteSite(ctx, acc, id)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	a.enqueue(c, res.Operation)
-	writeAccepted(c, res.Operation)
+	a.mutateByID(c, models.PrefixSite, "site_id", a.store.DeleteSite)
 }
 
 func (a *API) getSite(c *gin.Context) {

@@ -96,23 +96,5 @@ func (a *API) listVPS(c *gin.Context) {
 // with it; the check's result is the operation's result, and it counts towards
 // the server's hysteresis like a sweep check. An unknown server is a 404.
 func (a *API) checkVPSHealth(c *gin.Context) {
-	id := c.Param("id")
-	if !wellFormedID(id, models.PrefixVPS) {
-		a.fail(c, models.ErrNotFound)
-		return
-	}
-	acc, err := a.accept(c, map[string]string{"vps_id": id})
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	ctx, cancel := mutationContext(c)
-	defer cancel()
-	res, err := a.store.RequestHealthCheck(ctx, acc, id)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	a.enqueue(c, res.Operation)
-	writeAccepted(c, res.Operation)
+	a.mutateByID(c, models.PrefixVPS, "vps_id", a.store.RequestHealthCheck)
 }
