@@ -114,6 +114,57 @@ func newAudit(a Accept, action string, op *Operation, now time.Time) *AuditLog {
 	}
 }
 
+// mutateFunc locks and changes, inside tx, what one mutation touches and
+// returns its operation, whose ID must be opID; the caller inserts it.
+type mutateFunc func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error)
+
+// recordMutation runs one accepted mutation in its own transaction
+// (recordMutationTx) and, when a's Idempotency-Key was taken already, replays
+// the first answer instead.
+func (s *Store) recordMutation(ctx context.Context, a Accept, action string, do mutateFunc) (*Accepted, error) {
+	now := s.nowUTC()
+	var op *Operation
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		op, err = s.recordMutationTx(ctx, tx, a, action, now, do)
+		return err
+	})
+	if errors.Is(err, errKeyTaken) {
+		return s.replay(ctx, a)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Accepted{Operation: op}, nil
+}
+
+// recordMutationTx is the transaction body every mutation shares: it claims
+// a's Idempotency-Key for a new operation ID first (so a retried request
+// replays even after what it changed is gone; errKeyTaken when another holds
+// it), lets do lock and change what the mutation touches, then inserts the
+// operation and its audit row (action).
+func (s *Store) recordMutationTx(ctx context.Context, tx bun.Tx, a Accept, action string, now time.Time, do mutateFunc) (*Operation, error) {
+	opID := NewID(PrefixOperation)
+	ok, err := s.claimKey(ctx, tx, a, opID, now)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errKeyTaken
+	}
+	op, err := do(ctx, tx, opID, now)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.NewInsert().Model(op).Exec(ctx); err != nil {
+		return nil, fmt.Errorf("insert operation: %w", err)
+	}
+	if _, err := tx.NewInsert().Model(newAudit(a, action, op, now)).Exec(ctx); err != nil {
+		return nil, fmt.Errorf("insert audit log: %w", err)
+	}
+	return op, nil
+}
+
 // SitePayload is the payload recorded on a site operation.
 type SitePayload struct {
 	SiteID         string `json:"site_id"`
@@ -175,33 +226,21 @@ func (s *Store) CreateSite(ctx context.Context, p CreateSiteParams) (*Accepted, 
 // flight is a ConflictError naming that operation; a deleted or unknown site is
 // ErrNotFound.
 func (s *Store) DeleteSite(ctx context.Context, a Accept, siteID string) (*Accepted, error) {
-	now := s.nowUTC()
-	opID := NewID(PrefixOperation)
-	var op *Operation
-	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		// The key is claimed first, so a retried DELETE replays even after the
-		// site it deleted is gone.
-		ok, err := s.claimKey(ctx, tx, a, opID, now)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errKeyTaken
-		}
+	return s.recordMutation(ctx, a, "site.delete", func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
 		site := new(Site)
-		err = tx.NewSelect().Model(site).
+		err := tx.NewSelect().Model(site).
 			Where("id = ? AND tenant_id = ? AND deleted_at IS NULL", siteID, a.TenantID).Scan(ctx)
 		if err != nil {
-			return notFound(err, "site", siteID)
+			return nil, notFound(err, "site", siteID)
 		}
-		op, err = newOperation(a, OpTypeSiteDeprovision, TargetSite, site.ID,
+		op, err := newOperation(a, OpTypeSiteDeprovision, TargetSite, site.ID,
 			SitePayload{SiteID: site.ID, Domain: site.Domain, PreviousStatus: site.Status}, now)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		op.ID = opID
 		if site.OperationID != nil {
-			return fmt.Errorf("delete site %s: %w", siteID, &ConflictError{
+			return nil, fmt.Errorf("delete site %s: %w", siteID, &ConflictError{
 				Reason: "the site has an operation in progress", OperationID: *site.OperationID})
 		}
 		res, err := tx.NewUpdate().Model((*Site)(nil)).
@@ -209,27 +248,14 @@ func (s *Store) DeleteSite(ctx context.Context, a Accept, siteID string) (*Accep
 			Where("id = ? AND tenant_id = ? AND operation_id IS NULL AND deleted_at IS NULL", siteID, a.TenantID).
 			Exec(ctx)
 		if err != nil {
-			return fmt.Errorf("mark site %s deprovisioning: %w", siteID, err)
+			return nil, fmt.Errorf("mark site %s deprovisioning: %w", siteID, err)
 		}
 		if affected(res) == 0 {
 			// Another mutation took the site between our read and this write.
-			return fmt.Errorf("delete site %s: %w", siteID, &ConflictError{Reason: "the site has an operation in progress"})
+			return nil, fmt.Errorf("delete site %s: %w", siteID, &ConflictError{Reason: "the site has an operation in progress"})
 		}
-		if _, err := tx.NewInsert().Model(op).Exec(ctx); err != nil {
-			return fmt.Errorf("insert operation: %w", err)
-		}
-		if _, err := tx.NewInsert().Model(newAudit(a, "site.delete", op, now)).Exec(ctx); err != nil {
-			return fmt.Errorf("insert audit log: %w", err)
-		}
-		return nil
+		return op, nil
 	})
-	if errors.Is(err, errKeyTaken) {
-		return s.replay(ctx, a)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &Accepted{Operation: op}, nil
 }
 
 // PruneIdempotencyKeys deletes keys that expired before now and returns how many.

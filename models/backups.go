@@ -167,23 +167,14 @@ func unlockSite(ctx context.Context, tx bun.IDB, siteID, opID string, now time.T
 // A site with a mutation in flight is a ConflictError naming it; an unknown
 // site is ErrNotFound. The caller enqueues the operation's task.
 func (s *Store) CreateBackup(ctx context.Context, p CreateBackupParams) (*Accepted, error) {
-	now := s.nowUTC()
-	var op *Operation
-	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		var err error
-		op, err = s.createBackupTx(ctx, tx, p, now)
-		return err
+	return s.recordMutation(ctx, p.Accept, "backup.create", func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
+		return createBackup(ctx, tx, p, opID, now)
 	})
-	if errors.Is(err, errKeyTaken) {
-		return s.replay(ctx, p.Accept)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &Accepted{Operation: op}, nil
 }
 
-func (s *Store) createBackupTx(ctx context.Context, tx bun.Tx, p CreateBackupParams, now time.Time) (*Operation, error) {
+// createBackup locks p's site for opID and inserts the pending backup inside
+// tx, and returns its backup.create operation (not yet inserted).
+func createBackup(ctx context.Context, tx bun.Tx, p CreateBackupParams, opID string, now time.Time) (*Operation, error) {
 	b := &SiteBackup{
 		ID: NewID(PrefixBackup), TenantID: p.TenantID, SiteID: p.SiteID, BackupType: p.BackupType,
 		Status: BackupStatusPending, Format: "tar+gzip", RetentionDays: p.RetentionDays, CreatedAt: now,
@@ -197,14 +188,8 @@ func (s *Store) createBackupTx(ctx context.Context, tx bun.Tx, p CreateBackupPar
 	if err != nil {
 		return nil, err
 	}
+	op.ID = opID
 	b.OperationID = &op.ID
-	ok, err := s.claimKey(ctx, tx, p.Accept, op.ID, now)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, errKeyTaken
-	}
 	site, err := lockSite(ctx, tx, p.TenantID, p.SiteID, op.ID, now)
 	if err != nil {
 		return nil, fmt.Errorf("back up: %w", err)
@@ -215,12 +200,6 @@ func (s *Store) createBackupTx(ctx context.Context, tx bun.Tx, p CreateBackupPar
 	if _, err := tx.NewInsert().Model(b).Exec(ctx); err != nil {
 		return nil, fmt.Errorf("insert backup of site %s: %w", p.SiteID, err)
 	}
-	if _, err := tx.NewInsert().Model(op).Exec(ctx); err != nil {
-		return nil, fmt.Errorf("insert operation: %w", err)
-	}
-	if _, err := tx.NewInsert().Model(newAudit(p.Accept, "backup.create", op, now)).Exec(ctx); err != nil {
-		return nil, fmt.Errorf("insert audit log: %w", err)
-	}
 	return op, nil
 }
 
@@ -229,45 +208,22 @@ func (s *Store) createBackupTx(ctx context.Context, tx bun.Tx, p CreateBackupPar
 // backup is ErrNotFound; a backup that is not completed, or is busy, or a site
 // with a mutation in flight, is a ConflictError.
 func (s *Store) RestoreBackup(ctx context.Context, a Accept, backupID string) (*Accepted, error) {
-	now := s.nowUTC()
-	opID := NewID(PrefixOperation)
-	var op *Operation
-	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		ok, err := s.claimKey(ctx, tx, a, opID, now)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errKeyTaken
-		}
+	return s.recordMutation(ctx, a, "backup.restore", func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
 		b, err := lockBackup(ctx, tx, a.TenantID, backupID, opID, []string{BackupStatusCompleted})
 		if err != nil {
-			return fmt.Errorf("restore: %w", err)
+			return nil, fmt.Errorf("restore: %w", err)
 		}
 		if _, err := lockSite(ctx, tx, a.TenantID, b.SiteID, opID, now); err != nil {
-			return fmt.Errorf("restore: %w", err)
+			return nil, fmt.Errorf("restore: %w", err)
 		}
-		op, err = newOperation(a, OpTypeBackupRestore, TargetBackup, b.ID,
+		op, err := newOperation(a, OpTypeBackupRestore, TargetBackup, b.ID,
 			BackupPayload{BackupID: b.ID, SiteID: b.SiteID, BackupType: b.BackupType}, now)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		op.ID = opID
-		if _, err := tx.NewInsert().Model(op).Exec(ctx); err != nil {
-			return fmt.Errorf("insert operation: %w", err)
-		}
-		if _, err := tx.NewInsert().Model(newAudit(a, "backup.restore", op, now)).Exec(ctx); err != nil {
-			return fmt.Errorf("insert audit log: %w", err)
-		}
-		return nil
+		return op, nil
 	})
-	if errors.Is(err, errKeyTaken) {
-		return s.replay(ctx, a)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &Accepted{Operation: op}, nil
 }
 
 // lockBackup takes the backup's lock for opID inside tx, when its status is
@@ -306,46 +262,23 @@ func lockBackup(ctx context.Context, tx bun.Tx, tenantID, backupID, opID string,
 // backup with an operation in flight is a ConflictError naming it; a deleted or
 // foreign one is ErrNotFound.
 func (s *Store) DeleteBackup(ctx context.Context, a Accept, backupID string) (*Accepted, error) {
-	now := s.nowUTC()
-	opID := NewID(PrefixOperation)
-	var op *Operation
-	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		ok, err := s.claimKey(ctx, tx, a, opID, now)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errKeyTaken
-		}
+	return s.recordMutation(ctx, a, "backup.delete", func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
 		b, err := lockBackup(ctx, tx, a.TenantID, backupID, opID, []string{BackupStatusCompleted, BackupStatusFailed})
 		if err != nil {
-			return fmt.Errorf("delete: %w", err)
+			return nil, fmt.Errorf("delete: %w", err)
 		}
 		if _, err := tx.NewUpdate().Model((*SiteBackup)(nil)).Set("status = ?", BackupStatusDeleting).
 			Where("id = ?", b.ID).Exec(ctx); err != nil {
-			return fmt.Errorf("mark backup %s deleting: %w", b.ID, err)
+			return nil, fmt.Errorf("mark backup %s deleting: %w", b.ID, err)
 		}
-		op, err = newOperation(a, OpTypeBackupDelete, TargetBackup, b.ID,
+		op, err := newOperation(a, OpTypeBackupDelete, TargetBackup, b.ID,
 			BackupPayload{BackupID: b.ID, SiteID: b.SiteID, BackupType: b.BackupType, PreviousStatus: b.Status}, now)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		op.ID = opID
-		if _, err := tx.NewInsert().Model(op).Exec(ctx); err != nil {
-			return fmt.Errorf("insert operation: %w", err)
-		}
-		if _, err := tx.NewInsert().Model(newAudit(a, "backup.delete", op, now)).Exec(ctx); err != nil {
-			return fmt.Errorf("insert audit log: %w", err)
-		}
-		return nil
+		return op, nil
 	})
-	if errors.Is(err, errKeyTaken) {
-		return s.replay(ctx, a)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &Accepted{Operation: op}, nil
 }
 
 // GetBackup returns the tenant's backup with id (deleted ones too, as a
@@ -703,10 +636,14 @@ func (s *Store) BookScheduledBackup(ctx context.Context, sc BackupSchedule) (*Op
 		if affected(res) == 0 {
 			return errAlreadyFinished // another booking took this due time
 		}
-		op, err = s.createBackupTx(ctx, tx, CreateBackupParams{
+		p := CreateBackupParams{
 			Accept: Accept{TenantID: sc.TenantID, Actor: "schedule:" + sc.ID},
 			SiteID: sc.SiteID, BackupType: sc.BackupType, ScheduleID: sc.ID,
-		}, now)
+		}
+		op, err = s.recordMutationTx(ctx, tx, p.Accept, "backup.create", now,
+			func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
+				return createBackup(ctx, tx, p, opID, now)
+			})
 		return err
 	})
 	switch {

@@ -313,39 +313,19 @@ type HealthCheckPayload struct {
 // audit row. An unknown server is ErrNotFound and writes nothing. The caller
 // enqueues the operation's task after this returns.
 func (s *Store) RequestHealthCheck(ctx context.Context, a Accept, vpsID string) (*Accepted, error) {
-	now := s.nowUTC()
-	op, err := newOperation(a, OpTypeVPSHealthCheck, TargetVPS, vpsID, HealthCheckPayload{VPSID: vpsID}, now)
-	if err != nil {
-		return nil, err
-	}
-	err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		ok, err := s.claimKey(ctx, tx, a, op.ID, now)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errKeyTaken
-		}
+	return s.recordMutation(ctx, a, "vps.health_check", func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
 		n, err := tx.NewSelect().Model((*VPSServer)(nil)).Where("id = ?", vpsID).Count(ctx)
 		if err != nil {
-			return fmt.Errorf("find vps %s: %w", vpsID, err)
+			return nil, fmt.Errorf("find vps %s: %w", vpsID, err)
 		}
 		if n == 0 {
-			return fmt.Errorf("vps %s: %w", vpsID, ErrNotFound)
+			return nil, fmt.Errorf("vps %s: %w", vpsID, ErrNotFound)
 		}
-		if _, err := tx.NewInsert().Model(op).Exec(ctx); err != nil {
-			return fmt.Errorf("insert operation: %w", err)
+		op, err := newOperation(a, OpTypeVPSHealthCheck, TargetVPS, vpsID, HealthCheckPayload{VPSID: vpsID}, now)
+		if err != nil {
+			return nil, err
 		}
-		if _, err := tx.NewInsert().Model(newAudit(a, "vps.health_check", op, now)).Exec(ctx); err != nil {
-			return fmt.Errorf("insert audit log: %w", err)
-		}
-		return nil
+		op.ID = opID
+		return op, nil
 	})
-	if errors.Is(err, errKeyTaken) {
-		return s.replay(ctx, a)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &Accepted{Operation: op}, nil
 }
