@@ -68,9 +68,10 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	gate.open()
 	// An attempt that ended while Redis was down (most often one deferred by a
 	// full per-VPS limit) could not be handed back to the queue: asynq's
-	// recoverer re-queues it once its 30s lease has expired, and looks once a
-	// minute, so the last of those may take about 90s.
-	took := s.waitSettled(150 * time.Second)
+	// recoverer re-queues it once its 30s lease has expired and looks only once
+	// a minute, and its retry delay follows; 1m46s was seen in CI, so allow
+	// four minutes. Nothing is lost meanwhile: the ledger below still holds.
+	took := s.waitSettled(4 * time.Minute)
 	reenqueued := w.logValues("re-enqueued operation whose task was missing", "operation_id")
 	t.Logf("all operations finished %s after Redis came back; the reconciler re-enqueued %d operations",
 		took.Round(100*time.Millisecond), len(reenqueued))
