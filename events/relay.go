@@ -367,6 +367,10 @@ func (r *Relay) publish(ctx context.Context, lease *models.OutboxLease, rows []m
 			return struct{}{}, r.writer.WriteMessages(ctx, msgs...)
 		})
 		ok := chunkSucceeded(chunk, err)
+		if err != nil && len(ok) > 0 {
+			r.log.Warn("publish partly failed; marking the acknowledged rows",
+				"acknowledged", len(ok), "failed", n-len(ok), "error", err)
+		}
 		if len(ok) > 0 {
 			r.published.Add(uint64(len(ok)))
 			if merr := lease.MarkPublished(ctx, ok); merr != nil {

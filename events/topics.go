@@ -33,10 +33,12 @@ func (s TopicSpec) Validate() error {
 
 // EnsureTopics creates each of topics (full names) that does not exist yet with
 // spec; existing topics are left as they are. It returns once client's
-// transport knows a leader for every partition of every topic, so a writer
-// sharing that transport can write to all of them right away: a topic the
-// broker has just created may list partitions that have no leader yet, and a
-// write to those fails while the rest of its call succeeds.
+// transport knows a leader for every partition of every topic and each leader
+// serves its partition, so a writer sharing that transport can write to all of
+// them right away. A topic the broker has just created may list partitions
+// that have no leader yet, or whose leader has not loaded them yet (it answers
+// NOT_LEADER_OR_FOLLOWER for a while on a busy machine); a write to those fails
+// while the rest of its call succeeds.
 func EnsureTopics(ctx context.Context, client *kafka.Client, spec TopicSpec, topics ...string) error {
 	if len(topics) == 0 {
 		return nil
@@ -69,7 +71,8 @@ func EnsureTopics(ctx context.Context, client *kafka.Client, spec TopicSpec, top
 const leaderWait = 30 * time.Second
 
 // waitLeaders polls client's metadata until every partition of topics has a
-// leader, ctx ends or leaderWait passes; the error names what is still missing.
+// leader that serves it, ctx ends or leaderWait passes; the error names what is
+// still missing.
 func waitLeaders(ctx context.Context, client *kafka.Client, topics []string) error {
 	ctx, cancel := context.WithTimeout(ctx, leaderWait)
 	defer cancel()
@@ -100,12 +103,14 @@ func leaderless(ctx context.Context, client *kafka.Client, topics []string) ([]s
 	}
 	seen := map[string]bool{}
 	var missing []string
+	offsets := map[string][]kafka.OffsetRequest{}
 	for _, t := range md.Topics {
 		if t.Error != nil || len(t.Partitions) == 0 {
 			continue
 		}
 		seen[t.Name] = true
 		for _, p := range t.Partitions {
+			offsets[t.Name] = append(offsets[t.Name], kafka.FirstOffsetOf(p.ID))
 			// An unknown leader ID maps to the zero Broker, which has no host.
 			if p.Error != nil || p.Leader.Host == "" {
 				missing = append(missing, fmt.Sprintf("%s/%d", t.Name, p.ID))
@@ -115,6 +120,33 @@ func leaderless(ctx context.Context, client *kafka.Client, topics []string) ([]s
 	for _, t := range topics {
 		if !seen[t] {
 			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return missing, nil
+	}
+	return unserved(ctx, client, offsets)
+}
+
+// unserved asks each partition's leader for the partition's first offset and
+// returns the partitions (topic/partition) whose leader does not serve them yet.
+func unserved(ctx context.Context, client *kafka.Client, partitions map[string][]kafka.OffsetRequest) ([]string, error) {
+	res, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: partitions})
+	if err != nil {
+		return nil, fmt.Errorf("list offsets: %w", err)
+	}
+	var missing []string
+	for t, reqs := range partitions {
+		answered := map[int]bool{}
+		for _, p := range res.Topics[t] {
+			if p.Error == nil {
+				answered[p.Partition] = true
+			}
+		}
+		for _, r := range reqs {
+			if !answered[r.Partition] {
+				missing = append(missing, fmt.Sprintf("%s/%d", t, r.Partition))
+			}
 		}
 	}
 	return missing, nil
