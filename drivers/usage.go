@@ -13,7 +13,7 @@ import (
 
 // UsageProbe measures what a site uses on its server, for metering. Every
 // figure is measured on the server, never estimated. Implementations: local
-// (a directory on this machine).
+// (a directory on this machine) and ssh (real servers).
 type UsageProbe interface {
 	// DiskBytes returns the bytes of the site's document root: the sum of the
 	// sizes of the regular files under it (symbolic links are not followed). A

@@ -73,3 +73,16 @@ func protectBackupSource(c config, b *backends, log *slog.Logger, src drivers.Ba
 	}
 	return br.WrapBackupSource(l.BackupSource(src)), nil
 }
+
+// protectUsageProbe is probe as metering uses it: behind the server's breaker,
+// so a dead server defers a tenant's meter at once instead of costing a dial
+// timeout per site. It takes no concurrency slot: a measurement only reads
+// (a `find` and the access logs), and one tenant's meter visits its sites one
+// after the other.
+func protectUsageProbe(c config, b *backends, log *slog.Logger, probe drivers.UsageProbe) (drivers.UsageProbe, error) {
+	br, err := b.vpsBreakers(c, log)
+	if err != nil {
+		return nil, err
+	}
+	return br.WrapUsageProbe(probe), nil
+}

@@ -241,16 +241,20 @@ func newWorker(c config, b *backends, log *slog.Logger, root string) (*workers.S
 	if err != nil {
 		return nil, err
 	}
-	// Metering measures through the driver's UsageProbe; a driver without one
-	// (ssh, for now) leaves usage tasks to workers that have it.
+	// Metering measures through the driver's UsageProbe (both drivers have
+	// one); a driver without one would leave usage tasks to workers that have it.
 	var meterSweep *jobs.MeterSweep
 	var meter *jobs.MeterUsage
 	if drv.usage != nil {
+		usage, err := protectUsageProbe(c, b, log, drv.usage)
+		if err != nil {
+			return nil, err
+		}
 		if meterSweep, err = jobs.NewMeterSweep(jobs.MeterSweepConfig{Store: b.store, Enqueuer: queue.NewEnqueuer(b.redis),
 			Logger: log.With("component", "metering")}); err != nil {
 			return nil, err
 		}
-		if meter, err = jobs.NewMeterUsage(jobs.MeterUsageConfig{Store: b.store, Probe: drv.usage, Logger: log.With("component", "metering")}); err != nil {
+		if meter, err = jobs.NewMeterUsage(jobs.MeterUsageConfig{Store: b.store, Probe: usage, Logger: log.With("component", "metering")}); err != nil {
 			return nil, err
 		}
 		if b.metrics != nil {
@@ -313,14 +317,14 @@ type driver struct {
 // newDriver builds the driver CHOM_DRIVER names: local (a directory per server
 // under root, which it creates: the local health probe reports a missing root
 // as an unreachable server) or ssh (real servers, with CHOM_SSH_KEY_FILE as
-// CHOM_SSH_USER; it has no UsageProbe yet).
+// CHOM_SSH_USER).
 func newDriver(c config, log *slog.Logger, root string) (driver, error) {
 	if c.Driver == "ssh" {
 		p, err := ssh.NewProvisioner(ssh.Config{KeyFile: c.SSHKeyFile, User: c.SSHUser, Logger: log.With("component", "driver")})
 		if err != nil {
 			return driver{}, err
 		}
-		return driver{prov: p, backups: p}, nil
+		return driver{prov: p, backups: p, usage: p}, nil
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return driver{}, fmt.Errorf("local driver root: %w", err)

@@ -1,11 +1,12 @@
 // Package breaker gives every VPS its own circuit breaker around every call
-// that reaches it (health probes, provisioning, backups), so a dead server
+// that reaches it (health probes, provisioning, backups, metering), so a dead server
 // costs a map lookup instead of a dial and a timeout on every sweep and every
 // job.
 //
 // A Registry holds one gobreaker.CircuitBreaker per VPS ID, created on first
-// use and bounded in number. Wrap (a drivers.HealthProbe), WrapProvisioner and
-// WrapBackupSource share those breakers: the health sweep and the jobs see one
+// use and bounded in number. Wrap (a drivers.HealthProbe), WrapProvisioner,
+// WrapBackupSource and WrapUsageProbe share those breakers: the health sweep
+// and the jobs (metering included) see one
 // breaker per server, so failed health checks open it for jobs and failed
 // jobs open it for health checks. While a server's breaker is open, a call
 // returns at once with an error wrapping drivers.ErrUnreachable,
@@ -340,4 +341,42 @@ func (b *BackupSource) Restore(ctx context.Context, site drivers.SiteSpec, kind 
 		return nil, b.inner.Restore(ctx, site, kind, r)
 	})
 	return err
+}
+
+// UsageProbe runs a drivers.UsageProbe through the per-VPS breakers of a
+// Registry: the breaker of each spec's Server.ID.
+type UsageProbe struct {
+	inner drivers.UsageProbe
+	reg   *Registry
+}
+
+var _ drivers.UsageProbe = (*UsageProbe)(nil)
+
+// WrapUsageProbe returns a usage probe that runs inner through r's breakers.
+// A nil inner panics: it is wiring, done once at start-up.
+func (r *Registry) WrapUsageProbe(inner drivers.UsageProbe) *UsageProbe {
+	if inner == nil {
+		panic("breaker: WrapUsageProbe of a nil usage probe")
+	}
+	return &UsageProbe{inner: inner, reg: r}
+}
+
+// DiskBytes runs inner's DiskBytes through the breaker of site.Server.ID; an
+// open breaker fails fast like Provisioner.Provision.
+func (u *UsageProbe) DiskBytes(ctx context.Context, site drivers.SiteSpec) (int64, error) {
+	v, err := u.reg.execute(ctx, site.Server.ID, func() (any, error) {
+		return u.inner.DiskBytes(ctx, site)
+	})
+	n, _ := v.(int64)
+	return n, err
+}
+
+// Bandwidth runs inner's Bandwidth through the breaker of site.Server.ID; an
+// open breaker fails fast like Provisioner.Provision.
+func (u *UsageProbe) Bandwidth(ctx context.Context, site drivers.SiteSpec, start, end time.Time) (drivers.Bandwidth, error) {
+	v, err := u.reg.execute(ctx, site.Server.ID, func() (any, error) {
+		return u.inner.Bandwidth(ctx, site, start, end)
+	})
+	bw, _ := v.(drivers.Bandwidth)
+	return bw, err
 }

@@ -17,8 +17,9 @@ import (
 	"github.com/chomhq/chom/drivers/breaker"
 )
 
-// fakeDriver is a drivers.Provisioner and drivers.BackupSource whose every
-// method returns err and counts the calls that reached it.
+// fakeDriver is a drivers.Provisioner, drivers.BackupSource and
+// drivers.UsageProbe whose every method returns err and counts the calls that
+// reached it.
 type fakeDriver struct {
 	calls atomic.Int64
 	err   atomic.Value // error wrapper
@@ -55,9 +56,29 @@ func (f *fakeDriver) Restore(_ context.Context, _ drivers.SiteSpec, _ string, r 
 	return err
 }
 
+func (f *fakeDriver) DiskBytes(context.Context, drivers.SiteSpec) (int64, error) {
+	if err := f.result(); err != nil {
+		return 0, err
+	}
+	return 4096, nil
+}
+func (f *fakeDriver) Bandwidth(context.Context, drivers.SiteSpec, time.Time, time.Time) (drivers.Bandwidth, error) {
+	if err := f.result(); err != nil {
+		return drivers.Bandwidth{}, err
+	}
+	return drivers.Bandwidth{Bytes: 10, Requests: 1, Files: 1}, nil
+}
+
 func spec(vpsID string) drivers.SiteSpec {
 	return drivers.SiteSpec{ID: "site_a", TenantID: "ten_a", Domain: "a.example", SiteType: drivers.SiteTypeHTML,
 		Server: drivers.Server{ID: vpsID}}
+}
+
+// wrapped are the breaker's wrappers of one fake driver.
+type wrapped struct {
+	prov    *breaker.Provisioner
+	backups *breaker.BackupSource
+	usage   *breaker.UsageProbe
 }
 
 // TestProvisionerBreaker: N unreachable failures open the breaker, after which
@@ -86,20 +107,28 @@ func TestProvisionerBreaker(t *testing.T) {
 	}
 	methods := []struct {
 		name string
-		call func(ctx context.Context, p *breaker.Provisioner, b *breaker.BackupSource) error
+		call func(ctx context.Context, w wrapped) error
 	}{
-		{"Provision", func(ctx context.Context, p *breaker.Provisioner, _ *breaker.BackupSource) error {
-			_, err := p.Provision(ctx, spec("vps_a"), nil)
+		{"Provision", func(ctx context.Context, w wrapped) error {
+			_, err := w.prov.Provision(ctx, spec("vps_a"), nil)
 			return err
 		}},
-		{"Deprovision", func(ctx context.Context, p *breaker.Provisioner, _ *breaker.BackupSource) error {
-			return p.Deprovision(ctx, spec("vps_a"))
+		{"Deprovision", func(ctx context.Context, w wrapped) error {
+			return w.prov.Deprovision(ctx, spec("vps_a"))
 		}},
-		{"Archive", func(ctx context.Context, _ *breaker.Provisioner, b *breaker.BackupSource) error {
-			return b.Archive(ctx, spec("vps_a"), drivers.BackupFull, io.Discard)
+		{"Archive", func(ctx context.Context, w wrapped) error {
+			return w.backups.Archive(ctx, spec("vps_a"), drivers.BackupFull, io.Discard)
 		}},
-		{"Restore", func(ctx context.Context, _ *breaker.Provisioner, b *breaker.BackupSource) error {
-			return b.Restore(ctx, spec("vps_a"), drivers.BackupFull, strings.NewReader("x"))
+		{"Restore", func(ctx context.Context, w wrapped) error {
+			return w.backups.Restore(ctx, spec("vps_a"), drivers.BackupFull, strings.NewReader("x"))
+		}},
+		{"DiskBytes", func(ctx context.Context, w wrapped) error {
+			_, err := w.usage.DiskBytes(ctx, spec("vps_a"))
+			return err
+		}},
+		{"Bandwidth", func(ctx context.Context, w wrapped) error {
+			_, err := w.usage.Bandwidth(ctx, spec("vps_a"), time.Now().Add(-time.Hour), time.Now())
+			return err
 		}},
 	}
 	for _, tt := range tests {
@@ -109,10 +138,10 @@ func TestProvisionerBreaker(t *testing.T) {
 				reg := newRegistry(t, breaker.Config{Failures: 3, OpenTimeout: time.Hour})
 				fake := &fakeDriver{}
 				fake.set(tt.err)
-				p, b := reg.WrapProvisioner(fake), reg.WrapBackupSource(fake)
+				w := wrapped{reg.WrapProvisioner(fake), reg.WrapBackupSource(fake), reg.WrapUsageProbe(fake)}
 				var err error
 				for range tt.calls {
-					err = m.call(t.Context(), p, b)
+					err = m.call(t.Context(), w)
 				}
 				if got := fake.calls.Load(); got != tt.wantInner {
 					t.Errorf("inner calls = %d, want %d", got, tt.wantInner)
@@ -171,6 +200,9 @@ func TestSharedBreaker(t *testing.T) {
 	}
 	if got := reg.State("vps_a"); got != breaker.StateClosed {
 		t.Fatalf("state after a successful half-open call = %s", got)
+	}
+	if n, err := reg.WrapUsageProbe(fake).DiskBytes(t.Context(), spec("vps_a")); err != nil || n != 4096 {
+		t.Fatalf("disk bytes through a closed breaker: %d, %v", n, err)
 	}
 	var buf bytes.Buffer
 	if err := reg.WrapBackupSource(fake).Archive(t.Context(), spec("vps_a"), drivers.BackupFiles, &buf); err != nil || buf.String() != "archive" {

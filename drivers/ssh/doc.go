@@ -1,6 +1,8 @@
 // Package ssh reaches real VPS servers over SSH with golang.org/x/crypto/ssh:
 // Probe implements drivers.HealthProbe, and Provisioner (NewProvisioner)
-// implements drivers.Provisioner and drivers.BackupSource.
+// implements drivers.Provisioner, drivers.BackupSource and drivers.UsageProbe
+// (metering: a `find` of the document root, and the access logs streamed
+// through drivers.ScanAccessLog).
 //
 // # Provisioner
 //

@@ -34,7 +34,7 @@ const (
 const exitRejected = 3
 
 // Provisioner puts sites on real servers over SSH: it implements
-// drivers.Provisioner and drivers.BackupSource. It keeps one SSH connection
+// drivers.Provisioner, drivers.BackupSource and drivers.UsageProbe. It keeps one SSH connection
 // per server (its own pool, configured like the Probe's) and is safe for
 // concurrent use; mutations of one server are serialised within one
 // Provisioner, and useradd / userdel also take a lock file on the server.

@@ -306,6 +306,11 @@ func TestProvisionerOnRealServers(t *testing.T) {
 		}
 	})
 
+	t.Run("html site: disk and bandwidth metered on the server", func(t *testing.T) {
+		t.Parallel()
+		testMetering(t, b)
+	})
+
 	t.Run("changed host key refused", func(t *testing.T) {
 		t.Parallel()
 		ctx := t.Context()
@@ -323,6 +328,11 @@ func TestProvisionerOnRealServers(t *testing.T) {
 			b.prov.Deprovision(ctx, site),
 			b.prov.Archive(ctx, site, drivers.BackupFiles, io.Discard),
 			b.prov.Restore(ctx, site, drivers.BackupFiles, strings.NewReader("x")),
+			func() error { _, err := b.prov.DiskBytes(ctx, site); return err }(),
+			func() error {
+				_, err := b.prov.Bandwidth(ctx, site, time.Now().Add(-time.Hour), time.Now())
+				return err
+			}(),
 		} {
 			if !errors.Is(err, drivers.ErrHostKeyMismatch) {
 				t.Errorf("got %v, want ErrHostKeyMismatch", err)

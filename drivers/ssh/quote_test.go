@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/chomhq/chom/drivers"
 	"github.com/chomhq/chom/drivers/ssh"
@@ -123,6 +124,10 @@ func TestHostileSpecsNeverReachAServer(t *testing.T) {
 		_, err := p.Provision(ctx, s, nil)
 		errs := []error{err, p.Deprovision(ctx, s), p.Archive(ctx, s, drivers.BackupFull, io.Discard),
 			p.Restore(ctx, s, drivers.BackupFull, nil)}
+		_, err = p.DiskBytes(ctx, s)
+		errs = append(errs, err)
+		_, err = p.Bandwidth(ctx, s, time.Now().Add(-time.Hour), time.Now())
+		errs = append(errs, err)
 		for i, err := range errs {
 			if !errors.Is(err, drivers.ErrInvalidSpec) {
 				t.Errorf("method %d with %+v: got %v, want ErrInvalidSpec", i, s, err)

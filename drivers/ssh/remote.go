@@ -181,7 +181,7 @@ type cancelWriter struct {
 func (c *cancelWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	if err != nil {
-		c.cancel(fmt.Errorf("write archive: %w", err))
+		c.cancel(fmt.Errorf("write output: %w", err))
 	}
 	return n, err
 }

@@ -224,3 +224,33 @@ fi
 
 // scriptRemoveStage removes a restore's staging directories. Args: dirs….
 const scriptRemoveStage = `rm -rf -- "$@"`
+
+// scriptDiskBytes prints the size of every regular file under a document root,
+// one per line, without following symbolic links (a link counts as nothing,
+// so a link to / cannot inflate a bill); files that vanish meanwhile are
+// skipped. A missing document root prints nothing. Args: document root.
+const scriptDiskBytes = `set -eu
+d=$1
+if [ ! -d "$d" ]; then exit 0; fi
+find -P "$d" -ignore_readdir_race -type f -printf '%s\n'
+`
+
+// scriptListLogs prints "<mtime seconds> <name>" for each regular file named
+// access.log* directly in a site's log directory; a missing directory prints
+// nothing. Args: log directory.
+const scriptListLogs = `set -eu
+d=$1
+if [ ! -d "$d" ]; then exit 0; fi
+find -P "$d" -mindepth 1 -maxdepth 1 -type f -name 'access.log*' -printf '%T@ %f\n'
+`
+
+// scriptReadLog opens one log file once, prints the device and inode of what
+// it opened ("<dev>:<ino>") on a line of its own, then the file. A file gone
+// since the listing prints nothing. Args: path.
+const scriptReadLog = `set -eu
+f=$1
+if [ ! -f "$f" ]; then exit 0; fi
+exec 3<"$f"
+stat -L -c '%d:%i' /dev/fd/3
+cat <&3
+`

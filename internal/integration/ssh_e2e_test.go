@@ -2,6 +2,7 @@ package integration
 
 import (
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -11,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chomhq/chom/drivers"
 	"github.com/chomhq/chom/drivers/ssh"
 	"github.com/chomhq/chom/ingress"
 	"github.com/chomhq/chom/internal/testenv"
 	"github.com/chomhq/chom/internal/vpsenv"
+	"github.com/chomhq/chom/jobs"
 	"github.com/chomhq/chom/models"
 )
 
@@ -56,7 +59,8 @@ func page(t *testing.T, v *vpsenv.VPS, host, want string, check func(status int,
 // The whole path on real servers: the API, PostgreSQL, Redis and the worker
 // drive the SSH driver against sshd, nginx and php-fpm on loopback (the
 // "server" is this machine). An html and a php site are provisioned and served
-// by nginx under their Host headers; the php site is backed up, changed,
+// by nginx under their Host headers; their usage is metered over SSH; the php
+// site is backed up, changed,
 // restored to its original page; both are deleted and nginx answers 404.
 func TestSSHEndToEnd(t *testing.T) {
 	t.Parallel()
@@ -80,7 +84,9 @@ func TestSSHEndToEnd(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = prov.Close() })
 	t0 := time.Now()
-	s := newStack(t, testenv.Postgres(t), stackOpts{remote: &remoteDriver{driver: prov, sshPort: v.SSHPort, hostKey: v.HostKey}})
+	// The meter's clock is ahead, so it meters the period around now.
+	s := newStack(t, testenv.Postgres(t), stackOpts{remote: &remoteDriver{driver: prov, sshPort: v.SSHPort, hostKey: v.HostKey},
+		meterNow: func() time.Time { return time.Now().Add(3 * time.Hour) }})
 	s.needBackups()
 	step("newStack", t0)
 
@@ -112,6 +118,10 @@ func TestSSHEndToEnd(t *testing.T) {
 	}
 	original := page(t, v, phpHost, "the PHP-rendered starter page", isStarter)
 	step("GET both pages", t0)
+
+	t0 = time.Now()
+	meterOverSSH(t, s, v, map[string]string{htmlOp.TargetID: htmlHost, phpOp.TargetID: phpHost}, start)
+	step("meter usage", t0)
 
 	// The site's rows point at the vpsenv: the API shows it active on the stack's server.
 	var site models.Site
@@ -168,4 +178,60 @@ func TestSSHEndToEnd(t *testing.T) {
 	}
 	step("deprovision both", t0)
 	step("total", start)
+}
+
+// meterOverSSH meters tenant A's period around now through the SSH driver and
+// checks each site's records against the server's own files (the "server" is
+// this machine): disk_bytes is the size of the document root's files, and
+// bandwidth_bytes what drivers.ScanAccessLog sums from the site's access.log
+// read here directly, which holds the pages just served (so it is not zero).
+func meterOverSSH(t *testing.T, s *stack, v *vpsenv.VPS, hosts map[string]string, since time.Time) {
+	t.Helper()
+	ctx := t.Context()
+	periodStart := since.Add(-time.Hour).UTC().Truncate(time.Second)
+	periodEnd := periodStart.Add(2 * time.Hour)
+	rep, err := s.meter.Meter(ctx, s.tenantA, periodStart, periodEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, r := range rep.Inserted {
+		got[r.Metric+"/"+r.SiteID] = r.Quantity
+	}
+	if got[jobs.MetricActiveSites+"/"] != int64(len(hosts)) {
+		t.Errorf("active sites %d, want %d (records %v)", got[jobs.MetricActiveSites+"/"], len(hosts), got)
+	}
+	for id, host := range hosts {
+		var disk int64
+		err := filepath.WalkDir(filepath.Join(v.WebRoot, host, "public"), func(_ string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			info, err := d.Info()
+			disk += info.Size()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(filepath.Join(v.LogDir, host, "access.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bw, err := drivers.ScanAccessLog(ctx, f, periodStart, periodEnd)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bw.Bytes == 0 {
+			t.Fatalf("%s: access.log holds no bytes served, so the comparison proves nothing", host)
+		}
+		if q := got[jobs.MetricDiskBytes+"/"+id]; q != disk {
+			t.Errorf("%s: disk_bytes %d, want %d (the files under its document root)", host, q, disk)
+		}
+		if q := got[jobs.MetricBandwidthBytes+"/"+id]; q != bw.Bytes {
+			t.Errorf("%s: bandwidth_bytes %d, want %d (its access.log, read on the server)", host, q, bw.Bytes)
+		}
+	}
+	t.Logf("metered over SSH: %v", got)
 }

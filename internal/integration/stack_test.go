@@ -93,6 +93,7 @@ type remoteDriver struct {
 	driver interface {
 		drivers.Provisioner
 		drivers.BackupSource
+		drivers.UsageProbe
 	}
 	sshPort int    // the server's SSH port on 127.0.0.1
 	hostKey string // the server's host key, authorized_keys form
@@ -246,7 +247,12 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 		Logger: log}); err != nil {
 		t.Fatal(err)
 	}
-	if s.meter, err = jobs.NewMeterUsage(jobs.MeterUsageConfig{Store: store, Probe: prov, Logger: log, Now: o.meterNow}); err != nil {
+	// The meter measures through the remote driver when there is one.
+	var usage drivers.UsageProbe = prov
+	if o.remote != nil {
+		usage = o.remote.driver
+	}
+	if s.meter, err = jobs.NewMeterUsage(jobs.MeterUsageConfig{Store: store, Probe: usage, Logger: log, Now: o.meterNow}); err != nil {
 		t.Fatal(err)
 	}
 	// The local driver's BackupSource (helper "stores"): backups run through
