@@ -64,7 +64,9 @@ type BackupStore interface {
 }
 
 // ErrCorruptArchive is returned by a VerifyReader whose stream does not match
-// the recorded size or SHA-256. It is permanent: the archive is damaged.
+// the recorded size or SHA-256, and by a BackupSource's Restore when the
+// archive does not hold what its kind needs (no files, no database dump, a
+// dump that does not import). It is permanent: the archive is damaged.
 var ErrCorruptArchive = errors.New("drivers: archive does not match its recorded size and checksum")
 
 // VerifyReader returns a reader of r that, at EOF, returns an error wrapping

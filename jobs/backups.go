@@ -343,7 +343,7 @@ func (h *RestoreBackup) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	out := models.Outcome{Status: models.OpFailed, ErrorCode: "restore_failed", ErrorMessage: "the restore failed after all retries; the site is unchanged"}
 	switch {
 	case corrupt:
-		out.ErrorCode, out.ErrorMessage = "corrupt_archive", "the archive does not match its recorded size and checksum; the site is unchanged"
+		out.ErrorCode, out.ErrorMessage = "corrupt_archive", "the archive is damaged (it does not match its recorded size and checksum, or does not hold what a restore of its type needs); the site is unchanged"
 	case errors.Is(err, drivers.ErrNotFound):
 		out.ErrorCode, out.ErrorMessage = "archive_missing", "the archive is missing from the backup store; the site is unchanged"
 	}

@@ -2,6 +2,7 @@ package ssh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -58,13 +59,24 @@ func (p *Provisioner) Archive(ctx context.Context, site drivers.SiteSpec, kind s
 	return nil
 }
 
+// Exit statuses of scriptRestore for an archive that cannot be restored: it
+// lacks what its kind needs, or its database dump does not import.
+const (
+	exitNoContent = 4
+	exitNoImport  = 5
+)
+
 // Restore puts back what an archive of kind holds. It first streams r to a
 // staging file on the server (<StateDir>/<site>/restore, root-only); only when
 // r ended with a clean io.EOF does a second command extract it beside the
 // document root, import database.sql (for database kinds) and swap the new
 // document root into place by rename. A reader that fails, as VerifyReader
 // does on a checksum mismatch, therefore changes nothing on the live site;
-// the staging is removed either way.
+// the staging is removed either way. For database kinds the dump is first
+// imported into a scratch database, and the live one is emptied and loaded
+// only once that worked, so it ends up holding exactly the backup's tables. An
+// archive without what kind needs, or whose dump does not import, is an error
+// wrapping drivers.ErrCorruptArchive (permanent) and changes nothing.
 func (p *Provisioner) Restore(ctx context.Context, site drivers.SiteSpec, kind string, r io.Reader) error {
 	sp, s, err := p.start(site)
 	if err != nil {
@@ -86,6 +98,10 @@ func (p *Provisioner) Restore(ctx context.Context, site drivers.SiteSpec, kind s
 	args := append([]string{sp.stage, sp.siteRoot, sp.user, flag(files), flag(db), sp.db}, p.layout.MySQL...)
 	if _, _, err := p.r.run(ctx, s.ep, scriptRestore, args, runOpts{}); err != nil {
 		p.cleanStage(ctx, s, sp)
+		var ce *commandError
+		if errors.As(err, &ce) && (ce.exit.ExitStatus() == exitNoContent || ce.exit.ExitStatus() == exitNoImport) {
+			err = fmt.Errorf("%w: %w", drivers.ErrCorruptArchive, err)
+		}
 		return fmt.Errorf("ssh: restore %s (%s): %w", site.Domain, kind, err)
 	}
 	return nil

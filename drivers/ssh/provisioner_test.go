@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -256,8 +257,22 @@ func TestProvisionerOnRealServers(t *testing.T) {
 			sql(t, v, "INSERT INTO `"+user+"`.marks VALUES (2)")
 		}
 		change("<?php echo 'defaced';")
+		sql(t, v, "CREATE TABLE `"+user+"`.added_later (v INT)")
 		if err := b.prov.Restore(ctx, site, drivers.BackupFull, bytes.NewReader(archive.Bytes())); err != nil {
 			t.Fatal(err)
+		}
+		tables := func() string {
+			t.Helper()
+			return strings.TrimSpace(sql(t, v, "SELECT GROUP_CONCAT(table_name ORDER BY table_name) FROM information_schema.tables WHERE table_schema = '"+user+"'"))
+		}
+		if got := tables(); got != "marks" {
+			t.Errorf("tables after restore = %q, want only the backed-up marks (not added_later)", got)
+		}
+		if err := v.LoginAs(ctx, user, password, user); err != nil {
+			t.Errorf("the site's database login after restore: %v", err)
+		}
+		if got := sql(t, v, "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE '%chom_restore%'"); strings.TrimSpace(got) != "0" {
+			t.Error("the restore left its scratch database behind")
 		}
 		if got, _ := os.ReadFile(index); !bytes.Equal(got, original) {
 			t.Errorf("index.php after restore:\n%s\nwant:\n%s", got, original)
@@ -286,6 +301,26 @@ func TestProvisionerOnRealServers(t *testing.T) {
 		}
 		if exists(filepath.Join(v.StateDir, site.ID, "restore")) || exists(filepath.Join(v.WebRoot, site.Domain, ".chom-restore")) {
 			t.Error("a failed restore left its staging behind")
+		}
+
+		// A dump that does not import changes neither the database nor the files.
+		broken := tarGz(t, map[string]string{"files/index.php": "<?php echo 'from a broken backup';",
+			"database.sql": "CREATE TABLE from_broken (v INT);\nTHIS IS NOT SQL;\n"})
+		err = b.prov.Restore(ctx, site, drivers.BackupFull, bytes.NewReader(broken))
+		if !errors.Is(err, drivers.ErrCorruptArchive) || !strings.Contains(err.Error(), "does not import") {
+			t.Fatalf("restore of a dump that does not import: %v", err)
+		}
+		if got, _ := os.ReadFile(index); string(got) != "<?php echo 'changed after backup';" {
+			t.Errorf("a restore with a broken dump changed index.php to:\n%s", got)
+		}
+		if got := tables(); got != "marks" {
+			t.Errorf("tables after a broken restore = %q, want marks", got)
+		}
+		if got := sql(t, v, "SELECT GROUP_CONCAT(v ORDER BY v) FROM `"+user+"`.marks"); strings.TrimSpace(got) != "1,2" {
+			t.Errorf("a broken restore changed the database: marks = %q, want 1,2", got)
+		}
+		if got := sql(t, v, "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE '%chom_restore%'"); strings.TrimSpace(got) != "0" {
+			t.Error("a broken restore left its scratch database behind")
 		}
 
 		if err := b.prov.Deprovision(ctx, site); err != nil {
@@ -417,4 +452,28 @@ func tarNames(t *testing.T, data []byte) ([]string, string) {
 			dump = string(b)
 		}
 	}
+}
+
+// tarGz is a gzip-compressed tar of files (name → content), in name order.
+func tarGz(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	names := slices.Sorted(maps.Keys(files))
+	for _, name := range names {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(files[name])), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(files[name])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }

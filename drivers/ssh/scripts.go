@@ -196,22 +196,51 @@ cat > "$stage/archive.tar.gz"
 `
 
 // scriptRestore extracts the staged archive into a staging directory beside
-// the document root, checks it holds what kind needs, imports database.sql,
-// then swaps the new document root into place with renames on one
-// filesystem, and removes the staging. It runs only after the archive was
-// received completely. Args: staging dir, site root, user, files (1|0),
-// database (1|0), database name, mysql argv….
+// the document root and checks it holds what kind needs. For a database it
+// first imports database.sql into a scratch database (<name>_chom_restore),
+// so a dump that does not import leaves the live database as it was; only
+// then does it empty the live database (dropped and created again: the site
+// user's grants on it stay) and import the dump there, so the database holds
+// exactly what the backup held and not also the tables created since. Then it
+// swaps the new document root into place with renames on one filesystem and
+// removes the staging (and the scratch database). It runs only after the
+// archive was received completely. Args: staging dir, site root, user, files
+// (1|0), database (1|0), database name, mysql argv….
 const scriptRestore = `set -eu
 stage=$1 root=$2 user=$3 files=$4 db=$5 name=$6
 shift 6
 x="$root/.chom-restore"
-trap 'rm -rf "$x" "$stage"' EXIT
+scratch="${name}_chom_restore"
+cleanup() {
+	rm -rf "$x" "$stage"
+	if [ "$db" = 1 ]; then
+		"$@" <<EOF || true
+DROP DATABASE IF EXISTS ` + "\\`$scratch\\`" + `;
+EOF
+	fi
+}
+trap 'cleanup "$@"' EXIT
 rm -rf "$x"
 mkdir -m 0700 "$x"
 tar -xzf "$stage/archive.tar.gz" -C "$x" --no-same-owner --no-same-permissions --delay-directory-restore
 if [ "$files" = 1 ] && [ ! -d "$x/files" ]; then echo "archive holds no files/" >&2; exit 4; fi
 if [ "$db" = 1 ] && [ ! -f "$x/database.sql" ]; then echo "archive holds no database.sql" >&2; exit 4; fi
-if [ "$db" = 1 ]; then "$@" "$name" < "$x/database.sql"; fi
+if [ "$db" = 1 ]; then
+	"$@" <<EOF
+DROP DATABASE IF EXISTS ` + "\\`$scratch\\`" + `;
+CREATE DATABASE ` + "\\`$scratch\\`" + ` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+EOF
+	if ! "$@" "$scratch" < "$x/database.sql"; then
+		echo "database.sql does not import; the database is unchanged" >&2
+		exit 5
+	fi
+	"$@" <<EOF
+DROP DATABASE ` + "\\`$scratch\\`" + `;
+DROP DATABASE IF EXISTS ` + "\\`$name\\`" + `;
+CREATE DATABASE ` + "\\`$name\\`" + ` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+EOF
+	"$@" "$name" < "$x/database.sql"
+fi
 if [ "$files" = 1 ]; then
 	chown -R -P "$user:$user" "$x/files"
 	chmod 0755 "$x/files"
