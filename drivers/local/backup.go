@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -251,7 +252,8 @@ func linkStaysInside(rel, link string) bool {
 // archive, of the gzip stream, and of r: drivers.VerifyReader reports a
 // checksum mismatch only there) is it swapped in: the old root is renamed away,
 // the stage renamed in, the old root removed. Any error before that leaves the
-// live site as it was and the stage removed.
+// live site as it was and the stage removed. What a restore killed mid-way
+// left is repaired first (recoverInterrupted).
 //
 // Entries are refused, and the restore fails with an error wrapping
 // drivers.ErrCorruptArchive, when their name is absolute, holds "..", lies
@@ -273,6 +275,9 @@ func (p *Provisioner) Restore(ctx context.Context, site drivers.SiteSpec, kind s
 		return fmt.Errorf("local: restore %s: site directory (is the site provisioned?): %w", site.Domain, err)
 	}
 	wantFiles := kind != drivers.BackupDatabase
+	if err := p.recoverInterrupted(ctx, log, site.Server.ID, sp.siteDir, sp.docRoot); err != nil {
+		return fmt.Errorf("local: restore %s: %w", site.Domain, err)
+	}
 
 	var stage string
 	var stageRoot *os.Root
@@ -354,6 +359,64 @@ func swapIn(siteDir, docRoot, stage string) error {
 	if old != "" {
 		// The restore is done; a failure here leaves a hidden directory only.
 		_ = os.RemoveAll(old)
+	}
+	return nil
+}
+
+// staleRestore is the age past which a restore's hidden directory is taken
+// for the leftover of an interrupted restore (a worker killed mid-restore):
+// restores of one site never overlap, and none takes this long to unpack.
+const staleRestore = time.Hour
+
+// recoverInterrupted repairs what a restore killed mid-way left in siteDir,
+// under the server's lock. Killed between its two renames, it left no document
+// root and the live one under .restore-old-*: that one is put back, so a
+// failed retry leaves the site as it was. Stage and old directories older
+// than staleRestore are removed.
+func (p *Provisioner) recoverInterrupted(ctx context.Context, log *slog.Logger, serverID, siteDir, docRoot string) error {
+	unlock, err := p.lock(ctx, serverID)
+	if err != nil {
+		return fmt.Errorf("wait for server %s: %w", serverID, err)
+	}
+	defer unlock()
+	entries, err := os.ReadDir(siteDir)
+	if err != nil {
+		return fmt.Errorf("list site directory: %w", err)
+	}
+	var olds []os.DirEntry
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), restoreOldPrefix) && e.IsDir() {
+			olds = append(olds, e)
+		}
+	}
+	if _, err := os.Lstat(docRoot); errors.Is(err, fs.ErrNotExist) && len(olds) > 0 {
+		newest, newestAt := "", time.Time{}
+		for _, e := range olds {
+			if info, err := e.Info(); err == nil && (newest == "" || info.ModTime().After(newestAt)) {
+				newest, newestAt = e.Name(), info.ModTime()
+			}
+		}
+		if newest != "" {
+			if err := os.Rename(filepath.Join(siteDir, newest), docRoot); err != nil {
+				return fmt.Errorf("put back the document root an interrupted restore moved away: %w", err)
+			}
+			log.WarnContext(ctx, "put back the document root an interrupted restore had moved away", "from", newest)
+		}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, restoreStagePrefix) && !strings.HasPrefix(name, restoreOldPrefix) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || time.Since(info.ModTime()) < staleRestore {
+			continue // gone already, or too young to be a leftover
+		}
+		if err := os.RemoveAll(filepath.Join(siteDir, name)); err != nil {
+			log.WarnContext(ctx, "could not remove an interrupted restore's directory", "dir", name, "error", err)
+			continue
+		}
+		log.InfoContext(ctx, "removed an interrupted restore's directory", "dir", name)
 	}
 	return nil
 }

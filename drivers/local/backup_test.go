@@ -13,8 +13,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -495,5 +497,59 @@ func TestRestoreRefusesHostileArchives(t *testing.T) {
 				t.Errorf("restore left %v", l)
 			}
 		})
+	}
+}
+
+// A restore killed between its two renames left no document root and the
+// live one under .restore-old-*, beside an old stage: the next restore puts
+// the live root back before anything else (so even a failing one leaves the
+// site as it was) and removes the stale directories; young ones are kept.
+func TestRestoreRecoversAnInterruptedRestore(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	site, sp := provisioned(t, b, drivers.SiteTypeHTML, "interrupted.example.com")
+	arch := archive(t, b, site, drivers.BackupFiles)
+	if err := os.WriteFile(filepath.Join(sp.docRoot, "after-backup.txt"), []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	live := snapshot(t, sp.docRoot)
+
+	// The crash: the live root moved away, the stage still there, both an hour old.
+	old := filepath.Join(sp.siteDir, ".restore-old-0123456789abcdef")
+	stale := filepath.Join(sp.siteDir, ".restore-stage-0123456789abcdef")
+	young := filepath.Join(sp.siteDir, ".restore-stage-fedcba9876543210")
+	if err := os.Rename(sp.docRoot, old); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{stale, young} {
+		if err := os.MkdirAll(filepath.Join(d, "x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-2 * time.Hour)
+	for _, d := range []string{old, stale} {
+		if err := os.Chtimes(d, past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A failing restore (not an archive) still puts the live root back.
+	if err := b.prov.Restore(ctx, site, drivers.BackupFiles, strings.NewReader("not an archive")); err == nil {
+		t.Fatal("Restore of garbage succeeded")
+	}
+	if diff := cmp.Diff(live, snapshot(t, sp.docRoot)); diff != "" {
+		t.Errorf("document root after the failed retry (-want the pre-crash live root +got):\n%s", diff)
+	}
+	if got := leftovers(t, sp); !slices.Equal(got, []string{filepath.Base(young)}) {
+		t.Errorf("leftovers %v, want only the young stage %s", got, filepath.Base(young))
+	}
+
+	// And a good restore then restores.
+	if err := b.prov.Restore(ctx, site, drivers.BackupFiles, bytes.NewReader(arch)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(sp.docRoot, "after-backup.txt")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after-backup.txt after the restore: %v, want it gone", err)
 	}
 }

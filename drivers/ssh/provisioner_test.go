@@ -341,6 +341,33 @@ func TestProvisionerOnRealServers(t *testing.T) {
 		}
 	})
 
+	t.Run("html site: an interrupted restore is repaired", func(t *testing.T) {
+		t.Parallel()
+		ctx := t.Context()
+		site := b.spec("site_intr1", "intr1.example.com", drivers.SiteTypeHTML)
+		if _, err := b.prov.Provision(ctx, site, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.prov.Deprovision(context.WithoutCancel(ctx), site) })
+		root := filepath.Join(v.WebRoot, site.Domain)
+		if err := os.WriteFile(filepath.Join(root, "public", "mine.txt"), []byte("live"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Killed between the renames: no public/, the live tree as .chom-old.
+		if err := os.Rename(filepath.Join(root, "public"), filepath.Join(root, ".chom-old")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.prov.Restore(ctx, site, drivers.BackupFiles, strings.NewReader("not an archive")); err == nil {
+			t.Fatal("restore of garbage succeeded")
+		}
+		if got, err := os.ReadFile(filepath.Join(root, "public", "mine.txt")); err != nil || string(got) != "live" {
+			t.Errorf("public/mine.txt after the failed retry: %q, %v; want the live tree put back", got, err)
+		}
+		if exists(filepath.Join(root, ".chom-old")) {
+			t.Error(".chom-old is still there")
+		}
+	})
+
 	t.Run("html site: disk and bandwidth metered on the server", func(t *testing.T) {
 		t.Parallel()
 		testMetering(t, b)

@@ -203,7 +203,8 @@ cat > "$stage/archive.tar.gz"
 // user's grants on it stay) and import the dump there, so the database holds
 // exactly what the backup held and not also the tables created since. Then it
 // swaps the new document root into place with renames on one filesystem and
-// removes the staging (and the scratch database). It runs only after the
+// removes the staging (and the scratch database). A live tree an interrupted
+// restore left as .chom-old with no public/ beside it is put back first. It runs only after the
 // archive was received completely. Args: staging dir, site root, user, files
 // (1|0), database (1|0), database name, mysql argv….
 const scriptRestore = `set -eu
@@ -220,6 +221,11 @@ EOF
 	fi
 }
 trap 'cleanup "$@"' EXIT
+# A restore killed between its two renames left no public/ and the live tree
+# as .chom-old: put it back first, so this one failing leaves the site as it was.
+if [ ! -e "$root/public" ] && [ ! -L "$root/public" ] && [ -d "$root/.chom-old" ]; then
+	mv "$root/.chom-old" "$root/public"
+fi
 rm -rf "$x"
 mkdir -m 0700 "$x"
 tar -xzf "$stage/archive.tar.gz" -C "$x" --no-same-owner --no-same-permissions --delay-directory-restore
