@@ -136,6 +136,7 @@ var labelContract = map[string][]string{
 	"chom_vps_health_sweep_servers":          {},
 	"chom_usage_records_total":               {"metric"},
 	"chom_usage_meter_runs_total":            {"result"},
+	"chom_billing_events_total":              {"result"},
 }
 
 // targetLabels are added by Prometheus to every scraped series.
@@ -870,6 +871,7 @@ func TestAlertRules(t *testing.T) {
 		"TokenCacheHitRatioLow", "QueueLatencyHigh", "QueueBacklogGrowing", "QueueDeadTasks", "QueueJobFailureRatioHigh",
 		"QueueInspectorFailing", "DatabaseQueryErrors", "DatabaseQueriesSlow", "OutboxLagHigh", "EventsPublishFailing",
 		"KafkaBreakerOpen", "RelayNoLeader", "VpsUnhealthy", "VpsBreakerOpen", "HealthSweepSlow", "TargetDown",
+		"BillingDeadLetters",
 	}
 	var got []string
 	for n := range seen {

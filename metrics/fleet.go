@@ -133,6 +133,10 @@ func (m *Metrics) TrackUsage(records, runs CountersFunc) {
 	m.meterRuns.set(runs)
 }
 
+// TrackBilling reports chom_billing_events_total{result} from fn (the reference
+// billing consumer's counters: billed, duplicate, dead_lettered, ignored).
+func (m *Metrics) TrackBilling(fn CountersFunc) { m.billingEvents.set(fn) }
+
 // countersCollector is a labelled counter family whose values a component
 // keeps itself and hands over at scrape time.
 type countersCollector struct {

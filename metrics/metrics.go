@@ -53,7 +53,7 @@ type Metrics struct {
 	breakers *breakerCollector
 	fleet    *fleetCollector
 
-	healthChecks, usageRecords, meterRuns *countersCollector
+	healthChecks, usageRecords, meterRuns, billingEvents *countersCollector
 }
 
 // New returns a Metrics with its own registry holding the Go and process
@@ -116,10 +116,12 @@ func New() *Metrics {
 		"Usage records written by this worker's meter runs, by metric (per-site records and totals alike).", "metric")
 	m.meterRuns = newCountersCollector("chom_usage_meter_runs_total",
 		"Meter runs of one tenant and period by result: recorded, already_recorded, failed, refused.", "result")
+	m.billingEvents = newCountersCollector("chom_billing_events_total",
+		"Records the reference billing consumer handled, by result: billed (an invoice line), duplicate (billed already), dead_lettered, ignored (no billing effect).", "result")
 	for _, c := range []interface {
 		prometheus.Collector
 		familyNames() []string
-	}{m.queues, m.statuses, m.relay, m.breakers, m.fleet, m.healthChecks, m.usageRecords, m.meterRuns} {
+	}{m.queues, m.statuses, m.relay, m.breakers, m.fleet, m.healthChecks, m.usageRecords, m.meterRuns, m.billingEvents} {
 		m.mustRegister(c, c.familyNames()...)
 	}
 	return m

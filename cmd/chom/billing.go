@@ -37,6 +37,7 @@ func runBillingConsumer(ctx context.Context, stderr io.Writer, getenv func(strin
 	if err != nil {
 		return err
 	}
+	m.TrackBilling(func() map[string]uint64 { return consumer.Stats().Counters() })
 	serveMetrics, err := metricsServer(metricsAddr(c, metricsAddrBilling), m, c.ShutdownTimeout, log)
 	if err != nil {
 		return err

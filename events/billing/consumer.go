@@ -180,6 +180,21 @@ func (c *Consumer) Stats() Stats {
 	}
 }
 
+// Result labels of Stats.Counters, as chom_billing_events_total{result}
+// reports them.
+const (
+	ResultBilled       = "billed"
+	ResultDuplicate    = "duplicate"
+	ResultDeadLettered = "dead_lettered"
+	ResultIgnored      = "ignored"
+)
+
+// Counters returns s by result label, for metrics.
+func (s Stats) Counters() map[string]uint64 {
+	return map[string]uint64{ResultBilled: s.Billed, ResultDuplicate: s.Duplicates,
+		ResultDeadLettered: s.DeadLettered, ResultIgnored: s.Ignored}
+}
+
 // DLQTopic is the full name of the dead-letter topic.
 func (c *Consumer) DLQTopic() string { return c.dlqTopic }
 
