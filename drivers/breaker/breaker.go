@@ -25,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -269,114 +268,32 @@ func (p *Probe) Probe(ctx context.Context, target drivers.HealthTarget) (drivers
 	return report, err
 }
 
-// Provisioner runs a drivers.Provisioner through the per-VPS breakers of a
-// Registry: the breaker of each spec's Server.ID.
-type Provisioner struct {
-	inner drivers.Provisioner
-	reg   *Registry
-}
-
-var _ drivers.Provisioner = (*Provisioner)(nil)
-
-// WrapProvisioner returns a provisioner that runs inner through r's breakers.
-// A nil inner panics: it is wiring, done once at start-up.
-func (r *Registry) WrapProvisioner(inner drivers.Provisioner) *Provisioner {
-	if inner == nil {
-		panic("breaker: WrapProvisioner of a nil provisioner")
-	}
-	return &Provisioner{inner: inner, reg: r}
-}
-
-// Provision runs inner's Provision through the breaker of site.Server.ID; an
-// open breaker is an error wrapping drivers.ErrUnreachable, drivers.ErrDeferred
-// and gobreaker.ErrOpenState, returned without calling inner.
-func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, progress drivers.ProgressFunc) (drivers.Result, error) {
-	v, err := p.reg.execute(ctx, site.Server.ID, func() (any, error) {
-		return p.inner.Provision(ctx, site, progress)
-	})
-	res, _ := v.(drivers.Result)
-	return res, err
-}
-
-// Deprovision runs inner's Deprovision through the breaker of site.Server.ID,
-// failing fast like Provision.
-func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) error {
-	_, err := p.reg.execute(ctx, site.Server.ID, func() (any, error) {
-		return nil, p.inner.Deprovision(ctx, site)
-	})
+// Guard runs call through the breaker of site.Server.ID: it is the
+// drivers.Guard of WrapProvisioner, WrapBackupSource and WrapUsageProbe. While
+// the breaker is open it returns at once an error wrapping
+// drivers.ErrUnreachable, drivers.ErrDeferred and gobreaker.ErrOpenState,
+// without running call; otherwise call's error unchanged.
+func (r *Registry) Guard(ctx context.Context, site drivers.SiteSpec, call func() error) error {
+	_, err := r.execute(ctx, site.Server.ID, func() (any, error) { return nil, call() })
 	return err
 }
 
-// BackupSource runs a drivers.BackupSource through the per-VPS breakers of a
-// Registry: the breaker of each spec's Server.ID.
-type BackupSource struct {
-	inner drivers.BackupSource
-	reg   *Registry
+// WrapProvisioner returns inner with every call through r's breaker of the
+// spec's server (see Guard). A nil inner panics: it is wiring, done once at
+// start-up.
+func (r *Registry) WrapProvisioner(inner drivers.Provisioner) drivers.Provisioner {
+	return drivers.GuardProvisioner(inner, r.Guard)
 }
 
-var _ drivers.BackupSource = (*BackupSource)(nil)
-
-// WrapBackupSource returns a backup source that runs inner through r's
-// breakers. A nil inner panics: it is wiring, done once at start-up.
-func (r *Registry) WrapBackupSource(inner drivers.BackupSource) *BackupSource {
-	if inner == nil {
-		panic("breaker: WrapBackupSource of a nil backup source")
-	}
-	return &BackupSource{inner: inner, reg: r}
+// WrapBackupSource returns inner with every call through r's breakers; an open
+// breaker fails fast, writing nothing to Archive's writer and reading nothing
+// from Restore's reader. A nil inner panics.
+func (r *Registry) WrapBackupSource(inner drivers.BackupSource) drivers.BackupSource {
+	return drivers.GuardBackupSource(inner, r.Guard)
 }
 
-// Archive runs inner's Archive through the breaker of site.Server.ID; an open
-// breaker fails fast like Provisioner.Provision and writes nothing to w.
-func (b *BackupSource) Archive(ctx context.Context, site drivers.SiteSpec, kind string, w io.Writer) error {
-	_, err := b.reg.execute(ctx, site.Server.ID, func() (any, error) {
-		return nil, b.inner.Archive(ctx, site, kind, w)
-	})
-	return err
-}
-
-// Restore runs inner's Restore through the breaker of site.Server.ID; an open
-// breaker fails fast without reading r.
-func (b *BackupSource) Restore(ctx context.Context, site drivers.SiteSpec, kind string, r io.Reader) error {
-	_, err := b.reg.execute(ctx, site.Server.ID, func() (any, error) {
-		return nil, b.inner.Restore(ctx, site, kind, r)
-	})
-	return err
-}
-
-// UsageProbe runs a drivers.UsageProbe through the per-VPS breakers of a
-// Registry: the breaker of each spec's Server.ID.
-type UsageProbe struct {
-	inner drivers.UsageProbe
-	reg   *Registry
-}
-
-var _ drivers.UsageProbe = (*UsageProbe)(nil)
-
-// WrapUsageProbe returns a usage probe that runs inner through r's breakers.
-// A nil inner panics: it is wiring, done once at start-up.
-func (r *Registry) WrapUsageProbe(inner drivers.UsageProbe) *UsageProbe {
-	if inner == nil {
-		panic("breaker: WrapUsageProbe of a nil usage probe")
-	}
-	return &UsageProbe{inner: inner, reg: r}
-}
-
-// DiskBytes runs inner's DiskBytes through the breaker of site.Server.ID; an
-// open breaker fails fast like Provisioner.Provision.
-func (u *UsageProbe) DiskBytes(ctx context.Context, site drivers.SiteSpec) (int64, error) {
-	v, err := u.reg.execute(ctx, site.Server.ID, func() (any, error) {
-		return u.inner.DiskBytes(ctx, site)
-	})
-	n, _ := v.(int64)
-	return n, err
-}
-
-// Bandwidth runs inner's Bandwidth through the breaker of site.Server.ID; an
-// open breaker fails fast like Provisioner.Provision.
-func (u *UsageProbe) Bandwidth(ctx context.Context, site drivers.SiteSpec, start, end time.Time) (drivers.Bandwidth, error) {
-	v, err := u.reg.execute(ctx, site.Server.ID, func() (any, error) {
-		return u.inner.Bandwidth(ctx, site, start, end)
-	})
-	bw, _ := v.(drivers.Bandwidth)
-	return bw, err
+// WrapUsageProbe returns inner with every call through r's breakers. A nil
+// inner panics.
+func (r *Registry) WrapUsageProbe(inner drivers.UsageProbe) drivers.UsageProbe {
+	return drivers.GuardUsageProbe(inner, r.Guard)
 }

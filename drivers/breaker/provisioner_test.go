@@ -76,9 +76,9 @@ func spec(vpsID string) drivers.SiteSpec {
 
 // wrapped are the breaker's wrappers of one fake driver.
 type wrapped struct {
-	prov    *breaker.Provisioner
-	backups *breaker.BackupSource
-	usage   *breaker.UsageProbe
+	prov    drivers.Provisioner
+	backups drivers.BackupSource
+	usage   drivers.UsageProbe
 }
 
 // TestProvisionerBreaker: N unreachable failures open the breaker, after which
