@@ -3,7 +3,6 @@ package metrics
 import (
 	"context"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,35 +22,29 @@ type SweepFunc func(ctx context.Context) (servers int, took time.Duration, ok bo
 // a later call replaces the earlier one.
 func (m *Metrics) TrackFleet(ctx context.Context, servers CountsFunc, sweep SweepFunc) {
 	c := m.fleet
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.ctx, c.serversFn, c.sweepFn = ctx, servers, sweep
-	c.fetched = time.Time{}
-	c.tracked.Store(true)
+	c.track(ctx, func() { c.serversFn, c.sweepFn = servers, sweep })
+}
+
+// lastSweep is what a SweepFunc reported.
+type lastSweep struct {
+	servers int
+	took    time.Duration
+	ok      bool
 }
 
 type fleetCollector struct {
-	errs    *prometheus.CounterVec
-	now     func() time.Time
-	timeout time.Duration
-	tracked atomic.Bool
-
-	mu        sync.Mutex
-	ctx       context.Context
+	scrapeCache
 	serversFn CountsFunc
 	sweepFn   SweepFunc
-	fetched   time.Time
 	servers   map[string]int // nil: the last read failed
-	sweepOK   bool
-	sweepN    int
-	sweepTook time.Duration
+	sweep     lastSweep      // ok false: none complete, or the last read failed
 
 	serversDesc, durationDesc, sizeDesc *prometheus.Desc
 }
 
 func newFleetCollector(errs *prometheus.CounterVec) *fleetCollector {
 	return &fleetCollector{
-		errs: errs, now: time.Now, timeout: scrapeTimeout,
+		scrapeCache: newScrapeCache(errs),
 		serversDesc: prometheus.NewDesc("chom_vps_servers",
 			"Active VPS servers by health status (healthy, degraded, unhealthy, unknown), refreshed at most every 15s.",
 			[]string{"health"}, nil),
@@ -75,47 +68,25 @@ func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector. Concurrent scrapes wait for one read.
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
-	if !c.tracked.Load() {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if now := c.now(); c.fetched.IsZero() || now.Sub(c.fetched) >= statusTTL {
-		c.fetched = now
-		c.read()
-	}
-	for health, n := range c.servers {
-		ch <- prometheus.MustNewConstMetric(c.serversDesc, prometheus.GaugeValue, float64(n), health)
-	}
-	if c.sweepOK {
-		ch <- prometheus.MustNewConstMetric(c.durationDesc, prometheus.GaugeValue, c.sweepTook.Seconds())
-		ch <- prometheus.MustNewConstMetric(c.sizeDesc, prometheus.GaugeValue, float64(c.sweepN))
-	}
-}
-
-// read refreshes both sources under c.mu.
-func (c *fleetCollector) read() {
-	c.servers, c.sweepOK = nil, false
-	if c.serversFn != nil {
-		ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
-		counts, err := c.serversFn(ctx)
-		cancel()
-		if err != nil {
-			c.errs.WithLabelValues("vps").Inc()
-		} else {
-			c.servers = counts
+	c.collect(func() {
+		c.servers, _ = readSource(&c.scrapeCache, "vps", c.serversFn)
+		var sweep func(context.Context) (lastSweep, error)
+		if c.sweepFn != nil {
+			sweep = func(ctx context.Context) (lastSweep, error) {
+				n, took, ok, err := c.sweepFn(ctx)
+				return lastSweep{servers: n, took: took, ok: ok}, err
+			}
 		}
-	}
-	if c.sweepFn != nil {
-		ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
-		n, took, ok, err := c.sweepFn(ctx)
-		cancel()
-		if err != nil {
-			c.errs.WithLabelValues("sweep").Inc()
-		} else {
-			c.sweepOK, c.sweepN, c.sweepTook = ok, n, took
+		c.sweep, _ = readSource(&c.scrapeCache, "sweep", sweep)
+	}, func() {
+		for health, n := range c.servers {
+			ch <- prometheus.MustNewConstMetric(c.serversDesc, prometheus.GaugeValue, float64(n), health)
 		}
-	}
+		if c.sweep.ok {
+			ch <- prometheus.MustNewConstMetric(c.durationDesc, prometheus.GaugeValue, c.sweep.took.Seconds())
+			ch <- prometheus.MustNewConstMetric(c.sizeDesc, prometheus.GaugeValue, float64(c.sweep.servers))
+		}
+	})
 }
 
 // CountersFunc returns a component's monotonic counters by label value. It must

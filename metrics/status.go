@@ -2,8 +2,6 @@ package metrics
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,23 +24,12 @@ const statusTTL = 15 * time.Second
 // read. A later call replaces the earlier one.
 func (m *Metrics) TrackStatuses(ctx context.Context, sites, backups CountsFunc) {
 	c := m.statuses
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.ctx, c.sitesFn, c.backupsFn = ctx, sites, backups
-	c.fetched = time.Time{}
-	c.tracked.Store(true)
+	c.track(ctx, func() { c.sitesFn, c.backupsFn = sites, backups })
 }
 
 type statusCollector struct {
-	errs    *prometheus.CounterVec
-	now     func() time.Time
-	timeout time.Duration
-	tracked atomic.Bool
-
-	mu                 sync.Mutex
-	ctx                context.Context
+	scrapeCache
 	sitesFn, backupsFn CountsFunc
-	fetched            time.Time
 	sites, backups     map[string]int // nil: the last read failed
 
 	sitesDesc, backupsDesc *prometheus.Desc
@@ -51,7 +38,7 @@ type statusCollector struct {
 func newStatusCollector(errs *prometheus.CounterVec) *statusCollector {
 	s := []string{"status"}
 	return &statusCollector{
-		errs: errs, now: time.Now, timeout: scrapeTimeout,
+		scrapeCache: newScrapeCache(errs),
 		sitesDesc: prometheus.NewDesc("chom_sites_total",
 			"Sites by status, platform-wide (every tenant; deleted ones included), refreshed at most every 15s.", s, nil),
 		backupsDesc: prometheus.NewDesc("chom_backups_total",
@@ -71,34 +58,15 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector. Concurrent scrapes wait for one read.
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
-	if !c.tracked.Load() {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if now := c.now(); c.fetched.IsZero() || now.Sub(c.fetched) >= statusTTL {
-		c.fetched = now
-		c.sites = c.read(c.sitesFn, "sites")
-		c.backups = c.read(c.backupsFn, "backups")
-	}
-	for status, n := range c.sites {
-		ch <- prometheus.MustNewConstMetric(c.sitesDesc, prometheus.GaugeValue, float64(n), status)
-	}
-	for status, n := range c.backups {
-		ch <- prometheus.MustNewConstMetric(c.backupsDesc, prometheus.GaugeValue, float64(n), status)
-	}
-}
-
-func (c *statusCollector) read(fn CountsFunc, source string) map[string]int {
-	if fn == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
-	defer cancel()
-	counts, err := fn(ctx)
-	if err != nil {
-		c.errs.WithLabelValues(source).Inc()
-		return nil
-	}
-	return counts
+	c.collect(func() {
+		c.sites, _ = readSource(&c.scrapeCache, "sites", c.sitesFn)
+		c.backups, _ = readSource(&c.scrapeCache, "backups", c.backupsFn)
+	}, func() {
+		for status, n := range c.sites {
+			ch <- prometheus.MustNewConstMetric(c.sitesDesc, prometheus.GaugeValue, float64(n), status)
+		}
+		for status, n := range c.backups {
+			ch <- prometheus.MustNewConstMetric(c.backupsDesc, prometheus.GaugeValue, float64(n), status)
+		}
+	})
 }
