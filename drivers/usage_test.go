@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +122,52 @@ func BenchmarkScanAccessLog(b *testing.B) {
 		if _, err := drivers.ScanAccessLog(b.Context(), strings.NewReader(log), start, start.Add(time.Hour)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// parseTimeLocal accepts exactly what time.Parse(timeLocalLayout, …) accepts
+// and returns the same instant: every field at, around and past its limits,
+// leap days, offsets both ways, and mangled separators and lengths.
+func TestParseTimeLocalMatchesTimeParse(t *testing.T) {
+	var inputs []string
+	for _, day := range []string{"00", "01", "28", "29", "30", "31", "32", "1 ", "a1"} {
+		for _, mon := range []string{"Jan", "Feb", "Apr", "Dec", "jan", "Foo", "JAN"} {
+			for _, year := range []string{"2024", "2026", "1900", "2000", "0000", "20x6"} {
+				inputs = append(inputs, day+"/"+mon+"/"+year+":12:30:45 +0000")
+			}
+		}
+	}
+	for _, clock := range []string{"00:00:00", "23:59:59", "24:00:00", "12:60:00", "12:00:60", "12:00:99", "1:00:000", "12-00-00"} {
+		for _, off := range []string{"+0000", "-0700", "+1400", "-1200", "+0530", "+0060", "+0061", "+2400", "-2460", "+2500", "+9959", "+00:0", "0000 ", "x0100"} {
+			inputs = append(inputs, "29/Feb/2024:"+clock+" "+off)
+		}
+	}
+	inputs = append(inputs, "", "01/Dec/2026:21:05:09", "01/Dec/2026:21:05:09 +00000", "01/Dec/2026 21:05:09 +0000",
+		"01-Dec-2026:21:05:09 +0000", "01/Dec/2026:21:05:09_+0000", "1/Dec/2026:21:05:09 +0000")
+	// And valid stamps with one or two bytes mangled at random.
+	rng := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "0123456789/: +-aJFDecnb"
+	for range 20000 {
+		b := []byte("01/Dec/2026:21:05:09 +0100")
+		for range 1 + rng.IntN(2) {
+			b[rng.IntN(len(b))] = alphabet[rng.IntN(len(alphabet))]
+		}
+		inputs = append(inputs, string(b))
+	}
+	var accepted int
+	for _, in := range inputs {
+		want, werr := time.Parse(drivers.TimeLocalLayout, in)
+		got, ok := drivers.ParseTimeLocal([]byte(in))
+		switch {
+		case (werr == nil) != ok:
+			t.Errorf("%q: parseTimeLocal ok=%v, time.Parse err=%v", in, ok, werr)
+		case ok && !got.Equal(want):
+			t.Errorf("%q: parseTimeLocal %v, time.Parse %v", in, got, want)
+		case ok:
+			accepted++
+		}
+	}
+	if accepted < 50 || accepted == len(inputs) {
+		t.Fatalf("%d of %d inputs accepted: the table does not exercise both sides", accepted, len(inputs))
 	}
 }

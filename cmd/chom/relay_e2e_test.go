@@ -42,32 +42,13 @@ func chomBinary(t *testing.T) string {
 	return builtBin
 }
 
-// syncBuffer is a bytes.Buffer that a process's output and the test may use at
-// once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startRelayProcess runs `chom relay` with env and returns its command and a
 // buffer of its stderr.
-func startRelayProcess(t *testing.T, bin string, env []string) (*exec.Cmd, *syncBuffer) {
+func startRelayProcess(t *testing.T, bin string, env []string) (*exec.Cmd, *testenv.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(bin, "relay")
 	cmd.Env = append(os.Environ(), env...)
-	stderr := &syncBuffer{}
+	stderr := &testenv.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -235,7 +216,7 @@ const partlyFailed = "publish partly failed"
 // want records to topic, or has logged a partly failed write (and published
 // some), and returns how many times each event ID is on the topic then. Fewer
 // records with no such line fail the test.
-func waitPublished(t *testing.T, brokers []string, topic string, want int, relayLog *syncBuffer) map[string]int {
+func waitPublished(t *testing.T, brokers []string, topic string, want int, relayLog *testenv.SyncBuffer) map[string]int {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {

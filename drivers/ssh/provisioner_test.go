@@ -44,7 +44,7 @@ func layoutFor(v *vpsenv.VPS) ssh.Layout {
 	}
 }
 
-func newProvisioner(t *testing.T, v *vpsenv.VPS, mod func(*ssh.Layout)) *ssh.Provisioner {
+func newProvisioner(t testing.TB, v *vpsenv.VPS, mod func(*ssh.Layout)) *ssh.Provisioner {
 	t.Helper()
 	l := layoutFor(v)
 	if mod != nil {

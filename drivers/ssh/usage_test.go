@@ -1,6 +1,7 @@
 package ssh_test
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/chomhq/chom/drivers"
 	"github.com/chomhq/chom/drivers/ssh"
+	"github.com/chomhq/chom/internal/vpsenv"
 )
 
 // combinedLine is one nginx access-log line in the combined format.
@@ -145,4 +147,69 @@ func TestUsageUnreachable(t *testing.T) {
 	if _, err := p.Bandwidth(ctx, site, time.Now().Add(-time.Hour), time.Now()); !errors.Is(err, drivers.ErrUnreachable) {
 		t.Errorf("Bandwidth on a closed port: %v, want ErrUnreachable", err)
 	}
+}
+
+// BenchmarkBandwidthOverSSH measures Bandwidth of one site whose access.log
+// holds 64 MiB, streamed from the server over SSH (sub-benchmark ssh), against
+// drivers.ScanAccessLog reading the same file straight from the disk (local),
+// the baseline measured in the same run: the ratio is the cost of the SSH
+// stream. Run: go test -run '^$' -bench BandwidthOverSSH -benchtime 5x ./drivers/ssh/
+func BenchmarkBandwidthOverSSH(b *testing.B) {
+	v := vpsenv.Start(b)
+	rb := &realBundle{vps: v, prov: newProvisioner(b, v, nil)}
+	site := rb.spec("site_bench1", "bench1.example.com", drivers.SiteTypeHTML)
+	ctx := b.Context()
+	if _, err := rb.prov.Provision(ctx, site, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = rb.prov.Deprovision(context.WithoutCancel(ctx), site) })
+	logPath := filepath.Join(v.LogDir, site.Domain, "access.log")
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
+	f, err := os.Create(logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	var size int64
+	var want drivers.Bandwidth
+	for i := 0; size < 64<<20; i++ {
+		line := combinedLine(start.Add(time.Duration(i)*time.Millisecond), 1000+i%5000)
+		size += int64(len(line))
+		want.Bytes += int64(1000 + i%5000)
+		want.Requests++
+		if _, err := w.WriteString(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	end := time.Now().Add(time.Minute)
+
+	b.Run("local", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			f, err := os.Open(logPath)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got, err := drivers.ScanAccessLog(ctx, f, start, end)
+			f.Close()
+			if err != nil || got.Bytes != want.Bytes {
+				b.Fatalf("local scan: %+v, %v; want %d bytes", got, err, want.Bytes)
+			}
+		}
+	})
+	b.Run("ssh", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			got, err := rb.prov.Bandwidth(ctx, site, start, end)
+			if err != nil || got.Bytes != want.Bytes || got.Requests != want.Requests {
+				b.Fatalf("Bandwidth over SSH: %+v, %v; want %+v", got, err, want)
+			}
+		}
+	})
 }

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,25 +21,11 @@ import (
 	"github.com/chomhq/chom/workers"
 )
 
-// syncBuffer is a log sink many goroutines write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// lines parses every line written so far as a JSON object, failing the test on
-// any that is not one.
-func (s *syncBuffer) lines(t *testing.T, name string) []map[string]any {
+// logLines parses every line written to buf so far as a JSON object, failing
+// the test on any that is not one.
+func logLines(t *testing.T, buf *testenv.SyncBuffer, name string) []map[string]any {
 	t.Helper()
-	s.mu.Lock()
-	raw := s.b.String()
-	s.mu.Unlock()
+	raw := buf.String()
 	var out []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(raw))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -57,7 +41,7 @@ func (s *syncBuffer) lines(t *testing.T, name string) []map[string]any {
 
 // jsonLogger is what `chom` builds with CHOM_LOG_FORMAT=json and
 // CHOM_LOG_LEVEL=debug (cmd/chom newLogger).
-func jsonLogger(w *syncBuffer) *slog.Logger {
+func jsonLogger(w *testenv.SyncBuffer) *slog.Logger {
 	return slog.New(workers.TaskLogHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})))
 }
 
@@ -79,7 +63,7 @@ func TestLogLinesCarryIDs(t *testing.T) {
 	}
 	rdb := testenv.Redis(t)
 	rc := rdb.Client(t)
-	var apiBuf, workerBuf syncBuffer
+	var apiBuf, workerBuf testenv.SyncBuffer
 	apiLog, workerLog := jsonLogger(&apiBuf), jsonLogger(&workerBuf)
 
 	tn, err := store.EnsureTenant(ctx, "logs")
@@ -173,7 +157,7 @@ func TestLogLinesCarryIDs(t *testing.T) {
 	stopWorker() // its last lines ("task done") are written before Run returns
 
 	var sawRequest bool
-	for _, l := range apiBuf.lines(t, "ingress") {
+	for _, l := range logLines(t, &apiBuf, "ingress") {
 		if l["msg"] != "http request" {
 			continue
 		}
@@ -188,11 +172,11 @@ func TestLogLinesCarryIDs(t *testing.T) {
 		}
 	}
 	if !sawRequest {
-		t.Errorf("no request line for POST /api/v1/sites in the ingress log:\n%s", apiBuf.b.String())
+		t.Errorf("no request line for POST /api/v1/sites in the ingress log:\n%s", apiBuf.String())
 	}
 
 	msgs := map[string]bool{}
-	for _, l := range workerBuf.lines(t, "worker") {
+	for _, l := range logLines(t, &workerBuf, "worker") {
 		if l["task_id"] != op.ID && l["operation_id"] != op.ID {
 			continue
 		}
@@ -209,7 +193,7 @@ func TestLogLinesCarryIDs(t *testing.T) {
 	// The worker's own line, the job handler's and the driver's.
 	for _, want := range []string{"task done", "site provisioned", "provision step done", "driver: site provisioned", "driver: provision step done"} {
 		if !msgs[want] {
-			t.Errorf("no job line %q carrying the IDs; job lines: %v\nworker log:\n%s", want, msgs, workerBuf.b.String())
+			t.Errorf("no job line %q carrying the IDs; job lines: %v\nworker log:\n%s", want, msgs, workerBuf.String())
 		}
 	}
 }
