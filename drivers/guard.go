@@ -13,6 +13,20 @@ import (
 // be safe for concurrent use.
 type Guard func(ctx context.Context, site SiteSpec, call func() error) error
 
+// Chain returns the guard that runs each call under every one of guards, the
+// first outermost: Chain(a, b) asks a, then b, then runs the call. A refusal
+// by an outer guard never reaches the inner ones.
+func Chain(guards ...Guard) Guard {
+	return func(ctx context.Context, site SiteSpec, call func() error) error {
+		run := call
+		for i := len(guards) - 1; i >= 0; i-- {
+			g, inner := guards[i], run
+			run = func() error { return g(ctx, site, inner) }
+		}
+		return run()
+	}
+}
+
 // GuardProvisioner returns inner with each of its calls run under g. A nil
 // inner or g panics: it is wiring, done once at start-up.
 func GuardProvisioner(inner Provisioner, g Guard) Provisioner {

@@ -99,3 +99,37 @@ func TestGuards(t *testing.T) {
 		t.Errorf("a refusing guard reached the driver: calls %v, wrote %q, read %d bytes", inner.calls, buf.String(), len("unread")-r.Len())
 	}
 }
+
+// Chain asks its guards outermost first, and a refusal stops there.
+func TestChain(t *testing.T) {
+	var order []string
+	guard := func(name string, refuse error) drivers.Guard {
+		return func(_ context.Context, _ drivers.SiteSpec, call func() error) error {
+			order = append(order, name)
+			if refuse != nil {
+				return refuse
+			}
+			return call()
+		}
+	}
+	call := func() error { order = append(order, "call"); return nil }
+	site := drivers.SiteSpec{ID: "site_a"}
+	if err := drivers.Chain(guard("breaker", nil), guard("limits", nil))(t.Context(), site, call); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(order, ","); got != "breaker,limits,call" {
+		t.Errorf("order %s, want breaker,limits,call", got)
+	}
+	order = nil
+	open := errors.New("open")
+	if err := drivers.Chain(guard("breaker", open), guard("limits", nil))(t.Context(), site, call); !errors.Is(err, open) {
+		t.Errorf("refused chain: %v", err)
+	}
+	if got := strings.Join(order, ","); got != "breaker" {
+		t.Errorf("order after a refusal %s, want breaker only", got)
+	}
+	order = nil
+	if err := drivers.Chain()(t.Context(), site, call); err != nil || len(order) != 1 {
+		t.Errorf("empty chain: %v, %v", err, order)
+	}
+}

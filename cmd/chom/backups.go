@@ -52,17 +52,12 @@ func newBackupStore(c config, root string) (drivers.BackupStore, error) {
 }
 
 // newBackupJobs builds the backup handlers over the store and src (the
-// driver's BackupSource). A driver without one (src nil) gets no backup
+// driver's BackupSource, already behind the jobs' guard). A driver without one (src nil) gets no backup
 // handlers: the worker then leaves backup tasks to workers that have them.
 func newBackupJobs(c config, b *backends, log *slog.Logger, src drivers.BackupSource, root string) (*jobs.Backups, error) {
 	if src == nil {
 		log.Warn("the driver cannot make backups; backup tasks are not handled by this worker")
 		return nil, nil
-	}
-	// Behind the same per-VPS breakers and concurrency limits as provisioning.
-	src, err := protectBackupSource(c, b, log, src)
-	if err != nil {
-		return nil, err
 	}
 	store, err := newBackupStore(c, root)
 	if err != nil {

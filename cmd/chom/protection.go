@@ -44,11 +44,12 @@ func (b *backends) jobLimiter(c config, log *slog.Logger) (*limits.Limiter, erro
 	return l, nil
 }
 
-// protectProvisioner is prov as jobs use it: behind the server's breaker
-// (an open one fails fast, before Redis is asked), then under the server's and
-// the tenant's concurrency limits. Both refusals wrap drivers.ErrDeferred, so
-// the task is rescheduled without burning a retry (workers.IsFailure).
-func protectProvisioner(c config, b *backends, log *slog.Logger, prov drivers.Provisioner) (drivers.Provisioner, error) {
+// jobGuard is the protection of every job's driver call that changes a
+// server (provisioning, backups, restores): the server's breaker first (an
+// open one fails fast, before Redis is asked), then the server's and the
+// tenant's concurrency limits. Both refusals wrap drivers.ErrDeferred, so the
+// task is rescheduled without burning a retry (workers.IsFailure).
+func jobGuard(c config, b *backends, log *slog.Logger) (drivers.Guard, error) {
 	br, err := b.vpsBreakers(c, log)
 	if err != nil {
 		return nil, err
@@ -57,21 +58,7 @@ func protectProvisioner(c config, b *backends, log *slog.Logger, prov drivers.Pr
 	if err != nil {
 		return nil, err
 	}
-	return br.WrapProvisioner(l.Provisioner(prov)), nil
-}
-
-// protectBackupSource is src as backup jobs use it, protected like
-// protectProvisioner with the same breakers and limits.
-func protectBackupSource(c config, b *backends, log *slog.Logger, src drivers.BackupSource) (drivers.BackupSource, error) {
-	br, err := b.vpsBreakers(c, log)
-	if err != nil {
-		return nil, err
-	}
-	l, err := b.jobLimiter(c, log)
-	if err != nil {
-		return nil, err
-	}
-	return br.WrapBackupSource(l.BackupSource(src)), nil
+	return drivers.Chain(br.Guard, l.Guard), nil
 }
 
 // protectUsageProbe is probe as metering uses it: behind the server's breaker,

@@ -211,14 +211,18 @@ func newWorker(c config, b *backends, log *slog.Logger, root string) (*workers.S
 	if err != nil {
 		return nil, err
 	}
-	jobProv, err := protectProvisioner(c, b, log, drv.prov)
+	guard, err := jobGuard(c, b, log)
 	if err != nil {
 		return nil, err
 	}
+	jobProv := drivers.GuardProvisioner(drv.prov, guard)
 	deps := jobs.Deps{Store: b.store, Provisioner: jobProv, Notifier: queue.NewNotifier(b.redis), Logger: log}
-	// newBackupJobs puts the driver's BackupSource behind the same breakers and
-	// limits as provisioning.
-	backups, err := newBackupJobs(c, b, log, drv.backups, root)
+	// The backup jobs' BackupSource is behind the same guard.
+	var src drivers.BackupSource
+	if drv.backups != nil {
+		src = drivers.GuardBackupSource(drv.backups, guard)
+	}
+	backups, err := newBackupJobs(c, b, log, src, root)
 	if err != nil {
 		return nil, err
 	}

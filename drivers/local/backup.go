@@ -317,7 +317,7 @@ func (p *Provisioner) Restore(ctx context.Context, site drivers.SiteSpec, kind s
 	}
 	stageRoot = nil
 
-	unlock, err := p.lock(ctx, site.Server.ID)
+	unlock, err := p.locks.Lock(ctx, site.Server.ID)
 	if err != nil {
 		return fmt.Errorf("local: restore %s: wait for server %s: %w", site.Domain, site.Server.ID, err)
 	}
@@ -374,7 +374,7 @@ const staleRestore = time.Hour
 // failed retry leaves the site as it was. Stage and old directories older
 // than staleRestore are removed.
 func (p *Provisioner) recoverInterrupted(ctx context.Context, log *slog.Logger, serverID, siteDir, docRoot string) error {
-	unlock, err := p.lock(ctx, serverID)
+	unlock, err := p.locks.Lock(ctx, serverID)
 	if err != nil {
 		return fmt.Errorf("wait for server %s: %w", serverID, err)
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/chomhq/chom/drivers"
@@ -68,8 +67,7 @@ type Provisioner struct {
 	root   string
 	logger *slog.Logger
 
-	mu      sync.Mutex
-	servers map[string]chan struct{} // one-slot semaphore per server ID
+	locks drivers.ServerLocks // one change at a time per server
 }
 
 // New returns a Provisioner for cfg, or an error naming every problem with cfg.
@@ -78,9 +76,8 @@ func New(cfg Config) (*Provisioner, error) {
 		return nil, fmt.Errorf("local: invalid config: %w", err)
 	}
 	return &Provisioner{
-		root:    filepath.Clean(cfg.Root),
-		logger:  cfg.Logger,
-		servers: make(map[string]chan struct{}),
+		root:   filepath.Clean(cfg.Root),
+		logger: cfg.Logger,
 	}, nil
 }
 
@@ -176,23 +173,6 @@ func (p *Provisioner) values(site drivers.SiteSpec, sp sitePaths) siteValues {
 	}
 }
 
-// lock takes the server's semaphore, or gives up when ctx ends.
-func (p *Provisioner) lock(ctx context.Context, serverID string) (unlock func(), err error) {
-	p.mu.Lock()
-	sem, ok := p.servers[serverID]
-	if !ok {
-		sem = make(chan struct{}, 1)
-		p.servers[serverID] = sem
-	}
-	p.mu.Unlock()
-	select {
-	case sem <- struct{}{}:
-		return func() { <-sem }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // Provision creates or converges the site's directories, starter page, php-fpm pool
 // and nginx server block, checks the server's nginx configuration and requests a
 // reload, calling progress (which may be nil) after each step. It stops at the first
@@ -223,7 +203,7 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 	}
 	log := p.logger.With("vps_id", site.Server.ID, "site_id", site.ID, "tenant_id", site.TenantID, "domain", site.Domain)
 
-	unlock, err := p.lock(ctx, site.Server.ID)
+	unlock, err := p.locks.Lock(ctx, site.Server.ID)
 	if err != nil {
 		return drivers.Result{}, fmt.Errorf("local: provision %s: wait for server %s: %w", site.Domain, site.Server.ID, err)
 	}
@@ -406,7 +386,7 @@ func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) er
 	if err := checkUp(sp.server); err != nil {
 		return fmt.Errorf("local: deprovision %s: %w", site.Domain, err)
 	}
-	unlock, err := p.lock(ctx, site.Server.ID)
+	unlock, err := p.locks.Lock(ctx, site.Server.ID)
 	if err != nil {
 		return fmt.Errorf("local: deprovision %s: wait for server %s: %w", site.Domain, site.Server.ID, err)
 	}

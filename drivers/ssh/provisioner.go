@@ -47,8 +47,7 @@ type Provisioner struct {
 	layout Layout
 	cfg    Config
 
-	mu      sync.Mutex
-	servers map[string]chan struct{} // one-slot semaphore per server ID
+	locks drivers.ServerLocks // one change at a time per server
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -75,12 +74,11 @@ func NewProvisioner(cfg Config) (*Provisioner, error) {
 		}
 	}
 	p := &Provisioner{
-		r:       &remote{cfg: cfg, signer: signer, log: cfg.Logger, pool: newPool(cfg.MaxConns, cfg.IdleTimeout)},
-		layout:  cfg.Layout,
-		cfg:     cfg,
-		servers: map[string]chan struct{}{},
-		stop:    make(chan struct{}),
-		reaped:  make(chan struct{}),
+		r:      &remote{cfg: cfg, signer: signer, log: cfg.Logger, pool: newPool(cfg.MaxConns, cfg.IdleTimeout)},
+		layout: cfg.Layout,
+		cfg:    cfg,
+		stop:   make(chan struct{}),
+		reaped: make(chan struct{}),
 	}
 	go p.reapLoop()
 	return p, nil
@@ -201,23 +199,6 @@ func (p *Provisioner) values(site drivers.SiteSpec, sp sitePaths) siteValues {
 	}
 }
 
-// lock takes the server's semaphore, or gives up when ctx ends.
-func (p *Provisioner) lock(ctx context.Context, serverID string) (unlock func(), err error) {
-	p.mu.Lock()
-	sem, ok := p.servers[serverID]
-	if !ok {
-		sem = make(chan struct{}, 1)
-		p.servers[serverID] = sem
-	}
-	p.mu.Unlock()
-	select {
-	case sem <- struct{}{}:
-		return func() { <-sem }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // session is one Provision or Deprovision against one server: it runs each
 // command within StepTimeout and remembers the host key the server showed.
 type session struct {
@@ -284,7 +265,7 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 		progress = func(context.Context, drivers.Step) error { return nil }
 	}
 	log := p.cfg.Logger.With("vps_id", site.Server.ID, "site_id", site.ID, "tenant_id", site.TenantID, "domain", site.Domain)
-	unlock, err := p.lock(ctx, site.Server.ID)
+	unlock, err := p.locks.Lock(ctx, site.Server.ID)
 	if err != nil {
 		return drivers.Result{}, fmt.Errorf("ssh: provision %s: wait for server %s: %w", site.Domain, site.Server.ID, err)
 	}
@@ -417,7 +398,7 @@ func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) er
 	if err != nil {
 		return fmt.Errorf("ssh: deprovision: %w", err)
 	}
-	unlock, err := p.lock(ctx, site.Server.ID)
+	unlock, err := p.locks.Lock(ctx, site.Server.ID)
 	if err != nil {
 		return fmt.Errorf("ssh: deprovision %s: wait for server %s: %w", site.Domain, site.Server.ID, err)
 	}

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,20 +32,9 @@ type realBundle struct {
 	prov *ssh.Provisioner
 }
 
-func layoutFor(v *vpsenv.VPS) ssh.Layout {
-	return ssh.Layout{
-		WebRoot: v.WebRoot, NginxAvailable: v.NginxAvailable, NginxEnabled: v.NginxEnabled,
-		PHPPoolDir: v.PHPPoolDirPattern(), RunDir: v.RunDir, LogDir: v.LogDir, StateDir: v.StateDir,
-		Listen:     []string{"127.0.0.1:" + strconv.Itoa(v.HTTPPort)},
-		NginxCheck: v.NginxCheck, NginxReload: v.NginxReload,
-		PHPFPMCheck: v.PHPFPMCheck, PHPFPMReload: v.PHPFPMReload,
-		MySQL: v.MySQL, MySQLDump: v.MySQLDump,
-	}
-}
-
 func newProvisioner(t testing.TB, v *vpsenv.VPS, mod func(*ssh.Layout)) *ssh.Provisioner {
 	t.Helper()
-	l := layoutFor(v)
+	l := v.SSHLayout()
 	if mod != nil {
 		mod(&l)
 	}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,18 +19,6 @@ import (
 	"github.com/chomhq/chom/jobs"
 	"github.com/chomhq/chom/models"
 )
-
-// sshLayout points the SSH driver at the directories and service commands of v.
-func sshLayout(v *vpsenv.VPS) ssh.Layout {
-	return ssh.Layout{
-		WebRoot: v.WebRoot, NginxAvailable: v.NginxAvailable, NginxEnabled: v.NginxEnabled,
-		PHPPoolDir: v.PHPPoolDirPattern(), RunDir: v.RunDir, LogDir: v.LogDir, StateDir: v.StateDir,
-		Listen:     []string{"127.0.0.1:" + strconv.Itoa(v.HTTPPort)},
-		NginxCheck: v.NginxCheck, NginxReload: v.NginxReload,
-		PHPFPMCheck: v.PHPFPMCheck, PHPFPMReload: v.PHPFPMReload,
-		MySQL: v.MySQL, MySQLDump: v.MySQLDump,
-	}
-}
 
 // page GETs / from v's nginx with Host host until check passes (nginx and
 // php-fpm reload asynchronously, and PHP's opcache revalidates a changed file
@@ -77,7 +64,7 @@ func TestSSHEndToEnd(t *testing.T) {
 	step("vpsenv.Start", start)
 	prov, err := ssh.NewProvisioner(ssh.Config{
 		Signer: v.Client, User: v.User, DialTimeout: 5 * time.Second, StepTimeout: 30 * time.Second,
-		Layout: sshLayout(v), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Layout: v.SSHLayout(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)

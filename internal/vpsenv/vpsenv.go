@@ -31,6 +31,8 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/chomhq/chom/drivers/ssh"
 )
 
 // PHPVersion is the php-fpm the harness runs: Debian 12's default.
@@ -74,6 +76,19 @@ type VPS struct {
 // the SSH driver's Layout takes it.
 func (v *VPS) PHPPoolDirPattern() string {
 	return strings.Replace(v.PHPPoolDir, PHPVersion, "{version}", 1)
+}
+
+// SSHLayout points the SSH driver at v's directories and service commands,
+// with nginx listening on v's HTTP port.
+func (v *VPS) SSHLayout() ssh.Layout {
+	return ssh.Layout{
+		WebRoot: v.WebRoot, NginxAvailable: v.NginxAvailable, NginxEnabled: v.NginxEnabled,
+		PHPPoolDir: v.PHPPoolDirPattern(), RunDir: v.RunDir, LogDir: v.LogDir, StateDir: v.StateDir,
+		Listen:     []string{"127.0.0.1:" + strconv.Itoa(v.HTTPPort)},
+		NginxCheck: v.NginxCheck, NginxReload: v.NginxReload,
+		PHPFPMCheck: v.PHPFPMCheck, PHPFPMReload: v.PHPFPMReload,
+		MySQL: v.MySQL, MySQLDump: v.MySQLDump,
+	}
 }
 
 // need skips or fails tb (CI) with why.
