@@ -95,18 +95,10 @@ func (c *backupCore) start(ctx context.Context, t *asynq.Task) (*models.Operatio
 		return nil, nil, nil, err
 	}
 	log := c.cfg.Logger.With("operation_id", p.OperationID, "tenant_id", p.TenantID)
-	op, err := c.cfg.Store.StartOperation(ctx, p.OperationID)
-	if errors.Is(err, models.ErrNotFound) {
-		return nil, nil, nil, skipRetry(err)
-	}
-	if err != nil {
+	op, err := beginOperation(ctx, c.cfg.Store, c.cfg.Notifier, log, p.OperationID)
+	if op == nil || err != nil {
 		return nil, nil, nil, err
 	}
-	if op.Terminal() {
-		log.InfoContext(ctx, "operation already finished; nothing to do", "status", op.Status)
-		return nil, nil, nil, nil
-	}
-	c.cfg.Notifier.OperationChanged(ctx, op.ID)
 	b, err := c.cfg.Store.BackupByID(ctx, op.TargetID)
 	if err != nil {
 		if errors.Is(err, models.ErrNotFound) {

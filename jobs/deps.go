@@ -85,3 +85,24 @@ func errorCode(err error) string {
 
 // skipRetry marks err as permanent for asynq, keeping its text.
 func skipRetry(err error) error { return fmt.Errorf("%w: %w", err, asynq.SkipRetry) }
+
+// beginOperation starts one delivery of the task of operation id: it marks the
+// operation running (Store.StartOperation) and tells pollers. It returns a nil
+// operation, and logs why, when there is nothing to do because the operation
+// has finished already (a redelivered task); an unknown operation is an error
+// that is not retried.
+func beginOperation(ctx context.Context, store *models.Store, notifier Notifier, log *slog.Logger, id string) (*models.Operation, error) {
+	op, err := store.StartOperation(ctx, id)
+	if errors.Is(err, models.ErrNotFound) {
+		return nil, skipRetry(err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if op.Terminal() {
+		log.InfoContext(ctx, "operation already finished; nothing to do", "status", op.Status)
+		return nil, nil
+	}
+	notifier.OperationChanged(ctx, op.ID)
+	return op, nil
+}

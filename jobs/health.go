@@ -276,18 +276,10 @@ type HealthCheckResult struct {
 // ID, so a retried task records the check once and finishes with it.
 func (h *CheckHealth) runOperation(ctx context.Context, p queue.HealthCheckPayload) error {
 	log := h.log.With("operation_id", p.OperationID, "tenant_id", p.TenantID)
-	op, err := h.cfg.Store.StartOperation(ctx, p.OperationID)
-	if errors.Is(err, models.ErrNotFound) {
-		return skipRetry(err)
-	}
-	if err != nil {
+	op, err := beginOperation(ctx, h.cfg.Store, h.cfg.Notifier, log, p.OperationID)
+	if op == nil || err != nil {
 		return err
 	}
-	if op.Terminal() {
-		log.Info("operation already finished; nothing to do", "status", op.Status)
-		return nil
-	}
-	h.cfg.Notifier.OperationChanged(ctx, op.ID)
 	rec, err := h.Check(ctx, op.TargetID, op.ID, models.HealthSourceManual, nil)
 	if err != nil {
 		if ctx.Err() == nil && (permanent(err) || finalAttempt(ctx)) {

@@ -39,18 +39,10 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.d.Logger.With("operation_id", p.OperationID, "tenant_id", p.TenantID)
-	op, err := h.d.Store.StartOperation(ctx, p.OperationID)
-	if errors.Is(err, models.ErrNotFound) {
-		return skipRetry(err)
-	}
-	if err != nil {
+	op, err := beginOperation(ctx, h.d.Store, h.d.Notifier, log, p.OperationID)
+	if op == nil || err != nil {
 		return err
 	}
-	if op.Terminal() {
-		log.InfoContext(ctx, "operation already finished; nothing to do", "status", op.Status)
-		return nil
-	}
-	h.d.Notifier.OperationChanged(ctx, op.ID)
 	site, err := h.d.Store.SiteByID(ctx, op.TargetID)
 	if err != nil {
 		return h.fail(ctx, log, op, nil, nil, err)
@@ -215,17 +207,10 @@ func (h *DeprovisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		return err
 	}
 	log := h.d.Logger.With("operation_id", p.OperationID, "tenant_id", p.TenantID)
-	op, err := h.d.Store.StartOperation(ctx, p.OperationID)
-	if errors.Is(err, models.ErrNotFound) {
-		return skipRetry(err)
-	}
-	if err != nil {
+	op, err := beginOperation(ctx, h.d.Store, h.d.Notifier, log, p.OperationID)
+	if op == nil || err != nil {
 		return err
 	}
-	if op.Terminal() {
-		return nil
-	}
-	h.d.Notifier.OperationChanged(ctx, op.ID)
 	var payload models.SitePayload
 	_ = json.Unmarshal([]byte(op.Payload), &payload)
 	site, err := h.d.Store.SiteByID(ctx, op.TargetID)
