@@ -133,6 +133,8 @@ func New(cfg Config) (*Server, error) {
 		}),
 	})
 	mux := asynq.NewServeMux()
+	// Outermost, so the metrics and log lines time the handler, not the wait.
+	mux.Use(awaitRedis(cfg.Redis, tlog))
 	if cfg.Metrics != nil {
 		mux.Use(ObserveTasks(cfg.Metrics))
 	}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chomhq/chom/internal/testenv"
 )
 
 // TestDevEndToEnd starts `chom dev` as a user would (the built binary, a fresh
@@ -26,10 +28,9 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "chom")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := testenv.BuildChom(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
 	}
 	dataDir, err := os.MkdirTemp("", "chom-dev-e2e-")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,7 +20,6 @@ var (
 	buildOnce sync.Once
 	builtBin  string
 	buildErr  error
-	buildOut  []byte
 )
 
 // chomBinary builds the chom binary once per test run.
@@ -33,11 +31,10 @@ func chomBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		builtBin = filepath.Join(dir, "chom")
-		buildOut, buildErr = exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		builtBin, buildErr = testenv.BuildChom(dir, false)
 	})
 	if buildErr != nil {
-		t.Fatalf("go build: %v\n%s", buildErr, buildOut)
+		t.Fatal(buildErr)
 	}
 	return builtBin
 }

@@ -3,11 +3,9 @@ package faults
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -36,37 +34,7 @@ var raceEnabled bool
 
 // TestMain builds cmd/chom once, so that every test runs the same binary an
 // operator would, as separate processes that can be killed.
-func TestMain(m *testing.M) {
-	flag.Parse()
-	haveServers := os.Getenv(testenv.EnvDatabaseURL) != "" && os.Getenv(testenv.EnvRedisURL) != ""
-	if testing.Short() || (!haveServers && os.Getenv(testenv.EnvCI) == "") {
-		os.Exit(m.Run()) // nothing to build: every test skips itself
-	}
-	dir, err := os.MkdirTemp("", "chom-faults-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "faults:", err)
-		os.Exit(1)
-	}
-	chomBin = filepath.Join(dir, "chom")
-	args := []string{"build", "-o", chomBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "github.com/chomhq/chom/cmd/chom")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	start := time.Now()
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "faults: go build ./cmd/chom:", err)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	if testing.Verbose() {
-		fmt.Fprintf(os.Stderr, "faults: built %s (race detector: %v) in %s\n", chomBin, raceEnabled, time.Since(start).Round(time.Millisecond))
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.ChomMain(m, "faults", raceEnabled, &chomBin) }
 
 // stackConfig chooses the servers of a stack; empty URLs take a fresh schema
 // and Redis database of the shared test servers.
@@ -227,16 +195,7 @@ func newStack(t *testing.T, cfg stackConfig) *stack {
 // fails the test when the command fails.
 func (s *stack) run(args ...string) string {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(s.t.Context(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, chomBin, args...)
-	cmd.Env = s.env
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		s.t.Fatalf("chom %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String()
+	return testenv.RunChom(s.t, chomBin, s.env, args...)
 }
 
 // proc is a chom server process (ingress, worker, scheduler) with its log.

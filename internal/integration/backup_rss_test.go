@@ -61,9 +61,9 @@ func TestBackupOneGiBFlatMemory(t *testing.T) {
 	const limit = 200 << 20
 	ctx := context.Background()
 	work := t.TempDir()
-	bin := filepath.Join(work, "chom")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/chomhq/chom/cmd/chom").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := testenv.BuildChom(work, false)
+	if err != nil {
+		t.Fatal(err)
 	}
 	dsn := testenv.PostgresDSN(t)
 	rdb := testenv.Redis(t)

@@ -3,15 +3,12 @@ package opsui_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,29 +27,7 @@ var chomBin string
 const prometheusURL = "http://127.0.0.1:9/prometheus"
 
 // TestMain builds cmd/chom once, so the tests run the binary an operator runs.
-func TestMain(m *testing.M) {
-	flag.Parse()
-	haveServers := os.Getenv(testenv.EnvDatabaseURL) != "" && os.Getenv(testenv.EnvRedisURL) != ""
-	if testing.Short() || (!haveServers && os.Getenv(testenv.EnvCI) == "") {
-		os.Exit(m.Run()) // nothing to build: every test skips itself
-	}
-	dir, err := os.MkdirTemp("", "chom-opsui-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "opsui:", err)
-		os.Exit(1)
-	}
-	chomBin = filepath.Join(dir, "chom")
-	build := exec.Command("go", "build", "-o", chomBin, "github.com/chomhq/chom/cmd/chom")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "opsui: go build ./cmd/chom:", err)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.ChomMain(m, "opsui", false, &chomBin) }
 
 // stack is `chom ingress` (no worker, so accepted work stays queued) on a fresh
 // schema and Redis database, with one token per kind of caller.
@@ -97,16 +72,7 @@ func newStack(t *testing.T) *stack {
 // run runs a chom command to completion and returns its standard output.
 func (s *stack) run(args ...string) string {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(s.t.Context(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, chomBin, args...)
-	cmd.Env = s.env
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		s.t.Fatalf("chom %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String()
+	return testenv.RunChom(s.t, chomBin, s.env, args...)
 }
 
 // startIngress runs `chom ingress` until the test ends and waits for its address.
