@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"github.com/chomhq/chom/models"
 )
 
@@ -15,14 +17,7 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer, getenv fun
 	if len(args) != 1 || (args[0] != "up" && args[0] != "down" && args[0] != "status") {
 		return fmt.Errorf("%w: chom migrate up|down|status", errUsage)
 	}
-	c, err := loadConfig(getenv)
-	if err != nil {
-		return err
-	}
-	if err := c.require("CHOM_DATABASE_URL"); err != nil {
-		return err
-	}
-	db, err := models.Open(ctx, c.DatabaseURL, models.PoolConfig{MaxOpenConns: 2})
+	db, err := openAdminDB(ctx, getenv)
 	if err != nil {
 		return err
 	}
@@ -80,14 +75,7 @@ func runToken(ctx context.Context, args []string, stdout io.Writer, getenv func(
 	if *tenant == "" {
 		return fmt.Errorf("%w: --tenant is required", errUsage)
 	}
-	c, err := loadConfig(getenv)
-	if err != nil {
-		return err
-	}
-	if err := c.require("CHOM_DATABASE_URL"); err != nil {
-		return err
-	}
-	db, err := models.Open(ctx, c.DatabaseURL, models.PoolConfig{MaxOpenConns: 2})
+	db, err := openAdminDB(ctx, getenv)
 	if err != nil {
 		return err
 	}
@@ -120,4 +108,17 @@ func issueToken(ctx context.Context, store *models.Store, tenant, name string, s
 		return "", nil, err
 	}
 	return token, t, nil
+}
+
+// openAdminDB opens the database CHOM_DATABASE_URL names with the small pool a
+// one-shot admin command needs.
+func openAdminDB(ctx context.Context, getenv func(string) string) (*bun.DB, error) {
+	c, err := loadConfig(getenv)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.require("CHOM_DATABASE_URL"); err != nil {
+		return nil, err
+	}
+	return models.Open(ctx, c.DatabaseURL, models.PoolConfig{MaxOpenConns: 2})
 }
