@@ -70,6 +70,7 @@ func testMetering(t *testing.T, b *realBundle) {
 	// rotated files.
 	now := time.Now()
 	start, end := now.Add(-2*time.Hour), now.Add(time.Hour)
+	served := v.WaitAccessLog(t, site.Domain, 1)
 	before, err := b.prov.Bandwidth(ctx, site, start, end)
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +83,7 @@ func testMetering(t *testing.T, b *realBundle) {
 			t.Fatalf("GET: %d %v", status, err)
 		}
 	}
+	v.WaitAccessLog(t, site.Domain, served+3)
 	logDir := filepath.Join(v.LogDir, site.Domain)
 	in := now.Add(-30 * time.Minute)
 	rotated := combinedLine(in, 100) + combinedLine(in, 200) + combinedLine(now.Add(-3*time.Hour), 5000) + "not a log line\n"

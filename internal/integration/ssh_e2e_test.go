@@ -175,6 +175,9 @@ func TestSSHEndToEnd(t *testing.T) {
 func meterOverSSH(t *testing.T, s *stack, v *vpsenv.VPS, hosts map[string]string, since time.Time) {
 	t.Helper()
 	ctx := t.Context()
+	for _, host := range hosts {
+		v.WaitAccessLog(t, host, 1) // the pages just served
+	}
 	periodStart := since.Add(-time.Hour).UTC().Truncate(time.Second)
 	periodEnd := periodStart.Add(2 * time.Hour)
 	rep, err := s.meter.Meter(ctx, s.tenantA, periodStart, periodEnd)

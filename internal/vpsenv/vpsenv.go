@@ -462,3 +462,31 @@ func (v *VPS) Get(ctx context.Context, host, path string) (int, string, error) {
 	_, err = bufio.NewReader(resp.Body).WriteTo(&b)
 	return resp.StatusCode, b.String(), err
 }
+
+// WaitAccessLog waits until the access log of site host (<LogDir>/<host>/
+// access.log, as the SSH driver's server blocks write it) holds at least atLeast
+// lines and has not grown for 300ms, and returns its line count. nginx logs a
+// request only after it has sent the response, so a test that counts what was
+// served must wait for the last lines. It fails tb after 10s.
+func (v *VPS) WaitAccessLog(tb testing.TB, host string, atLeast int) int {
+	tb.Helper()
+	path := filepath.Join(v.LogDir, host, "access.log")
+	deadline := time.Now().Add(10 * time.Second)
+	last, since := -1, time.Now()
+	for {
+		b, err := os.ReadFile(path)
+		n := strings.Count(string(b), "\n")
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			tb.Fatalf("vpsenv: read %s: %v", path, err)
+		}
+		if n != last {
+			last, since = n, time.Now()
+		} else if n >= atLeast && time.Since(since) >= 300*time.Millisecond {
+			return n
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("vpsenv: %s holds %d lines after 10s, want at least %d and no more growth", path, n, atLeast)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
