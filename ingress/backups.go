@@ -93,9 +93,8 @@ func (b *backupRoutes) verify(backupID, expires, sig string, now time.Time) bool
 var errBadLink = errors.New("the download link is invalid or has expired")
 
 func (a *API) createBackup(c *gin.Context) {
-	siteID := c.Param("id")
-	if !wellFormedID(siteID, models.PrefixSite) {
-		a.fail(c, models.ErrNotFound)
+	siteID, ok := a.pathID(c, models.PrefixSite)
+	if !ok {
 		return
 	}
 	// Another tenant's site is a 404 whatever the body says.
@@ -116,10 +115,8 @@ func (a *API) createBackup(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	if req.Type == "database" && !models.SiteHasDatabase(site.SiteType) {
-		v := &input.ValidationError{}
-		v.Add("type", "a "+site.SiteType+" site has no database; use full or files")
-		a.fail(c, v)
+	if err := backupTypeFits(site, req.Type); err != nil {
+		a.fail(c, err)
 		return
 	}
 	acc, err := a.accept(c, map[string]any{"site_id": siteID, "request": req})
@@ -140,9 +137,8 @@ func (a *API) createBackup(c *gin.Context) {
 }
 
 func (a *API) listBackups(c *gin.Context) {
-	siteID := c.Param("id")
-	if !wellFormedID(siteID, models.PrefixSite) {
-		a.fail(c, models.ErrNotFound)
+	siteID, ok := a.pathID(c, models.PrefixSite)
+	if !ok {
 		return
 	}
 	var v input.ValidationError
@@ -170,18 +166,8 @@ func (a *API) listBackups(c *gin.Context) {
 	c.JSON(http.StatusOK, page)
 }
 
-// backupParam reads a well-formed backup ID from the path, or answers 404.
-func (a *API) backupParam(c *gin.Context) (string, bool) {
-	id := c.Param("id")
-	if !wellFormedID(id, models.PrefixBackup) {
-		a.fail(c, models.ErrNotFound)
-		return "", false
-	}
-	return id, true
-}
-
 func (a *API) getBackup(c *gin.Context) {
-	id, ok := a.backupParam(c)
+	id, ok := a.pathID(c, models.PrefixBackup)
 	if !ok {
 		return
 	}
@@ -208,7 +194,7 @@ type DownloadLink struct {
 }
 
 func (a *API) backupDownload(c *gin.Context) {
-	id, ok := a.backupParam(c)
+	id, ok := a.pathID(c, models.PrefixBackup)
 	if !ok {
 		return
 	}
@@ -283,9 +269,8 @@ func (a *API) backupArchive(c *gin.Context) {
 }
 
 func (a *API) putBackupSchedule(c *gin.Context) {
-	siteID := c.Param("id")
-	if !wellFormedID(siteID, models.PrefixSite) {
-		a.fail(c, models.ErrNotFound)
+	siteID, ok := a.pathID(c, models.PrefixSite)
+	if !ok {
 		return
 	}
 	p := principal(c)
@@ -304,10 +289,8 @@ func (a *API) putBackupSchedule(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	if req.Type == "database" && !models.SiteHasDatabase(site.SiteType) {
-		v := &input.ValidationError{}
-		v.Add("type", "a "+site.SiteType+" site has no database; use full or files")
-		a.fail(c, v)
+	if err := backupTypeFits(site, req.Type); err != nil {
+		a.fail(c, err)
 		return
 	}
 	sc, _, err := a.store.PutBackupSchedule(c.Request.Context(), models.PutBackupScheduleParams{TenantID: p.TenantID,
@@ -320,9 +303,8 @@ func (a *API) putBackupSchedule(c *gin.Context) {
 }
 
 func (a *API) getBackupSchedule(c *gin.Context) {
-	siteID := c.Param("id")
-	if !wellFormedID(siteID, models.PrefixSite) {
-		a.fail(c, models.ErrNotFound)
+	siteID, ok := a.pathID(c, models.PrefixSite)
+	if !ok {
 		return
 	}
 	sc, err := a.store.GetBackupSchedule(c.Request.Context(), principal(c).TenantID, siteID)
@@ -334,9 +316,8 @@ func (a *API) getBackupSchedule(c *gin.Context) {
 }
 
 func (a *API) deleteBackupSchedule(c *gin.Context) {
-	siteID := c.Param("id")
-	if !wellFormedID(siteID, models.PrefixSite) {
-		a.fail(c, models.ErrNotFound)
+	siteID, ok := a.pathID(c, models.PrefixSite)
+	if !ok {
 		return
 	}
 	if err := a.store.DeleteBackupSchedule(c.Request.Context(), principal(c).TenantID, siteID); err != nil {
@@ -344,4 +325,15 @@ func (a *API) deleteBackupSchedule(c *gin.Context) {
 		return
 	}
 	c.Status(http.StatusNoContent)
+}
+
+// backupTypeFits refuses a database backup (or schedule) of a site type that
+// has no database, naming the type field.
+func backupTypeFits(site *models.Site, backupType string) error {
+	if backupType == "database" && !models.SiteHasDatabase(site.SiteType) {
+		v := &input.ValidationError{}
+		v.Add("type", "a "+site.SiteType+" site has no database; use full or files")
+		return v
+	}
+	return nil
 }

@@ -15,9 +15,8 @@ import (
 // If-None-Match when that header is sent, else until its status changes. It answers
 // at once for a finished operation. 304 when If-None-Match still matches.
 func (a *API) getOperation(c *gin.Context) {
-	id := c.Param("id")
-	if !wellFormedID(id, models.PrefixOperation) {
-		a.fail(c, models.ErrNotFound)
+	id, ok := a.pathID(c, models.PrefixOperation)
+	if !ok {
 		return
 	}
 	wait, err := input.ParseWait(c.Query("wait"))
@@ -152,9 +151,8 @@ func (a *API) listOperations(c *gin.Context) {
 // and its job stops at its next step; a cancelled one answers 202 again (cancel is
 // idempotent); one that succeeded or failed answers 409.
 func (a *API) cancelOperation(c *gin.Context) {
-	id := c.Param("id")
-	if !wellFormedID(id, models.PrefixOperation) {
-		a.fail(c, models.ErrNotFound)
+	id, ok := a.pathID(c, models.PrefixOperation)
+	if !ok {
 		return
 	}
 	if _, err := a.accept(c, map[string]string{"operation_id": id}); err != nil {

@@ -117,6 +117,18 @@ func pageParams(c *gin.Context, prefix string, v *input.ValidationError) (cursor
 	return cursor, limit
 }
 
+// pathID reads the :id path parameter and returns it when it is a well-formed
+// ID of prefix; otherwise it answers 404 (an ID that cannot exist is as absent
+// as one that does not) and returns false.
+func (a *API) pathID(c *gin.Context, prefix string) (string, bool) {
+	id := c.Param("id")
+	if !wellFormedID(id, prefix) {
+		a.fail(c, models.ErrNotFound)
+		return "", false
+	}
+	return id, true
+}
+
 // wellFormedID reports whether id is prefix followed by 32 lowercase hex digits.
 func wellFormedID(id, prefix string) bool {
 	if len(id) != len(prefix)+32 || !strings.HasPrefix(id, prefix) {

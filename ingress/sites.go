@@ -58,9 +58,8 @@ func mutationContext(c *gin.Context) (context.Context, context.CancelFunc) {
 // as the request (as field), records the operation with do, enqueues its task
 // and answers 202 with it.
 func (a *API) mutateByID(c *gin.Context, prefix, field string, do func(context.Context, models.Accept, string) (*models.Accepted, error)) {
-	id := c.Param("id")
-	if !wellFormedID(id, prefix) {
-		a.fail(c, models.ErrNotFound)
+	id, ok := a.pathID(c, prefix)
+	if !ok {
 		return
 	}
 	acc, err := a.accept(c, map[string]string{field: id})
@@ -128,9 +127,8 @@ func (a *API) deleteSite(c *gin.Context) {
 }
 
 func (a *API) getSite(c *gin.Context) {
-	id := c.Param("id")
-	if !wellFormedID(id, models.PrefixSite) {
-		a.fail(c, models.ErrNotFound)
+	id, ok := a.pathID(c, models.PrefixSite)
+	if !ok {
 		return
 	}
 	site, err := a.store.GetSite(c.Request.Context(), principal(c).TenantID, id)

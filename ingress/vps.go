@@ -56,9 +56,8 @@ func (a *API) registerVPS(c *gin.Context) {
 }
 
 func (a *API) getVPS(c *gin.Context) {
-	id := c.Param("id")
-	if !wellFormedID(id, models.PrefixVPS) {
-		a.fail(c, models.ErrNotFound)
+	id, ok := a.pathID(c, models.PrefixVPS)
+	if !ok {
 		return
 	}
 	v, err := a.store.GetVPS(c.Request.Context(), id)
