@@ -1,7 +1,6 @@
 package events
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -70,18 +69,9 @@ func BackupOutbox(eventType string, e BackupEvent) (models.OutboxEvent, error) {
 	if !e.ExpiresAt.IsZero() {
 		e.ExpiresAt = e.ExpiresAt.UTC().Truncate(time.Microsecond)
 	}
-	data, err := json.Marshal(e)
-	if err != nil {
-		return models.OutboxEvent{}, fmt.Errorf("%s: encode: %w", eventType, err)
-	}
-	return models.OutboxEvent{
-		EventID:    StableID(eventType, e.OperationID),
-		TenantID:   e.TenantID,
-		Topic:      TopicBackups,
-		Type:       eventType,
-		Source:     SourceBackups,
-		Subject:    e.BackupID,
-		Data:       string(data),
-		OccurredAt: e.OccurredAt,
-	}, nil
+	return outboxRow(outboxHeader{
+		ID: StableID(eventType, e.OperationID), TenantID: e.TenantID,
+		Topic: TopicBackups, Type: eventType, Source: SourceBackups,
+		Subject: e.BackupID, OccurredAt: e.OccurredAt,
+	}, e)
 }

@@ -126,18 +126,34 @@ func SiteOutbox(eventType string, e SiteEvent) (models.OutboxEvent, error) {
 	}
 	// The databases keep microseconds: the data says what ce_time will say.
 	e.OccurredAt = e.OccurredAt.UTC().Truncate(time.Microsecond)
-	data, err := json.Marshal(e)
+	return outboxRow(outboxHeader{
+		ID: StableID(eventType, e.OperationID), TenantID: e.TenantID,
+		Topic: TopicSites, Type: eventType, Source: SourceSites,
+		Subject: e.SiteID, OccurredAt: e.OccurredAt,
+	}, e)
+}
+
+// outboxHeader is what an outbox row says about its event besides the data.
+type outboxHeader struct {
+	ID, TenantID, Topic, Type, Source, Subject string
+	OccurredAt                                 time.Time
+}
+
+// outboxRow encodes data, an event already validated and normalised by its
+// builder, as the JSON of an outbox row with header h.
+func outboxRow(h outboxHeader, data any) (models.OutboxEvent, error) {
+	b, err := json.Marshal(data)
 	if err != nil {
-		return models.OutboxEvent{}, fmt.Errorf("%s: encode: %w", eventType, err)
+		return models.OutboxEvent{}, fmt.Errorf("%s: encode: %w", h.Type, err)
 	}
 	return models.OutboxEvent{
-		EventID:    StableID(eventType, e.OperationID),
-		TenantID:   e.TenantID,
-		Topic:      TopicSites,
-		Type:       eventType,
-		Source:     SourceSites,
-		Subject:    e.SiteID,
-		Data:       string(data),
-		OccurredAt: e.OccurredAt,
+		EventID:    h.ID,
+		TenantID:   h.TenantID,
+		Topic:      h.Topic,
+		Type:       h.Type,
+		Source:     h.Source,
+		Subject:    h.Subject,
+		Data:       string(b),
+		OccurredAt: h.OccurredAt,
 	}, nil
 }

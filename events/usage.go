@@ -1,7 +1,6 @@
 package events
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -92,18 +91,9 @@ func UsageOutbox(e UsageEvent) (models.OutboxEvent, error) {
 	// ce_time will say.
 	e.PeriodStart, e.PeriodEnd = e.PeriodStart.UTC(), e.PeriodEnd.UTC()
 	e.OccurredAt = e.OccurredAt.UTC().Truncate(time.Microsecond)
-	data, err := json.Marshal(e)
-	if err != nil {
-		return models.OutboxEvent{}, fmt.Errorf("%s: encode: %w", TypeUsageRecorded, err)
-	}
-	return models.OutboxEvent{
-		EventID:    UsageRecordID(e.TenantID, e.Metric, e.SiteID, e.PeriodStart),
-		TenantID:   e.TenantID,
-		Topic:      TopicUsage,
-		Type:       TypeUsageRecorded,
-		Source:     SourceUsage,
-		Subject:    e.Metric,
-		Data:       string(data),
-		OccurredAt: e.OccurredAt,
-	}, nil
+	return outboxRow(outboxHeader{
+		ID: UsageRecordID(e.TenantID, e.Metric, e.SiteID, e.PeriodStart), TenantID: e.TenantID,
+		Topic: TopicUsage, Type: TypeUsageRecorded, Source: SourceUsage,
+		Subject: e.Metric, OccurredAt: e.OccurredAt,
+	}, e)
 }

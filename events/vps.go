@@ -1,7 +1,6 @@
 package events
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -83,18 +82,9 @@ func VPSHealthOutbox(e VPSHealthEvent) (models.OutboxEvent, error) {
 		return models.OutboxEvent{}, fmt.Errorf("%s: %w", TypeVPSHealthChanged, err)
 	}
 	e.CheckedAt = e.CheckedAt.UTC().Truncate(time.Microsecond)
-	data, err := json.Marshal(e)
-	if err != nil {
-		return models.OutboxEvent{}, fmt.Errorf("%s: encode: %w", TypeVPSHealthChanged, err)
-	}
-	return models.OutboxEvent{
-		EventID:    VPSHealthID(e.VPSID, e.CheckKey),
-		TenantID:   e.VPSID,
-		Topic:      TopicVPS,
-		Type:       TypeVPSHealthChanged,
-		Source:     SourceVPS,
-		Subject:    e.VPSID,
-		Data:       string(data),
-		OccurredAt: e.CheckedAt,
-	}, nil
+	return outboxRow(outboxHeader{
+		ID: VPSHealthID(e.VPSID, e.CheckKey), TenantID: e.VPSID,
+		Topic: TopicVPS, Type: TypeVPSHealthChanged, Source: SourceVPS,
+		Subject: e.VPSID, OccurredAt: e.CheckedAt,
+	}, e)
 }
