@@ -36,10 +36,35 @@ type pool struct {
 	conns   map[string]*conn
 	dialing map[string]chan struct{}
 	closed  bool
+
+	stop     chan struct{} // closed by close: ends the reaper
+	stopOnce sync.Once
+	reaped   chan struct{} // closed when the reaper has returned
 }
 
+// newPool returns a pool and starts its reaper, which closes connections idle
+// for longer than idle until close.
 func newPool(max int, idle time.Duration) *pool {
-	return &pool{max: max, idle: idle, conns: map[string]*conn{}, dialing: map[string]chan struct{}{}}
+	p := &pool{max: max, idle: idle, conns: map[string]*conn{}, dialing: map[string]chan struct{}{},
+		stop: make(chan struct{}), reaped: make(chan struct{})}
+	go p.reapLoop()
+	return p
+}
+
+// reapLoop reaps idle connections every half idle timeout (at most a minute)
+// until close.
+func (p *pool) reapLoop() {
+	defer close(p.reaped)
+	t := time.NewTicker(min(p.idle/2, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			p.reap(now)
+		case <-p.stop:
+			return
+		}
+	}
 }
 
 // get returns a connection to the server key at addr, reusing the pooled one
@@ -172,8 +197,13 @@ func (p *pool) size() int {
 	return len(p.conns)
 }
 
-// close closes every pooled connection; later gets fail with errClosed.
+// close stops the reaper and closes every pooled connection; later gets fail
+// with errClosed. It is safe to call more than once.
 func (p *pool) close() {
+	p.stopOnce.Do(func() {
+		close(p.stop)
+		<-p.reaped
+	})
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true

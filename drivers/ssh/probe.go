@@ -137,10 +137,6 @@ type Probe struct {
 	log    *slog.Logger
 	pool   *pool
 	http   *http.Client
-
-	stop     chan struct{}
-	stopOnce sync.Once
-	reaped   chan struct{}
 }
 
 // New returns a Probe for cfg, or an error naming every problem with cfg or
@@ -150,20 +146,15 @@ func New(cfg Config) (*Probe, error) {
 		return nil, fmt.Errorf("ssh: invalid config: %w", err)
 	}
 	cfg.setDefaults()
-	signer := cfg.Signer
-	if cfg.KeyFile != "" {
-		var err error
-		if signer, err = loadSigner(cfg.KeyFile); err != nil {
-			return nil, err
-		}
+	signer, err := cfg.signer()
+	if err != nil {
+		return nil, err
 	}
 	p := &Probe{
 		cfg:    cfg,
 		signer: signer,
 		log:    cfg.Logger,
 		pool:   newPool(cfg.MaxConns, cfg.IdleTimeout),
-		stop:   make(chan struct{}),
-		reaped: make(chan struct{}),
 	}
 	p.http = &http.Client{
 		Transport: &http.Transport{
@@ -178,8 +169,16 @@ func New(cfg Config) (*Probe, error) {
 		// elsewhere is not followed.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	go p.reapLoop()
 	return p, nil
+}
+
+// signer is the key the client authenticates with: Signer, or the one read
+// from KeyFile.
+func (c Config) signer() (gossh.Signer, error) {
+	if c.KeyFile == "" {
+		return c.Signer, nil
+	}
+	return loadSigner(c.KeyFile)
 }
 
 // loadSigner reads a private key file. Errors name the file, never its content.
@@ -200,30 +199,11 @@ func loadSigner(path string) (gossh.Signer, error) {
 	return signer, nil
 }
 
-// reapLoop closes idle connections until Close.
-func (p *Probe) reapLoop() {
-	defer close(p.reaped)
-	t := time.NewTicker(min(p.cfg.IdleTimeout/2, time.Minute))
-	defer t.Stop()
-	for {
-		select {
-		case now := <-t.C:
-			p.pool.reap(now)
-		case <-p.stop:
-			return
-		}
-	}
-}
-
 // Close closes every pooled connection and stops the reaper; later Probe
 // calls fail. It is safe to call more than once.
 func (p *Probe) Close() error {
-	p.stopOnce.Do(func() {
-		close(p.stop)
-		<-p.reaped
-		p.pool.close()
-		p.http.CloseIdleConnections()
-	})
+	p.pool.close()
+	p.http.CloseIdleConnections()
 	return nil
 }
 

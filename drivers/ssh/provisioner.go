@@ -7,8 +7,6 @@ import (
 	"path"
 	"regexp"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/chomhq/chom/drivers"
 )
@@ -48,10 +46,6 @@ type Provisioner struct {
 	cfg    Config
 
 	locks drivers.ServerLocks // one change at a time per server
-
-	stop     chan struct{}
-	stopOnce sync.Once
-	reaped   chan struct{}
 }
 
 // NewProvisioner returns a Provisioner for cfg (the HTTP fields of Config are
@@ -66,49 +60,24 @@ func NewProvisioner(cfg Config) (*Provisioner, error) {
 	if err := cfg.Layout.Validate(); err != nil {
 		return nil, fmt.Errorf("ssh: invalid config: %w", err)
 	}
-	signer := cfg.Signer
-	if cfg.KeyFile != "" {
-		var err error
-		if signer, err = loadSigner(cfg.KeyFile); err != nil {
-			return nil, err
-		}
+	signer, err := cfg.signer()
+	if err != nil {
+		return nil, err
 	}
-	p := &Provisioner{
+	return &Provisioner{
 		r:      &remote{cfg: cfg, signer: signer, log: cfg.Logger, pool: newPool(cfg.MaxConns, cfg.IdleTimeout)},
 		layout: cfg.Layout,
 		cfg:    cfg,
-		stop:   make(chan struct{}),
-		reaped: make(chan struct{}),
-	}
-	go p.reapLoop()
-	return p, nil
+	}, nil
 }
 
 // Layout returns the layout in use, defaults filled in.
 func (p *Provisioner) Layout() Layout { return p.layout }
 
-func (p *Provisioner) reapLoop() {
-	defer close(p.reaped)
-	t := time.NewTicker(min(p.cfg.IdleTimeout/2, time.Minute))
-	defer t.Stop()
-	for {
-		select {
-		case now := <-t.C:
-			p.r.pool.reap(now)
-		case <-p.stop:
-			return
-		}
-	}
-}
-
 // Close closes every pooled connection; later calls fail. It is safe to call
 // more than once.
 func (p *Provisioner) Close() error {
-	p.stopOnce.Do(func() {
-		close(p.stop)
-		<-p.reaped
-		p.r.pool.close()
-	})
+	p.r.pool.close()
 	return nil
 }
 
