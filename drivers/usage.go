@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"time"
 )
 
@@ -43,6 +44,16 @@ func (b Bandwidth) Add(o Bandwidth) Bandwidth {
 	return Bandwidth{Bytes: b.Bytes + o.Bytes, Requests: b.Requests + o.Requests,
 		Skipped: b.Skipped + o.Skipped, Files: b.Files + o.Files}
 }
+
+// accessLogName matches a site's access logs: access.log, which the server
+// blocks name (drivers/siteconf), and what logrotate leaves beside it,
+// access.log.1 and older ones compressed, access.log.2.gz, ….
+var accessLogName = regexp.MustCompile(`^access\.log(\.[0-9]+(\.gz)?)?$`)
+
+// IsAccessLog reports whether a file named name in a site's log directory is
+// one of its access logs (see UsageProbe.Bandwidth); access.log.old,
+// access.log-20261201 and the like are not.
+func IsAccessLog(name string) bool { return accessLogName.MatchString(name) }
 
 // maxLogLine bounds the memory of one log line; a longer line is skipped (nginx
 // lines are a few hundred bytes; only a broken writer makes such a line).

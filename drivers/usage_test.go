@@ -171,3 +171,16 @@ func TestParseTimeLocalMatchesTimeParse(t *testing.T) {
 		t.Fatalf("%d of %d inputs accepted: the table does not exercise both sides", accepted, len(inputs))
 	}
 }
+
+// Which files of a site's log directory are its access logs.
+func TestIsAccessLog(t *testing.T) {
+	for name, want := range map[string]bool{
+		"access.log": true, "access.log.1": true, "access.log.12": true, "access.log.2.gz": true,
+		"access.log.old": false, "access.log-20261201": false, "access.log.gz": false, "error.log": false,
+		"access.log.1.gz.tmp": false, "xaccess.log": false, "access.log.": false,
+	} {
+		if got := drivers.IsAccessLog(name); got != want {
+			t.Errorf("IsAccessLog(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"time"
 
@@ -17,14 +16,6 @@ import (
 )
 
 var _ drivers.UsageProbe = (*Provisioner)(nil)
-
-// accessLog is the file nginx writes each site's requests to (templates.go
-// renders `access_log {{.LogDir}}/access.log`).
-const accessLog = "access.log"
-
-// rotatedLog matches what logrotate leaves next to it: access.log.1, and older
-// ones compressed, access.log.2.gz, …
-var rotatedLog = regexp.MustCompile(`^access\.log\.[0-9]+(\.gz)?$`)
 
 // DiskBytes returns the bytes of the site's document root: the sizes of the
 // regular files under it, summed, without following symbolic links (a link is
@@ -93,7 +84,7 @@ func (p *Provisioner) Bandwidth(ctx context.Context, site drivers.SiteSpec, star
 	}
 	var files []string
 	for _, e := range entries {
-		if e.Type().IsRegular() && (e.Name() == accessLog || rotatedLog.MatchString(e.Name())) {
+		if e.Type().IsRegular() && drivers.IsAccessLog(e.Name()) {
 			files = append(files, e.Name())
 		}
 	}

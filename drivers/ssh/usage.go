@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,11 +17,6 @@ import (
 )
 
 var _ drivers.UsageProbe = (*Provisioner)(nil)
-
-// rotatedLog matches the access logs of a site's log directory: access.log,
-// which the server block names (drivers/siteconf), and what logrotate leaves
-// beside it, access.log.1 and older ones compressed, access.log.2.gz, ….
-var rotatedLog = regexp.MustCompile(`^access\.log(\.[0-9]+(\.gz)?)?$`)
 
 // DiskBytes returns the bytes of the site's document root as the remote `find`
 // lists them: the sizes of the regular files under it, summed, symbolic links
@@ -89,8 +83,8 @@ func parseLogListing(out string, start time.Time) ([]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("log listing line %q: want \"<mtime> <name>\"", line)
 		}
-		if !rotatedLog.MatchString(name) {
-			continue // access.log.old, access.log-20261201 and the like are not ours
+		if !drivers.IsAccessLog(name) {
+			continue
 		}
 		secs, err := strconv.ParseFloat(stamp, 64)
 		if err != nil {
