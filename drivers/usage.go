@@ -3,11 +3,13 @@ package drivers
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -54,6 +56,26 @@ var accessLogName = regexp.MustCompile(`^access\.log(\.[0-9]+(\.gz)?)?$`)
 // one of its access logs (see UsageProbe.Bandwidth); access.log.old,
 // access.log-20261201 and the like are not.
 func IsAccessLog(name string) bool { return accessLogName.MatchString(name) }
+
+// ScanAccessLogFile is ScanAccessLog of one access log file named name read
+// from r, decompressed on the fly when name ends in .gz (a rotated log);
+// Files is 1.
+func ScanAccessLogFile(ctx context.Context, r io.Reader, name string, start, end time.Time) (Bandwidth, error) {
+	if strings.HasSuffix(name, ".gz") {
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return Bandwidth{}, fmt.Errorf("open gzip %s: %w", name, err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	bw, err := ScanAccessLog(ctx, r, start, end)
+	if err != nil {
+		return Bandwidth{}, fmt.Errorf("scan %s: %w", name, err)
+	}
+	bw.Files = 1
+	return bw, nil
+}
 
 // maxLogLine bounds the memory of one log line; a longer line is skipped (nginx
 // lines are a few hundred bytes; only a broken writer makes such a line).

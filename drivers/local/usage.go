@@ -1,11 +1,9 @@
 package local
 
 import (
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -128,19 +126,5 @@ func scanLogFile(ctx context.Context, path string, start, end time.Time, seen *[
 	if info.ModTime().Before(start) {
 		return drivers.Bandwidth{}, nil
 	}
-	var r io.Reader = f
-	if filepath.Ext(path) == ".gz" {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return drivers.Bandwidth{}, fmt.Errorf("open %s: %w", path, err)
-		}
-		defer zr.Close()
-		r = zr
-	}
-	bw, err := drivers.ScanAccessLog(ctx, r, start, end)
-	if err != nil {
-		return drivers.Bandwidth{}, fmt.Errorf("scan %s: %w", path, err)
-	}
-	bw.Files = 1
-	return bw, nil
+	return drivers.ScanAccessLogFile(ctx, f, path, start, end)
 }

@@ -2,7 +2,6 @@ package ssh
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -113,19 +112,7 @@ func (p *Provisioner) scanLog(ctx context.Context, s *session, file string, star
 	}
 	done := make(chan scanned, 1)
 	go func() {
-		var r io.Reader = pr
-		if strings.HasSuffix(file, ".gz") {
-			zr, err := gzip.NewReader(pr)
-			if err != nil {
-				err = fmt.Errorf("open gzip: %w", err)
-				pr.CloseWithError(err)
-				done <- scanned{err: err}
-				return
-			}
-			defer zr.Close()
-			r = zr
-		}
-		bw, err := drivers.ScanAccessLog(ctx, r, start, end)
+		bw, err := drivers.ScanAccessLogFile(ctx, pr, file, start, end)
 		// Whatever ended the scan ends the remote command too.
 		pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
 		done <- scanned{bw: bw, err: err}
@@ -145,9 +132,8 @@ func (p *Provisioner) scanLog(ctx context.Context, s *session, file string, star
 		// the error, not what the cut-off stream did to the scan.
 		return drivers.Bandwidth{}, fmt.Errorf("read: %w", runErr)
 	case res.err != nil:
-		return drivers.Bandwidth{}, fmt.Errorf("scan: %w", res.err)
+		return drivers.Bandwidth{}, res.err
 	}
-	res.bw.Files = 1
 	return res.bw, nil
 }
 
