@@ -17,6 +17,6 @@
 // ([Config.AllowRemote]): its dialer refuses any other destination, so a
 // redirect or a DNS answer cannot send load elsewhere either.
 //
-// `chom loadtest` (cmd/chom) wires it to a running CHOM or to a full stack it
+// `chom-loadtest` (cmd/chom-loadtest) wires it to a running CHOM or to a full stack it
 // starts in-process on real PostgreSQL and Redis.
 package loadtest

@@ -279,7 +279,7 @@ func AcceptedPerSecond(r *ScenarioResult) float64 {
 	return float64(r.Ledger.Accepted) / r.Seconds
 }
 
-// Report is a whole `chom loadtest` run.
+// Report is a whole `chom-loadtest` run.
 type Report struct {
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`

@@ -35,6 +35,9 @@ func Weights() map[string]int {
 	return map[string]int{QueueCritical: 6, QueueDefault: 3, QueueLow: 1}
 }
 
+// Names are the queues workers serve, most urgent first.
+func Names() []string { return []string{QueueCritical, QueueDefault, QueueLow} }
+
 // Retention keeps finished tasks in Redis this long, for asynqmon and so that a
 // re-enqueue of a finished operation's task conflicts instead of running again.
 const Retention = 24 * time.Hour

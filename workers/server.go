@@ -17,27 +17,21 @@ import (
 	"github.com/chomhq/chom/queue"
 )
 
+// Family is a job family: it names the task types it handles and their
+// handlers (jobs.ProvisionSite, jobs.Backups, ...).
+type Family interface {
+	Routes() []jobs.Route
+}
+
 // Config configures a worker process.
 type Config struct {
-	Redis       redis.UniversalClient
-	Logger      *slog.Logger
-	Provision   *jobs.ProvisionSite
-	Deprovision *jobs.DeprovisionSite
-	Reconciler  *jobs.Reconciler
-	// HealthSweep and HealthCheck handle vps:health_sweep and vps:health_check.
-	// Optional (tests leave them out), but `chom worker` sets both: asynq's mux
-	// fails a task whose type it has no handler for, so every worker of a
-	// fleet whose scheduler sweeps must have them.
-	HealthSweep *jobs.SweepHealth
-	HealthCheck *jobs.CheckHealth
-	// MeterSweep and Meter handle usage:meter_sweep and usage:meter. Optional
-	// like the health handlers, and set by `chom worker` for the same reason.
-	MeterSweep *jobs.MeterSweep
-	Meter      *jobs.MeterUsage
-	// Backups handles backup:create, backup:restore, backup:delete,
-	// backup:prune and backup:schedules. Optional like the health handlers,
-	// and set by `chom worker`.
-	Backups *jobs.Backups
+	Redis  redis.UniversalClient
+	Logger *slog.Logger
+	// Jobs is the worker's job table: every task type of every family is
+	// registered on the mux. asynq fails a task whose type has no handler, so
+	// every worker of a fleet registers every family its scheduler and ingress
+	// enqueue (the assembly, internal/stack, builds one table for all).
+	Jobs []Family
 	// Concurrency is how many tasks run at once in this process. Default 20.
 	Concurrency int
 	// RetryBase and RetryMax bound the exponential backoff between attempts.
@@ -69,8 +63,24 @@ func (c Config) Validate() error {
 	if c.Logger == nil {
 		errs = append(errs, errors.New("workers: Logger is required"))
 	}
-	if c.Provision == nil || c.Deprovision == nil || c.Reconciler == nil {
-		errs = append(errs, errors.New("workers: Provision, Deprovision and Reconciler handlers are required"))
+	if len(c.Jobs) == 0 {
+		errs = append(errs, errors.New("workers: Jobs is empty: a worker needs at least one job family"))
+	}
+	seen := map[string]bool{}
+	for _, f := range c.Jobs {
+		if f == nil {
+			errs = append(errs, errors.New("workers: Jobs holds a nil family"))
+			continue
+		}
+		for _, r := range f.Routes() {
+			switch {
+			case r.Type == "" || r.Handler == nil:
+				errs = append(errs, fmt.Errorf("workers: %T has a route without a task type or handler", f))
+			case seen[r.Type]:
+				errs = append(errs, fmt.Errorf("workers: task type %s is registered twice", r.Type))
+			}
+			seen[r.Type] = true
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -139,27 +149,10 @@ func New(cfg Config) (*Server, error) {
 		mux.Use(ObserveTasks(cfg.Metrics))
 	}
 	mux.Use(logTasks(tlog))
-	mux.Handle(queue.TypeSiteProvision, cfg.Provision)
-	mux.Handle(queue.TypeSiteDeprovision, cfg.Deprovision)
-	mux.Handle(queue.TypeOperationsReconcile, cfg.Reconciler)
-	if cfg.HealthSweep != nil {
-		mux.Handle(queue.TypeVPSHealthSweep, cfg.HealthSweep)
-	}
-	if cfg.HealthCheck != nil {
-		mux.Handle(queue.TypeVPSHealthCheck, cfg.HealthCheck)
-	}
-	if cfg.MeterSweep != nil {
-		mux.Handle(queue.TypeUsageMeterSweep, cfg.MeterSweep)
-	}
-	if cfg.Meter != nil {
-		mux.Handle(queue.TypeUsageMeter, cfg.Meter)
-	}
-	if b := cfg.Backups; b != nil {
-		mux.Handle(queue.TypeBackupCreate, b.Create)
-		mux.Handle(queue.TypeBackupRestore, b.Restore)
-		mux.Handle(queue.TypeBackupDelete, b.Delete)
-		mux.Handle(queue.TypeBackupPrune, b.Prune)
-		mux.Handle(queue.TypeBackupSchedules, b.Schedules)
+	for _, f := range cfg.Jobs {
+		for _, r := range f.Routes() {
+			mux.Handle(r.Type, r.Handler)
+		}
 	}
 	return &Server{srv: srv, mux: mux, log: cfg.Logger}, nil
 }

@@ -4,121 +4,124 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/chomhq/chom/internal/stack"
 	"github.com/chomhq/chom/models"
 )
 
-func runMigrate(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
-	if len(args) != 1 || (args[0] != "up" && args[0] != "down" && args[0] != "status") {
-		return fmt.Errorf("%w: chom migrate up|down|status", errUsage)
-	}
-	db, err := openAdminDB(ctx, getenv)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	switch args[0] {
-	case "up":
-		g, err := models.MigrateUp(ctx, db)
-		if err != nil {
-			return err
-		}
-		if g.IsZero() {
-			fmt.Fprintln(stdout, "database is up to date")
-			return nil
-		}
-		fmt.Fprintf(stdout, "applied %s\n", g)
-	case "down":
-		g, err := models.MigrateDown(ctx, db)
-		if err != nil {
-			return err
-		}
-		if g.IsZero() {
-			fmt.Fprintln(stdout, "nothing to roll back")
-			return nil
-		}
-		fmt.Fprintf(stdout, "rolled back %s\n", g)
-	case "status":
-		ms, err := models.MigrationStatus(ctx, db)
-		if err != nil {
-			return err
-		}
-		for _, m := range ms {
-			state := "pending"
-			if m.IsApplied() {
-				state = "applied " + m.MigratedAt.UTC().Format(time.RFC3339)
-			}
-			fmt.Fprintf(stdout, "%s_%s\t%s\n", m.Name, m.Comment, state)
-		}
-	}
-	return nil
+// dataDirFlag declares --data-dir, the chom dev data directory whose SQLite
+// database a one-shot command uses when CHOM_DATABASE_URL is unset.
+func dataDirFlag(fs *flag.FlagSet) *string {
+	return fs.String("data-dir", "", "use the SQLite database of this chom dev data directory (when CHOM_DATABASE_URL is unset)")
 }
 
-func runToken(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
-	if len(args) == 0 || args[0] != "create" {
-		return fmt.Errorf("%w: chom token create --tenant NAME [--scope read,write,admin,ops]", errUsage)
+func migrateFlags(fs *flag.FlagSet) func(context.Context, env) error {
+	dataDir := dataDirFlag(fs)
+	return func(ctx context.Context, e env) error {
+		if len(e.args) != 1 || (e.args[0] != "up" && e.args[0] != "down" && e.args[0] != "status") {
+			return fmt.Errorf("%w: chom migrate up|down|status", errUsage)
+		}
+		db, err := openAdminDB(ctx, e.getenv, *dataDir)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		switch e.args[0] {
+		case "up":
+			g, err := models.MigrateUp(ctx, db)
+			if err != nil {
+				return err
+			}
+			if g.IsZero() {
+				fmt.Fprintln(e.stdout, "database is up to date")
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "applied %s\n", g)
+		case "down":
+			g, err := models.MigrateDown(ctx, db)
+			if err != nil {
+				return err
+			}
+			if g.IsZero() {
+				fmt.Fprintln(e.stdout, "nothing to roll back")
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "rolled back %s\n", g)
+		case "status":
+			ms, err := models.MigrationStatus(ctx, db)
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				state := "pending"
+				if m.IsApplied() {
+					state = "applied " + m.MigratedAt.UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(e.stdout, "%s_%s\t%s\n", m.Name, m.Comment, state)
+			}
+		}
+		return nil
 	}
-	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	tenant := fs.String("tenant", "", "tenant name (created if missing)")
+}
+
+func tokenFlags(fs *flag.FlagSet) func(context.Context, env) error {
+	tenant := fs.String("tenant", "", "tenant name (created if missing); required")
 	scope := fs.String("scope", "read,write", "comma-separated scopes: read, write, admin (read, write and more), ops (read-only ops UI)")
 	name := fs.String("name", "cli", "a label for the token")
 	expires := fs.Duration("expires", 0, "lifetime, e.g. 720h; 0 = never expires")
-	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	dataDir := dataDirFlag(fs)
+	return func(ctx context.Context, e env) error {
+		if *tenant == "" {
+			return fmt.Errorf("%w: chom token create: --tenant is required", errUsage)
+		}
+		db, err := openAdminDB(ctx, e.getenv, *dataDir)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		store, err := models.New(models.Config{DB: db})
+		if err != nil {
+			return err
+		}
+		token, err := stack.IssueToken(ctx, store, *tenant, *name, strings.Split(*scope, ","), *expires)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, token)
+		return nil
 	}
-	if *tenant == "" {
-		return fmt.Errorf("%w: --tenant is required", errUsage)
-	}
-	db, err := openAdminDB(ctx, getenv)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	store, err := models.New(models.Config{DB: db})
-	if err != nil {
-		return err
-	}
-	token, _, err := issueToken(ctx, store, *tenant, *name, strings.Split(*scope, ","), *expires)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, token)
-	return nil
 }
 
-// issueToken creates the tenant if needed and a token for it.
-func issueToken(ctx context.Context, store *models.Store, tenant, name string, scopes []string, ttl time.Duration) (string, *models.Tenant, error) {
-	t, err := store.EnsureTenant(ctx, tenant)
-	if err != nil {
-		return "", nil, err
-	}
-	p := models.NewTokenParams{TenantID: t.ID, Name: name, Scopes: scopes}
-	if ttl > 0 {
-		exp := time.Now().Add(ttl).UTC()
-		p.ExpiresAt = &exp
-	}
-	token, _, err := store.CreateToken(ctx, p)
-	if err != nil {
-		return "", nil, err
-	}
-	return token, t, nil
-}
-
-// openAdminDB opens the database CHOM_DATABASE_URL names with the small pool a
-// one-shot admin command needs.
-func openAdminDB(ctx context.Context, getenv func(string) string) (*bun.DB, error) {
-	c, err := loadConfig(getenv)
+// openAdminDB opens the database CHOM_DATABASE_URL names (else the SQLite
+// database of the dev data directory dataDir) with the small pool a one-shot
+// command needs.
+func openAdminDB(ctx context.Context, getenv func(string) string, dataDir string) (*bun.DB, error) {
+	c, err := stack.LoadConfig(getenv)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.require("CHOM_DATABASE_URL"); err != nil {
-		return nil, err
+	if c.DatabaseURL == "" && dataDir != "" {
+		dir, err := filepath.Abs(dataDir)
+		if err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "chom.db")); err != nil {
+			return nil, fmt.Errorf("--data-dir %s: no chom dev database there (start `chom dev --data-dir %s` once first): %w", dataDir, dataDir, err)
+		}
+		dc, err := stack.LoadDevConfig(getenv, dir)
+		if err != nil {
+			return nil, err
+		}
+		c.DatabaseURL = dc.DatabaseURL
+	}
+	if err := c.Require("CHOM_DATABASE_URL"); err != nil {
+		return nil, fmt.Errorf("%w (or --data-dir of a chom dev data directory)", err)
 	}
 	return models.Open(ctx, c.DatabaseURL, models.PoolConfig{MaxOpenConns: 2})
 }

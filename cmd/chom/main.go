@@ -1,41 +1,29 @@
 // Command chom is CHOM's single binary. Its subcommands run each part of the
-// platform (ingress, worker, scheduler), the whole platform on embedded parts
-// (dev), the outbox relay to Kafka and the reference billing consumer, the schema
-// migrations, and admin tasks such as issuing tokens.
+// platform (ingress, worker, scheduler, relay, billing consumer), the whole
+// platform on embedded parts (dev), the schema migrations, and admin tasks such
+// as issuing tokens. The wiring lives in internal/stack; this package only
+// parses the command line.
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
+
+	"github.com/chomhq/chom/internal/stack"
 )
 
-const usage = `chom: the CHOM hosting control plane
-
-Usage:
-  chom dev [--data-dir DIR] [--listen ADDR] [--kafka-listen ADDR]
-                                              run everything in one process on embedded parts
-  chom ingress                                run the HTTP API
-  chom worker                                 run a queue worker
-  chom scheduler                              run the periodic-task scheduler
-  chom relay                                  publish the outbox to Kafka
-  chom billing-consumer                       bill usage events from Kafka (reference consumer)
-  chom migrate up|down|status                 manage the database schema
-  chom token create --tenant NAME [--scope read,write,admin] [--name N] [--expires DURATION]
-  chom loadtest [--scenario all|NAME,...] [--scale F] [--out DIR] [--url URL --token T]
-                                              run the load scenarios and the baseline; see the README
-
-Configuration comes from CHOM_* environment variables; see the README.
-`
-
-// defaultGCPercent is used when GOGC is not set. CHOM's live heap is small and its
-// hot path allocates per request; collecting less often bought 12% more accepted
-// requests per second and halved the p99 in the load run (scripts/load/accept.sh).
+// defaultGCPercent is used when GOGC is not set. CHOM's live heap is small and
+// its hot path allocates per request; collecting less often bought 12% more
+// accepted requests per second and halved the p99 in the load run
+// (scripts/load/accept.sh).
 const defaultGCPercent = 400
 
 func main() {
@@ -53,38 +41,189 @@ func main() {
 	}
 }
 
+// errUsage marks a command line that cannot be run; main exits 2 on it.
 var errUsage = errors.New("usage error")
 
-// run dispatches to a subcommand. getenv is os.Getenv, injected for tests.
+// env is what a command runs with: its arguments after the flags, its
+// output streams and the environment (os.Getenv, injected for tests).
+type env struct {
+	args           []string
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+// command is one subcommand: how it is called, what it does, which settings
+// it reads (for --help) and its flags.
+type command struct {
+	name    string
+	args    string // the synopsis after the name
+	summary string
+	role    stack.Role
+	dev     bool // --help shows chom dev's defaults
+	// flags declares the command's flags on fs and returns its body, run
+	// after they are parsed.
+	flags func(fs *flag.FlagSet) func(ctx context.Context, e env) error
+}
+
+func commands() []command {
+	noFlags := func(body func(ctx context.Context, e env) error) func(*flag.FlagSet) func(context.Context, env) error {
+		return func(*flag.FlagSet) func(context.Context, env) error { return body }
+	}
+	server := func(start func(context.Context, stack.Config, io.Writer) (*stack.Process, error)) func(context.Context, env) error {
+		return func(ctx context.Context, e env) error {
+			c, err := stack.LoadConfig(e.getenv)
+			if err != nil {
+				return err
+			}
+			p, err := start(ctx, c, e.stderr)
+			if err != nil {
+				return err
+			}
+			return p.Run(ctx)
+		}
+	}
+	return []command{
+		{name: "dev", summary: "run everything in one process (API, worker, scheduler, relay) on embedded parts",
+			role: stack.RoleDev, dev: true, flags: devFlags},
+		{name: "ingress", summary: "run the HTTP API (and /ops/queues, /metrics)", role: stack.RoleIngress,
+			flags: noFlags(server(stack.IngressProcess))},
+		{name: "worker", summary: "run a queue worker (provisioning, backups, health checks, metering)", role: stack.RoleWorker,
+			flags: noFlags(server(stack.WorkerProcess))},
+		{name: "scheduler", summary: "run the periodic-task scheduler", role: stack.RoleScheduler,
+			flags: noFlags(server(stack.SchedulerProcess))},
+		{name: "relay", summary: "publish the outbox to Kafka (run two or more: one leads)", role: stack.RoleRelay,
+			flags: noFlags(server(stack.RelayProcess))},
+		{name: "billing-consumer", summary: "bill usage events from Kafka (the reference consumer)", role: stack.RoleBilling,
+			flags: noFlags(server(stack.BillingProcess))},
+		{name: "migrate", args: "up|down|status", summary: "manage the database schema", role: stack.RoleAdmin, flags: migrateFlags},
+		{name: "token", args: "create --tenant NAME", summary: "issue an API token (creating the tenant if needed)", role: stack.RoleAdmin, flags: tokenFlags},
+		{name: "version", summary: "print the version and the commit it was built from", flags: noFlags(printVersion)},
+	}
+}
+
+// run dispatches to a subcommand.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errUsage
+		writeUsage(stderr)
+		return fmt.Errorf("%w: no command", errUsage)
 	}
 	switch args[0] {
-	case "dev":
-		return runDev(ctx, args[1:], stdout, stderr, getenv)
-	case "ingress":
-		return runIngress(ctx, stderr, getenv)
-	case "worker":
-		return runWorker(ctx, stderr, getenv)
-	case "scheduler":
-		return runScheduler(ctx, stderr, getenv)
-	case "relay":
-		return runRelay(ctx, stderr, getenv)
-	case "billing-consumer":
-		return runBillingConsumer(ctx, stderr, getenv)
-	case "migrate":
-		return runMigrate(ctx, args[1:], stdout, getenv)
-	case "token":
-		return runToken(ctx, args[1:], stdout, getenv)
-	case "loadtest":
-		return runLoadtest(ctx, args[1:], stdout, stderr, getenv)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 {
+			return run(ctx, []string{args[1], "--help"}, stdout, stderr, getenv)
+		}
+		writeUsage(stdout)
 		return nil
-	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
 	}
+	for _, cmd := range commands() {
+		if cmd.name == args[0] {
+			return cmd.run(ctx, args[1:], env{stdout: stdout, stderr: stderr, getenv: getenv})
+		}
+	}
+	writeUsage(stderr)
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}
+
+// run parses the command's flags (--help prints its help to stdout and
+// succeeds; a bad flag is a usage error) and runs it.
+func (cmd command) run(ctx context.Context, args []string, e env) error {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // help and errors are written below
+	body := cmd.flags(fs)
+	if cmd.name == "token" && len(args) > 0 && args[0] == "create" {
+		args = args[1:]
+	} else if cmd.name == "token" && !wantsHelp(args) {
+		return fmt.Errorf("%w: chom token create --tenant NAME (see chom token --help)", errUsage)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cmd.help(e.stdout, fs)
+		}
+		return fmt.Errorf("%w: chom %s: %v (see chom %s --help)", errUsage, cmd.name, err, cmd.name)
+	}
+	e.args = fs.Args()
+	if cmd.args == "" && len(e.args) > 0 {
+		return fmt.Errorf("%w: chom %s takes no arguments, got %q", errUsage, cmd.name, e.args)
+	}
+	return body(ctx, e)
+}
+
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			return true
+		}
+	}
+	return false
+}
+
+// help writes the command's synopsis, flags and the variables it reads.
+func (cmd command) help(w io.Writer, fs *flag.FlagSet) error {
+	fmt.Fprintf(w, "Usage: chom %s %s\n\n%s.\n", cmd.name, strings.TrimSpace(cmd.args+" [flags]"), capitalize(cmd.summary))
+	hasFlags := false
+	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if hasFlags {
+		fmt.Fprintln(w, "\nFlags:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+	if cmd.role != 0 {
+		fmt.Fprintln(w)
+		if err := stack.WriteEnvHelp(w, cmd.role, cmd.dev); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, "\nEvery variable: docs/configuration.md.")
+	}
+	return nil
+}
+
+func writeUsage(w io.Writer) {
+	fmt.Fprint(w, "chom: the CHOM hosting control plane\n\nUsage:\n")
+	for _, cmd := range commands() {
+		fmt.Fprintf(w, "  chom %-34s %s\n", strings.TrimSpace(cmd.name+" "+cmd.args), cmd.summary)
+	}
+	fmt.Fprint(w, "\n`chom <command> --help` lists a command's flags and the CHOM_* variables it reads.\n"+
+		"The load harness is its own binary: go run ./cmd/chom-loadtest --help\n")
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func devFlags(fs *flag.FlagSet) func(context.Context, env) error {
+	var o stack.DevOptions
+	fs.StringVar(&o.DataDir, "data-dir", "./.chom-dev", "where the SQLite database, tokens, local server files, backups and topics live")
+	fs.StringVar(&o.Listen, "listen", "", "address of the HTTP API (default CHOM_LISTEN, else 127.0.0.1:8080)")
+	fs.StringVar(&o.KafkaListen, "kafka-listen", "127.0.0.1:9092", "address of the embedded Kafka broker (unless CHOM_KAFKA_BROKERS is set)")
+	return func(ctx context.Context, e env) error {
+		d, err := stack.NewDev(ctx, e.getenv, o, e.stdout, e.stderr)
+		if err != nil {
+			return err
+		}
+		return d.Run(ctx)
+	}
+}
+
+// printVersion prints the module version and the VCS commit of the build.
+func printVersion(_ context.Context, e env) error {
+	version, commit, modified, goVersion := "(unknown)", "unknown", false, ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version, goVersion = bi.Main.Version, bi.GoVersion
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+	}
+	if modified {
+		commit += " (modified)"
+	}
+	fmt.Fprintf(e.stdout, "chom %s\ncommit %s\n%s\n", version, commit, goVersion)
+	return nil
 }

@@ -183,7 +183,7 @@ func TestUnauthorizedIsUniform(t *testing.T) {
 		unknown := "chom_" + strings.Repeat("a", 52)
 		var bodies []string
 		for _, h := range []string{"", "Bearer", "Bearer x", "Basic !!", "Bearer " + unknown, "Bearer " + revoked, "Bearer " + expired, "Bearer " + s.tokenA + "x"} {
-			req, _ := http.NewRequest("GET", s.srv.URL+"/api/v1/sites", nil)
+			req, _ := http.NewRequest("GET", s.url+"/api/v1/sites", nil)
 			if h != "" {
 				req.Header.Set("Authorization", h)
 			}
@@ -332,7 +332,7 @@ func TestOpsUIRequiresAdmin(t *testing.T) {
 	backends(t, func(t *testing.T, db *bun.DB) {
 		s := newStack(t, db, stackOpts{noWorker: true})
 		get := func(auth string) *http.Response {
-			req, _ := http.NewRequest("GET", s.srv.URL+"/ops/queues", nil)
+			req, _ := http.NewRequest("GET", s.url+"/ops/queues", nil)
 			if auth != "" {
 				req.Header.Set("Authorization", auth)
 			}

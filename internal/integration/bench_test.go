@@ -70,7 +70,7 @@ func benchAccept(b *testing.B, s *stack, withKey bool) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 }
 
-// BenchmarkAcceptBaseline runs the naive handler that `chom loadtest` also
+// BenchmarkAcceptBaseline runs the naive handler that `chom-loadtest` also
 // measures (loadtest.NewBaseline), on the same servers as the benchmark above.
 func BenchmarkAcceptBaseline(b *testing.B) {
 	s := newBenchStack(b)

@@ -6,19 +6,15 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/chomhq/chom/drivers/local"
 	"github.com/chomhq/chom/ingress"
+	assembly "github.com/chomhq/chom/internal/stack"
+	"github.com/chomhq/chom/internal/stack/stacktest"
 	"github.com/chomhq/chom/internal/testenv"
-	"github.com/chomhq/chom/jobs"
 	"github.com/chomhq/chom/models"
-	"github.com/chomhq/chom/queue"
-	"github.com/chomhq/chom/workers"
 )
 
 // logLines parses every line written to buf so far as a JSON object, failing
@@ -39,33 +35,19 @@ func logLines(t *testing.T, buf *testenv.SyncBuffer, name string) []map[string]a
 	return out
 }
 
-// jsonLogger is what `chom` builds with CHOM_LOG_FORMAT=json and
-// CHOM_LOG_LEVEL=debug (cmd/chom newLogger).
-func jsonLogger(w *testenv.SyncBuffer) *slog.Logger {
-	return slog.New(workers.TaskLogHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})))
-}
-
 // Structured JSON logs carry request_id, tenant_id, operation_id and task_id:
-// an ingress and a worker on real PostgreSQL and Redis, each logging JSON at
-// debug level into a buffer, provision a site; the request's line carries the
-// request and tenant IDs, and every line about the job (the worker's, the job
-// handler's, the driver's) carries the operation, task and tenant IDs.
+// the production wiring on real PostgreSQL and Redis, logging JSON at debug
+// level (assembly.NewLogger with CHOM_LOG_FORMAT=json, CHOM_LOG_LEVEL=debug) into
+// a buffer, provisions a site; the request's line carries the request and
+// tenant IDs, and every line about the job (the worker's, the job handler's,
+// the driver's) carries the operation, task and tenant IDs.
 func TestLogLinesCarryIDs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := testenv.Postgres(t)
-	if _, err := models.MigrateUp(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	store, err := models.New(models.Config{DB: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := testenv.Redis(t)
-	rc := rdb.Client(t)
-	var apiBuf, workerBuf testenv.SyncBuffer
-	apiLog, workerLog := jsonLogger(&apiBuf), jsonLogger(&workerBuf)
-
+	var buf testenv.SyncBuffer
+	log := assembly.NewLogger(&buf, assembly.Config{LogLevel: slog.LevelDebug, LogFormat: "json"})
+	kit := stacktest.Start(t, stacktest.Options{DB: testenv.Postgres(t), Logger: log})
+	store := kit.Store
 	tn, err := store.EnsureTenant(ctx, "logs")
 	if err != nil {
 		t.Fatal(err)
@@ -78,52 +60,8 @@ func TestLogLinesCarryIDs(t *testing.T) {
 		IPAddress: "127.0.0.1", SSHPort: 22, Provider: "local", Region: "test", Allocation: models.AllocationShared, SiteCapacity: 10}); err != nil {
 		t.Fatal(err)
 	}
-
-	acceptor, err := models.NewSiteAcceptor(models.SiteAcceptorConfig{Store: store, Logger: apiLog.With("component", "acceptor")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.RunInBackground(t, "acceptor", acceptor.Run)
-	api, err := ingress.New(ingress.Config{Store: store, Sites: acceptor, Enqueuer: queue.NewEnqueuer(rc),
-		Inspector: queue.NewInspector(rc), Logger: apiLog, TokenCacheTTL: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api.Handler())
-	t.Cleanup(srv.Close)
-
-	root, err := os.MkdirTemp("", "chom-vps-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(root) })
-	prov, err := local.New(local.Config{Root: root, Logger: workerLog.With("component", "driver")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	deps := jobs.Deps{Store: store, Provisioner: prov, Notifier: queue.NewNotifier(rc), Logger: workerLog}
-	provision, err := jobs.NewProvisionSite(deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deprovision, err := jobs.NewDeprovisionSite(deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reconciler, err := jobs.NewReconciler(jobs.ReconcilerConfig{Store: store, Inspector: queue.NewInspector(rc),
-		Enqueuer: queue.NewEnqueuer(rc), Logger: workerLog.With("component", "reconciler"), Grace: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := workers.New(workers.Config{Redis: rc, Logger: workerLog, Provision: provision, Deprovision: deprovision,
-		Reconciler: reconciler, Concurrency: 2, PollInterval: 20 * time.Millisecond, ShutdownTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopWorker := testenv.RunInBackground(t, "worker", w.Run)
-
 	const requestID = "req-logkeys-1"
-	req, _ := http.NewRequest("POST", srv.URL+"/api/v1/sites", strings.NewReader(`{"domain":"logs.example","site_type":"html"}`))
+	req, _ := http.NewRequest("POST", kit.URL+"/api/v1/sites", strings.NewReader(`{"domain":"logs.example","site_type":"html"}`))
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Request-ID", requestID)
@@ -154,10 +92,14 @@ func TestLogLinesCarryIDs(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	stopWorker() // its last lines ("task done") are written before Run returns
+	// The worker logs "task done" after the handler marked the operation
+	// finished: wait for that line rather than stop the worker.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(buf.String(), `"msg":"task done"`) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	var sawRequest bool
-	for _, l := range logLines(t, &apiBuf, "ingress") {
+	for _, l := range logLines(t, &buf, "ingress") {
 		if l["msg"] != "http request" {
 			continue
 		}
@@ -172,11 +114,11 @@ func TestLogLinesCarryIDs(t *testing.T) {
 		}
 	}
 	if !sawRequest {
-		t.Errorf("no request line for POST /api/v1/sites in the ingress log:\n%s", apiBuf.String())
+		t.Errorf("no request line for POST /api/v1/sites in the ingress log:\n%s", buf.String())
 	}
 
 	msgs := map[string]bool{}
-	for _, l := range logLines(t, &workerBuf, "worker") {
+	for _, l := range logLines(t, &buf, "worker") {
 		if l["task_id"] != op.ID && l["operation_id"] != op.ID {
 			continue
 		}
@@ -193,7 +135,7 @@ func TestLogLinesCarryIDs(t *testing.T) {
 	// The worker's own line, the job handler's and the driver's.
 	for _, want := range []string{"task done", "site provisioned", "provision step done", "driver: site provisioned", "driver: provision step done"} {
 		if !msgs[want] {
-			t.Errorf("no job line %q carrying the IDs; job lines: %v\nworker log:\n%s", want, msgs, workerBuf.String())
+			t.Errorf("no job line %q carrying the IDs; job lines: %v\nworker log:\n%s", want, msgs, buf.String())
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -9,7 +8,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/internal/testenv"
 	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/models"
@@ -24,32 +22,10 @@ func TestMetricsEndToEnd(t *testing.T) {
 	t.Parallel()
 	k := testenv.Kafka(t)
 	m := metrics.New()
-	s := newStack(t, testenv.Postgres(t), stackOpts{metrics: m, tokenTTL: 30 * time.Second})
+	s := newStack(t, testenv.Postgres(t), stackOpts{metrics: m, tokenTTL: 30 * time.Second, relay: &k})
 	ctx := t.Context()
 
-	// What cmd/chom's trackPlatform and trackRelay wire.
-	insp := queue.NewInspector(s.workerRedis)
-	m.TrackQueues(ctx, []string{queue.QueueCritical, queue.QueueDefault, queue.QueueLow},
-		func(ctx context.Context) ([]metrics.QueueDepth, error) {
-			ds, err := insp.Depths(ctx)
-			out := make([]metrics.QueueDepth, len(ds))
-			for i, d := range ds {
-				out[i] = metrics.QueueDepth{Queue: d.Queue, Pending: d.Pending, Active: d.Active, Retry: d.Retry,
-					Archived: d.Archived, Latency: time.Duration(d.LatencyMS) * time.Millisecond}
-			}
-			return out, err
-		})
-	m.TrackStatuses(ctx, s.store.CountSitesByStatus, s.store.CountBackupsByStatus)
-	relay, err := events.NewRelay(events.RelayConfig{Store: s.store, Brokers: k.Brokers, Logger: testLogger(t),
-		TopicPrefix: k.Prefix, Topics: events.TopicSpec{Partitions: 1, ReplicationFactor: 1}, PollInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.TrackRelay(ctx, func() metrics.RelayStats {
-		st := relay.Stats()
-		return metrics.RelayStats{Published: st.Published, Failed: st.Failed, Leader: st.Leader, Breaker: st.Breaker}
-	}, relay.Lag)
-	testenv.RunInBackground(t, "relay", relay.Run)
+	relay := s.kit.Relay.Relay // the production wiring's relay (stacktest Options.Relay)
 
 	const n = 5
 	var ops []string
@@ -77,17 +53,8 @@ func TestMetricsEndToEnd(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	// The fleet and usage series, as cmd/chom's trackPlatform and newWorker wire
-	// them: one health sweep through Redis and the worker, then its figures.
-	m.TrackFleet(ctx, s.store.CountVPSByHealth, func(ctx context.Context) (int, time.Duration, bool, error) {
-		st, ok, err := s.store.LastCompleteSweep(ctx)
-		return st.Servers, st.Duration, ok, err
-	})
-	m.TrackHealthChecks(func() map[string]uint64 {
-		st := s.healthCheck.Stats()
-		return map[string]uint64{"healthy": st.Healthy, "degraded": st.Degraded, "unhealthy": st.Unhealthy, "unreachable": st.Unreachable}
-	})
-	m.TrackUsage(func() map[string]uint64 { return s.meter.Stats().Records }, func() map[string]uint64 { return s.meter.Stats().Runs })
+	// The fleet and usage series, which the production wiring tracks: one
+	// health sweep through Redis and the worker, then its figures.
 	run, err := s.healthSweep.Sweep(ctx, time.Now().UTC().Truncate(time.Minute))
 	if err != nil || run.Enqueued == 0 {
 		t.Fatalf("health sweep: %+v, %v", run, err)
@@ -102,7 +69,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	fams := scrape(t, s.srv.URL+"/metrics")
+	fams := scrape(t, s.url+"/metrics")
 	type check struct {
 		name   string
 		labels map[string]string

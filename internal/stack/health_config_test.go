@@ -1,4 +1,4 @@
-package main
+package stack
 
 import (
 	"testing"
@@ -10,7 +10,7 @@ import (
 func TestHealthConfig(t *testing.T) {
 	t.Parallel()
 	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
-	c, err := loadConfig(env(nil))
+	c, err := LoadConfig(env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -18,7 +18,7 @@ func TestHealthConfig(t *testing.T) {
 		c.HealthRetention != 24*time.Hour || c.HealthThresholds != jobs.DefaultHealthThresholds() {
 		t.Errorf("defaults: %+v", c)
 	}
-	rows := schedule(c)
+	rows := Schedule(c)
 	found := false
 	for _, r := range rows {
 		if r.Name == "health_sweep" {
@@ -30,7 +30,7 @@ func TestHealthConfig(t *testing.T) {
 		}
 	}
 	if !found {
-		t.Error("no health_sweep row every CHOM_HEALTH_INTERVAL in schedule()")
+		t.Error("no health_sweep row every CHOM_HEALTH_INTERVAL in Schedule()")
 	}
 	for name, kv := range map[string]map[string]string{
 		"degraded above unhealthy":   {"CHOM_HEALTH_DISK_PERCENT_DEGRADED": "96"},
@@ -38,7 +38,7 @@ func TestHealthConfig(t *testing.T) {
 		"timeout not below interval": {"CHOM_HEALTH_INTERVAL": "5s", "CHOM_HEALTH_CHECK_TIMEOUT": "5s"},
 		"bad hysteresis":             {"CHOM_HEALTH_HYSTERESIS": "0"},
 	} {
-		if _, err := loadConfig(env(kv)); err == nil {
+		if _, err := LoadConfig(env(kv)); err == nil {
 			t.Errorf("%s: %v accepted", name, kv)
 		}
 	}

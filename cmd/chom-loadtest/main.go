@@ -1,3 +1,9 @@
+// Command chom-loadtest runs CHOM's load scenarios (ramp-up, sustained, spike,
+// soak, stress) and the accept comparison with the naive baseline, against an
+// in-process stack built by the production wiring (internal/stack) on real
+// PostgreSQL and Redis, or against a running CHOM (--url). It writes
+// result.json, report.md and chart.png. It is its own binary so that the chart
+// and load libraries stay out of the production one.
 package main
 
 import (
@@ -12,18 +18,21 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/chomhq/chom/internal/stack"
 	"github.com/chomhq/chom/loadtest"
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
 )
 
-// loadtestOptions are the flags of `chom loadtest`.
+// loadtestOptions are the flags of `chom-loadtest`.
 type loadtestOptions struct {
 	scenarios      []loadtest.Scenario
 	scale          float64
@@ -41,6 +50,21 @@ type loadtestOptions struct {
 	keep           bool
 }
 
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runLoadtest(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "chom-loadtest:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// errUsage marks a command line that cannot be run; main exits 2 on it.
+var errUsage = errors.New("usage error")
+
 // errLoadDone ends the in-process stack once the load function has finished.
 var errLoadDone = errors.New("load run finished")
 
@@ -54,7 +78,7 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	if err != nil {
 		return err
 	}
-	c, err := loadConfig(getenv)
+	c, err := stack.LoadConfig(getenv)
 	if err != nil {
 		return err
 	}
@@ -70,13 +94,13 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		return fmt.Errorf("loadtest: stack log: %w", err)
 	}
 	defer logFile.Close()
-	log := newLogger(logFile, c).With("process", "loadtest")
+	log := stack.NewLogger(logFile, c).With("process", "loadtest")
 
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	runID := hex.EncodeToString(b[:])
 	rep := &loadtest.Report{Started: time.Now().UTC(), Scale: o.scale, Machine: loadtest.ThisMachine()}
-	fmt.Fprintf(stdout, "chom loadtest %s: %s at scale %g, output in %s\n", runID, scenarioNames(o.scenarios), o.scale, o.out)
+	fmt.Fprintf(stdout, "chom-loadtest %s: %s at scale %g, output in %s\n", runID, scenarioNames(o.scenarios), o.scale, o.out)
 
 	if o.url != "" {
 		err = loadRemote(ctx, o, c, rep, runID, log, stdout, getenv)
@@ -109,6 +133,10 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (loadtestOptions, error
 	var o loadtestOptions
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: chom-loadtest [flags]\n\nRuns the load scenarios and the accept comparison; see docs/performance.md.\n\nFlags:")
+		fs.PrintDefaults()
+	}
 	scenario := fs.String("scenario", "all", "scenarios to run: all, or names separated by commas (ramp-up, sustained, spike, soak, stress)")
 	fs.Float64Var(&o.scale, "scale", 1, "multiply every stage duration by this (0.05 for a short run; stages last at least 1s)")
 	fs.StringVar(&o.out, "out", "loadtest-out", "directory for result.json, report.md, chart.png and stack.log")
@@ -270,12 +298,12 @@ func (e *loadEnv) schema(ctx context.Context, kind string) (string, func(), erro
 }
 
 // withStack starts CHOM in-process on a fresh schema and the run's Redis
-// database, wired by the same functions as `chom dev` and `chom ingress`: the
+// database, wired by the production constructors of internal/stack (as `chom dev` and `chom ingress`): the
 // API with its watcher and acceptor and, when full, a worker on the local
 // driver (under a temp dir) and the scheduler. It calls fn with the API's base
 // URL and stops the stack when fn returns.
-func (e *loadEnv) withStack(ctx context.Context, c config, kind string, full bool,
-	fn func(ctx context.Context, base string, b *backends) error) error {
+func (e *loadEnv) withStack(ctx context.Context, c stack.Config, kind string, full bool,
+	fn func(ctx context.Context, base string, b *stack.Backends) error) error {
 	dsn, drop, err := e.schema(ctx, kind)
 	if err != nil {
 		return err
@@ -284,46 +312,44 @@ func (e *loadEnv) withStack(ctx context.Context, c config, kind string, full boo
 	if err := e.redis.Flush(ctx); err != nil {
 		return err
 	}
-	c.DatabaseURL, c.RedisURL = dsn, e.redis.URL
+	c.DatabaseURL, c.RedisURL, c.Listen = dsn, e.redis.URL, "127.0.0.1:0"
 	log := e.log.With("stack", kind)
-	b, err := openBackends(ctx, c, true, nil)
+	b, err := stack.OpenBackends(ctx, c, stack.BackendOptions{Migrate: true})
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	parts, err := newIngress(c, b, log)
+	b.TrackPlatform(ctx)
+	in, err := stack.NewIngress(c, b, log, stack.Hooks{})
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("loadtest: listen: %w", err)
-	}
-	fns := parts.runners(ln, c.ShutdownTimeout, log)
+	fns := []stack.Runner{in.Run}
 	if full {
 		root, err := os.MkdirTemp("", "chom-loadtest-vps-")
 		if err != nil {
 			return fmt.Errorf("loadtest: local driver root: %w", err)
 		}
 		defer os.RemoveAll(root)
-		w, err := newWorker(c, b, log, root)
+		c.LocalRoot = root
+		w, err := stack.NewWorker(c, b, log, stack.Hooks{})
 		if err != nil {
 			return err
 		}
-		sched, err := newScheduler(c, log)
+		sched, err := stack.NewScheduler(c, log)
 		if err != nil {
 			return err
 		}
 		fns = append(fns, w.Run, sched.Run)
 	}
-	base := "http://" + ln.Addr().String()
+	base := in.URL()
 	fns = append(fns, func(ctx context.Context) error {
 		if err := fn(ctx, base, b); err != nil {
 			return err
 		}
 		return errLoadDone
 	})
-	if err := runAll(ctx, fns...); !errors.Is(err, errLoadDone) {
+	if err := stack.RunAll(ctx, fns...); !errors.Is(err, errLoadDone) {
 		return err
 	}
 	return nil
@@ -367,7 +393,7 @@ func maxUsers(ss []loadtest.Scenario) int {
 // loadInProcess runs the scenarios on a full in-process stack, then the accept
 // comparison: an accept-only CHOM stack (no worker, as `chom ingress`) and the
 // baseline handler, each on a fresh schema and the emptied Redis database.
-func loadInProcess(ctx context.Context, o loadtestOptions, c config, rep *loadtest.Report, runID string,
+func loadInProcess(ctx context.Context, o loadtestOptions, c stack.Config, rep *loadtest.Report, runID string,
 	log *slog.Logger, stdout io.Writer, getenv func(string) string) error {
 	env, err := openLoadEnv(ctx, o, runID, log, stdout, getenv)
 	if err != nil {
@@ -381,8 +407,8 @@ func loadInProcess(ctx context.Context, o loadtestOptions, c config, rep *loadte
 		models.RedactURL(env.dbURL), strings.TrimSuffix(models.RedactURL(env.redis.URL), fmt.Sprintf("/%d", env.redis.DB)),
 		env.redis.DB, o.servers, c.Concurrency, c.DBMaxConns)
 
-	err = env.withStack(ctx, c, "full", true, func(ctx context.Context, base string, b *backends) error {
-		tokens, err := seedLoad(ctx, b.store, maxUsers(o.scenarios), o.servers)
+	err = env.withStack(ctx, c, "full", true, func(ctx context.Context, base string, b *stack.Backends) error {
+		tokens, err := seedLoad(ctx, b.Store, maxUsers(o.scenarios), o.servers)
 		if err != nil {
 			return err
 		}
@@ -395,12 +421,12 @@ func loadInProcess(ctx context.Context, o loadtestOptions, c config, rep *loadte
 			return err
 		}
 		// The database's side of the ledger: nothing of the run left unfinished.
-		n, err := b.db.NewSelect().Table("operations").Where("status NOT IN (?)",
+		n, err := b.DB.NewSelect().Table("operations").Where("status NOT IN (?)",
 			bun.In([]string{models.OpSucceeded, models.OpFailed, models.OpCancelled})).Count(ctx)
 		if err != nil {
 			return fmt.Errorf("loadtest: count unfinished operations: %w", err)
 		}
-		total, err := b.db.NewSelect().Table("operations").Count(ctx)
+		total, err := b.DB.NewSelect().Table("operations").Count(ctx)
 		if err != nil {
 			return fmt.Errorf("loadtest: count operations: %w", err)
 		}
@@ -414,12 +440,12 @@ func loadInProcess(ctx context.Context, o loadtestOptions, c config, rep *loadte
 	return acceptInProcess(ctx, o, c, rep, runID, env)
 }
 
-func acceptInProcess(ctx context.Context, o loadtestOptions, c config, rep *loadtest.Report, runID string, env *loadEnv) error {
+func acceptInProcess(ctx context.Context, o loadtestOptions, c stack.Config, rep *loadtest.Report, runID string, env *loadEnv) error {
 	acc := &loadtest.AcceptComparison{Users: o.acceptUsers}
 	rep.Accept = acc
 	sc := loadtest.AcceptScenario(o.acceptUsers, o.acceptDuration())
-	err := env.withStack(ctx, c, "accept", false, func(ctx context.Context, base string, b *backends) error {
-		tokens, err := seedLoad(ctx, b.store, o.acceptUsers, 1)
+	err := env.withStack(ctx, c, "accept", false, func(ctx context.Context, base string, b *stack.Backends) error {
+		tokens, err := seedLoad(ctx, b.Store, o.acceptUsers, 1)
 		if err != nil {
 			return err
 		}
@@ -443,8 +469,8 @@ func acceptInProcess(ctx context.Context, o loadtestOptions, c config, rep *load
 
 // runBaseline runs the accept scenario sc against the naive baseline on env's
 // servers and sets the CHOM / baseline ratio of acc.
-func runBaseline(ctx context.Context, o loadtestOptions, c config, env *loadEnv, sc loadtest.Scenario, runID string, acc *loadtest.AcceptComparison) error {
-	err := withBaseline(ctx, c, env, func(ctx context.Context, base string, b *backends) error {
+func runBaseline(ctx context.Context, o loadtestOptions, c stack.Config, env *loadEnv, sc loadtest.Scenario, runID string, acc *loadtest.AcceptComparison) error {
+	err := withBaseline(ctx, c, env, func(ctx context.Context, base string, b *stack.Backends) error {
 		runner, err := loadtest.New(o.runnerConfig(base, nil, runID, env.log, env.stdout))
 		if err != nil {
 			return err
@@ -469,13 +495,13 @@ func runBaseline(ctx context.Context, o loadtestOptions, c config, env *loadEnv,
 
 // acceptLedger compares an accept run's 202s with the operation rows and the
 // queued tasks it left.
-func acceptLedger(ctx context.Context, name string, b *backends, r *loadtest.ScenarioResult) string {
-	ops, err := b.db.NewSelect().Table("operations").Count(ctx)
+func acceptLedger(ctx context.Context, name string, b *stack.Backends, r *loadtest.ScenarioResult) string {
+	ops, err := b.DB.NewSelect().Table("operations").Count(ctx)
 	if err != nil {
 		return fmt.Sprintf("%s: could not count operations: %v", name, err)
 	}
 	tasks := 0
-	if depths, err := queue.NewInspector(b.redis).Depths(ctx); err == nil {
+	if depths, err := queue.NewInspector(b.Redis).Depths(ctx); err == nil {
 		for _, d := range depths {
 			tasks += d.Pending + d.Active + d.Scheduled + d.Retry
 		}
@@ -486,7 +512,7 @@ func acceptLedger(ctx context.Context, name string, b *backends, r *loadtest.Sce
 
 // withBaseline serves the naive baseline handler on a fresh schema (migrated,
 // for its operations table) and the emptied Redis database, and calls fn.
-func withBaseline(ctx context.Context, c config, env *loadEnv, fn func(ctx context.Context, base string, b *backends) error) error {
+func withBaseline(ctx context.Context, c stack.Config, env *loadEnv, fn func(ctx context.Context, base string, b *stack.Backends) error) error {
 	dsn, drop, err := env.schema(ctx, "baseline")
 	if err != nil {
 		return err
@@ -496,16 +522,16 @@ func withBaseline(ctx context.Context, c config, env *loadEnv, fn func(ctx conte
 		return err
 	}
 	c.DatabaseURL, c.RedisURL = dsn, env.redis.URL
-	b, err := openBackends(ctx, c, true, nil)
+	b, err := stack.OpenBackends(ctx, c, stack.BackendOptions{Migrate: true})
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	t, err := b.store.EnsureTenant(ctx, "loadtest-baseline")
+	t, err := b.Store.EnsureTenant(ctx, "loadtest-baseline")
 	if err != nil {
 		return fmt.Errorf("loadtest: seed baseline tenant: %w", err)
 	}
-	h, err := loadtest.NewBaseline(loadtest.BaselineConfig{DB: b.db, Redis: b.redis, TenantID: t.ID})
+	h, err := loadtest.NewBaseline(loadtest.BaselineConfig{DB: b.DB, Redis: b.Redis, TenantID: t.ID})
 	if err != nil {
 		return err
 	}
@@ -515,8 +541,8 @@ func withBaseline(ctx context.Context, c config, env *loadEnv, fn func(ctx conte
 	}
 	base := "http://" + ln.Addr().String()
 	log := env.log.With("stack", "baseline")
-	err = runAll(ctx,
-		func(ctx context.Context) error { return serveHTTP(ctx, ln, h, c.ShutdownTimeout, log) },
+	err = stack.RunAll(ctx,
+		func(ctx context.Context) error { return stack.ServeHTTP(ctx, ln, h, c.ShutdownTimeout, log) },
 		func(ctx context.Context) error {
 			if err := fn(ctx, base, b); err != nil {
 				return err
@@ -532,7 +558,7 @@ func withBaseline(ctx context.Context, c config, env *loadEnv, fn func(ctx conte
 // loadRemote runs the scenarios against a running CHOM, then its accept path
 // alone, and the baseline when CHOM_DATABASE_URL and CHOM_REDIS_URL say where
 // to run it.
-func loadRemote(ctx context.Context, o loadtestOptions, c config, rep *loadtest.Report, runID string,
+func loadRemote(ctx context.Context, o loadtestOptions, c stack.Config, rep *loadtest.Report, runID string,
 	log *slog.Logger, stdout io.Writer, getenv func(string) string) error {
 	rep.Target = "CHOM at " + o.url
 	if err := checkHealth(ctx, o); err != nil {

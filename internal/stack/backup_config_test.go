@@ -1,4 +1,4 @@
-package main
+package stack
 
 import (
 	"path/filepath"
@@ -10,7 +10,7 @@ import (
 func TestBackupConfig(t *testing.T) {
 	t.Parallel()
 	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
-	c, err := loadConfig(env(nil))
+	c, err := LoadConfig(env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -18,12 +18,13 @@ func TestBackupConfig(t *testing.T) {
 		c.BackupPruneEvery != time.Hour || c.BackupScheduleEvery != 15*time.Minute || c.BackupSigningKey != "" {
 		t.Errorf("defaults: %+v", c)
 	}
-	if got := backupDir(c, "/srv/vps"); got != filepath.Join("/srv/vps", "backups") {
-		t.Errorf("default dir under the local root = %q", got)
+	if c.LocalRoot = "/srv/vps"; backupDir(c) != filepath.Join("/srv/vps", "backups") {
+		t.Errorf("default dir under the local root = %q", backupDir(c))
 	}
-	c, err = loadConfig(env(map[string]string{"CHOM_BACKUP_DIR": "/srv/backups", "CHOM_BACKUP_LINK_TTL": "30s",
+	c, err = LoadConfig(env(map[string]string{"CHOM_BACKUP_DIR": "/srv/backups", "CHOM_BACKUP_LINK_TTL": "30s",
 		"CHOM_BACKUP_DEFAULT_RETENTION": "7", "CHOM_BACKUP_SIGNING_KEY": strings.Repeat("k", 32)}))
-	if err != nil || backupDir(c, "/srv/vps") != "/srv/backups" || c.BackupLinkTTL != 30*time.Second || c.BackupRetention != 7 {
+	c.LocalRoot = "/srv/vps"
+	if err != nil || backupDir(c) != "/srv/backups" || c.BackupLinkTTL != 30*time.Second || c.BackupRetention != 7 {
 		t.Errorf("set: %v, %+v", err, c)
 	}
 	for name, tt := range map[string]struct {
@@ -41,12 +42,12 @@ func TestBackupConfig(t *testing.T) {
 		"retention 10 yrs":  {map[string]string{"CHOM_BACKUP_DEFAULT_RETENTION": "3651"}, "CHOM_BACKUP_DEFAULT_RETENTION"},
 		"prune every 10s":   {map[string]string{"CHOM_BACKUP_PRUNE_INTERVAL": "10s"}, "CHOM_BACKUP_PRUNE_INTERVAL"},
 	} {
-		_, err := loadConfig(env(tt.kv))
+		_, err := LoadConfig(env(tt.kv))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v: error %v, want one naming %s", name, tt.kv, err, tt.want)
 		}
 	}
-	c3, err := loadConfig(env(map[string]string{"CHOM_BACKUP_STORE": "s3", "CHOM_S3_ENDPOINT": "127.0.0.1:9000",
+	c3, err := LoadConfig(env(map[string]string{"CHOM_BACKUP_STORE": "s3", "CHOM_S3_ENDPOINT": "127.0.0.1:9000",
 		"CHOM_S3_BUCKET": "chom", "CHOM_S3_ACCESS_KEY": "ak", "CHOM_S3_SECRET_KEY": "sk", "CHOM_S3_TLS": "false",
 		"CHOM_DRIVER": "ssh", "CHOM_SSH_KEY_FILE": "/etc/chom/id_ed25519"}))
 	if err != nil || c3.S3TLS || c3.HealthProbe != "ssh" {
@@ -54,7 +55,7 @@ func TestBackupConfig(t *testing.T) {
 	}
 	// The scheduler's table has both backup rows.
 	names := map[string]bool{}
-	for _, p := range schedule(c) {
+	for _, p := range Schedule(c) {
 		names[p.Name] = true
 	}
 	if !names["backup_prune"] || !names["backup_schedules"] {

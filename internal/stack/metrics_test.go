@@ -1,4 +1,4 @@
-package main
+package stack
 
 import (
 	"context"
@@ -16,13 +16,13 @@ import (
 func TestMetricsAddr(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct{ env, want string }{
-		{"", metricsAddrWorker}, {"off", ""}, {"0.0.0.0:9100", "0.0.0.0:9100"},
+		{"", MetricsAddrWorker}, {"off", ""}, {"0.0.0.0:9100", "0.0.0.0:9100"},
 	} {
-		cfg, err := loadConfig(func(k string) string { return map[string]string{"CHOM_METRICS_LISTEN": c.env}[k] })
+		cfg, err := LoadConfig(func(k string) string { return map[string]string{"CHOM_METRICS_LISTEN": c.env}[k] })
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := metricsAddr(cfg, metricsAddrWorker); got != c.want {
+		if got := metricsAddr(cfg, MetricsAddrWorker); got != c.want {
 			t.Errorf("CHOM_METRICS_LISTEN=%q: addr %q, want %q", c.env, got, c.want)
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package stack
 
 import (
 	"testing"
@@ -21,7 +21,7 @@ func TestMeteringConfig(t *testing.T) {
 		{"too short", map[string]string{"CHOM_METERING_INTERVAL": "30s"}, 0, true},
 		{"not a duration", map[string]string{"CHOM_METERING_INTERVAL": "hourly"}, 0, true},
 	} {
-		c, err := loadConfig(env(tc.env))
+		c, err := LoadConfig(env(tc.env))
 		if tc.bad {
 			if err == nil {
 				t.Errorf("%s: loadConfig accepted %v", tc.name, tc.env)
@@ -32,7 +32,7 @@ func TestMeteringConfig(t *testing.T) {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		found := false
-		for _, r := range schedule(c) {
+		for _, r := range Schedule(c) {
 			if r.Name != "metering" {
 				continue
 			}
@@ -48,7 +48,7 @@ func TestMeteringConfig(t *testing.T) {
 			}
 		}
 		if !found {
-			t.Errorf("%s: no metering row every %s in schedule()", tc.name, tc.every)
+			t.Errorf("%s: no metering row every %s in Schedule()", tc.name, tc.every)
 		}
 	}
 }

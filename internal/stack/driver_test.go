@@ -1,4 +1,4 @@
-package main
+package stack
 
 import (
 	"crypto/ed25519"
@@ -31,20 +31,20 @@ func TestDriversHaveEveryCapability(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for _, c := range []config{
-		{Driver: "local"},
+	for _, c := range []Config{
+		{Driver: "local", LocalRoot: filepath.Join(t.TempDir(), "vps")},
 		{Driver: "ssh", SSHKeyFile: keyFile, SSHUser: "root"},
 	} {
-		drv, err := newDriver(c, log, filepath.Join(t.TempDir(), "vps"))
+		drv, err := newDriver(c, log, Hooks{})
 		if err != nil {
 			t.Fatalf("%s driver: %v", c.Driver, err)
 		}
-		if cl, ok := drv.prov.(io.Closer); ok {
+		if cl, ok := drv.Provisioner.(io.Closer); ok {
 			t.Cleanup(func() { _ = cl.Close() })
 		}
-		if drv.prov == nil || drv.backups == nil || drv.usage == nil {
+		if drv.Provisioner == nil || drv.Backups == nil || drv.Usage == nil {
 			t.Errorf("%s driver: provisioner %v, backups %v, usage probe %v; want all three", c.Driver,
-				drv.prov != nil, drv.backups != nil, drv.usage != nil)
+				drv.Provisioner != nil, drv.Backups != nil, drv.Usage != nil)
 		}
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/chomhq/chom/loadtest"
 )
 
-// TestLoadtestSustained runs `chom loadtest --scenario sustained` at a tiny
+// TestLoadtestSustained runs `chom-loadtest --scenario sustained` at a tiny
 // scale against its own in-process stack on real PostgreSQL and Redis, with
 // the accept comparison, and checks the files and the ledger.
 func TestLoadtestSustained(t *testing.T) {
@@ -28,7 +28,7 @@ func TestLoadtestSustained(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "lt")
 	var stdout, stderr bytes.Buffer
-	err := run(t.Context(), []string{"loadtest", "--scenario", "sustained", "--scale", "0.005", "--out", out,
+	err := runLoadtest(t.Context(), []string{"--scenario", "sustained", "--scale", "0.005", "--out", out,
 		"--accept-users", "20", "--accept-duration", "1s", "--vps", "2"}, &stdout, &stderr, func(k string) string { return env[k] })
 	t.Logf("stdout:\n%s", stdout.String())
 	if err != nil {
@@ -94,7 +94,7 @@ func TestLoadtestFlags(t *testing.T) {
 		{"--accept-users", "0"},
 	} {
 		var stderr bytes.Buffer
-		err := run(t.Context(), append([]string{"loadtest"}, args...), &bytes.Buffer{}, &stderr, func(string) string { return "" })
+		err := runLoadtest(t.Context(), args, &bytes.Buffer{}, &stderr, func(string) string { return "" })
 		if err == nil || !strings.Contains(err.Error(), "usage") {
 			t.Errorf("loadtest %v: %v, want a usage error", args, err)
 		}

@@ -1,0 +1,113 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/chomhq/chom/ingress"
+	"github.com/chomhq/chom/models"
+	"github.com/chomhq/chom/queue"
+)
+
+// Ingress is the HTTP API role: the API with its long-poll watcher and its
+// group-committing site acceptor, listening on CHOM_LISTEN.
+type Ingress struct {
+	API      *ingress.API
+	watcher  *queue.Watcher
+	acceptor *models.SiteAcceptor
+	ln       net.Listener
+	shutdown time.Duration
+	log      *slog.Logger
+}
+
+// NewIngress builds the API over b and listens on c.Listen now, so a taken
+// port fails the start. /metrics is served on the same listener.
+func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, error) {
+	watcher := queue.NewWatcher(b.Redis)
+	acceptor, err := models.NewSiteAcceptor(models.SiteAcceptorConfig{Store: b.Store, Logger: log.With("component", "acceptor"),
+		MaxBatch: c.AcceptBatch, Committers: c.AcceptCommitters})
+	if err != nil {
+		return nil, err
+	}
+	// Two asynqmon handlers, chosen per request by the token's scope: the full
+	// UI for admin, the read-only one for ops.
+	var opsUI, opsUIReadOnly http.Handler
+	if c.OpsUI {
+		opt, err := queue.RedisOptions(c.RedisURL)
+		if err != nil {
+			return nil, err
+		}
+		opsUI = queue.NewOpsUI(opt, false, c.PrometheusURL)
+		opsUIReadOnly = queue.NewOpsUI(opt, true, c.PrometheusURL)
+	}
+	backups, err := backupAPIConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.BackupSigningKey == "" {
+		log.Info("CHOM_BACKUP_SIGNING_KEY is not set: backup download links are signed with a random key and work only on this process")
+	}
+	gin.SetMode(gin.ReleaseMode)
+	cfg := ingress.Config{
+		Store:         b.Store,
+		Sites:         acceptor,
+		Enqueuer:      queue.NewEnqueuer(b.Redis),
+		Inspector:     queue.NewInspector(b.Redis),
+		Watcher:       watcher,
+		Notifier:      queue.NewNotifier(b.Redis),
+		Logger:        log,
+		Metrics:       b.Metrics,
+		OpsUI:         opsUI,
+		OpsUIReadOnly: opsUIReadOnly,
+		TokenCacheTTL: c.TokenCacheTTL,
+		RateLimit:     c.RateLimit,
+		RateBurst:     c.RateBurst,
+		// 0 from the environment means "off" to an operator; to the API it
+		// means "default", so map it.
+		OperationCacheTTL: offIsNegative(c.OpCacheTTL),
+		Backups:           backups,
+	}
+	if h.Ingress != nil {
+		h.Ingress(&cfg)
+	}
+	api, err := ingress.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", c.Listen, err)
+	}
+	return &Ingress{API: api, watcher: watcher, acceptor: acceptor, ln: ln, shutdown: c.ShutdownTimeout, log: log}, nil
+}
+
+// Addr is the address the API listens on.
+func (i *Ingress) Addr() string { return i.ln.Addr().String() }
+
+// URL is the API's base URL on this machine (http://host:port).
+func (i *Ingress) URL() string { return "http://" + i.Addr() }
+
+// Run serves the API until ctx ends, then drains it (CHOM_SHUTDOWN_TIMEOUT).
+func (i *Ingress) Run(ctx context.Context) error {
+	i.log.Info("ingress listening", "addr", i.Addr())
+	return RunAll(ctx,
+		func(ctx context.Context) error { i.watcher.Run(ctx); return nil },
+		i.acceptor.Run,
+		func(ctx context.Context) error { return ServeHTTP(ctx, i.ln, i.API.Handler(), i.shutdown, i.log) },
+	)
+}
+
+// offIsNegative maps a setting's 0 ("off" to an operator) to the negative
+// value the components read as "disabled" (their 0 means "default").
+func offIsNegative(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}

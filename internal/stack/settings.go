@@ -1,0 +1,507 @@
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chomhq/chom/events"
+	"github.com/chomhq/chom/events/billing"
+	"github.com/chomhq/chom/jobs"
+)
+
+// Role is a set of CHOM processes; a setting names the roles that read it, so
+// each command's --help lists only what it reads.
+type Role uint8
+
+// The processes of CHOM. RoleAdmin is the one-shot commands (migrate, token).
+const (
+	RoleIngress Role = 1 << iota
+	RoleWorker
+	RoleScheduler
+	RoleRelay
+	RoleBilling
+	RoleAdmin
+
+	// RoleDev is `chom dev`: the ingress, a worker, the scheduler and the relay
+	// in one process.
+	RoleDev = RoleIngress | RoleWorker | RoleScheduler | RoleRelay
+	// roleServers is every long-running process.
+	roleServers = RoleDev | RoleBilling
+	roleAll     = roleServers | RoleAdmin
+)
+
+// Setting is one CHOM_* environment variable: its name, its default as an
+// operator would write it, chom dev's default where that differs, the roles
+// that read it and what it means.
+type Setting struct {
+	// Env is the variable's name.
+	Env string
+	// Default is the value used when the variable is unset or empty, in the
+	// variable's own syntax; "" means none.
+	Default string
+	// DefaultNote describes a default that is not a plain value (derived from
+	// another setting, or per process); shown instead of Default in docs.
+	DefaultNote string
+	// Dev is chom dev's default when it differs from Default; "<data-dir>"
+	// stands for the dev data directory. "embedded" means an in-process part.
+	Dev string
+	// Roles are the processes that read it.
+	Roles Role
+	// Doc says what the setting does, in one or two sentences of Markdown.
+	Doc string
+
+	set func(c *Config, v string) error
+}
+
+// Config is every CHOM_* setting, parsed. Settings lists each field's
+// variable, default and meaning.
+type Config struct {
+	DatabaseURL      string
+	RedisURL         string
+	Listen           string
+	PublicURL        string
+	LogLevel         slog.Level
+	LogFormat        string
+	DBMaxConns       int
+	Concurrency      int
+	Driver           string
+	LocalRoot        string
+	TokenCacheTTL    time.Duration
+	ReconcileEvery   time.Duration
+	ReconcileGrace   time.Duration
+	MeteringEvery    time.Duration
+	ShutdownTimeout  time.Duration
+	RetryBase        time.Duration
+	RetryMax         time.Duration
+	OpsUI            bool
+	PrometheusURL    string
+	AutoMigrate      bool
+	AcceptBatch      int
+	RedisPoolSize    int
+	OpCacheTTL       time.Duration
+	RateLimit        float64
+	RateBurst        int
+	AcceptCommitters int
+	MetricsListen    string
+
+	KafkaBrokers        []string
+	KafkaTopicPrefix    string
+	KafkaPartitions     int
+	KafkaReplication    int
+	RelayBatch          int
+	RelayPollInterval   time.Duration
+	RelayBreakerTimeout time.Duration
+	OutboxRetention     time.Duration
+	BillingGroup        string
+
+	HealthInterval        time.Duration
+	HealthHysteresis      int
+	HealthCheckTimeout    time.Duration
+	HealthRetention       time.Duration
+	HealthThresholds      jobs.HealthThresholds
+	LocalHealthURL        string
+	HealthProbe           string
+	SSHKeyFile            string
+	SSHUser               string
+	HealthBreakerFailures int
+	HealthBreakerOpen     time.Duration
+
+	BackupStore                                                        string
+	BackupDir                                                          string
+	S3Endpoint, S3Bucket, S3AccessKey, S3SecretKey, S3Region, S3Prefix string
+	S3TLS                                                              bool
+	BackupSigningKey                                                   string
+	BackupLinkTTL                                                      time.Duration
+	BackupRetention                                                    int
+	BackupPruneEvery                                                   time.Duration
+	BackupScheduleEvery                                                time.Duration
+
+	VPSMaxJobs    int
+	TenantMaxJobs int
+	JobSlotLease  time.Duration
+	JobDeferDelay time.Duration
+}
+
+// Settings is the table of every CHOM_* variable, in the order the docs list
+// them. It is the only place a default lives.
+func Settings() []Setting {
+	return []Setting{
+		{Env: "CHOM_DATABASE_URL", Dev: "sqlite://<data-dir>/chom.db", Roles: roleAll &^ RoleScheduler, set: text(func(c *Config) *string { return &c.DatabaseURL }),
+			Doc: "`postgres://user:pass@host:5432/db?sslmode=…` or `sqlite:///path/file.db`; required by every process but `scheduler`"},
+		{Env: "CHOM_REDIS_URL", Dev: "embedded", Roles: RoleDev, set: text(func(c *Config) *string { return &c.RedisURL }),
+			Doc: "`redis://[:pass@]host:6379/0`, `rediss://…`, `redis-sentinel://…` (as asynq parses it); required by `ingress`, `worker` and `scheduler`"},
+		{Env: "CHOM_LISTEN", Default: ":8080", Dev: "127.0.0.1:8080", Roles: RoleIngress, set: text(func(c *Config) *string { return &c.Listen }),
+			Doc: "HTTP listen address of the API (`chom dev`: its `--listen` flag)"},
+		{Env: "CHOM_PUBLIC_URL", Roles: RoleIngress, set: text(func(c *Config) *string { return &c.PublicURL }),
+			Doc: "the API's external base URL (`https://api.example.com`), used for the absolute links it returns (backup downloads); unset, links use the request's own scheme and `Host`, so set it behind a proxy or load balancer"},
+		{Env: "CHOM_LOG_LEVEL", Default: "info", Roles: roleServers, set: logLevel,
+			Doc: "`debug` logs every request; `info` logs server errors and job outcomes; `warn`, `error`"},
+		{Env: "CHOM_LOG_FORMAT", Default: "json", Dev: "text", Roles: roleServers, set: oneOf(func(c *Config) *string { return &c.LogFormat }, "json", "text"),
+			Doc: "`json` or `text` (slog); request lines carry `request_id` and `tenant_id`, every line logged while a task runs carries `task_id`, `operation_id` and `tenant_id`"},
+		{Env: "CHOM_DB_MAX_CONNS", Default: "40", Roles: roleServers, set: positive(func(c *Config) *int { return &c.DBMaxConns }),
+			Doc: "database pool size per process (the relay and the billing consumer use at most 4)"},
+		{Env: "CHOM_AUTO_MIGRATE", Default: "false", Dev: "true", Roles: roleServers, set: boolean(func(c *Config) *bool { return &c.AutoMigrate }),
+			Doc: "apply the schema migrations at start-up (`chom migrate up` does it explicitly)"},
+		{Env: "CHOM_WORKER_CONCURRENCY", Default: "20", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.Concurrency }),
+			Doc: "tasks a worker process runs at once"},
+		{Env: "CHOM_DRIVER", Default: "local", Roles: RoleWorker, set: oneOf(func(c *Config) *string { return &c.Driver }, "local", "ssh"),
+			Doc: "how workers reach servers: `local` writes under `CHOM_LOCAL_ROOT`; `ssh` provisions, backs up and meters real servers over SSH (`CHOM_SSH_KEY_FILE`, `CHOM_SSH_USER`)"},
+		{Env: "CHOM_LOCAL_ROOT", Dev: "<data-dir>/vps", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.LocalRoot }),
+			Doc: "root directory of the local driver, one sub-directory per server; required by `worker` with `CHOM_DRIVER=local`"},
+		{Env: "CHOM_RETRY_BASE", Default: "2s", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.RetryBase }),
+			Doc: "first step of the exponential backoff (full jitter) between task attempts"},
+		{Env: "CHOM_RETRY_MAX", Default: "5m", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.RetryMax }),
+			Doc: "longest wait between task attempts"},
+		{Env: "CHOM_SHUTDOWN_TIMEOUT", Default: "30s", Roles: roleServers, set: duration(func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+			Doc: "on SIGTERM, how long running tasks and HTTP requests get to finish; unfinished tasks return to the queue"},
+		{Env: "CHOM_RECONCILE_INTERVAL", Default: "30s", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.ReconcileEvery }),
+			Doc: "how often the scheduler enqueues the operation reconciler"},
+		{Env: "CHOM_RECONCILE_GRACE", Default: "30s", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.ReconcileGrace }),
+			Doc: "an unfinished operation younger than this is left to the ingress's own enqueue (`0`: none)"},
+		{Env: "CHOM_METERING_INTERVAL", Default: "1h", Dev: "1m", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.MeteringEvery }),
+			Doc: "the usage period: the scheduler's `metering` tick at period start P meters [P − interval, P); at least `1m`; changing it changes period boundaries (a period already recorded stays as it is). `chom dev` meters every minute so `/usage` fills within two"},
+		{Env: "CHOM_HEALTH_INTERVAL", Default: "60s", Roles: RoleScheduler | RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthInterval }),
+			Doc: "how often the scheduler sweeps the servers' health (one `vps:health_check` per active server); at least `1s`"},
+		{Env: "CHOM_HEALTH_HYSTERESIS", Default: "3", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.HealthHysteresis }),
+			Doc: "consecutive agreeing checks before a server's health status changes (a never-checked server takes its first result at once)"},
+		{Env: "CHOM_HEALTH_CHECK_TIMEOUT", Default: "10s", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthCheckTimeout }),
+			Doc: "bound of one probe; slower is an unreachable result; shorter than the interval"},
+		{Env: "CHOM_HEALTH_RETENTION", Default: "24h", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthRetention }),
+			Doc: "health checks older than this are pruned by each sweep (`0` keeps them: 10,000 servers at 60s write 14.4 M rows a day)"},
+		{Env: "CHOM_HEALTH_LOAD_PER_CPU_DEGRADED", Default: "1.5", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.LoadPerCPUDegraded }),
+			Doc: "1-minute load average per CPU at which a check is degraded"},
+		{Env: "CHOM_HEALTH_LOAD_PER_CPU_UNHEALTHY", Default: "4", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.LoadPerCPUUnhealthy }),
+			Doc: "… and unhealthy"},
+		{Env: "CHOM_HEALTH_MEM_PERCENT_DEGRADED", Default: "90", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.MemPercentDegraded }),
+			Doc: "memory used, (MemTotal − MemAvailable) / MemTotal in %, at which a check is degraded"},
+		{Env: "CHOM_HEALTH_MEM_PERCENT_UNHEALTHY", Default: "98", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.MemPercentUnhealthy }),
+			Doc: "… and unhealthy"},
+		{Env: "CHOM_HEALTH_DISK_PERCENT_DEGRADED", Default: "85", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.DiskPercentDegraded }),
+			Doc: "disk used on the filesystem holding the sites, in %, at which a check is degraded"},
+		{Env: "CHOM_HEALTH_DISK_PERCENT_UNHEALTHY", Default: "95", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.DiskPercentUnhealthy }),
+			Doc: "… and unhealthy"},
+		{Env: "CHOM_HEALTH_PROBE", DefaultNote: "`CHOM_DRIVER`", Roles: RoleWorker, set: oneOf(func(c *Config) *string { return &c.HealthProbe }, "local", "ssh"),
+			Doc: "how health checks reach servers: `local` (the local driver's directories) or `ssh` (each server's `ip_address:ssh_port`)"},
+		{Env: "CHOM_SSH_KEY_FILE", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.SSHKeyFile }),
+			Doc: "private key (unencrypted OpenSSH or PEM; read once, never logged) of the SSH driver and probe; required with `ssh`"},
+		{Env: "CHOM_SSH_USER", Default: "root", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.SSHUser }),
+			Doc: "user the SSH driver and probe log in as"},
+		{Env: "CHOM_HEALTH_BREAKER_FAILURES", Default: "3", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.HealthBreakerFailures }),
+			Doc: "consecutive unreachable calls that open a server's circuit breaker (shared by the probe and every job's driver call)"},
+		{Env: "CHOM_HEALTH_BREAKER_OPEN", Default: "5m", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthBreakerOpen }),
+			Doc: "how long an open breaker stays open before one call may try again; tasks meeting it wait, they are not failed"},
+		{Env: "CHOM_VPS_MAX_JOBS", Default: "4", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.VPSMaxJobs }),
+			Doc: "most jobs working on one server at once, across every worker process (Redis semaphores); a task over the limit is deferred, not failed"},
+		{Env: "CHOM_TENANT_MAX_JOBS", Default: "8", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.TenantMaxJobs }),
+			Doc: "most jobs working for one tenant at once, fleet-wide"},
+		{Env: "CHOM_JOB_SLOT_LEASE", Default: "30s", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.JobSlotLease }),
+			Doc: "lease of a held concurrency slot, renewed every third of it; a killed worker's slot frees itself after at most this; at least `1s`"},
+		{Env: "CHOM_JOB_DEFER_DELAY", Default: "2s", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.JobDeferDelay }),
+			Doc: "about how long a task deferred by an open breaker or a full limit waits before it runs again (drawn from [½, 1½] of it); costs no retry"},
+		{Env: "CHOM_BACKUP_STORE", Default: "fs", Roles: RoleIngress | RoleWorker, set: oneOf(func(c *Config) *string { return &c.BackupStore }, "fs", "s3"),
+			Doc: "where backup archives live: `fs`, a directory (`CHOM_BACKUP_DIR`), or `s3`, an S3-compatible bucket (`CHOM_S3_*`)"},
+		{Env: "CHOM_BACKUP_DIR", DefaultNote: "`<CHOM_LOCAL_ROOT>/backups`", Dev: "<data-dir>/backups", Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.BackupDir }),
+			Doc: "directory of the filesystem backup store; every worker and the ingress that serves downloads must see the same one (unset on `ingress`: links are signed but the archive route answers 503)"},
+		{Env: "CHOM_S3_ENDPOINT", Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.S3Endpoint }),
+			Doc: "`host:port` of the bucket of `CHOM_BACKUP_STORE=s3`; with the bucket and both keys, required with `s3`"},
+		{Env: "CHOM_S3_BUCKET", Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.S3Bucket }),
+			Doc: "the bucket (it must exist)"},
+		{Env: "CHOM_S3_ACCESS_KEY", Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.S3AccessKey }),
+			Doc: "access key (never reaches logs or errors)"},
+		{Env: "CHOM_S3_SECRET_KEY", Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.S3SecretKey }),
+			Doc: "secret key (never reaches logs or errors)"},
+		{Env: "CHOM_S3_REGION", Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.S3Region }),
+			Doc: "the bucket's region"},
+		{Env: "CHOM_S3_PREFIX", Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.S3Prefix }),
+			Doc: "a key prefix (empty or ending in `/`)"},
+		{Env: "CHOM_S3_TLS", Default: "true", Roles: RoleIngress | RoleWorker, set: boolean(func(c *Config) *bool { return &c.S3TLS }),
+			Doc: "HTTPS to the endpoint"},
+		{Env: "CHOM_BACKUP_SIGNING_KEY", DefaultNote: "random per process", Roles: RoleIngress, set: text(func(c *Config) *string { return &c.BackupSigningKey }),
+			Doc: "HMAC-SHA256 key of backup download links, at least 32 characters (`openssl rand -hex 32`); unset, each process signs with its own random key, so behind several ingress replicas set it"},
+		{Env: "CHOM_BACKUP_LINK_TTL", Default: "5m", Roles: RoleIngress, set: duration(func(c *Config) *time.Duration { return &c.BackupLinkTTL }),
+			Doc: "how long a download link works (1s–24h)"},
+		{Env: "CHOM_BACKUP_DEFAULT_RETENTION", Default: "30", Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.BackupRetention }),
+			Doc: "days a backup is kept when `POST /sites/{id}/backups` omits `retention_days` (1–3650)"},
+		{Env: "CHOM_BACKUP_PRUNE_INTERVAL", Default: "1h", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.BackupPruneEvery }),
+			Doc: "how often the scheduler enqueues `backup:prune`; at least `1m`"},
+		{Env: "CHOM_BACKUP_SCHEDULE_INTERVAL", Default: "15m", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.BackupScheduleEvery }),
+			Doc: "how often the scheduler books due scheduled backups (`backup:schedules`); a scheduled backup starts within this of its due time; at least `1m`"},
+		{Env: "CHOM_LOCAL_HEALTH_URL", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.LocalHealthURL }),
+			Doc: "URL the local driver's health check GETs for every server (`{id}` becomes the server's ID); unset, HTTP is skipped and not held against the server"},
+		{Env: "CHOM_TOKEN_CACHE_TTL", Default: "30s", Roles: RoleIngress, set: signedDuration(func(c *Config) *time.Duration { return &c.TokenCacheTTL }),
+			Doc: "how long the ingress reuses a successful token lookup (a revoked token works for at most this long; negative disables)"},
+		{Env: "CHOM_OPERATION_CACHE_TTL", Default: "250ms", Roles: RoleIngress, set: duration(func(c *Config) *time.Duration { return &c.OpCacheTTL }),
+			Doc: "how long the ingress reuses an unfinished operation read by a poller when no worker announced a change (finished ones are cached 10 min; `0` disables)"},
+		{Env: "CHOM_RATE_LIMIT", Default: "100", Roles: RoleIngress, set: number(func(c *Config) *float64 { return &c.RateLimit }),
+			Doc: "requests per second allowed to one API token in one ingress process, then 429 with `Retry-After`; `0` disables"},
+		{Env: "CHOM_RATE_BURST", Default: "200", Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.RateBurst }),
+			Doc: "burst of that limit"},
+		{Env: "CHOM_OPS_UI", Default: "true", Roles: RoleIngress, set: boolean(func(c *Config) *bool { return &c.OpsUI }),
+			Doc: "serve asynqmon at `/ops/queues` (an `ops` or `admin` token required)"},
+		{Env: "CHOM_PROMETHEUS_URL", Roles: RoleIngress, set: text(func(c *Config) *string { return &c.PrometheusURL }),
+			Doc: "Prometheus address (`http://prometheus:9090`) for asynqmon's Metrics page; unset, the page has no data"},
+		{Env: "CHOM_METRICS_LISTEN", DefaultNote: "`worker` `127.0.0.1:9464`, `scheduler` `:9465`, `relay` `:9466`, `billing-consumer` `:9467` (loopback)",
+			Roles: RoleWorker | RoleScheduler | RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.MetricsListen }),
+			Doc: "where those processes serve Prometheus `/metrics` (no auth); `off` disables it. `ingress` and `dev` serve `/metrics` on their API listener"},
+		{Env: "CHOM_ACCEPT_MAX_BATCH", Default: "256", Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.AcceptBatch }),
+			Doc: "most `POST /sites` requests group-committed in one transaction"},
+		{Env: "CHOM_ACCEPT_COMMITTERS", Default: "1", Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.AcceptCommitters }),
+			Doc: "batch transactions in flight at once (more made batches smaller and PostgreSQL busier on 2 cores)"},
+		{Env: "CHOM_REDIS_POOL_SIZE", Default: "128", Roles: RoleIngress | RoleWorker, set: positive(func(c *Config) *int { return &c.RedisPoolSize }),
+			Doc: "Redis connections per process (a committed batch is enqueued at once)"},
+		{Env: "CHOM_KAFKA_BROKERS", Dev: "embedded", Roles: RoleRelay | RoleBilling, set: func(c *Config, v string) error { c.KafkaBrokers = list(v); return nil },
+			Doc: "comma-separated bootstrap brokers (`host:9092,…`); required by `relay` and `billing-consumer` (`chom dev`: an in-process broker on `--kafka-listen`)"},
+		{Env: "CHOM_KAFKA_TOPIC_PREFIX", Default: events.DefaultTopicPrefix, Roles: RoleRelay | RoleBilling, set: topicPrefix,
+			Doc: "topics are `<prefix>.<topic>` (`chom.sites.v1`); `-` for no prefix"},
+		{Env: "CHOM_KAFKA_PARTITIONS", Default: "6", Roles: RoleRelay | RoleBilling, set: positive(func(c *Config) *int { return &c.KafkaPartitions }),
+			Doc: "partitions of a topic the relay or the consumer creates; never change it on an existing topic (a tenant's key would move)"},
+		{Env: "CHOM_KAFKA_REPLICATION", Default: "3", Dev: "1", Roles: RoleRelay | RoleBilling, set: positive(func(c *Config) *int { return &c.KafkaReplication }),
+			Doc: "replication factor of a topic they create"},
+		{Env: "CHOM_RELAY_BATCH_SIZE", Default: "500", Roles: RoleRelay, set: positive(func(c *Config) *int { return &c.RelayBatch }),
+			Doc: "outbox rows read and published at once"},
+		{Env: "CHOM_RELAY_POLL_INTERVAL", Default: "100ms", Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.RelayPollInterval }),
+			Doc: "how long the relay waits before looking again at a drained outbox (the most an event waits in the database)"},
+		{Env: "CHOM_RELAY_BREAKER_TIMEOUT", Default: "10s", Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.RelayBreakerTimeout }),
+			Doc: "Kafka unreachable: after 3 failed publishes the circuit opens and the relay probes again every this long"},
+		{Env: "CHOM_OUTBOX_RETENTION", Default: "168h", Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.OutboxRetention }),
+			Doc: "published outbox rows older than this are pruned"},
+		{Env: "CHOM_BILLING_GROUP", Default: billing.DefaultGroupID, Roles: RoleBilling, set: text(func(c *Config) *string { return &c.BillingGroup }),
+			Doc: "consumer group of `billing-consumer`, and its name in `processed_events`"},
+	}
+}
+
+// LoadConfig reads every CHOM_* variable through getenv (os.Getenv in
+// production) with the production defaults, and returns every bad value in
+// one error.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	return load(getenv, "")
+}
+
+// LoadDevConfig is LoadConfig with chom dev's defaults (Setting.Dev), the
+// data directory dataDir (an absolute path) standing for "<data-dir>".
+// Settings whose dev default is "embedded" stay empty: chom dev starts the
+// in-process part for them.
+func LoadDevConfig(getenv func(string) string, dataDir string) (Config, error) {
+	if dataDir == "" {
+		return Config{}, errors.New("stack: LoadDevConfig needs the data directory")
+	}
+	return load(getenv, dataDir)
+}
+
+func load(getenv func(string) string, devDir string) (Config, error) {
+	var c Config
+	var errs []error
+	for _, s := range Settings() {
+		v := strings.TrimSpace(getenv(s.Env))
+		if v == "" {
+			v = s.Default
+			if devDir != "" && s.Dev != "" {
+				v = strings.ReplaceAll(s.Dev, "<data-dir>", devDir)
+				if s.Dev == "embedded" {
+					v = ""
+				}
+			}
+		}
+		if err := s.set(&c, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", s.Env, v, err))
+		}
+	}
+	if c.HealthProbe == "" {
+		c.HealthProbe = c.Driver
+	}
+	errs = append(errs, c.validate()...)
+	return c, errors.Join(errs...)
+}
+
+// validate checks what one setting alone cannot: the settings that go together.
+func (c Config) validate() []error {
+	var errs []error
+	if c.Driver == "ssh" && c.SSHKeyFile == "" {
+		errs = append(errs, errors.New("CHOM_DRIVER=ssh needs CHOM_SSH_KEY_FILE (the private key the driver logs in with)"))
+	}
+	if c.HealthProbe == "ssh" && c.SSHKeyFile == "" {
+		errs = append(errs, errors.New("CHOM_HEALTH_PROBE=ssh needs CHOM_SSH_KEY_FILE (the private key the probe logs in with)"))
+	}
+	if c.JobSlotLease < time.Second || c.JobDeferDelay <= 0 {
+		errs = append(errs, fmt.Errorf("CHOM_JOB_SLOT_LEASE=%s, CHOM_JOB_DEFER_DELAY=%s: want a lease of at least 1s and a positive delay",
+			c.JobSlotLease, c.JobDeferDelay))
+	}
+	if c.HealthBreakerOpen <= 0 {
+		errs = append(errs, fmt.Errorf("CHOM_HEALTH_BREAKER_OPEN=%s: want a positive duration", c.HealthBreakerOpen))
+	}
+	if err := c.HealthThresholds.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("CHOM_HEALTH_*: %w", err))
+	}
+	if c.HealthInterval < time.Second || c.HealthCheckTimeout <= 0 || c.HealthCheckTimeout >= c.HealthInterval {
+		errs = append(errs, fmt.Errorf("CHOM_HEALTH_INTERVAL=%s, CHOM_HEALTH_CHECK_TIMEOUT=%s: want an interval of at least 1s and a timeout shorter than it",
+			c.HealthInterval, c.HealthCheckTimeout))
+	}
+	if c.BackupStore == "s3" && (c.S3Endpoint == "" || c.S3Bucket == "" || c.S3AccessKey == "" || c.S3SecretKey == "") {
+		errs = append(errs, errors.New("CHOM_BACKUP_STORE=s3 needs CHOM_S3_ENDPOINT, CHOM_S3_BUCKET, CHOM_S3_ACCESS_KEY and CHOM_S3_SECRET_KEY"))
+	}
+	if k := c.BackupSigningKey; k != "" && len(k) < 32 {
+		errs = append(errs, fmt.Errorf("CHOM_BACKUP_SIGNING_KEY: %d characters; want at least 32 (e.g. openssl rand -hex 32)", len(k)))
+	}
+	if c.BackupLinkTTL < time.Second || c.BackupLinkTTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("CHOM_BACKUP_LINK_TTL=%s: want 1s to 24h", c.BackupLinkTTL))
+	}
+	if c.BackupRetention > 3650 {
+		errs = append(errs, fmt.Errorf("CHOM_BACKUP_DEFAULT_RETENTION=%d: want 1 to 3650 days", c.BackupRetention))
+	}
+	if c.BackupPruneEvery < time.Minute || c.BackupScheduleEvery < time.Minute {
+		errs = append(errs, fmt.Errorf("CHOM_BACKUP_PRUNE_INTERVAL=%s, CHOM_BACKUP_SCHEDULE_INTERVAL=%s: want at least 1m",
+			c.BackupPruneEvery, c.BackupScheduleEvery))
+	}
+	if c.MeteringEvery < time.Minute {
+		errs = append(errs, fmt.Errorf("CHOM_METERING_INTERVAL=%s: want at least 1m", c.MeteringEvery))
+	}
+	for name, d := range map[string]time.Duration{"CHOM_RELAY_POLL_INTERVAL": c.RelayPollInterval,
+		"CHOM_RELAY_BREAKER_TIMEOUT": c.RelayBreakerTimeout, "CHOM_OUTBOX_RETENTION": c.OutboxRetention,
+		"CHOM_RETRY_BASE": c.RetryBase, "CHOM_RETRY_MAX": c.RetryMax, "CHOM_SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+		"CHOM_RECONCILE_INTERVAL": c.ReconcileEvery} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%s: want a positive duration", name, d))
+		}
+	}
+	if c.PublicURL != "" {
+		if err := checkPublicURL(c.PublicURL); err != nil {
+			errs = append(errs, fmt.Errorf("CHOM_PUBLIC_URL=%q: %w", c.PublicURL, err))
+		}
+	}
+	return errs
+}
+
+// Require reports the settings a process cannot start without, by name
+// (CHOM_DATABASE_URL, CHOM_REDIS_URL, CHOM_LOCAL_ROOT, CHOM_KAFKA_BROKERS).
+func (c Config) Require(names ...string) error {
+	var errs []error
+	for _, n := range names {
+		var v string
+		switch n {
+		case "CHOM_DATABASE_URL":
+			v = c.DatabaseURL
+		case "CHOM_REDIS_URL":
+			v = c.RedisURL
+		case "CHOM_LOCAL_ROOT":
+			v = c.LocalRoot
+		case "CHOM_KAFKA_BROKERS":
+			v = strings.Join(c.KafkaBrokers, ",")
+		default:
+			errs = append(errs, fmt.Errorf("stack: Require(%q): not a required setting", n))
+			continue
+		}
+		if strings.TrimSpace(v) == "" {
+			errs = append(errs, fmt.Errorf("%s is required", n))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// The parsers of Setting.set: each turns the variable's text into its field,
+// or says what a good value looks like.
+
+func text(field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *field(c) = v; return nil }
+}
+
+func oneOf(field func(*Config) *string, allowed ...string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		*field(c) = v
+		if v == "" {
+			return nil // a derived default (CHOM_HEALTH_PROBE) is filled in after
+		}
+		for _, a := range allowed {
+			if v == a {
+				return nil
+			}
+		}
+		return fmt.Errorf("want %s", strings.Join(allowed, " or "))
+	}
+}
+
+func positive(field func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return errors.New("want a positive integer")
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func number(field func(*Config) *float64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 {
+			return errors.New("want a number ≥ 0")
+		}
+		*field(c) = f
+		return nil
+	}
+}
+
+func duration(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return errors.New("want a duration such as 30s")
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+// signedDuration is a duration that may be negative (a negative cache TTL
+// disables the cache).
+func signedDuration(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return errors.New("want a duration such as 30s")
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func boolean(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		*field(c) = b
+		return nil
+	}
+}
+
+func logLevel(c *Config, v string) error {
+	if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+		return errors.New("want debug, info, warn or error")
+	}
+	return nil
+}
+
+func topicPrefix(c *Config, v string) error {
+	c.KafkaTopicPrefix = v
+	if v == "-" {
+		return nil
+	}
+	return events.ValidTopicPrefix(v)
+}
+
+// list splits a comma-separated value, dropping blanks.
+func list(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
