@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,10 +39,17 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dataDir) })
 
+	// A bad flag is a usage error: exit status 2, the flag named.
+	out, err := exec.Command(bin, "worker", "--bogus").CombinedOutput()
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "bogus") {
+		t.Errorf("chom worker --bogus: %v, %s; want exit status 2 naming the flag", err, out)
+	}
+
 	base, stop := startDev(t, bin, dataDir)
 	token := readToken(t, filepath.Join(dataDir, "dev-token"))
 	admin := readToken(t, filepath.Join(dataDir, "admin-token"))
 
+	created := time.Now()
 	status, body := call(t, "POST", base+"/api/v1/sites", token, `{"domain":"e2e.example","site_type":"php"}`)
 	if status != 202 {
 		t.Fatalf("POST /sites: %d %s", status, body)
@@ -79,6 +87,28 @@ func TestDevEndToEnd(t *testing.T) {
 		if status != 200 || !strings.Contains(string(body), want) {
 			t.Errorf("GET /metrics: %d, no %s", status, want)
 		}
+	}
+	// A newcomer sees usage within minutes: chom dev meters every minute, so
+	// the site's first period is billed at the next minute boundary.
+	usageBy := time.Now().Add(150 * time.Second)
+	for {
+		status, body = call(t, "GET", base+"/api/v1/usage", token, "")
+		var page struct {
+			Data []struct {
+				Metric string `json:"metric"`
+			} `json:"data"`
+		}
+		if status != 200 || json.Unmarshal(body, &page) != nil {
+			t.Fatalf("GET /usage: %d %s", status, body)
+		}
+		if len(page.Data) > 0 {
+			t.Logf("usage visible %s after the site was created: %d records", time.Since(created).Round(time.Second), len(page.Data))
+			break
+		}
+		if time.Now().After(usageBy) {
+			t.Fatalf("no usage record 150s after start (chom dev meters every minute)")
+		}
+		time.Sleep(2 * time.Second)
 	}
 	stop()
 
