@@ -10,7 +10,7 @@ var siteStatuses = []string{SiteStatusPending, SiteStatusProvisioning, SiteStatu
 	SiteStatusDeprovisioning, SiteStatusDeleted}
 
 // CountSitesByStatus counts sites by status across every tenant, for the
-// platform's operational metrics (chom_sites_total). It is deliberately not
+// platform's operational metrics (chom_sites). It is deliberately not
 // tenant-scoped: it is never served to an API caller, and the figures carry no
 // tenant. Every known status is in the map, zero when no site has it. One
 // GROUP BY over sites; callers cache it (the metrics collector keeps it 15s).
@@ -28,7 +28,7 @@ func (s *Store) CountSitesByStatus(ctx context.Context) (map[string]int, error) 
 }
 
 // CountBackupsByStatus counts site backups by status across every tenant, for
-// the platform's operational metrics (chom_backups_total); like
+// the platform's operational metrics (chom_backups); like
 // CountSitesByStatus it is not tenant-scoped and never served to a tenant. Only
 // the statuses present appear in the map.
 func (s *Store) CountBackupsByStatus(ctx context.Context) (map[string]int, error) {
