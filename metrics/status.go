@@ -21,7 +21,8 @@ const statusTTL = 15 * time.Second
 // most once every 15s and reused in between. A failed read (bounded by a short
 // timeout) leaves that family out until the next read and counts
 // chom_metrics_source_errors_total{source="sites"|"backups"}. ctx bounds every
-// read. A later call replaces the earlier one.
+// read. A later call replaces the earlier one. The error series of each source
+// given is created at zero at once.
 //
 // Both are gauges (a count of rows now, which goes down when rows change
 // status), so they carry no _total suffix: the old report's chom_sites_total and
@@ -29,6 +30,7 @@ const statusTTL = 15 * time.Second
 // counter, and promtool check metrics refused them.
 func (m *Metrics) TrackStatuses(ctx context.Context, sites, backups CountsFunc) {
 	c := m.statuses
+	m.initSources(map[string]bool{"sites": sites != nil, "backups": backups != nil})
 	c.track(ctx, func() { c.sitesFn, c.backupsFn = sites, backups })
 }
 
