@@ -121,8 +121,8 @@ var labelContract = map[string][]string{
 	"chom_db_query_duration_seconds":         {"operation"},
 	"chom_cache_hits_total":                  {"cache"},
 	"chom_cache_misses_total":                {"cache"},
-	"chom_sites_total":                       {"status"},
-	"chom_backups_total":                     {"status"},
+	"chom_sites":                             {"status"},
+	"chom_backups":                           {"status"},
 	"chom_outbox_lag_seconds":                {},
 	"chom_events_published_total":            {},
 	"chom_events_publish_failed_total":       {},
@@ -361,7 +361,7 @@ func TestMetricNames(t *testing.T) {
 		{expr: `histogram_quantile(0.95, sum by (le) (rate(chom_http_request_duration_seconds_bucket[5m])))`, want: []string{"chom_http_request_duration_seconds_bucket"}},
 		{expr: `{__name__="chom_relay_leader", job="chom"}`, want: []string{"chom_relay_leader"}},
 		// Label values, strings and label names that look like metrics are not metrics.
-		{expr: `sum without (chom_fake) (chom_sites_total{status="chom_fake_total"})`, want: []string{"chom_sites_total"}},
+		{expr: `sum without (chom_fake) (chom_sites{status="chom_fake_total"})`, want: []string{"chom_sites"}},
 		{expr: `label_replace(chom_vps_servers, "x", "$1", "health", "(.*)")`, want: []string{"chom_vps_servers"}},
 		// Binary operators with vector matching, keywords, offsets, subqueries, @.
 		{expr: `a / on (queue) group_left (type) b`, want: []string{"a", "b"}},

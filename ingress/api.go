@@ -92,8 +92,10 @@ type Config struct {
 	Now func() time.Time
 	// Metrics, when set, records every request (chom_http_*), the token and
 	// operation caches and rate-limited requests, and is served unauthenticated
-	// at GET /metrics (outside /api/v1, for Prometheus). Optional: nil means no
-	// metrics and no /metrics route.
+	// at GET /metrics (outside /api/v1, for Prometheus). New creates the
+	// request counter of every route and status code the OpenAPI document lists
+	// at zero (metrics.InitHTTP), so they are there before any traffic.
+	// Optional: nil means no metrics and no /metrics route.
 	Metrics *metrics.Metrics
 	// Backups configures the backup routes (download links, archive streaming,
 	// default retention). The zero value works: links signed with a random key.
@@ -188,6 +190,13 @@ func New(cfg Config) (*API, error) {
 		return nil, err
 	}
 	a.engine = a.routes(cfg.OpsUI, cfg.OpsUIReadOnly)
+	if cfg.Metrics != nil {
+		documented, err := documentedRoutes(a.engine.Routes())
+		if err != nil {
+			return nil, err
+		}
+		cfg.Metrics.InitHTTP(documented)
+	}
 	return a, nil
 }
 

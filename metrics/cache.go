@@ -73,3 +73,16 @@ func readSource[T any](c *scrapeCache, source string, fn func(context.Context) (
 	}
 	return v, true
 }
+
+// initSources creates chom_metrics_source_errors_total{source} at zero for
+// every source marked true: the documented sources of that family are the ones
+// a process tracks (sites and backups with TrackStatuses, vps and sweep with
+// TrackFleet, outbox_lag with TrackRelay), so an error ratio or an alert on
+// increase() has a series to read from the first scrape.
+func (m *Metrics) initSources(sources map[string]bool) {
+	for s, on := range sources {
+		if on {
+			m.sourceErrors.WithLabelValues(s)
+		}
+	}
+}

@@ -20,8 +20,10 @@ type SweepFunc func(ctx context.Context) (servers int, took time.Duration, ok bo
 // TrackStatuses. A failed read leaves its series out of that scrape and counts
 // chom_metrics_source_errors_total{source="vps"|"sweep"}. ctx bounds every read;
 // a later call replaces the earlier one.
+// The error series of each source given is created at zero at once.
 func (m *Metrics) TrackFleet(ctx context.Context, servers CountsFunc, sweep SweepFunc) {
 	c := m.fleet
+	m.initSources(map[string]bool{"vps": servers != nil, "sweep": sweep != nil})
 	c.track(ctx, func() { c.serversFn, c.sweepFn = servers, sweep })
 }
 

@@ -73,3 +73,43 @@ func methodLabel(method string) string {
 	}
 	return MethodOther
 }
+
+// HTTPRoute is one route of the API with the status codes its documentation
+// (the OpenAPI document) says it answers.
+type HTTPRoute struct {
+	// Method is the HTTP method (GET, POST…).
+	Method string
+	// Route is the route template, as ObserveHTTP receives it
+	// (/api/v1/sites/:id).
+	Route string
+	// Statuses are the documented status codes of the route.
+	Statuses []int
+}
+
+// InitHTTP creates, at zero, chom_http_requests_total{method,route,status} for
+// every documented status of every route and
+// chom_http_request_duration_seconds{method,route} for every route, so that
+// request rates and 5xx ratios read 0 from the first scrape instead of nothing
+// until a route was first called. The label set stays bounded: it is the
+// routes and statuses the caller documents (the ingress passes its OpenAPI
+// document's operations and responses); an undocumented status, an unmatched
+// path or a route left out (GET /metrics, the ops UI) still gets its series on
+// first use. A nil Metrics does nothing.
+func (m *Metrics) InitHTTP(routes []HTTPRoute) {
+	if m == nil {
+		return
+	}
+	for _, r := range routes {
+		method := methodLabel(r.Method)
+		route := r.Route
+		if route == "" {
+			route = RouteUnmatched
+		}
+		if len(r.Statuses) == 0 {
+			m.httpDuration.WithLabelValues(method, route)
+		}
+		for _, status := range r.Statuses {
+			m.httpChild(httpKey{method: method, route: route, status: status})
+		}
+	}
+}

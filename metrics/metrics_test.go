@@ -29,7 +29,7 @@ var promised = []string{
 	"chom_queue_latency_seconds", "chom_queue_inspect_errors_total",
 	"chom_db_queries_total", "chom_db_query_errors_total", "chom_db_query_duration_seconds",
 	"chom_cache_hits_total", "chom_cache_misses_total",
-	"chom_sites_total", "chom_backups_total",
+	"chom_sites", "chom_backups",
 	"chom_outbox_lag_seconds", "chom_events_published_total", "chom_events_publish_failed_total", "chom_relay_leader",
 	"chom_circuit_breaker_state", "chom_rate_limited_total",
 }
@@ -262,24 +262,24 @@ func TestTrackStatuses(t *testing.T) {
 		return map[string]int{"completed": 2}, nil
 	})
 	for range 5 {
-		if got := sample(t, m, "chom_sites_total", "status", "active").value; got != 1 {
+		if got := sample(t, m, "chom_sites", "status", "active").value; got != 1 {
 			t.Fatalf("active = %v, want the first read's 1", got)
 		}
 		advance(2 * time.Second)
 	}
-	if got := sample(t, m, "chom_backups_total", "status", "completed").value; got != 2 {
+	if got := sample(t, m, "chom_backups", "status", "completed").value; got != 2 {
 		t.Errorf("backups completed = %v, want 2", got)
 	}
 	if reads.Load() != 1 {
 		t.Errorf("5 scrapes in 10s read the database %d times, want 1", reads.Load())
 	}
 	advance(5 * time.Second)
-	if got := sample(t, m, "chom_sites_total", "status", "active").value; got != 2 {
+	if got := sample(t, m, "chom_sites", "status", "active").value; got != 2 {
 		t.Errorf("after 15s active = %v, want a fresh read (2)", got)
 	}
 	fail.Store(true)
 	advance(15 * time.Second)
-	if _, ok := lookup(t, m, "chom_sites_total", "status", "active"); ok {
+	if _, ok := lookup(t, m, "chom_sites", "status", "active"); ok {
 		t.Error("sites series present after a failed read")
 	}
 	if got := sample(t, m, "chom_metrics_source_errors_total", "source", "sites").value; got != 1 {

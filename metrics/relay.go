@@ -25,8 +25,10 @@ type RelayStats struct {
 // on failure the gauge is left out and chom_metrics_source_errors_total
 // {source="outbox_lag"} counts it). The breaker's state is
 // chom_circuit_breaker_state{breaker="kafka"}. stats must be cheap and safe for
-// concurrent use; ctx bounds every lag read.
+// concurrent use; ctx bounds every lag read. With lag, the outbox_lag error
+// series is created at zero at once.
 func (m *Metrics) TrackRelay(ctx context.Context, stats func() RelayStats, lag func(ctx context.Context) (time.Duration, error)) {
+	m.initSources(map[string]bool{"outbox_lag": lag != nil})
 	m.relay.src.Store(&relaySource{ctx: ctx, stats: stats, lag: lag})
 	m.TrackBreaker("kafka", func() string { return stats().Breaker })
 }

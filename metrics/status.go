@@ -16,14 +16,21 @@ type CountsFunc func(ctx context.Context) (map[string]int, error)
 // Prometheus servers they come.
 const statusTTL = 15 * time.Second
 
-// TrackStatuses makes scrapes report chom_sites_total{status} and
-// chom_backups_total{status} from sites and backups (either may be nil), read at
+// TrackStatuses makes scrapes report chom_sites{status} and
+// chom_backups{status} from sites and backups (either may be nil), read at
 // most once every 15s and reused in between. A failed read (bounded by a short
 // timeout) leaves that family out until the next read and counts
 // chom_metrics_source_errors_total{source="sites"|"backups"}. ctx bounds every
-// read. A later call replaces the earlier one.
+// read. A later call replaces the earlier one. The error series of each source
+// given is created at zero at once.
+//
+// Both are gauges (a count of rows now, which goes down when rows change
+// status), so they carry no _total suffix: the old report's chom_sites_total and
+// chom_backups_total broke the Prometheus convention that _total marks a
+// counter, and promtool check metrics refused them.
 func (m *Metrics) TrackStatuses(ctx context.Context, sites, backups CountsFunc) {
 	c := m.statuses
+	m.initSources(map[string]bool{"sites": sites != nil, "backups": backups != nil})
 	c.track(ctx, func() { c.sitesFn, c.backupsFn = sites, backups })
 }
 
@@ -39,15 +46,15 @@ func newStatusCollector(errs *prometheus.CounterVec) *statusCollector {
 	s := []string{"status"}
 	return &statusCollector{
 		scrapeCache: newScrapeCache(errs),
-		sitesDesc: prometheus.NewDesc("chom_sites_total",
+		sitesDesc: prometheus.NewDesc("chom_sites",
 			"Sites by status, platform-wide (every tenant; deleted ones included), refreshed at most every 15s.", s, nil),
-		backupsDesc: prometheus.NewDesc("chom_backups_total",
+		backupsDesc: prometheus.NewDesc("chom_backups",
 			"Backups by status, platform-wide, refreshed at most every 15s.", s, nil),
 	}
 }
 
 func (c *statusCollector) familyNames() []string {
-	return []string{"chom_sites_total", "chom_backups_total"}
+	return []string{"chom_sites", "chom_backups"}
 }
 
 // Describe implements prometheus.Collector.

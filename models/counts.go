@@ -9,33 +9,31 @@ import (
 var siteStatuses = []string{SiteStatusPending, SiteStatusProvisioning, SiteStatusActive, SiteStatusFailed,
 	SiteStatusDeprovisioning, SiteStatusDeleted}
 
+// backupStatuses are every status a backup can have, so counts report zeros too.
+var backupStatuses = []string{BackupStatusPending, BackupStatusRunning, BackupStatusCompleted, BackupStatusFailed,
+	BackupStatusDeleting, BackupStatusDeleted}
+
 // CountSitesByStatus counts sites by status across every tenant, for the
-// platform's operational metrics (chom_sites_total). It is deliberately not
+// platform's operational metrics (chom_sites). It is deliberately not
 // tenant-scoped: it is never served to an API caller, and the figures carry no
 // tenant. Every known status is in the map, zero when no site has it. One
 // GROUP BY over sites; callers cache it (the metrics collector keeps it 15s).
 func (s *Store) CountSitesByStatus(ctx context.Context) (map[string]int, error) {
-	counts, err := s.countByStatus(ctx, "sites")
-	if err != nil {
-		return nil, err
-	}
-	for _, st := range siteStatuses {
-		if _, ok := counts[st]; !ok {
-			counts[st] = 0
-		}
-	}
-	return counts, nil
+	return s.countByStatus(ctx, "sites", siteStatuses)
 }
 
 // CountBackupsByStatus counts site backups by status across every tenant, for
-// the platform's operational metrics (chom_backups_total); like
-// CountSitesByStatus it is not tenant-scoped and never served to a tenant. Only
-// the statuses present appear in the map.
+// the platform's operational metrics (chom_backups); like
+// CountSitesByStatus it is not tenant-scoped and never served to a tenant.
+// Every known status is in the map, zero when no backup has it, so the gauge
+// has its documented series from the first scrape.
 func (s *Store) CountBackupsByStatus(ctx context.Context) (map[string]int, error) {
-	return s.countByStatus(ctx, "site_backups")
+	return s.countByStatus(ctx, "site_backups", backupStatuses)
 }
 
-func (s *Store) countByStatus(ctx context.Context, table string) (map[string]int, error) {
+// countByStatus counts the rows of table by status; every status of known is
+// in the map, zero when no row has it.
+func (s *Store) countByStatus(ctx context.Context, table string, known []string) (map[string]int, error) {
 	var rows []struct {
 		Status string `bun:"status"`
 		N      int    `bun:"n"`
@@ -45,7 +43,10 @@ func (s *Store) countByStatus(ctx context.Context, table string) (map[string]int
 	if err != nil {
 		return nil, fmt.Errorf("count %s by status: %w", table, err)
 	}
-	out := make(map[string]int, len(rows))
+	out := make(map[string]int, len(known))
+	for _, st := range known {
+		out[st] = 0
+	}
 	for _, r := range rows {
 		out[r.Status] = r.N
 	}

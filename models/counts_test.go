@@ -50,7 +50,9 @@ func TestCountByStatus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(map[string]int{"completed": 2, "failed": 1}, gotB); diff != "" {
+		wantB := map[string]int{models.BackupStatusCompleted: 2, models.BackupStatusFailed: 1, models.BackupStatusPending: 0,
+			models.BackupStatusRunning: 0, models.BackupStatusDeleting: 0, models.BackupStatusDeleted: 0}
+		if diff := cmp.Diff(wantB, gotB); diff != "" {
 			t.Errorf("CountBackupsByStatus (-want +got):\n%s", diff)
 		}
 	})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/chomhq/chom/drivers"
 	"github.com/chomhq/chom/metrics"
+	"github.com/chomhq/chom/queue"
 )
 
 // ObserveTasks is the asynq middleware that records each task attempt in m: its
@@ -16,7 +17,13 @@ import (
 // handler returned an error, whether asynq then retries it or not; deferred when
 // the error wraps drivers.ErrDeferred: put off, no retry spent). New installs
 // it first when Config.Metrics is set, so it times everything after it.
+//
+// It also creates, at zero, the job series of every task kind of the queue
+// package (queue.TaskKinds: each type on its queue, with the succeeded, failed
+// and deferred statuses), so a worker's /metrics has them from start-up, before
+// any task ran; a type this worker has no handler for keeps its zeros.
 func ObserveTasks(m *metrics.Metrics) asynq.MiddlewareFunc {
+	m.InitJobs(jobKinds())
 	return func(next asynq.Handler) asynq.Handler {
 		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 			start := time.Now()
@@ -30,4 +37,14 @@ func ObserveTasks(m *metrics.Metrics) asynq.MiddlewareFunc {
 			return err
 		})
 	}
+}
+
+// jobKinds converts queue.TaskKinds for metrics, which imports no CHOM package.
+func jobKinds() []metrics.JobKind {
+	kinds := queue.TaskKinds()
+	out := make([]metrics.JobKind, len(kinds))
+	for i, k := range kinds {
+		out[i] = metrics.JobKind{Queue: k.Queue, Type: k.Type}
+	}
+	return out
 }

@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chomhq/chom/drivers"
 	"github.com/chomhq/chom/metrics"
+	"github.com/chomhq/chom/queue"
 	"github.com/chomhq/chom/workers"
 )
 
@@ -37,17 +37,44 @@ func TestObserveTasks(t *testing.T) {
 			t.Fatalf("payload %s: err = %v, want %v", p, err, want)
 		}
 	}
-	want := `
-# HELP chom_queue_jobs_total Task attempts finished by this worker, by queue, task type and status (succeeded; failed when the attempt returned an error; deferred when a breaker or limit put it off).
-# TYPE chom_queue_jobs_total counter
-chom_queue_jobs_total{queue="unknown",status="deferred",type="site:provision"} 1
-chom_queue_jobs_total{queue="unknown",status="failed",type="site:provision"} 1
-chom_queue_jobs_total{queue="unknown",status="succeeded",type="site:provision"} 2
-# HELP chom_queue_jobs_failed_total Task attempts that returned an error, by queue.
-# TYPE chom_queue_jobs_failed_total counter
-chom_queue_jobs_failed_total{queue="unknown"} 1
-`
-	if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want), "chom_queue_jobs_total", "chom_queue_jobs_failed_total"); err != nil {
-		t.Error(err)
+	// Every kind of queue.TaskKinds is there at zero from the start; the
+	// attempts above are the only non-zero series.
+	wantJobs := map[string]float64{
+		"unknown/site:provision/deferred": 1, "unknown/site:provision/failed": 1, "unknown/site:provision/succeeded": 2,
+	}
+	wantFailed := map[string]float64{"unknown": 1}
+	for _, k := range queue.TaskKinds() {
+		for _, status := range []string{metrics.JobSucceeded, metrics.JobFailed, metrics.JobDeferred} {
+			wantJobs[k.Queue+"/"+k.Type+"/"+status] = 0
+		}
+		wantFailed[k.Queue] = 0
+	}
+	gotJobs, gotFailed := map[string]float64{}, map[string]float64{}
+	mfs, err := m.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range s.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			switch mf.GetName() {
+			case "chom_queue_jobs_total":
+				gotJobs[l["queue"]+"/"+l["type"]+"/"+l["status"]] = s.GetCounter().GetValue()
+			case "chom_queue_jobs_failed_total":
+				gotFailed[l["queue"]] = s.GetCounter().GetValue()
+			}
+		}
+	}
+	if diff := cmp.Diff(wantJobs, gotJobs); diff != "" {
+		t.Errorf("chom_queue_jobs_total by queue/type/status (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantFailed, gotFailed); diff != "" {
+		t.Errorf("chom_queue_jobs_failed_total by queue (-want +got):\n%s", diff)
+	}
+	if len(queue.TaskKinds()) < 10 {
+		t.Errorf("queue.TaskKinds() = %v: too few kinds to be the task contract", queue.TaskKinds())
 	}
 }
