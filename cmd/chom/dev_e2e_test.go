@@ -82,7 +82,7 @@ func TestDevEndToEnd(t *testing.T) {
 	status, body = call(t, "GET", base+"/metrics", "", "")
 	for _, want := range []string{`chom_http_requests_total{method="POST",route="/api/v1/sites",status="202"} 1`,
 		`chom_queue_jobs_total{queue="default",status="succeeded",type="site:provision"} 1`,
-		`chom_sites_total{status="active"} 1`, `chom_db_queries_total{operation="INSERT"}`, "chom_outbox_lag_seconds",
+		`chom_sites{status="active"} 1`, `chom_db_queries_total{operation="INSERT"}`, "chom_outbox_lag_seconds",
 		`chom_circuit_breaker_state{breaker="kafka"}`, "go_goroutines"} {
 		if status != 200 || !strings.Contains(string(body), want) {
 			t.Errorf("GET /metrics: %d, no %s", status, want)
