@@ -103,19 +103,15 @@ func (a *API) createBackup(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	var req input.CreateBackupRequest
+	var (
+		raw       input.CreateBackupRequest
+		decodeErr error
+	)
 	if c.Request.ContentLength != 0 {
-		if err := input.DecodeJSON(c.Request, &req); err != nil {
-			a.fail(c, err)
-			return
-		}
+		decodeErr = input.DecodeJSON(c.Request, &raw)
 	}
-	req, err = req.Normalize(a.backups.cfg.DefaultRetentionDays)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	if err := backupTypeFits(site, req.Type); err != nil {
+	req, err := raw.Normalize(a.backups.cfg.DefaultRetentionDays)
+	if err := input.Join(decodeErr, err, backupTypeFits(site, raw.Type)); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -279,17 +275,10 @@ func (a *API) putBackupSchedule(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	var req input.BackupScheduleRequest
-	if err := input.DecodeJSON(c.Request, &req); err != nil {
-		a.fail(c, err)
-		return
-	}
-	req, err = req.Normalize()
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	if err := backupTypeFits(site, req.Type); err != nil {
+	var raw input.BackupScheduleRequest
+	decodeErr := input.DecodeJSON(c.Request, &raw)
+	req, err := raw.Normalize()
+	if err := input.Join(decodeErr, err, backupTypeFits(site, raw.Type)); err != nil {
 		a.fail(c, err)
 		return
 	}
