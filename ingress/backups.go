@@ -185,6 +185,8 @@ func (a *API) deleteBackup(c *gin.Context) {
 
 // DownloadLink is the answer of GET /backups/{id}/download.
 type DownloadLink struct {
+	// URL is absolute (see Config.PublicURL): GET it as given, without a
+	// token, before ExpiresAt.
 	URL       string    `json:"url"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
@@ -204,10 +206,17 @@ func (a *API) backupDownload(c *gin.Context) {
 			OperationID: deref(b.OperationID)})
 		return
 	}
-	exp := a.now().Add(a.backups.cfg.LinkTTL).Truncate(time.Second)
-	url := "/api/v1/backups/" + b.ID + "/archive?expires=" + strconv.FormatInt(exp.Unix(), 10) + "&sig=" + a.backups.sign(b.ID, exp.Unix())
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, DownloadLink{URL: url, ExpiresAt: exp.UTC()})
+	c.JSON(http.StatusOK, a.downloadLink(c.Request, b.ID))
+}
+
+// downloadLink is the signed, absolute link to backup id's archive for the
+// client of r, valid for BackupConfig.LinkTTL.
+func (a *API) downloadLink(r *http.Request, id string) DownloadLink {
+	exp := a.now().Add(a.backups.cfg.LinkTTL).Truncate(time.Second)
+	link := a.baseURL(r) + "/api/v1/backups/" + id + "/archive?expires=" + strconv.FormatInt(exp.Unix(), 10) +
+		"&sig=" + a.backups.sign(id, exp.Unix())
+	return DownloadLink{URL: link, ExpiresAt: exp.UTC()}
 }
 
 func deref(s *string) string {
