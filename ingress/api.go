@@ -5,9 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -100,6 +104,15 @@ type Config struct {
 	// Backups configures the backup routes (download links, archive streaming,
 	// default retention). The zero value works: links signed with a random key.
 	Backups BackupConfig
+	// PublicURL is the API's external base URL, e.g. https://api.example.com:
+	// what comes before /api/v1, with a path prefix when a proxy serves the
+	// API under one (https://example.com/chom). The absolute URLs the API
+	// hands out (backup download links) start with it. It must be an absolute
+	// http or https URL without user info, query or fragment; a trailing
+	// slash is ignored. Empty: the request's own scheme (https when it reached
+	// this process over TLS, else http) and Host header. X-Forwarded-* headers
+	// are never trusted, so behind a proxy or load balancer set PublicURL.
+	PublicURL string
 }
 
 // Validate reports every missing dependency.
@@ -117,7 +130,32 @@ func (c Config) Validate() error {
 	if c.Logger == nil {
 		errs = append(errs, errors.New("ingress: Logger is required"))
 	}
+	if c.PublicURL != "" {
+		if _, err := parsePublicURL(c.PublicURL); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// parsePublicURL checks Config.PublicURL and returns it without a trailing
+// slash.
+func parsePublicURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("ingress: PublicURL %q: %w", raw, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("ingress: PublicURL %q: must be an absolute http or https URL", raw)
+	case u.Host == "" || u.Opaque != "":
+		return "", fmt.Errorf("ingress: PublicURL %q: must name a host (https://api.example.com)", raw)
+	case u.User != nil:
+		return "", fmt.Errorf("ingress: PublicURL %q: must not carry user info", raw)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#"):
+		return "", fmt.Errorf("ingress: PublicURL %q: must not have a query or fragment", raw)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
 }
 
 // API is CHOM's HTTP API.
@@ -141,6 +179,29 @@ type API struct {
 	// opsReadOnly is whether a read-only ops UI exists for ops-scope tokens.
 	opsReadOnly bool
 	backups     *backupRoutes
+	// publicURL is Config.PublicURL without a trailing slash; empty: links
+	// start with the request's own scheme and host.
+	publicURL string
+}
+
+// baseURL is what the absolute URLs handed to the client of r start with:
+// Config.PublicURL, else r's scheme (https over TLS, else http) and Host (or,
+// for a request without one, the local address it arrived on).
+func (a *API) baseURL(r *http.Request) string {
+	if a.publicURL != "" {
+		return a.publicURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	host := r.Host
+	if host == "" {
+		if addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			host = addr.String()
+		}
+	}
+	return scheme + "://" + host
 }
 
 // New builds the API and its routes.
@@ -186,6 +247,11 @@ func New(cfg Config) (*API, error) {
 	}
 	a.opsReadOnly = cfg.OpsUIReadOnly != nil
 	var err error
+	if cfg.PublicURL != "" {
+		if a.publicURL, err = parsePublicURL(cfg.PublicURL); err != nil {
+			return nil, err
+		}
+	}
 	if a.backups, err = newBackupRoutes(cfg.Backups); err != nil {
 		return nil, err
 	}

@@ -103,19 +103,15 @@ func (a *API) createBackup(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	var req input.CreateBackupRequest
+	var (
+		raw       input.CreateBackupRequest
+		decodeErr error
+	)
 	if c.Request.ContentLength != 0 {
-		if err := input.DecodeJSON(c.Request, &req); err != nil {
-			a.fail(c, err)
-			return
-		}
+		decodeErr = input.DecodeJSON(c.Request, &raw)
 	}
-	req, err = req.Normalize(a.backups.cfg.DefaultRetentionDays)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	if err := backupTypeFits(site, req.Type); err != nil {
+	req, err := raw.Normalize(a.backups.cfg.DefaultRetentionDays)
+	if err := input.Join(decodeErr, err, backupTypeFits(site, raw.Type)); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -189,6 +185,8 @@ func (a *API) deleteBackup(c *gin.Context) {
 
 // DownloadLink is the answer of GET /backups/{id}/download.
 type DownloadLink struct {
+	// URL is absolute (see Config.PublicURL): GET it as given, without a
+	// token, before ExpiresAt.
 	URL       string    `json:"url"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
@@ -208,10 +206,17 @@ func (a *API) backupDownload(c *gin.Context) {
 			OperationID: deref(b.OperationID)})
 		return
 	}
-	exp := a.now().Add(a.backups.cfg.LinkTTL).Truncate(time.Second)
-	url := "/api/v1/backups/" + b.ID + "/archive?expires=" + strconv.FormatInt(exp.Unix(), 10) + "&sig=" + a.backups.sign(b.ID, exp.Unix())
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, DownloadLink{URL: url, ExpiresAt: exp.UTC()})
+	c.JSON(http.StatusOK, a.downloadLink(c.Request, b.ID))
+}
+
+// downloadLink is the signed, absolute link to backup id's archive for the
+// client of r, valid for BackupConfig.LinkTTL.
+func (a *API) downloadLink(r *http.Request, id string) DownloadLink {
+	exp := a.now().Add(a.backups.cfg.LinkTTL).Truncate(time.Second)
+	link := a.baseURL(r) + "/api/v1/backups/" + id + "/archive?expires=" + strconv.FormatInt(exp.Unix(), 10) +
+		"&sig=" + a.backups.sign(id, exp.Unix())
+	return DownloadLink{URL: link, ExpiresAt: exp.UTC()}
 }
 
 func deref(s *string) string {
@@ -279,17 +284,10 @@ func (a *API) putBackupSchedule(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	var req input.BackupScheduleRequest
-	if err := input.DecodeJSON(c.Request, &req); err != nil {
-		a.fail(c, err)
-		return
-	}
-	req, err = req.Normalize()
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	if err := backupTypeFits(site, req.Type); err != nil {
+	var raw input.BackupScheduleRequest
+	decodeErr := input.DecodeJSON(c.Request, &raw)
+	req, err := raw.Normalize()
+	if err := input.Join(decodeErr, err, backupTypeFits(site, raw.Type)); err != nil {
 		a.fail(c, err)
 		return
 	}

@@ -217,6 +217,22 @@ func TestOpenAPIDocumentIsConsistent(t *testing.T) {
 			if _, ok := op["security"]; !ok {
 				t.Errorf("%s %s: no security requirement (use [] for none)", m, path)
 			}
+			// Bearer requirements list no scopes (linters refuse them); the
+			// scope is x-chom-scope, present exactly when a token is needed.
+			scope, _ := op["x-chom-scope"].(string)
+			switch sec := asSlice(op["security"]); {
+			case len(sec) == 0 && scope != "":
+				t.Errorf("%s %s: x-chom-scope %q on an operation without a token", m, path, scope)
+			case len(sec) > 0 && scope != models.ScopeRead && scope != models.ScopeWrite && scope != models.ScopeAdmin:
+				t.Errorf("%s %s: x-chom-scope %q, want read, write or admin", m, path, scope)
+			}
+			for _, req := range asSlice(op["security"]) {
+				for name, scopes := range req.(map[string]any) {
+					if len(asSlice(scopes)) != 0 {
+						t.Errorf("%s %s: security %s lists scopes %v; name the scope in x-chom-scope", m, path, name, scopes)
+					}
+				}
+			}
 			for _, r := range op["responses"].(map[string]any) {
 				r, _ := r.(map[string]any)
 				if l, ok := r["links"].(map[string]any); ok {

@@ -93,7 +93,11 @@ func (a *API) fail(c *gin.Context, err error) {
 			p.Type, p.Title = problemMalformed, "Malformed request body"
 		}
 		if decodeErr.Status == http.StatusUnprocessableEntity {
-			p.Errors = []input.FieldError{{Field: decodeErr.Field, Detail: decodeErr.Detail}}
+			p.Detail = "one or more fields are invalid"
+			p.Errors = decodeErr.Fields
+			if len(p.Errors) == 0 {
+				p.Errors = []input.FieldError{{Field: decodeErr.Field, Detail: decodeErr.Detail}}
+			}
 		}
 		writeProblem(c, p)
 	case errors.As(err, &validErr):
@@ -114,8 +118,13 @@ func (a *API) fail(c *gin.Context, err error) {
 			// The operation in the way is where the caller waits before trying again.
 			c.Header("Location", "/api/v1/operations/"+conflictErr.OperationID)
 		}
-		writeProblem(c, Problem{Type: problemConflict, Title: "Conflict", Status: http.StatusConflict,
-			Detail: conflictErr.Reason, OperationID: conflictErr.OperationID})
+		p := Problem{Type: problemConflict, Title: "Conflict", Status: http.StatusConflict,
+			Detail: conflictErr.Reason, OperationID: conflictErr.OperationID}
+		if conflictErr.Field != "" {
+			// A value already taken (a domain) is named like an invalid one.
+			p.Errors = []input.FieldError{{Field: conflictErr.Field, Detail: conflictErr.Detail}}
+		}
+		writeProblem(c, p)
 	case errors.Is(err, models.ErrIdempotencyMismatch):
 		writeProblem(c, Problem{Type: problemIdempotency, Title: "Idempotency key reused", Status: http.StatusUnprocessableEntity,
 			Detail: "this Idempotency-Key was used with a different request",

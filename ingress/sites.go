@@ -94,13 +94,10 @@ func (a *API) enqueue(c *gin.Context, op *models.Operation) {
 }
 
 func (a *API) createSite(c *gin.Context) {
-	var req input.CreateSiteRequest
-	if err := input.DecodeJSON(c.Request, &req); err != nil {
-		a.fail(c, err)
-		return
-	}
-	req, err := req.Normalize()
-	if err != nil {
+	var raw input.CreateSiteRequest
+	decodeErr := input.DecodeJSON(c.Request, &raw)
+	req, err := raw.Normalize()
+	if err := input.Join(decodeErr, err); err != nil {
 		a.fail(c, err)
 		return
 	}

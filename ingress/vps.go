@@ -13,13 +13,10 @@ import (
 // 201 with it. The hostname is unique, so repeating the request is a 409, unless
 // it carries the same Idempotency-Key: then it answers 200 with the same server.
 func (a *API) registerVPS(c *gin.Context) {
-	var req input.RegisterVPSRequest
-	if err := input.DecodeJSON(c.Request, &req); err != nil {
-		a.fail(c, err)
-		return
-	}
-	req, err := req.Normalize()
-	if err != nil {
+	var raw input.RegisterVPSRequest
+	decodeErr := input.DecodeJSON(c.Request, &raw)
+	req, err := raw.Normalize()
+	if err := input.Join(decodeErr, err); err != nil {
 		a.fail(c, err)
 		return
 	}

@@ -203,7 +203,7 @@ func (s *Store) CreateSite(ctx context.Context, p CreateSiteParams) (*Accepted, 
 			return fmt.Errorf("insert site %s: %w", p.Domain, err)
 		}
 		if affected(res) == 0 {
-			return fmt.Errorf("create site %s: %w", p.Domain, &ConflictError{Reason: "domain is already in use by another site"})
+			return fmt.Errorf("create site %s: %w", p.Domain, errDomainTaken())
 		}
 		if _, err := tx.NewInsert().Model(op).Exec(ctx); err != nil {
 			return fmt.Errorf("insert operation: %w", err)

@@ -311,7 +311,7 @@ func (s *Store) createSitesBun(ctx context.Context, items []batchItem, now time.
 			case it.p.IdempotencyKey != "" && !claimed[it.op.ID]:
 				errs[i] = errKeyTaken
 			case domainTaken[it.site.Domain]:
-				errs[i] = fmt.Errorf("create site %s: %w", it.site.Domain, &ConflictError{Reason: "domain is already in use by another site"})
+				errs[i] = fmt.Errorf("create site %s: %w", it.site.Domain, errDomainTaken())
 				if it.p.IdempotencyKey != "" {
 					release = append(release, IdempotencyKey{TenantID: it.p.TenantID, Key: it.p.IdempotencyKey})
 				}
@@ -338,7 +338,7 @@ func (s *Store) createSitesBun(ctx context.Context, items []batchItem, now time.
 				continue
 			}
 			if !inserted[it.site.ID] {
-				errs[i] = fmt.Errorf("create site %s: %w", it.site.Domain, &ConflictError{Reason: "domain is already in use by another site"})
+				errs[i] = fmt.Errorf("create site %s: %w", it.site.Domain, errDomainTaken())
 				if it.p.IdempotencyKey != "" {
 					release = append(release, IdempotencyKey{TenantID: it.p.TenantID, Key: it.p.IdempotencyKey})
 				}

@@ -104,7 +104,7 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 			case it.p.IdempotencyKey != "" && !claimed[it.op.ID]:
 				errs[i] = errKeyTaken
 			case !inserted[it.op.ID]:
-				errs[i] = fmt.Errorf("create site %s: %w", it.site.Domain, &ConflictError{Reason: "domain is already in use by another site"})
+				errs[i] = fmt.Errorf("create site %s: %w", it.site.Domain, errDomainTaken())
 				if it.p.IdempotencyKey != "" {
 					rel[0] = append(rel[0], it.site.TenantID)
 					rel[1] = append(rel[1], it.p.IdempotencyKey)

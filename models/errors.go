@@ -18,11 +18,23 @@ var (
 // ConflictError is an ErrConflict that names what is in the way, such as the
 // operation already running on a site.
 type ConflictError struct {
-	Reason      string
+	// Reason says what is in the way, for the client.
+	Reason string
+	// OperationID names the operation in the way, if any.
 	OperationID string
+	// Field names the request field whose value is taken ("domain"), if
+	// the conflict is about one; Detail is the sentence fragment that
+	// follows it ("is already in use by another site").
+	Field, Detail string
 }
 
 func (e *ConflictError) Error() string { return "conflict: " + e.Reason }
 
 // Unwrap makes errors.Is(err, ErrConflict) true.
 func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// errDomainTaken is the conflict of a site whose domain a live site already
+// uses; it names the domain field.
+func errDomainTaken() *ConflictError {
+	return &ConflictError{Reason: "domain is already in use by another site", Field: "domain", Detail: "is already in use by another site"}
+}

@@ -52,7 +52,7 @@ func (s *Store) RegisterVPS(ctx context.Context, a Accept, p RegisterVPSParams) 
 			return fmt.Errorf("register vps %s: %w", p.Hostname, err)
 		}
 		if affected(res) == 0 {
-			return fmt.Errorf("register vps %s: %w", p.Hostname, &ConflictError{Reason: "hostname already registered"})
+			return fmt.Errorf("register vps %s: %w", p.Hostname, &ConflictError{Reason: "hostname already registered", Field: "hostname", Detail: "is already registered"})
 		}
 		return nil
 	})

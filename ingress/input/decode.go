@@ -2,6 +2,7 @@ package input
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,8 +55,10 @@ func DecodeJSON(r *http.Request, dst any) error {
 //   - 400 when the body is empty, is not valid JSON (Detail gives the byte
 //     offset), is a JSON value other than an object, or has data after the
 //     object;
-//   - 422 when a member is unknown, given twice, or of the wrong JSON type;
-//     Field names the member.
+//   - 422 when members are unknown, given twice, or of the wrong JSON type;
+//     Fields names every one of them. dst is still filled with the other
+//     members, so that the caller can validate them and report everything
+//     at once: Join(DecodeJSON(r, &req), req.Normalize()...).
 //
 // Member names must match the struct's json tags exactly: unlike plain
 // encoding/json, "Domain" does not fill the field tagged "domain". Any other
@@ -108,7 +112,9 @@ func checkContentType(ct string) error {
 
 // decodeBytes does the work once the whole body is in memory. It scans the
 // top-level object first, so that syntax errors win over field errors and
-// member names are checked exactly, then lets encoding/json fill dst.
+// member names are checked exactly, then lets encoding/json fill dst with the
+// members that are known, given once and of the right JSON type. Every other
+// member is named in one 422 *DecodeError.
 func decodeBytes(data []byte, dst any) error {
 	i := skipSpace(data)
 	if i == len(data) {
@@ -117,16 +123,157 @@ func decodeBytes(data []byte, dst any) error {
 	if data[i] != '{' {
 		return &DecodeError{Status: http.StatusBadRequest, Detail: "request body must be a JSON object"}
 	}
-	if err := scanObject(data, knownFields(dst)); err != nil {
+	members, err := scanObject(data)
+	if err != nil {
 		return err
 	}
+	fields := knownFields(dst)
+	problems, good := memberProblems(members, fields)
+	if fields == nil {
+		// Not a struct: no names to check, no per-member types to try;
+		// encoding/json decides, after the duplicate check.
+		if len(problems) > 0 {
+			return fieldsError(problems)
+		}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(dst); err != nil {
+			return classify(err)
+		}
+		return nil
+	}
 
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
+	if len(problems) == 0 {
+		// The common case: every member is known and given once, so the
+		// body itself is the object to decode.
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(dst)
+	} else {
+		err = decodeMembers(good, dst)
+	}
+	if _, mistyped := errors.AsType[*json.UnmarshalTypeError](err); mistyped {
+		// encoding/json reports only the first mistyped member: try each
+		// member alone to name them all, then decode the well-typed ones.
+		reflect.ValueOf(dst).Elem().SetZero()
+		var typed []member
+		typed, problems, err = typeCheck(good, problems, reflect.TypeOf(dst).Elem())
+		if err == nil {
+			err = decodeMembers(typed, dst)
+		}
+	}
+	if err != nil {
 		return classify(err)
 	}
+	if len(problems) > 0 {
+		return fieldsError(problems)
+	}
 	return nil
+}
+
+// member is one name/value pair of the top-level object, in body order.
+type member struct {
+	key   string // unescaped
+	value json.RawMessage
+	at    int // position among the members, to report problems in body order
+}
+
+// memberProblem is a FieldError with the position of its member in the body.
+type memberProblem struct {
+	FieldError
+	at int
+}
+
+// memberProblems names each member that is unknown (when fields is non-nil)
+// or given more than once (each name once, at its first occurrence), and
+// returns the members that are neither.
+func memberProblems(members []member, fields map[string]struct{}) ([]memberProblem, []member) {
+	count := make(map[string]int, len(members))
+	for _, m := range members {
+		count[m.key]++
+	}
+	var (
+		problems []memberProblem
+		good     []member
+		named    = make(map[string]struct{})
+	)
+	for _, m := range members {
+		_, known := fields[m.key]
+		switch {
+		case fields != nil && !known:
+			if _, done := named[m.key]; !done {
+				problems = append(problems, memberProblem{FieldError{Field: m.key, Detail: "is not a known field"}, m.at})
+			}
+		case count[m.key] > 1:
+			if _, done := named[m.key]; !done {
+				problems = append(problems, memberProblem{FieldError{Field: m.key, Detail: "is given more than once"}, m.at})
+			}
+		default:
+			good = append(good, m)
+			continue
+		}
+		named[m.key] = struct{}{}
+	}
+	return problems, good
+}
+
+// typeCheck decodes each member alone into a scratch value of type t and
+// returns the members that decoded, with problems extended by those of the
+// wrong JSON type (in body order). Any other decoding error (from a field's
+// own UnmarshalJSON) is returned.
+func typeCheck(members []member, problems []memberProblem, t reflect.Type) ([]member, []memberProblem, error) {
+	scratch := reflect.New(t).Interface()
+	var typed []member
+	for _, m := range members {
+		err := decodeMembers([]member{m}, scratch)
+		if err == nil {
+			typed = append(typed, m)
+			continue
+		}
+		typ, ok := errors.AsType[*json.UnmarshalTypeError](err)
+		if !ok {
+			return nil, nil, err
+		}
+		field := typ.Field
+		if field == "" {
+			field = m.key
+		}
+		problems = append(problems, memberProblem{FieldError{Field: field, Detail: typeDetail(typ.Type)}, m.at})
+	}
+	slices.SortStableFunc(problems, func(a, b memberProblem) int { return cmp.Compare(a.at, b.at) })
+	return typed, problems, nil
+}
+
+// decodeMembers decodes the object made of members into dst, refusing
+// unknown names (memberProblems already removed them; this is a guard).
+func decodeMembers(members []member, dst any) error {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, m := range members {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		key, err := json.Marshal(m.key)
+		if err != nil {
+			return fmt.Errorf("encode member name: %w", err)
+		}
+		b.Write(key)
+		b.WriteByte(':')
+		b.Write(m.value)
+	}
+	b.WriteByte('}')
+	dec := json.NewDecoder(&b)
+	dec.DisallowUnknownFields()
+	return dec.Decode(dst)
+}
+
+// fieldsError is the 422 naming every problem; Field and Detail repeat the
+// first one.
+func fieldsError(problems []memberProblem) *DecodeError {
+	fields := make([]FieldError, len(problems))
+	for i, p := range problems {
+		fields[i] = p.FieldError
+	}
+	return &DecodeError{Status: http.StatusUnprocessableEntity, Field: fields[0].Field, Detail: fields[0].Detail, Fields: fields}
 }
 
 // skipSpace returns the index of the first byte of data that is not JSON
@@ -142,53 +289,42 @@ func skipSpace(data []byte) int {
 	return len(data)
 }
 
-// scanObject walks the top-level object of data token by token. It reports,
-// in this order of precedence: malformed JSON, data after the object, then the
-// first member that is unknown (when fields is non-nil) or repeated.
-func scanObject(data []byte, fields map[string]struct{}) error {
+// scanObject walks the top-level object of data token by token and returns
+// its members in order. It reports malformed JSON and data after the object
+// (400); names are checked by the caller.
+func scanObject(data []byte) ([]member, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if _, err := dec.Token(); err != nil { // '{', checked by the caller
-		return classify(err)
+		return nil, classify(err)
 	}
-	var keyErr *DecodeError
-	seen := make(map[string]struct{})
+	var members []member
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return classify(err)
+			return nil, classify(err)
 		}
 		key, _ := tok.(string) // Token only yields strings in key position
-		if keyErr == nil {
-			if _, ok := fields[key]; fields != nil && !ok {
-				keyErr = &DecodeError{Status: http.StatusUnprocessableEntity, Field: key, Detail: "is not a known field"}
-			} else if _, dup := seen[key]; dup {
-				keyErr = &DecodeError{Status: http.StatusUnprocessableEntity, Field: key, Detail: "is given more than once"}
-			}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, classify(err)
 		}
-		seen[key] = struct{}{}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return classify(err)
-		}
+		members = append(members, member{key: key, value: value, at: len(members)})
 	}
 	if _, err := dec.Token(); err != nil { // '}'
-		return classify(err)
+		return nil, classify(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
-			return &DecodeError{
+			return nil, &DecodeError{
 				Status: http.StatusBadRequest,
 				Detail: fmt.Sprintf("request body must contain a single JSON object; unexpected data at byte offset %d", se.Offset),
 				err:    err,
 			}
 		}
-		return &DecodeError{Status: http.StatusBadRequest, Detail: "request body must contain a single JSON object", err: err}
+		return nil, &DecodeError{Status: http.StatusBadRequest, Detail: "request body must contain a single JSON object", err: err}
 	}
-	if keyErr != nil {
-		return keyErr
-	}
-	return nil
+	return members, nil
 }
 
 // classify turns an encoding/json error into a *DecodeError. Errors that are

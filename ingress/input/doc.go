@@ -10,22 +10,23 @@
 // problem+json responses in one place:
 //
 //   - *DecodeError: the body could not be turned into the request struct
-//     (wrong Content-Type, too large, malformed JSON, unknown or mistyped
-//     field). Its Status field is the HTTP status to answer with (400, 413,
-//     415 or 422) and Field, when set, names the offending JSON member.
-//   - *ValidationError: the body decoded but one or more fields are invalid.
-//     It always maps to 422 and lists every offending field, so a caller can
-//     fix all of them in one round trip.
+//     (wrong Content-Type, too large, malformed JSON, unknown, repeated or
+//     mistyped fields). Its Status field is the HTTP status to answer with
+//     (400, 413, 415 or 422) and, on a 422, Fields names every offending
+//     JSON member while the struct still holds the others.
+//   - *ValidationError: one or more fields are invalid. It always maps to
+//     422 and lists every offending field, so a caller can fix all of them in
+//     one round trip.
 //
-// A typical handler does:
+// A typical handler decodes, normalises what decoded, and joins both
+// outcomes, so that an unknown member and an invalid value are reported
+// together:
 //
-//	var req input.CreateSiteRequest
-//	if err := input.DecodeJSON(r, &req); err != nil {
-//		return err // *DecodeError
-//	}
-//	req, err := req.Normalize()
-//	if err != nil {
-//		return err // *ValidationError
+//	var raw input.CreateSiteRequest
+//	decodeErr := input.DecodeJSON(r, &raw)
+//	req, err := raw.Normalize()
+//	if err := input.Join(decodeErr, err); err != nil {
+//		return err // a 400/413/415 *DecodeError, or one *ValidationError
 //	}
 //
 // Normalize methods return the canonical request (punycode lowercase domains,

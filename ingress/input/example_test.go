@@ -50,6 +50,28 @@ func ExampleDecodeJSON_unknownField() {
 	// 422 tenant_id is not a known field
 }
 
+// A body with an unknown member, a repeated one and an invalid value gets one
+// answer naming all three: decode, normalise what decoded, then join.
+func ExampleJoin() {
+	r := httptest.NewRequest(http.MethodPost, "/api/v1/sites",
+		strings.NewReader(`{"domain":"a.example","domain":"b.example","site_type":"cobol","owner":"me"}`))
+	r.Header.Set("Content-Type", "application/json")
+
+	var raw input.CreateSiteRequest
+	decodeErr := input.DecodeJSON(r, &raw)
+	_, err := raw.Normalize()
+	var ve *input.ValidationError
+	if errors.As(input.Join(decodeErr, err), &ve) {
+		for _, f := range ve.Fields {
+			fmt.Printf("%s: %s\n", f.Field, f.Detail)
+		}
+	}
+	// Output:
+	// domain: is given more than once
+	// owner: is not a known field
+	// site_type: must be one of wordpress, laravel, php, html
+}
+
 func ExampleCreateSiteRequest_Normalize() {
 	req := input.CreateSiteRequest{Domain: "-shop.example.com", SiteType: "html", PHPVersion: "8.3"}
 	_, err := req.Normalize()

@@ -1,6 +1,7 @@
 package input
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -68,8 +69,11 @@ func (e *ValidationError) Err() error {
 //     the object, or a body that could not be read.
 //   - 413 Content Too Large: more than MaxBodyBytes bytes.
 //   - 415 Unsupported Media Type: Content-Type missing or not JSON.
-//   - 422 Unprocessable Content: an unknown or duplicated member, or a member
-//     of the wrong JSON type (Field names it).
+//   - 422 Unprocessable Content: unknown or duplicated members, or members of
+//     the wrong JSON type. Fields names every one of them, in body order;
+//     Field and Detail repeat the first. The request struct still holds
+//     every other member, so the caller can validate those too and answer
+//     with all the problems at once (see Join).
 //
 // Detail never contains more of the request than a field name or a byte
 // offset, so it is safe to return to the client verbatim.
@@ -81,6 +85,9 @@ type DecodeError struct {
 	Field string
 	// Detail says what is wrong, as a sentence fragment for the client.
 	Detail string
+	// Fields lists every offending member of a 422, in body order; nil for
+	// the other statuses.
+	Fields []FieldError
 
 	err error // underlying cause, for logs only
 }
@@ -96,3 +103,54 @@ func (e *DecodeError) Error() string {
 // Unwrap returns the underlying cause (a *json.SyntaxError, a read error...),
 // if any. It is meant for logs; clients only ever see Field and Detail.
 func (e *DecodeError) Unwrap() error { return e.err }
+
+// Join merges the outcomes of one request's checks (DecodeJSON, then
+// Normalize, then a handler's own checks) into the one error the client
+// gets, so that a body with several problems is answered once with all of
+// them:
+//
+//   - nil when every err is nil;
+//   - otherwise the first error, in argument order, that is not about fields
+//     (a 400, 413 or 415 *DecodeError, or an internal error), unchanged: a
+//     body that cannot be read has no fields to report;
+//   - otherwise one *ValidationError naming every field of the 422
+//     *DecodeErrors and *ValidationErrors, in argument order. A field named
+//     by an earlier error is not named again by a later one, so a mistyped
+//     "domain" (which the decoder left empty) is not also "is required".
+func Join(errs ...error) error {
+	var fieldErrs [][]FieldError
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		if de, ok := errors.AsType[*DecodeError](err); ok && de.Status == http.StatusUnprocessableEntity {
+			fields := de.Fields
+			if len(fields) == 0 {
+				fields = []FieldError{{Field: de.Field, Detail: de.Detail}}
+			}
+			fieldErrs = append(fieldErrs, fields)
+			continue
+		}
+		if ve, ok := errors.AsType[*ValidationError](err); ok {
+			fieldErrs = append(fieldErrs, ve.Fields)
+			continue
+		}
+		return err
+	}
+	var out ValidationError
+	named := make(map[string]struct{})
+	for _, fields := range fieldErrs {
+		mine := make(map[string]struct{})
+		for _, f := range fields {
+			if _, earlier := named[f.Field]; earlier {
+				continue
+			}
+			mine[f.Field] = struct{}{}
+			out.Fields = append(out.Fields, f)
+		}
+		for f := range mine {
+			named[f] = struct{}{}
+		}
+	}
+	return out.Err()
+}

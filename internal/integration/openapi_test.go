@@ -23,8 +23,9 @@ import (
 // the integration tests see: stack.do hands each one to checkOpenAPI, which finds
 // the documented operation of the request and validates the status, the content
 // type, the body (JSON Schema 2020-12, formats asserted) and the documented
-// response headers. A path no route matches must answer the documented 404
-// problem, a known path with another method the documented 405.
+// response headers. A path no route matches must answer the document's
+// fallback x-chom-fallback-responses/unknown-path (the 404 problem), a known
+// path with another method its unknown-method (the 405).
 
 // docURL names the document inside the schema compiler; it is never fetched.
 const docURL = "mem:///openapi.json"
@@ -156,7 +157,7 @@ func checkOpenAPI(t testing.TB, method, target string, r response) {
 func (d *openAPIDoc) check(method, path string, r response) []error {
 	rel, ok := strings.CutPrefix(path, d.basePath)
 	if !ok || rel == "" {
-		return d.checkResponse(pointer("components", "responses", "NotFound"), r, "a path outside "+d.basePath)
+		return d.checkResponse(pointer("x-chom-fallback-responses", "unknown-path"), r, "a path outside "+d.basePath)
 	}
 	for _, p := range d.paths {
 		if !p.re.MatchString(rel) {
@@ -164,7 +165,7 @@ func (d *openAPIDoc) check(method, path string, r response) []error {
 		}
 		op, ok := p.item[strings.ToLower(method)].(map[string]any)
 		if !ok {
-			return d.checkResponse(pointer("components", "responses", "MethodNotAllowed"), r, "an undocumented method of "+p.template)
+			return d.checkResponse(pointer("x-chom-fallback-responses", "unknown-method"), r, "an undocumented method of "+p.template)
 		}
 		responses, _ := op["responses"].(map[string]any)
 		status := strconv.Itoa(r.status)
@@ -181,7 +182,7 @@ func (d *openAPIDoc) check(method, path string, r response) []error {
 		}
 		return d.checkResponse(opPtr+pointer("responses", key), r, method+" "+p.template)
 	}
-	return d.checkResponse(pointer("components", "responses", "NotFound"), r, "an undocumented path")
+	return d.checkResponse(pointer("x-chom-fallback-responses", "unknown-path"), r, "an undocumented path")
 }
 
 // checkResponse validates r against the response object at ptr. what says
