@@ -268,3 +268,25 @@ func TestSchemaFiles(t *testing.T) {
 		t.Error("Schema of an unknown type succeeded")
 	}
 }
+
+// TestSchemasPromiseNoEventForCancel: no schema says its event is written when
+// an operation is cancelled, because none is (see the outcome table in doc.go;
+// internal/integration's TestEveryTerminalOutcomeHasItsEvent checks the jobs).
+// A description may mention a cancel only to say it emits no event.
+func TestSchemasPromiseNoEventForCancel(t *testing.T) {
+	t.Parallel()
+	for _, typ := range events.Types() {
+		raw, err := events.Schema(typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct{ Description string }
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		d := strings.ToLower(doc.Description)
+		if strings.Contains(d, "cancel") && !strings.Contains(d, "emits no event") {
+			t.Errorf("%s: description promises an event on cancel, which is never written: %q", typ, doc.Description)
+		}
+	}
+}

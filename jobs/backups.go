@@ -226,8 +226,16 @@ func streamArchive(ctx context.Context, src drivers.BackupSource, dst drivers.Ba
 
 // fail retries a transient failure and compensates a final one.
 func (h *CreateBackup) fail(ctx context.Context, log *slog.Logger, op *models.Operation, b *models.SiteBackup, cause error) error {
-	if ctx.Err() != nil || errors.Is(cause, drivers.ErrDeferred) {
-		return cause // shutting down, or a breaker/limit deferred it: not a failure
+	if ctx.Err() != nil {
+		return cause // shutting down: asynq runs it again
+	}
+	if errors.Is(cause, drivers.ErrDeferred) {
+		// A breaker or limit deferred it: not a failure. A cancel asked
+		// meanwhile ends it now; removing the (absent) archive needs no server.
+		if cancelled, err := h.c.cfg.Store.CancelRequested(ctx, op.ID); err != nil || !cancelled {
+			return errors.Join(cause, err)
+		}
+		return h.abandon(ctx, log, op, b, errCancelled)
 	}
 	if !permanent(cause) && !errors.Is(cause, drivers.ErrInvalidKey) && !finalAttempt(ctx) {
 		log.WarnContext(ctx, "backup attempt failed; will retry", "error", cause)
@@ -324,8 +332,17 @@ func (h *RestoreBackup) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		return nil
 	}
-	if ctx.Err() != nil || errors.Is(err, drivers.ErrDeferred) {
+	if ctx.Err() != nil {
 		return err
+	}
+	if errors.Is(err, drivers.ErrDeferred) {
+		// Not a failure; but a cancel asked meanwhile ends it now (the
+		// restore did not run, so the site is unchanged).
+		if cancelled, cerr := c.cfg.Store.CancelRequested(ctx, op.ID); cerr != nil || !cancelled {
+			return errors.Join(err, cerr)
+		}
+		return h.finish(ctx, log, op, b, models.Outcome{Status: models.OpCancelled, ErrorCode: "cancelled",
+			ErrorMessage: "cancelled at the caller's request"}, errCancelled)
 	}
 	corrupt := errors.Is(err, drivers.ErrCorruptArchive)
 	if !corrupt && !permanent(err) && !finalAttempt(ctx) {

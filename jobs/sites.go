@@ -63,6 +63,15 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	h.d.Notifier.OperationChanged(ctx, op.ID)
 	spec := siteSpec(site, vps)
+	// Until a call may have reached the server, a cancel has nothing to undo
+	// there; the mark goes before the call (a worker killed during it leaves
+	// it set) and is taken back when the call was refused before it ran.
+	touched := op.ServerTouchedAt != nil
+	if !touched {
+		if err := h.d.Store.MarkServerTouched(ctx, op.ID); err != nil {
+			return err
+		}
+	}
 	res, err := h.d.Provisioner.Provision(ctx, spec, func(ctx context.Context, step drivers.Step) error {
 		cancelled, err := h.d.Store.CancelRequested(ctx, op.ID)
 		if err != nil {
@@ -83,6 +92,13 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	})
 	if err != nil {
+		if errors.Is(err, drivers.ErrDeferred) && !touched {
+			if uerr := h.d.Store.UnmarkServerTouched(ctx, op.ID); uerr != nil {
+				return errors.Join(err, uerr)
+			}
+			return h.fail(ctx, log, op, site, nil, err)
+		}
+		op.ServerTouchedAt = new(time.Time) // the call ran: undo needs the server
 		return h.fail(ctx, log, op, site, &spec, err)
 	}
 	if vps.HostKey == "" && res.HostKey != "" {
@@ -122,9 +138,14 @@ func (h *ProvisionSite) fail(ctx context.Context, log *slog.Logger, op *models.O
 	if errors.Is(cause, drivers.ErrDeferred) {
 		// Breaker open or limit reached: nothing ran on the server, and the
 		// worker reschedules the task without counting a retry, even on the
-		// last attempt, so nothing is undone or failed here.
-		log.InfoContext(ctx, "provision deferred", "error", cause)
-		return cause
+		// last attempt, so nothing is undone or failed here. A cancel asked
+		// meanwhile ends it now rather than when the server is back (the
+		// worker logs the deferral itself, once).
+		if cancelled, err := h.d.Store.CancelRequested(ctx, op.ID); err != nil || !cancelled {
+			log.DebugContext(ctx, "provision deferred", "error", cause)
+			return errors.Join(cause, err)
+		}
+		return h.abandon(ctx, log, op, site, spec, errCancelled)
 	}
 	if !permanent(cause) && !finalAttempt(ctx) {
 		log.WarnContext(ctx, "provision attempt failed; will retry", "error", cause)
@@ -148,7 +169,12 @@ func (h *ProvisionSite) abandon(ctx context.Context, log *slog.Logger, op *model
 		h.d.Notifier.OperationChanged(ctx, op.ID)
 		return err
 	}
-	if spec == nil && site.VPSID != nil {
+	if errors.Is(cause, errCancelled) && op.ServerTouchedAt == nil {
+		// Every driver call of this operation was refused before it ran (an
+		// open breaker, a full limit): the server holds nothing of it, so the
+		// cancel needs no server, which may stay unreachable for minutes.
+		spec = nil
+	} else if spec == nil && site.VPSID != nil {
 		vps, err := h.d.Store.GetVPS(ctx, *site.VPSID)
 		if err != nil {
 			return err

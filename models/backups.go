@@ -532,8 +532,8 @@ type PutBackupScheduleParams struct {
 }
 
 // PutBackupSchedule creates or replaces the schedule of the tenant's site. A new
-// schedule is due at once (its first backup is booked at the scheduler's next
-// tick); a changed frequency is due one new period after the change; otherwise
+// schedule is due at once (the ingress books its first backup right after this
+// commits, and the sweep does if that fails); a changed frequency is due one new period after the change; otherwise
 // the due time stays. An unknown site is ErrNotFound.
 func (s *Store) PutBackupSchedule(ctx context.Context, p PutBackupScheduleParams) (*BackupSchedule, bool, error) {
 	now := s.nowUTC()

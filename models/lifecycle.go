@@ -235,3 +235,30 @@ func (s *Store) CancelRequested(ctx context.Context, opID string) (bool, error) 
 	}
 	return at != nil, nil
 }
+
+// MarkServerTouched records, before a driver call of operation opID that may
+// reach its server, that the job may have changed something there (so a
+// cancel or a failure must undo it on the server). A time already recorded is
+// kept.
+func (s *Store) MarkServerTouched(ctx context.Context, opID string) error {
+	_, err := s.db.NewUpdate().Model((*Operation)(nil)).
+		Set("server_touched_at = COALESCE(server_touched_at, ?)", s.nowUTC()).
+		Where("id = ?", opID).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("mark operation %s as touching its server: %w", opID, err)
+	}
+	return nil
+}
+
+// UnmarkServerTouched takes back a MarkServerTouched of operation opID whose
+// driver call was refused before it ran (drivers.ErrDeferred), when no earlier
+// call had been recorded: the server is as it was before the operation.
+func (s *Store) UnmarkServerTouched(ctx context.Context, opID string) error {
+	_, err := s.db.NewUpdate().Model((*Operation)(nil)).
+		Set("server_touched_at = NULL").
+		Where("id = ?", opID).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("unmark operation %s as touching its server: %w", opID, err)
+	}
+	return nil
+}

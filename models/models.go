@@ -190,6 +190,10 @@ type Operation struct {
 	StartedAt         *time.Time `bun:"started_at"`
 	FinishedAt        *time.Time `bun:"finished_at"`
 	CancelRequestedAt *time.Time `bun:"cancel_requested_at"`
+	// ServerTouchedAt is when a driver call of the job may first have reached
+	// its server; nil while every call was refused before it ran (an open
+	// breaker, a full limit), so a cancel has nothing to undo there.
+	ServerTouchedAt *time.Time `bun:"server_touched_at"`
 }
 
 // Terminal reports whether the operation has reached a final status.

@@ -134,12 +134,7 @@ func New(cfg Config) (*Server, error) {
 		DelayedTaskCheckInterval: cfg.RetryCheckInterval,
 		Logger:                   asynqLogger{cfg.Logger.With("component", "asynq")},
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-			retried, _ := asynq.GetRetryCount(ctx)
-			if !IsFailure(err) {
-				tlog.InfoContext(withTaskIDs(ctx, t), "task deferred", "task_type", t.Type(), "retried", retried, "error", err)
-				return
-			}
-			tlog.WarnContext(withTaskIDs(ctx, t), "task failed", "task_type", t.Type(), "retried", retried, "error", err)
+			logTaskError(ctx, tlog, t, err)
 		}),
 	})
 	mux := asynq.NewServeMux()
@@ -207,9 +202,24 @@ func RetryDelay(base, maxDelay, deferDelay time.Duration) asynq.RetryDelayFunc {
 	}
 }
 
+// logTaskError is the worker's ErrorHandler: one line per attempt that did not
+// succeed. A deferred attempt (see IsFailure) is the one info line "task
+// deferred", so a task waiting minutes on an open breaker logs once per
+// DeferDelay, not once per log site; a failure is "task failed" at warn.
+func logTaskError(ctx context.Context, log *slog.Logger, t *asynq.Task, err error) {
+	retried, _ := asynq.GetRetryCount(ctx)
+	if !IsFailure(err) {
+		log.InfoContext(withTaskIDs(ctx, t), "task deferred", "task_type", t.Type(), "retried", retried, "error", err)
+		return
+	}
+	log.WarnContext(withTaskIDs(ctx, t), "task failed", "task_type", t.Type(), "retried", retried, "error", err)
+}
+
 // logTasks puts the task's IDs in its context, so every line logged with it
 // (through a TaskLogHandler) carries task_id, operation_id and tenant_id, and
-// logs the end of each task with its type and duration.
+// logs the end of each task with its type and duration: at info on success,
+// at warn on failure, and at debug for a deferred attempt, which the
+// ErrorHandler (logTaskError) already reports at info.
 func logTasks(log *slog.Logger) asynq.MiddlewareFunc {
 	return func(next asynq.Handler) asynq.Handler {
 		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
@@ -217,7 +227,10 @@ func logTasks(log *slog.Logger) asynq.MiddlewareFunc {
 			ctx = withTaskIDs(ctx, t)
 			err := next.ProcessTask(ctx, t)
 			level := slog.LevelInfo
-			if err != nil {
+			switch {
+			case err != nil && !IsFailure(err):
+				level = slog.LevelDebug
+			case err != nil:
 				level = slog.LevelWarn
 			}
 			log.Log(ctx, level, "task done", "task_type", t.Type(),
