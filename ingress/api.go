@@ -131,16 +131,16 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("ingress: Logger is required"))
 	}
 	if c.PublicURL != "" {
-		if _, err := parsePublicURL(c.PublicURL); err != nil {
+		if _, err := ParsePublicURL(c.PublicURL); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// parsePublicURL checks Config.PublicURL and returns it without a trailing
-// slash.
-func parsePublicURL(raw string) (string, error) {
+// ParsePublicURL checks a public base URL (Config.PublicURL, CHOM_PUBLIC_URL)
+// and returns it without a trailing slash.
+func ParsePublicURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("ingress: PublicURL %q: %w", raw, err)
@@ -248,7 +248,7 @@ func New(cfg Config) (*API, error) {
 	a.opsReadOnly = cfg.OpsUIReadOnly != nil
 	var err error
 	if cfg.PublicURL != "" {
-		if a.publicURL, err = parsePublicURL(cfg.PublicURL); err != nil {
+		if a.publicURL, err = ParsePublicURL(cfg.PublicURL); err != nil {
 			return nil, err
 		}
 	}

@@ -44,14 +44,14 @@ func TestConfigValidatePublicURL(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {
 			t.Parallel()
-			got, err := parsePublicURL(tt.raw)
+			got, err := ParsePublicURL(tt.raw)
 			verr := Config{PublicURL: tt.raw}.Validate() // Store etc. missing too
 			if tt.problem == "" {
 				if err != nil {
-					t.Fatalf("parsePublicURL(%q) = %v", tt.raw, err)
+					t.Fatalf("ParsePublicURL(%q) = %v", tt.raw, err)
 				}
 				if got != tt.want {
-					t.Errorf("parsePublicURL(%q) = %q, want %q", tt.raw, got, tt.want)
+					t.Errorf("ParsePublicURL(%q) = %q, want %q", tt.raw, got, tt.want)
 				}
 				if strings.Contains(verr.Error(), "PublicURL") {
 					t.Errorf("Validate names a valid PublicURL: %v", verr)
@@ -59,7 +59,7 @@ func TestConfigValidatePublicURL(t *testing.T) {
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.problem) {
-				t.Fatalf("parsePublicURL(%q) = %q, %v; want an error containing %q", tt.raw, got, err, tt.problem)
+				t.Fatalf("ParsePublicURL(%q) = %q, %v; want an error containing %q", tt.raw, got, err, tt.problem)
 			}
 			if !strings.Contains(verr.Error(), "PublicURL") || !strings.Contains(verr.Error(), "Store is required") {
 				t.Errorf("Validate = %v; want the PublicURL problem with the others", verr)
@@ -108,7 +108,7 @@ func TestDownloadLinkBase(t *testing.T) {
 			t.Parallel()
 			a := &API{backups: routes, now: func() time.Time { return now }}
 			if tt.publicURL != "" {
-				base, err := parsePublicURL(tt.publicURL)
+				base, err := ParsePublicURL(tt.publicURL)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -154,9 +154,9 @@ func TestBackupRestoreDownloadDelete(t *testing.T) {
 		}
 		// The link is absolute and on this server (this stack sets no public
 		// URL); TestDownloadLinkWorksAsGiven fetches it as is.
-		linkPath, ok := strings.CutPrefix(link.URL, s.srv.URL+"/")
+		linkPath, ok := strings.CutPrefix(link.URL, s.url+"/")
 		if !ok {
-			t.Fatalf("link %q is not on %s", link.URL, s.srv.URL)
+			t.Fatalf("link %q is not on %s", link.URL, s.url)
 		}
 		linkPath = "/" + linkPath
 		r = s.get(t, linkPath)

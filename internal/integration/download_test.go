@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/chomhq/chom/ingress"
+	"github.com/chomhq/chom/internal/testenv"
 	"github.com/chomhq/chom/models"
 )
 
@@ -39,7 +40,7 @@ func TestDownloadLinkWorksAsGiven(t *testing.T) {
 		var link ingress.DownloadLink
 		r.json(t, &link)
 		// Without a configured public URL: the request's own scheme and host.
-		if want := s.srv.URL + "/api/v1/backups/" + bk.ID + "/archive?"; !strings.HasPrefix(link.URL, want) {
+		if want := s.url + "/api/v1/backups/" + bk.ID + "/archive?"; !strings.HasPrefix(link.URL, want) {
 			t.Fatalf("url = %q, want it to start with %q", link.URL, want)
 		}
 
@@ -59,4 +60,24 @@ func TestDownloadLinkWorksAsGiven(t *testing.T) {
 			t.Fatalf("downloaded %d bytes that do not match the recorded archive (%d bytes, sha256 %s)", len(body), bk.SizeBytes, bk.SHA256)
 		}
 	})
+}
+
+// CHOM_PUBLIC_URL, read by the production loader, is the base of the link:
+// behind a proxy the link names the proxy, path prefix included.
+func TestDownloadLinkUsesPublicURL(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, testenv.Postgres(t), stackOpts{env: map[string]string{"CHOM_PUBLIC_URL": "https://api.example.com/chom/"}})
+	op := s.createSite(s.tokenA, "public-url.example", "html")
+	if done := s.waitOp(s.tokenA, op.ID); done.Status != models.OpSucceeded {
+		t.Fatalf("provision %s", done.Status)
+	}
+	bop := accepted(t, s.do("POST", "/api/v1/sites/"+op.TargetID+"/backups", s.tokenA, map[string]any{"type": "files"}))
+	if done := s.waitOp(s.tokenA, bop.ID); done.Status != models.OpSucceeded {
+		t.Fatalf("backup %s: %+v", done.Status, done.Error)
+	}
+	var link ingress.DownloadLink
+	s.do("GET", "/api/v1/backups/"+bop.TargetID+"/download", s.tokenA, nil).json(t, &link)
+	if want := "https://api.example.com/chom/api/v1/backups/" + bop.TargetID + "/archive?"; !strings.HasPrefix(link.URL, want) {
+		t.Fatalf("url = %q, want it to start with %q", link.URL, want)
+	}
 }

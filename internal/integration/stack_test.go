@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -86,6 +87,8 @@ type stackOpts struct {
 	remote *remoteDriver
 	// relay runs the outbox relay to this Kafka.
 	relay *testenv.KafkaTopics
+	// env are CHOM_* settings for the production loader, over the kit's.
+	env map[string]string
 }
 
 // remoteDriver is a driver that reaches a real server, and where that server is.
@@ -108,7 +111,10 @@ func testLogger(testing.TB) *slog.Logger { return stacktest.Logger() }
 
 func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 	t.Helper()
-	env := map[string]string{}
+	env := maps.Clone(o.env)
+	if env == nil {
+		env = map[string]string{}
+	}
 	if o.tokenTTL != 0 {
 		env["CHOM_TOKEN_CACHE_TTL"] = o.tokenTTL.String()
 	}

@@ -72,6 +72,7 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 		// means "default", so map it.
 		OperationCacheTTL: offIsNegative(c.OpCacheTTL),
 		Backups:           backups,
+		PublicURL:         c.PublicURL,
 	}
 	if h.Ingress != nil {
 		h.Ingress(&cfg)

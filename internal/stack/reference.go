@@ -1,10 +1,8 @@
 package stack
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 )
@@ -119,20 +117,4 @@ Kafka-protocol broker). Setting the variable always wins.
 Test-only variables (` + "`CHOM_TEST_*`" + `, ` + "`CI`" + `) are listed in [development.md](development.md).
 `)
 	return b.String()
-}
-
-// checkPublicURL accepts an absolute http or https URL without query or
-// fragment, the base of the links the API returns.
-func checkPublicURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("not a URL: %w", err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("want an absolute http or https URL such as https://api.example.com")
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return errors.New("want no user, query or fragment")
-	}
-	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/events/billing"
+	"github.com/chomhq/chom/ingress"
 	"github.com/chomhq/chom/jobs"
 )
 
@@ -368,8 +369,8 @@ func (c Config) validate() []error {
 		}
 	}
 	if c.PublicURL != "" {
-		if err := checkPublicURL(c.PublicURL); err != nil {
-			errs = append(errs, fmt.Errorf("CHOM_PUBLIC_URL=%q: %w", c.PublicURL, err))
+		if _, err := ingress.ParsePublicURL(c.PublicURL); err != nil {
+			errs = append(errs, fmt.Errorf("CHOM_PUBLIC_URL: %w", err))
 		}
 	}
 	return errs
