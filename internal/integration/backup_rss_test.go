@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chomhq/chom/drivers/local"
 	"github.com/chomhq/chom/ingress"
+	"github.com/chomhq/chom/internal/stack/stacktest"
 	"github.com/chomhq/chom/internal/testenv"
-	"github.com/chomhq/chom/jobs"
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
 )
@@ -66,21 +65,18 @@ func TestBackupOneGiBFlatMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	dsn := testenv.PostgresDSN(t)
-	rdb := testenv.Redis(t)
 	db, err := models.Open(ctx, dsn, models.PoolConfig{MaxOpenConns: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	if _, err := models.MigrateUp(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	store, err := models.New(models.Config{DB: db})
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { _ = db.Close() }) // after the kit's roles have stopped
 	root := filepath.Join(work, "vps")
 	backupDir := filepath.Join(work, "backups")
+	// The production wiring, not running its worker: the site is provisioned
+	// here by its provision handler; the backup runs in the chom worker below.
+	kit := stacktest.Start(t, stacktest.Options{DB: db, NoWorker: true,
+		Env: map[string]string{"CHOM_LOCAL_ROOT": root, "CHOM_BACKUP_DIR": backupDir}})
+	store, rdb := kit.Store, kit.Redis
 	ten, err := store.EnsureTenant(ctx, "big")
 	if err != nil {
 		t.Fatal(err)
@@ -95,14 +91,7 @@ func TestBackupOneGiBFlatMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prov, err := local.New(local.Config{Root: root, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ph, err := jobs.NewProvisionSite(jobs.Deps{Store: store, Provisioner: prov, Notifier: jobs.NopNotifier{}, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ph := kit.Worker.Provision
 	if err := runTask(t, ph, queue.TypeSiteProvision, ingress.OperationView{ID: acc.Operation.ID}, ten.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -126,7 +126,7 @@ func Start(t testing.TB, o Options) *Stack {
 	if err != nil {
 		t.Fatalf("stacktest: %v", err)
 	}
-	s.Config = c
+	s.Config, s.Root, s.BackupDir = c, c.LocalRoot, c.BackupDir
 	log := o.Logger
 	if log == nil {
 		log = Logger()
