@@ -865,7 +865,7 @@ func TestAlertRules(t *testing.T) {
 			}
 		}
 	}
-	// The alerts this package promises (README "Dashboards and alerts").
+	// The alerts this package promises (docs/operations.md, "Dashboards and alerts").
 	want := []string{
 		"ApiLatencyP95High", "ApiLatencyP95Critical", "ApiLatencyP99High", "ApiErrorRatioHigh", "ApiErrorBudgetBurn",
 		"TokenCacheHitRatioLow", "QueueLatencyHigh", "QueueBacklogGrowing", "QueueDeadTasks", "QueueJobFailureRatioHigh",

@@ -58,7 +58,7 @@ type Metrics struct {
 
 // New returns a Metrics with its own registry holding the Go and process
 // collectors and every chom_* family (see the package documentation and the
-// README's Metrics section for what each means). It panics only if the families
+// docs/operations.md, Metrics, for what each means). It panics only if the families
 // below clash, which is a programming error caught by the tests.
 func New() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry(), names: make(map[string]struct{}), httpChildren: make(map[httpKey]httpChild)}

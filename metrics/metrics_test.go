@@ -21,7 +21,7 @@ import (
 	"github.com/chomhq/chom/metrics"
 )
 
-// promised is every family the README and the dashboards rely on.
+// promised is every family docs/operations.md and the dashboards rely on.
 var promised = []string{
 	"chom_http_requests_total", "chom_http_request_duration_seconds", "chom_http_requests_in_flight",
 	"chom_queue_jobs_total", "chom_queue_jobs_duration_seconds", "chom_queue_jobs_failed_total",
