@@ -105,6 +105,18 @@ func (c RelayConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Defaults of RelayConfig and TopicSpec, used when a field is zero; the
+// assembly's settings table takes the CHOM_KAFKA_* and CHOM_RELAY_* defaults
+// from these.
+const (
+	DefaultPartitions          = 6
+	DefaultReplicationFactor   = 3
+	DefaultRelayBatchSize      = 500
+	DefaultRelayPollInterval   = 100 * time.Millisecond
+	DefaultRelayBreakerTimeout = 10 * time.Second
+	DefaultOutboxRetention     = 7 * 24 * time.Hour
+)
+
 func (c *RelayConfig) setDefaults() {
 	switch c.TopicPrefix {
 	case "":
@@ -113,25 +125,25 @@ func (c *RelayConfig) setDefaults() {
 		c.TopicPrefix = ""
 	}
 	if c.Topics.Partitions == 0 {
-		c.Topics.Partitions = 6
+		c.Topics.Partitions = DefaultPartitions
 	}
 	if c.Topics.ReplicationFactor == 0 {
-		c.Topics.ReplicationFactor = 3
+		c.Topics.ReplicationFactor = DefaultReplicationFactor
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
 		}
 	}
-	def(&c.PollInterval, 100*time.Millisecond)
+	def(&c.PollInterval, DefaultRelayPollInterval)
 	def(&c.LeaderPoll, time.Second)
 	def(&c.BatchTimeout, 5*time.Millisecond)
 	def(&c.WriteTimeout, 10*time.Second)
-	def(&c.BreakerTimeout, 10*time.Second)
-	def(&c.Retention, 7*24*time.Hour)
+	def(&c.BreakerTimeout, DefaultRelayBreakerTimeout)
+	def(&c.Retention, DefaultOutboxRetention)
 	def(&c.PruneInterval, 10*time.Minute)
 	if c.BatchSize == 0 {
-		c.BatchSize = 500
+		c.BatchSize = DefaultRelayBatchSize
 	}
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = 3

@@ -204,13 +204,21 @@ func (a *API) baseURL(r *http.Request) string {
 	return scheme + "://" + host
 }
 
+// Defaults of Config, used when a field is zero; the assembly's settings
+// table (internal/stack) takes CHOM_TOKEN_CACHE_TTL's and
+// CHOM_OPERATION_CACHE_TTL's defaults from these.
+const (
+	DefaultTokenCacheTTL     = 30 * time.Second
+	DefaultOperationCacheTTL = 250 * time.Millisecond
+)
+
 // New builds the API and its routes.
 func New(cfg Config) (*API, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.TokenCacheTTL == 0 {
-		cfg.TokenCacheTTL = 30 * time.Second
+		cfg.TokenCacheTTL = DefaultTokenCacheTTL
 	}
 	if cfg.EnqueueTimeout <= 0 {
 		cfg.EnqueueTimeout = 2 * time.Second
@@ -232,7 +240,7 @@ func New(cfg Config) (*API, error) {
 	}
 	a.tokens.stats = cfg.Metrics.Cache("token")
 	if cfg.OperationCacheTTL == 0 {
-		cfg.OperationCacheTTL = 250 * time.Millisecond
+		cfg.OperationCacheTTL = DefaultOperationCacheTTL
 	}
 	if cfg.Watcher != nil && cfg.OperationCacheTTL > 0 {
 		a.ops = newOpCache(cfg.OperationCacheTTL, 100_000, cfg.Now)

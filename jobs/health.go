@@ -210,6 +210,15 @@ func (c HealthCheckConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Defaults of the health configs, used when a field is zero; the assembly's
+// settings table takes CHOM_HEALTH_HYSTERESIS', CHOM_HEALTH_CHECK_TIMEOUT's and
+// CHOM_HEALTH_RETENTION's defaults from these.
+const (
+	DefaultHysteresis      = 3
+	DefaultCheckTimeout    = 10 * time.Second
+	DefaultHealthRetention = 24 * time.Hour
+)
+
 // CheckHealth handles vps:health_check: probe one server, classify the result,
 // record it and apply hysteresis; on a status change the same transaction
 // writes the vps.health_changed.v1 event. It also carries out on-demand checks
@@ -232,10 +241,10 @@ func NewCheckHealth(cfg HealthCheckConfig) (*CheckHealth, error) {
 		cfg.Thresholds = DefaultHealthThresholds()
 	}
 	if cfg.Hysteresis == 0 {
-		cfg.Hysteresis = 3
+		cfg.Hysteresis = DefaultHysteresis
 	}
 	if cfg.CheckTimeout == 0 {
-		cfg.CheckTimeout = 10 * time.Second
+		cfg.CheckTimeout = DefaultCheckTimeout
 	}
 	return &CheckHealth{cfg: cfg, log: cfg.Logger.With("component", "health")}, nil
 }
@@ -524,7 +533,7 @@ func NewSweepHealth(cfg HealthSweepConfig) (*SweepHealth, error) {
 		cfg.Concurrency = 32
 	}
 	if cfg.Retention == 0 {
-		cfg.Retention = 24 * time.Hour
+		cfg.Retention = DefaultHealthRetention
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

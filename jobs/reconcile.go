@@ -39,6 +39,10 @@ type ReconcilerConfig struct {
 	Now func() time.Time
 }
 
+// DefaultReconcileGrace is ReconcilerConfig.Grace when zero
+// (CHOM_RECONCILE_GRACE's default).
+const DefaultReconcileGrace = 30 * time.Second
+
 // Reconciler handles operations:reconcile. The database is the source of truth:
 // every pending or running operation must have a live task in Redis. One whose task
 // is missing (Redis was down at accept time, flushed, or lost data) is enqueued
@@ -66,7 +70,7 @@ func NewReconciler(cfg ReconcilerConfig) (*Reconciler, error) {
 		return nil, err
 	}
 	if cfg.Grace == 0 {
-		cfg.Grace = 30 * time.Second
+		cfg.Grace = DefaultReconcileGrace
 	}
 	if cfg.Batch == 0 {
 		cfg.Batch = 500

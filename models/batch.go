@@ -62,6 +62,14 @@ type siteOutcome struct {
 	err error
 }
 
+// Defaults of SiteAcceptorConfig, used when a field is zero; the assembly's
+// settings table takes CHOM_ACCEPT_MAX_BATCH's and CHOM_ACCEPT_COMMITTERS'
+// defaults from these.
+const (
+	DefaultAcceptBatch = 256
+	DefaultCommitters  = 1
+)
+
 // NewSiteAcceptor validates cfg; call Run to start committing.
 func NewSiteAcceptor(cfg SiteAcceptorConfig) (*SiteAcceptor, error) {
 	var errs []error
@@ -75,10 +83,10 @@ func NewSiteAcceptor(cfg SiteAcceptorConfig) (*SiteAcceptor, error) {
 		return nil, err
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 256
+		cfg.MaxBatch = DefaultAcceptBatch
 	}
 	if cfg.Committers <= 0 {
-		cfg.Committers = 1
+		cfg.Committers = DefaultCommitters
 	}
 	if cfg.CommitTimeout <= 0 {
 		cfg.CommitTimeout = 5 * time.Second

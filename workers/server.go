@@ -17,6 +17,17 @@ import (
 	"github.com/chomhq/chom/queue"
 )
 
+// Defaults of Config, used when a field is zero. The assembly's settings
+// table (internal/stack) takes the CHOM_* defaults from these, so each value
+// is written once.
+const (
+	DefaultConcurrency     = 20
+	DefaultRetryBase       = 2 * time.Second
+	DefaultRetryMax        = 5 * time.Minute
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultDeferDelay      = 2 * time.Second
+)
+
 // Family is a job family: it names the task types it handles and their
 // handlers (jobs.ProvisionSite, jobs.Backups, ...).
 type Family interface {
@@ -98,19 +109,19 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 20
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.RetryBase <= 0 {
-		cfg.RetryBase = 2 * time.Second
+		cfg.RetryBase = DefaultRetryBase
 	}
 	if cfg.RetryMax <= 0 {
-		cfg.RetryMax = 5 * time.Minute
+		cfg.RetryMax = DefaultRetryMax
 	}
 	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 30 * time.Second
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if cfg.DeferDelay <= 0 {
-		cfg.DeferDelay = 2 * time.Second
+		cfg.DeferDelay = DefaultDeferDelay
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 250 * time.Millisecond

@@ -67,6 +67,14 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Defaults of Config, used when a field is zero; the assembly's settings
+// table takes CHOM_HEALTH_BREAKER_FAILURES' and CHOM_HEALTH_BREAKER_OPEN's
+// defaults from these.
+const (
+	DefaultFailures    = 3
+	DefaultOpenTimeout = 5 * time.Minute
+)
+
 // Validate reports every problem with c at once, or nil.
 func (c Config) Validate() error {
 	var errs []error
@@ -84,10 +92,10 @@ func (c Config) Validate() error {
 
 func (c *Config) setDefaults() {
 	if c.Failures == 0 {
-		c.Failures = 3
+		c.Failures = DefaultFailures
 	}
 	if c.OpenTimeout == 0 {
-		c.OpenTimeout = 5 * time.Minute
+		c.OpenTimeout = DefaultOpenTimeout
 	}
 	if c.HalfOpenProbes == 0 {
 		c.HalfOpenProbes = 1

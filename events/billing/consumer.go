@@ -102,10 +102,10 @@ func (c *Config) setDefaults() {
 		c.TopicPrefix = ""
 	}
 	if c.Topics.Partitions == 0 {
-		c.Topics.Partitions = 6
+		c.Topics.Partitions = events.DefaultPartitions
 	}
 	if c.Topics.ReplicationFactor == 0 {
-		c.Topics.ReplicationFactor = 3
+		c.Topics.ReplicationFactor = events.DefaultReplicationFactor
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 500

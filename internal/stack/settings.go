@@ -8,10 +8,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chomhq/chom/drivers/breaker"
 	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/events/billing"
 	"github.com/chomhq/chom/ingress"
 	"github.com/chomhq/chom/jobs"
+	"github.com/chomhq/chom/models"
+	"github.com/chomhq/chom/workers"
+	"github.com/chomhq/chom/workers/limits"
 )
 
 // Role is a set of CHOM processes; a setting names the roles that read it, so
@@ -128,7 +132,9 @@ type Config struct {
 }
 
 // Settings is the table of every CHOM_* variable, in the order the docs list
-// them. It is the only place a default lives.
+// them. It is the only place a CHOM_* default is set: where a component has
+// a zero-value default of its own (workers.DefaultConcurrency, ...), the
+// table takes it from there rather than writing the value again.
 func Settings() []Setting {
 	return []Setting{
 		{Env: "CHOM_DATABASE_URL", Dev: "sqlite://<data-dir>/chom.db", Roles: roleAll &^ RoleScheduler, set: text(func(c *Config) *string { return &c.DatabaseURL }),
@@ -147,43 +153,43 @@ func Settings() []Setting {
 			Doc: "database pool size per process (the relay and the billing consumer use at most 4)"},
 		{Env: "CHOM_AUTO_MIGRATE", Default: "false", Dev: "true", Roles: roleServers, set: boolean(func(c *Config) *bool { return &c.AutoMigrate }),
 			Doc: "apply the schema migrations at start-up (`chom migrate up` does it explicitly)"},
-		{Env: "CHOM_WORKER_CONCURRENCY", Default: "20", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.Concurrency }),
+		{Env: "CHOM_WORKER_CONCURRENCY", Default: itoa(workers.DefaultConcurrency), Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.Concurrency }),
 			Doc: "tasks a worker process runs at once"},
 		{Env: "CHOM_DRIVER", Default: "local", Roles: RoleWorker, set: oneOf(func(c *Config) *string { return &c.Driver }, "local", "ssh"),
 			Doc: "how workers reach servers: `local` writes under `CHOM_LOCAL_ROOT`; `ssh` provisions, backs up and meters real servers over SSH (`CHOM_SSH_KEY_FILE`, `CHOM_SSH_USER`)"},
 		{Env: "CHOM_LOCAL_ROOT", Dev: "<data-dir>/vps", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.LocalRoot }),
 			Doc: "root directory of the local driver, one sub-directory per server; required by `worker` with `CHOM_DRIVER=local`"},
-		{Env: "CHOM_RETRY_BASE", Default: "2s", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.RetryBase }),
+		{Env: "CHOM_RETRY_BASE", Default: durText(workers.DefaultRetryBase), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.RetryBase }),
 			Doc: "first step of the exponential backoff (full jitter) between task attempts"},
-		{Env: "CHOM_RETRY_MAX", Default: "5m", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.RetryMax }),
+		{Env: "CHOM_RETRY_MAX", Default: durText(workers.DefaultRetryMax), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.RetryMax }),
 			Doc: "longest wait between task attempts"},
-		{Env: "CHOM_SHUTDOWN_TIMEOUT", Default: "30s", Roles: roleServers, set: duration(func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+		{Env: "CHOM_SHUTDOWN_TIMEOUT", Default: durText(workers.DefaultShutdownTimeout), Roles: roleServers, set: duration(func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 			Doc: "on SIGTERM, how long running tasks and HTTP requests get to finish; unfinished tasks return to the queue"},
 		{Env: "CHOM_RECONCILE_INTERVAL", Default: "30s", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.ReconcileEvery }),
 			Doc: "how often the scheduler enqueues the operation reconciler"},
-		{Env: "CHOM_RECONCILE_GRACE", Default: "30s", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.ReconcileGrace }),
+		{Env: "CHOM_RECONCILE_GRACE", Default: durText(jobs.DefaultReconcileGrace), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.ReconcileGrace }),
 			Doc: "an unfinished operation younger than this is left to the ingress's own enqueue (`0`: none)"},
 		{Env: "CHOM_METERING_INTERVAL", Default: "1h", Dev: "1m", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.MeteringEvery }),
 			Doc: "the usage period: the scheduler's `metering` tick at period start P meters [P − interval, P); at least `1m`; changing it changes period boundaries (a period already recorded stays as it is). `chom dev` meters every minute so `/usage` fills within two"},
 		{Env: "CHOM_HEALTH_INTERVAL", Default: "60s", Roles: RoleScheduler | RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthInterval }),
 			Doc: "how often the scheduler sweeps the servers' health (one `vps:health_check` per active server); at least `1s`"},
-		{Env: "CHOM_HEALTH_HYSTERESIS", Default: "3", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.HealthHysteresis }),
+		{Env: "CHOM_HEALTH_HYSTERESIS", Default: itoa(jobs.DefaultHysteresis), Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.HealthHysteresis }),
 			Doc: "consecutive agreeing checks before a server's health status changes (a never-checked server takes its first result at once)"},
-		{Env: "CHOM_HEALTH_CHECK_TIMEOUT", Default: "10s", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthCheckTimeout }),
+		{Env: "CHOM_HEALTH_CHECK_TIMEOUT", Default: durText(jobs.DefaultCheckTimeout), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthCheckTimeout }),
 			Doc: "bound of one probe; slower is an unreachable result; shorter than the interval"},
-		{Env: "CHOM_HEALTH_RETENTION", Default: "24h", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthRetention }),
+		{Env: "CHOM_HEALTH_RETENTION", Default: durText(jobs.DefaultHealthRetention), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthRetention }),
 			Doc: "health checks older than this are pruned by each sweep (`0` keeps them: 10,000 servers at 60s write 14.4 M rows a day)"},
-		{Env: "CHOM_HEALTH_LOAD_PER_CPU_DEGRADED", Default: "1.5", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.LoadPerCPUDegraded }),
+		{Env: "CHOM_HEALTH_LOAD_PER_CPU_DEGRADED", Default: ftoa(jobs.DefaultHealthThresholds().LoadPerCPUDegraded), Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.LoadPerCPUDegraded }),
 			Doc: "1-minute load average per CPU at which a check is degraded"},
-		{Env: "CHOM_HEALTH_LOAD_PER_CPU_UNHEALTHY", Default: "4", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.LoadPerCPUUnhealthy }),
+		{Env: "CHOM_HEALTH_LOAD_PER_CPU_UNHEALTHY", Default: ftoa(jobs.DefaultHealthThresholds().LoadPerCPUUnhealthy), Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.LoadPerCPUUnhealthy }),
 			Doc: "… and unhealthy"},
-		{Env: "CHOM_HEALTH_MEM_PERCENT_DEGRADED", Default: "90", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.MemPercentDegraded }),
+		{Env: "CHOM_HEALTH_MEM_PERCENT_DEGRADED", Default: ftoa(jobs.DefaultHealthThresholds().MemPercentDegraded), Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.MemPercentDegraded }),
 			Doc: "memory used, (MemTotal − MemAvailable) / MemTotal in %, at which a check is degraded"},
-		{Env: "CHOM_HEALTH_MEM_PERCENT_UNHEALTHY", Default: "98", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.MemPercentUnhealthy }),
+		{Env: "CHOM_HEALTH_MEM_PERCENT_UNHEALTHY", Default: ftoa(jobs.DefaultHealthThresholds().MemPercentUnhealthy), Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.MemPercentUnhealthy }),
 			Doc: "… and unhealthy"},
-		{Env: "CHOM_HEALTH_DISK_PERCENT_DEGRADED", Default: "85", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.DiskPercentDegraded }),
+		{Env: "CHOM_HEALTH_DISK_PERCENT_DEGRADED", Default: ftoa(jobs.DefaultHealthThresholds().DiskPercentDegraded), Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.DiskPercentDegraded }),
 			Doc: "disk used on the filesystem holding the sites, in %, at which a check is degraded"},
-		{Env: "CHOM_HEALTH_DISK_PERCENT_UNHEALTHY", Default: "95", Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.DiskPercentUnhealthy }),
+		{Env: "CHOM_HEALTH_DISK_PERCENT_UNHEALTHY", Default: ftoa(jobs.DefaultHealthThresholds().DiskPercentUnhealthy), Roles: RoleWorker, set: number(func(c *Config) *float64 { return &c.HealthThresholds.DiskPercentUnhealthy }),
 			Doc: "… and unhealthy"},
 		{Env: "CHOM_HEALTH_PROBE", DefaultNote: "`CHOM_DRIVER`", Roles: RoleWorker, set: oneOf(func(c *Config) *string { return &c.HealthProbe }, "local", "ssh"),
 			Doc: "how health checks reach servers: `local` (the local driver's directories) or `ssh` (each server's `ip_address:ssh_port`)"},
@@ -191,17 +197,17 @@ func Settings() []Setting {
 			Doc: "private key (unencrypted OpenSSH or PEM; read once, never logged) of the SSH driver and probe; required with `ssh`"},
 		{Env: "CHOM_SSH_USER", Default: "root", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.SSHUser }),
 			Doc: "user the SSH driver and probe log in as"},
-		{Env: "CHOM_HEALTH_BREAKER_FAILURES", Default: "3", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.HealthBreakerFailures }),
+		{Env: "CHOM_HEALTH_BREAKER_FAILURES", Default: itoa(breaker.DefaultFailures), Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.HealthBreakerFailures }),
 			Doc: "consecutive unreachable calls that open a server's circuit breaker (shared by the probe and every job's driver call)"},
-		{Env: "CHOM_HEALTH_BREAKER_OPEN", Default: "5m", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthBreakerOpen }),
+		{Env: "CHOM_HEALTH_BREAKER_OPEN", Default: durText(breaker.DefaultOpenTimeout), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthBreakerOpen }),
 			Doc: "how long an open breaker stays open before one call may try again; tasks meeting it wait, they are not failed"},
-		{Env: "CHOM_VPS_MAX_JOBS", Default: "4", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.VPSMaxJobs }),
+		{Env: "CHOM_VPS_MAX_JOBS", Default: itoa(limits.DefaultVPSMax), Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.VPSMaxJobs }),
 			Doc: "most jobs working on one server at once, across every worker process (Redis semaphores); a task over the limit is deferred, not failed"},
-		{Env: "CHOM_TENANT_MAX_JOBS", Default: "8", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.TenantMaxJobs }),
+		{Env: "CHOM_TENANT_MAX_JOBS", Default: itoa(limits.DefaultTenantMax), Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.TenantMaxJobs }),
 			Doc: "most jobs working for one tenant at once, fleet-wide"},
-		{Env: "CHOM_JOB_SLOT_LEASE", Default: "30s", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.JobSlotLease }),
+		{Env: "CHOM_JOB_SLOT_LEASE", Default: durText(limits.DefaultLease), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.JobSlotLease }),
 			Doc: "lease of a held concurrency slot, renewed every third of it; a killed worker's slot frees itself after at most this; at least `1s`"},
-		{Env: "CHOM_JOB_DEFER_DELAY", Default: "2s", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.JobDeferDelay }),
+		{Env: "CHOM_JOB_DEFER_DELAY", Default: durText(workers.DefaultDeferDelay), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.JobDeferDelay }),
 			Doc: "about how long a task deferred by an open breaker or a full limit waits before it runs again (drawn from [½, 1½] of it); costs no retry"},
 		{Env: "CHOM_BACKUP_STORE", Default: "fs", Roles: RoleIngress | RoleWorker, set: oneOf(func(c *Config) *string { return &c.BackupStore }, "fs", "s3"),
 			Doc: "where backup archives live: `fs`, a directory (`CHOM_BACKUP_DIR`), or `s3`, an S3-compatible bucket (`CHOM_S3_*`)"},
@@ -233,9 +239,9 @@ func Settings() []Setting {
 			Doc: "how often the scheduler books due scheduled backups (`backup:schedules`); a scheduled backup starts within this of its due time; at least `1m`"},
 		{Env: "CHOM_LOCAL_HEALTH_URL", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.LocalHealthURL }),
 			Doc: "URL the local driver's health check GETs for every server (`{id}` becomes the server's ID); unset, HTTP is skipped and not held against the server"},
-		{Env: "CHOM_TOKEN_CACHE_TTL", Default: "30s", Roles: RoleIngress, set: signedDuration(func(c *Config) *time.Duration { return &c.TokenCacheTTL }),
+		{Env: "CHOM_TOKEN_CACHE_TTL", Default: durText(ingress.DefaultTokenCacheTTL), Roles: RoleIngress, set: signedDuration(func(c *Config) *time.Duration { return &c.TokenCacheTTL }),
 			Doc: "how long the ingress reuses a successful token lookup (a revoked token works for at most this long; negative disables)"},
-		{Env: "CHOM_OPERATION_CACHE_TTL", Default: "250ms", Roles: RoleIngress, set: duration(func(c *Config) *time.Duration { return &c.OpCacheTTL }),
+		{Env: "CHOM_OPERATION_CACHE_TTL", Default: durText(ingress.DefaultOperationCacheTTL), Roles: RoleIngress, set: duration(func(c *Config) *time.Duration { return &c.OpCacheTTL }),
 			Doc: "how long the ingress reuses an unfinished operation read by a poller when no worker announced a change (finished ones are cached 10 min; `0` disables)"},
 		{Env: "CHOM_RATE_LIMIT", Default: "100", Roles: RoleIngress, set: number(func(c *Config) *float64 { return &c.RateLimit }),
 			Doc: "requests per second allowed to one API token in one ingress process, then 429 with `Retry-After`; `0` disables"},
@@ -248,9 +254,9 @@ func Settings() []Setting {
 		{Env: "CHOM_METRICS_LISTEN", DefaultNote: "`worker` `127.0.0.1:9464`, `scheduler` `:9465`, `relay` `:9466`, `billing-consumer` `:9467` (loopback)",
 			Roles: RoleWorker | RoleScheduler | RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.MetricsListen }),
 			Doc: "where those processes serve Prometheus `/metrics` (no auth); `off` disables it. `ingress` and `dev` serve `/metrics` on their API listener"},
-		{Env: "CHOM_ACCEPT_MAX_BATCH", Default: "256", Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.AcceptBatch }),
+		{Env: "CHOM_ACCEPT_MAX_BATCH", Default: itoa(models.DefaultAcceptBatch), Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.AcceptBatch }),
 			Doc: "most `POST /sites` requests group-committed in one transaction"},
-		{Env: "CHOM_ACCEPT_COMMITTERS", Default: "1", Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.AcceptCommitters }),
+		{Env: "CHOM_ACCEPT_COMMITTERS", Default: itoa(models.DefaultCommitters), Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.AcceptCommitters }),
 			Doc: "batch transactions in flight at once (more made batches smaller and PostgreSQL busier on 2 cores)"},
 		{Env: "CHOM_REDIS_POOL_SIZE", Default: "128", Roles: RoleIngress | RoleWorker, set: positive(func(c *Config) *int { return &c.RedisPoolSize }),
 			Doc: "Redis connections per process (a committed batch is enqueued at once)"},
@@ -258,17 +264,17 @@ func Settings() []Setting {
 			Doc: "comma-separated bootstrap brokers (`host:9092,…`); required by `relay` and `billing-consumer` (`chom dev`: an in-process broker on `--kafka-listen`)"},
 		{Env: "CHOM_KAFKA_TOPIC_PREFIX", Default: events.DefaultTopicPrefix, Roles: RoleRelay | RoleBilling, set: topicPrefix,
 			Doc: "topics are `<prefix>.<topic>` (`chom.sites.v1`); `-` for no prefix"},
-		{Env: "CHOM_KAFKA_PARTITIONS", Default: "6", Roles: RoleRelay | RoleBilling, set: positive(func(c *Config) *int { return &c.KafkaPartitions }),
+		{Env: "CHOM_KAFKA_PARTITIONS", Default: itoa(events.DefaultPartitions), Roles: RoleRelay | RoleBilling, set: positive(func(c *Config) *int { return &c.KafkaPartitions }),
 			Doc: "partitions of a topic the relay or the consumer creates; never change it on an existing topic (a tenant's key would move)"},
-		{Env: "CHOM_KAFKA_REPLICATION", Default: "3", Dev: "1", Roles: RoleRelay | RoleBilling, set: positive(func(c *Config) *int { return &c.KafkaReplication }),
+		{Env: "CHOM_KAFKA_REPLICATION", Default: itoa(events.DefaultReplicationFactor), Dev: "1", Roles: RoleRelay | RoleBilling, set: positive(func(c *Config) *int { return &c.KafkaReplication }),
 			Doc: "replication factor of a topic they create"},
-		{Env: "CHOM_RELAY_BATCH_SIZE", Default: "500", Roles: RoleRelay, set: positive(func(c *Config) *int { return &c.RelayBatch }),
+		{Env: "CHOM_RELAY_BATCH_SIZE", Default: itoa(events.DefaultRelayBatchSize), Roles: RoleRelay, set: positive(func(c *Config) *int { return &c.RelayBatch }),
 			Doc: "outbox rows read and published at once"},
-		{Env: "CHOM_RELAY_POLL_INTERVAL", Default: "100ms", Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.RelayPollInterval }),
+		{Env: "CHOM_RELAY_POLL_INTERVAL", Default: durText(events.DefaultRelayPollInterval), Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.RelayPollInterval }),
 			Doc: "how long the relay waits before looking again at a drained outbox (the most an event waits in the database)"},
-		{Env: "CHOM_RELAY_BREAKER_TIMEOUT", Default: "10s", Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.RelayBreakerTimeout }),
+		{Env: "CHOM_RELAY_BREAKER_TIMEOUT", Default: durText(events.DefaultRelayBreakerTimeout), Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.RelayBreakerTimeout }),
 			Doc: "Kafka unreachable: after 3 failed publishes the circuit opens and the relay probes again every this long"},
-		{Env: "CHOM_OUTBOX_RETENTION", Default: "168h", Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.OutboxRetention }),
+		{Env: "CHOM_OUTBOX_RETENTION", Default: durText(events.DefaultOutboxRetention), Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.OutboxRetention }),
 			Doc: "published outbox rows older than this are pruned"},
 		{Env: "CHOM_BILLING_GROUP", Default: billing.DefaultGroupID, Roles: RoleBilling, set: text(func(c *Config) *string { return &c.BillingGroup }),
 			Doc: "consumer group of `billing-consumer`, and its name in `processed_events`"},
@@ -494,6 +500,23 @@ func topicPrefix(c *Config, v string) error {
 		return nil
 	}
 	return events.ValidTopicPrefix(v)
+}
+
+// itoa, ftoa and durText write a component's default as an operator would
+// set it (durText: 5m, not 5m0s).
+func itoa(n int) string     { return strconv.Itoa(n) }
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+func durText(d time.Duration) string {
+	s := d.String()
+	s, _ = strings.CutSuffix(s, "m0s")
+	if strings.HasSuffix(d.String(), "m0s") {
+		s += "m"
+	}
+	s, _ = strings.CutSuffix(s, "h0m")
+	if strings.HasSuffix(d.String(), "h0m0s") {
+		s += "h"
+	}
+	return s
 }
 
 // list splits a comma-separated value, dropping blanks.

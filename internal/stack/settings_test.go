@@ -125,3 +125,18 @@ func TestWriteEnvHelp(t *testing.T) {
 		t.Errorf("dev help does not show the dev metering default:\n%s", b.String())
 	}
 }
+
+func TestDurText(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]string{
+		2 * time.Second: "2s", 5 * time.Minute: "5m", 250 * time.Millisecond: "250ms", 7 * 24 * time.Hour: "168h",
+		24 * time.Hour: "24h", 90 * time.Minute: "1h30m", 100 * time.Millisecond: "100ms", 30 * time.Second: "30s",
+	} {
+		if got := durText(d); got != want {
+			t.Errorf("durText(%s) = %q, want %q", d, got, want)
+		}
+		if back, err := time.ParseDuration(want); err != nil || back != d {
+			t.Errorf("%q does not parse back to %s", want, d)
+		}
+	}
+}

@@ -60,15 +60,24 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Defaults of Config, used when a field is zero; the assembly's settings
+// table takes CHOM_VPS_MAX_JOBS', CHOM_TENANT_MAX_JOBS' and
+// CHOM_JOB_SLOT_LEASE's defaults from these.
+const (
+	DefaultVPSMax    = 4
+	DefaultTenantMax = 8
+	DefaultLease     = 30 * time.Second
+)
+
 func (c *Config) setDefaults() {
 	if c.VPSMax == 0 {
-		c.VPSMax = 4
+		c.VPSMax = DefaultVPSMax
 	}
 	if c.TenantMax == 0 {
-		c.TenantMax = 8
+		c.TenantMax = DefaultTenantMax
 	}
 	if c.Lease == 0 {
-		c.Lease = 30 * time.Second
+		c.Lease = DefaultLease
 	}
 	if c.Prefix == "" {
 		c.Prefix = "chom:limits"
