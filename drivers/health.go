@@ -3,6 +3,7 @@ package drivers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -14,6 +15,12 @@ var ErrUnreachable = errors.New("drivers: server unreachable")
 // ErrHostKeyMismatch is wrapped when a server presents a host key other than
 // the pinned one. It is a security failure: never retried, never trusted.
 var ErrHostKeyMismatch = errors.New("drivers: host key mismatch")
+
+// ErrHostKeyUnpinned is wrapped when a server has no pinned host key and the
+// host-key policy is strict: the server is refused before any connection.
+// It wraps ErrHostKeyMismatch, so it is handled as one (never retried, never
+// trusted, an unhealthy health check).
+var ErrHostKeyUnpinned = fmt.Errorf("%w: no host key pinned", ErrHostKeyMismatch)
 
 // HealthTarget is what a probe needs to find a server.
 type HealthTarget struct {

@@ -80,6 +80,8 @@ type HealthVerdict struct {
 // at zero (no CPUs, no memory or disk total) are not judged.
 func Classify(r drivers.HealthReport, probeErr error, t HealthThresholds) HealthVerdict {
 	switch {
+	case errors.Is(probeErr, drivers.ErrHostKeyUnpinned):
+		return HealthVerdict{Result: models.HealthUnhealthy, Reason: "host key not pinned", HostKeyMismatch: true}
 	case errors.Is(probeErr, drivers.ErrHostKeyMismatch):
 		return HealthVerdict{Result: models.HealthUnhealthy, Reason: "host key mismatch", HostKeyMismatch: true}
 	case errors.Is(probeErr, drivers.ErrUnreachable), errors.Is(probeErr, context.DeadlineExceeded):

@@ -1,7 +1,6 @@
 package ssh
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,13 +15,17 @@ import (
 	"github.com/chomhq/chom/drivers"
 )
 
-// connect dials addr, checks the host key against pin (nil: trust on first
-// use) and authenticates as cfg.User with signer, within cfg.DialTimeout and
-// ctx. The probe and the provisioner share it, so both apply one host-key
-// policy: a key other than the pin is an error wrapping
-// drivers.ErrHostKeyMismatch and the connection is dropped before
-// authentication; any other failure wraps drivers.ErrUnreachable.
-func connect(ctx context.Context, cfg Config, signer gossh.Signer, addr string, pin gossh.PublicKey, log *slog.Logger) (*conn, error) {
+// connect dials addr, checks the host key against pin and authenticates as
+// cfg.User with signer, within cfg.DialTimeout and ctx. The probe and the
+// provisioner share it, so both apply one host-key policy: a key other than
+// the pin is an error wrapping drivers.ErrHostKeyMismatch and the connection
+// is dropped before authentication; with no pin, the server is refused
+// before any dial (drivers.ErrHostKeyUnpinned) unless cfg.TrustOnFirstUse;
+// any other failure wraps drivers.ErrUnreachable.
+func connect(ctx context.Context, cfg Config, signer gossh.Signer, addr string, pin hostPin, log *slog.Logger) (*conn, error) {
+	if pin.none() && !cfg.TrustOnFirstUse {
+		return nil, fmt.Errorf("%w: %s (pin its key, or set trust on first use)", drivers.ErrHostKeyUnpinned, addr)
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	nc, err := cfg.Dial(ctx, "tcp", addr)
@@ -42,15 +45,15 @@ func connect(ctx context.Context, cfg Config, signer gossh.Signer, addr string, 
 		HostKeyCallback: func(_ string, _ net.Addr, k gossh.PublicKey) error {
 			c.hostKey = k.Marshal()
 			c.hostTxt = strings.TrimSpace(string(gossh.MarshalAuthorizedKey(k)))
-			if pin != nil && !bytes.Equal(c.hostKey, pin.Marshal()) {
+			if !pin.none() && !pin.matches(c.hostKey) {
 				log.Error("ssh host key mismatch: refusing the server",
-					"pinned_fingerprint", gossh.FingerprintSHA256(pin), "seen_fingerprint", gossh.FingerprintSHA256(k))
+					"pinned_fingerprint", pin.fp, "seen_fingerprint", gossh.FingerprintSHA256(k))
 				return fmt.Errorf("%w: %s presented %s, pinned %s", drivers.ErrHostKeyMismatch,
-					addr, gossh.FingerprintSHA256(k), gossh.FingerprintSHA256(pin))
+					addr, gossh.FingerprintSHA256(k), pin.fp)
 			}
 			return nil
 		},
-		HostKeyAlgorithms: hostKeyAlgorithms(pin),
+		HostKeyAlgorithms: pin.algorithms(),
 		Timeout:           cfg.DialTimeout,
 	}
 	sc, chans, reqs, err := gossh.NewClientConn(nc, addr, ccfg)
@@ -76,23 +79,15 @@ func connect(ctx context.Context, cfg Config, signer gossh.Signer, addr string, 
 }
 
 // endpoint is where and how to reach one server: the pool key, the address
-// and the pinned host key (nil under trust on first use).
+// and the pinned host key (none under trust on first use).
 type endpoint struct {
 	key  string
 	addr string
-	pin  gossh.PublicKey
-}
-
-// pinWire is the wire form of the pin, as the pool compares it; nil for none.
-func (e endpoint) pinWire() []byte {
-	if e.pin == nil {
-		return nil
-	}
-	return e.pin.Marshal()
+	pin  hostPin
 }
 
 // serverEndpoint checks srv's address, port and pinned key and returns its
-// endpoint. hostKey is the pin in authorized_keys form, "" for none.
+// endpoint. hostKey is the pin (see parsePin), "" for none.
 func serverEndpoint(srv drivers.Server, hostKey string) (endpoint, error) {
 	if net.ParseIP(srv.IPAddress) == nil {
 		return endpoint{}, fmt.Errorf("IP address %q is not an IP", truncate(srv.IPAddress))
@@ -104,13 +99,9 @@ func serverEndpoint(srv drivers.Server, hostKey string) (endpoint, error) {
 	if port < 0 || port > 65535 {
 		return endpoint{}, fmt.Errorf("SSH port %d out of range", port)
 	}
-	var pin gossh.PublicKey
-	if s := strings.TrimSpace(hostKey); s != "" {
-		k, _, _, _, err := gossh.ParseAuthorizedKey([]byte(s))
-		if err != nil {
-			return endpoint{}, fmt.Errorf("pinned host key is not in authorized_keys form: %w", err)
-		}
-		pin = k
+	pin, err := parsePin(hostKey)
+	if err != nil {
+		return endpoint{}, err
 	}
 	addr := net.JoinHostPort(srv.IPAddress, strconv.Itoa(port))
 	key := srv.ID

@@ -68,9 +68,9 @@ func (p *pool) reapLoop() {
 }
 
 // get returns a connection to the server key at addr, reusing the pooled one
-// when it was dialled at the same address and presented the pinned key (pin is
-// the wire form; nil means any). reused says whether it was pooled.
-func (p *pool) get(ctx context.Context, key, addr string, pin []byte, dial dialFunc) (c *conn, reused bool, err error) {
+// when it was dialled at the same address and presented the pinned key (none
+// pinned: any). reused says whether it was pooled.
+func (p *pool) get(ctx context.Context, key, addr string, pin hostPin, dial dialFunc) (c *conn, reused bool, err error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -78,7 +78,7 @@ func (p *pool) get(ctx context.Context, key, addr string, pin []byte, dial dialF
 			return nil, false, errClosed
 		}
 		if c := p.conns[key]; c != nil {
-			if c.addr == addr && (pin == nil || string(pin) == string(c.hostKey)) {
+			if c.addr == addr && (pin.none() || pin.matches(c.hostKey)) {
 				c.inUse++
 				c.lastUsed = time.Now()
 				p.mu.Unlock()

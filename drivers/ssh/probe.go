@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -65,6 +64,14 @@ type Config struct {
 	// Deprovision); Archive and Restore stream for as long as ctx allows.
 	// Only NewProvisioner uses it. Default 2m.
 	StepTimeout time.Duration
+
+	// TrustOnFirstUse lets the driver and the probe dial a server that has
+	// no pinned host key (drivers.Server.HostKey empty) and report the key it
+	// presented, for the caller to pin. False (strict, the default) refuses
+	// such a server before dialling, with an error wrapping
+	// drivers.ErrHostKeyUnpinned: an unpinned first connection could be a
+	// man in the middle, and it is the one CHOM would then trust.
+	TrustOnFirstUse bool
 
 	// Dial opens TCP connections (SSH and HTTP). Default a net.Dialer; tests
 	// wrap it to count or refuse dials.
@@ -223,29 +230,11 @@ func (p *Probe) PooledConns() int { return p.pool.size() }
 func (p *Probe) Probe(ctx context.Context, target drivers.HealthTarget) (drivers.HealthReport, error) {
 	var report drivers.HealthReport
 	srv := target.Server
-	if net.ParseIP(srv.IPAddress) == nil {
-		return report, fmt.Errorf("ssh: probe %s: IP address %q is not an IP", srv.ID, truncate(srv.IPAddress))
+	ep, err := serverEndpoint(srv, target.HostKey)
+	if err != nil {
+		return report, fmt.Errorf("ssh: probe %s: %w", srv.ID, err)
 	}
-	port := srv.SSHPort
-	if port == 0 {
-		port = 22
-	}
-	if port < 0 || port > 65535 {
-		return report, fmt.Errorf("ssh: probe %s: SSH port %d out of range", srv.ID, port)
-	}
-	var pin gossh.PublicKey
-	if s := strings.TrimSpace(target.HostKey); s != "" {
-		k, _, _, _, err := gossh.ParseAuthorizedKey([]byte(s))
-		if err != nil {
-			return report, fmt.Errorf("ssh: probe %s: pinned host key is not in authorized_keys form: %w", srv.ID, err)
-		}
-		pin = k
-	}
-	addr := net.JoinHostPort(srv.IPAddress, strconv.Itoa(port))
-	key := srv.ID
-	if key == "" {
-		key = addr
-	}
+	key, addr, pin := ep.key, ep.addr, ep.pin
 	log := p.log.With("vps_id", srv.ID, "addr", addr)
 
 	httpCtx, cancelHTTP := context.WithCancel(ctx)
@@ -273,14 +262,10 @@ func (p *Probe) Probe(ctx context.Context, target drivers.HealthTarget) (drivers
 
 // runCommand runs ProbeCommand on a pooled (or new) connection, redialling
 // once when a pooled connection turns out to be broken.
-func (p *Probe) runCommand(ctx context.Context, key, addr string, pin gossh.PublicKey, log *slog.Logger, report *drivers.HealthReport) (string, error) {
-	var pinWire []byte
-	if pin != nil {
-		pinWire = pin.Marshal()
-	}
+func (p *Probe) runCommand(ctx context.Context, key, addr string, pin hostPin, log *slog.Logger, report *drivers.HealthReport) (string, error) {
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
-		c, reused, err := p.pool.get(ctx, key, addr, pinWire, func(ctx context.Context) (*conn, error) {
+		c, reused, err := p.pool.get(ctx, key, addr, pin, func(ctx context.Context) (*conn, error) {
 			return p.dial(ctx, addr, pin, log)
 		})
 		report.ConnectLatency = time.Since(start)
@@ -309,21 +294,8 @@ func (p *Probe) runCommand(ctx context.Context, key, addr string, pin gossh.Publ
 }
 
 // dial connects and authenticates, within DialTimeout and ctx.
-func (p *Probe) dial(ctx context.Context, addr string, pin gossh.PublicKey, log *slog.Logger) (*conn, error) {
+func (p *Probe) dial(ctx context.Context, addr string, pin hostPin, log *slog.Logger) (*conn, error) {
 	return connect(ctx, p.cfg, p.signer, addr, pin, log)
-}
-
-// hostKeyAlgorithms asks the server for the type of the pinned key, so a
-// server holding several host keys presents the pinned one. Nil (any) under
-// trust on first use.
-func hostKeyAlgorithms(pin gossh.PublicKey) []string {
-	if pin == nil {
-		return nil
-	}
-	if pin.Type() == gossh.KeyAlgoRSA {
-		return []string{gossh.KeyAlgoRSASHA512, gossh.KeyAlgoRSASHA256, gossh.KeyAlgoRSA}
-	}
-	return []string{pin.Type()}
 }
 
 // session runs ProbeCommand on client within CommandTimeout and ctx: the

@@ -20,6 +20,8 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	gossh "golang.org/x/crypto/ssh"
+
 	"github.com/chomhq/chom/drivers"
 	"github.com/chomhq/chom/drivers/breaker"
 	"github.com/chomhq/chom/drivers/ssh"
@@ -160,13 +162,44 @@ func TestProbeMeasuresRealServer(t *testing.T) {
 	}
 }
 
-func TestProbeHostKeys(t *testing.T) {
+// The strict host-key policy (the default): a server with no pinned key is
+// refused before any connection is opened, so a man in the middle of the
+// first connection is never trusted; a pin may be the key or its SHA-256
+// fingerprint, and a wrong fingerprint is refused like a wrong key.
+func TestProbeStrictHostKeyPolicy(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	other, _ := genKey(t)
 	ctx := t.Context()
+	_, err := b.probe.Probe(ctx, b.target(""))
+	if !errors.Is(err, drivers.ErrHostKeyUnpinned) || !errors.Is(err, drivers.ErrHostKeyMismatch) || errors.Is(err, drivers.ErrUnreachable) {
+		t.Fatalf("unpinned server: err = %v, want ErrHostKeyUnpinned (a mismatch, not unreachable)", err)
+	}
+	if n := b.dials.n.Load(); n != 0 {
+		t.Fatalf("%d dials to an unpinned server under the strict policy, want none", n)
+	}
+	r, err := b.probe.Probe(ctx, b.target(fingerprint(t, b.sshd.HostKey)))
+	if err != nil || r.HostKey != b.sshd.HostKey {
+		t.Fatalf("fingerprint pin: HostKey %q, err %v; want the full key %q", r.HostKey, err, b.sshd.HostKey)
+	}
+	if _, err := b.probe.Probe(ctx, b.target(authorized(other.PublicKey()))); !errors.Is(err, drivers.ErrHostKeyMismatch) {
+		t.Fatalf("wrong key: %v, want ErrHostKeyMismatch", err)
+	}
+	if _, err := b.probe.Probe(ctx, b.target(gossh.FingerprintSHA256(other.PublicKey()))); !errors.Is(err, drivers.ErrHostKeyMismatch) {
+		t.Fatalf("wrong fingerprint: %v, want ErrHostKeyMismatch", err)
+	}
+	if _, err := b.probe.Probe(ctx, b.target("SHA256:short")); err == nil || errors.Is(err, drivers.ErrUnreachable) {
+		t.Fatalf("malformed fingerprint: %v, want a plain error", err)
+	}
+}
 
-	// Trust on first use: no pin, the key seen is returned.
+func TestProbeHostKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *ssh.Config) { c.TrustOnFirstUse = true })
+	other, _ := genKey(t)
+	ctx := t.Context()
+
+	// Trust on first use (opt-in): no pin, the key seen is returned.
 	r, err := b.probe.Probe(ctx, b.target(""))
 	if err != nil || r.HostKey != b.sshd.HostKey {
 		t.Fatalf("TOFU: HostKey %q, err %v; want %q", r.HostKey, err, b.sshd.HostKey)
@@ -254,7 +287,7 @@ func TestProbeReusesAndRedials(t *testing.T) {
 func TestProbeIdleTimeoutClosesConnection(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *ssh.Config) { c.IdleTimeout = 100 * time.Millisecond })
-	if _, err := b.probe.Probe(t.Context(), b.target("")); err != nil {
+	if _, err := b.probe.Probe(t.Context(), b.target(b.sshd.HostKey)); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(3 * time.Second)
@@ -269,7 +302,8 @@ func TestProbeIdleTimeoutClosesConnection(t *testing.T) {
 func TestProbeUnreachable(t *testing.T) {
 	t.Parallel()
 	const dialTimeout = 400 * time.Millisecond
-	b := setup(t, func(c *ssh.Config) { c.DialTimeout = dialTimeout })
+	// Trust on first use, so the probe dials servers that have no key to pin.
+	b := setup(t, func(c *ssh.Config) { c.DialTimeout, c.TrustOnFirstUse = dialTimeout, true })
 	ctx := t.Context()
 
 	// An unused port: refused at once.

@@ -49,7 +49,7 @@ func (r *remote) run(ctx context.Context, ep endpoint, script string, args []str
 	}
 	log := r.log.With("vps_id", ep.key, "addr", ep.addr)
 	for attempt := 0; ; attempt++ {
-		c, reused, err := r.pool.get(ctx, ep.key, ep.addr, ep.pinWire(), func(ctx context.Context) (*conn, error) {
+		c, reused, err := r.pool.get(ctx, ep.key, ep.addr, ep.pin, func(ctx context.Context) (*conn, error) {
 			return connect(ctx, r.cfg, r.signer, ep.addr, ep.pin, log)
 		})
 		if err != nil {

@@ -148,3 +148,14 @@ func banner(addr string) bool {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return err == nil && strings.HasPrefix(line, "SSH-")
 }
+
+// fingerprint is the SHA-256 fingerprint ("SHA256:…") of a key in
+// authorized_keys form, as `ssh-keygen -lf` prints it.
+func fingerprint(t testing.TB, key string) string {
+	t.Helper()
+	k, _, _, _, err := gossh.ParseAuthorizedKey([]byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gossh.FingerprintSHA256(k)
+}

@@ -134,7 +134,7 @@ func TestUsageUnreachable(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
 	signer, _ := genKey(t)
-	p, err := ssh.NewProvisioner(ssh.Config{Signer: signer, DialTimeout: 2 * time.Second,
+	p, err := ssh.NewProvisioner(ssh.Config{Signer: signer, DialTimeout: 2 * time.Second, TrustOnFirstUse: true,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
