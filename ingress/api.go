@@ -330,6 +330,7 @@ func (a *API) routes(opsUI, opsUIReadOnly http.Handler) *gin.Engine {
 	admin.GET("/vps", a.listVPS)
 	admin.GET("/vps/:id", a.getVPS)
 	admin.POST("/vps/:id/health-check", a.checkVPSHealth)
+	admin.PUT("/vps/:id/host-key", a.pinVPSHostKey)
 
 	if opsUI != nil {
 		ops := r.Group(queue.OpsUIPath, a.opsAuth)

@@ -27,7 +27,7 @@ func (a *API) registerVPS(c *gin.Context) {
 	}
 	p := models.RegisterVPSParams{
 		Hostname: req.Hostname, IPAddress: req.IPAddress, SSHPort: *req.SSHPort, Provider: req.Provider,
-		Region: req.Region, Allocation: req.Allocation, SiteCapacity: *req.SiteCapacity,
+		Region: req.Region, Allocation: req.Allocation, SiteCapacity: *req.SiteCapacity, HostKey: req.HostKey,
 	}
 	if req.TenantID != "" {
 		p.TenantID = &req.TenantID
@@ -45,11 +45,42 @@ func (a *API) registerVPS(c *gin.Context) {
 		return
 	}
 	c.Header("Location", "/api/v1/vps/"+v.ID)
+	if !replayed && v.HostKeySHA256 != "" {
+		a.log.InfoContext(c.Request.Context(), "ssh host key pinned", "vps_id", v.ID, "fingerprint", v.HostKeySHA256, "source", "registration")
+	}
 	if replayed {
 		c.JSON(200, v) // the server the same request registered before
 		return
 	}
 	c.JSON(201, v)
+}
+
+// pinVPSHostKey serves PUT /vps/{id}/host-key (admin): it replaces the
+// server's pinned SSH host key after a planned key change (a reinstall, a
+// rotated key) and answers 200 with the server. Workers dial with the new pin
+// from their next connection; a pooled connection made under the old pin is
+// never reused for it.
+func (a *API) pinVPSHostKey(c *gin.Context) {
+	id, ok := a.pathID(c, models.PrefixVPS)
+	if !ok {
+		return
+	}
+	var raw input.PinHostKeyRequest
+	decodeErr := input.DecodeJSON(c.Request, &raw)
+	req, err := raw.Normalize()
+	if err := input.Join(decodeErr, err); err != nil {
+		a.fail(c, err)
+		return
+	}
+	ctx, cancel := mutationContext(c)
+	defer cancel()
+	v, err := a.store.RepinHostKey(ctx, id, req.HostKey)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	a.log.InfoContext(c.Request.Context(), "ssh host key pinned", "vps_id", v.ID, "fingerprint", v.HostKeySHA256, "source", "admin")
+	c.JSON(200, v)
 }
 
 func (a *API) getVPS(c *gin.Context) {

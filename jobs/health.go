@@ -377,7 +377,7 @@ func (h *CheckHealth) Check(ctx context.Context, vpsID, key, source string, peri
 		log.Log(ctx, level, "vps health changed", "from", from, "to", to, "reason", check.Reason, "check_key", key)
 	}
 	if rec.Before.HostKey == "" && check.Reachable && report.HostKey != "" {
-		log.Info("vps host key pinned on first use")
+		log.Info("ssh host key pinned", "source", "first use", "fingerprint", models.HostKeySHA256(report.HostKey))
 	}
 	return rec, nil
 }

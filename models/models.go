@@ -64,21 +64,24 @@ const (
 type VPSServer struct {
 	bun.BaseModel `bun:"table:vps_servers"`
 
-	ID           string    `bun:"id,pk" json:"id"`
-	Hostname     string    `bun:"hostname" json:"hostname"`
-	IPAddress    string    `bun:"ip_address" json:"ip_address"`
-	SSHPort      int       `bun:"ssh_port" json:"ssh_port"`
-	Provider     string    `bun:"provider" json:"provider"`
-	Region       string    `bun:"region" json:"region"`
-	Allocation   string    `bun:"allocation" json:"allocation"`
-	TenantID     *string   `bun:"tenant_id" json:"tenant_id,omitempty"`
-	SiteCapacity int       `bun:"site_capacity" json:"site_capacity"`
-	SiteCount    int       `bun:"site_count" json:"site_count"`
-	Status       string    `bun:"status" json:"status"`
-	HealthStatus string    `bun:"health_status" json:"health_status"`
-	HostKey      string    `bun:"host_key" json:"-"`
-	CreatedAt    time.Time `bun:"created_at" json:"created_at"`
-	UpdatedAt    time.Time `bun:"updated_at" json:"updated_at"`
+	ID           string  `bun:"id,pk" json:"id"`
+	Hostname     string  `bun:"hostname" json:"hostname"`
+	IPAddress    string  `bun:"ip_address" json:"ip_address"`
+	SSHPort      int     `bun:"ssh_port" json:"ssh_port"`
+	Provider     string  `bun:"provider" json:"provider"`
+	Region       string  `bun:"region" json:"region"`
+	Allocation   string  `bun:"allocation" json:"allocation"`
+	TenantID     *string `bun:"tenant_id" json:"tenant_id,omitempty"`
+	SiteCapacity int     `bun:"site_capacity" json:"site_capacity"`
+	SiteCount    int     `bun:"site_count" json:"site_count"`
+	Status       string  `bun:"status" json:"status"`
+	HealthStatus string  `bun:"health_status" json:"health_status"`
+	HostKey      string  `bun:"host_key" json:"-"`
+	// HostKeySHA256 is the fingerprint of the pinned SSH host key (computed
+	// from HostKey on read; empty when none is pinned).
+	HostKeySHA256 string    `bun:"-" json:"host_key_sha256,omitempty"`
+	CreatedAt     time.Time `bun:"created_at" json:"created_at"`
+	UpdatedAt     time.Time `bun:"updated_at" json:"updated_at"`
 
 	// HealthCandidate and HealthStreak are the hysteresis state of health checks:
 	// the status the latest consecutive results agree on when it differs from

@@ -18,7 +18,10 @@ type RegisterVPSParams struct {
 	Allocation   string
 	TenantID     *string
 	SiteCapacity int
-	HostKey      string
+	// HostKey is the pinned SSH host key: a key in authorized_keys form or its
+	// "SHA256:…" fingerprint; "" pins nothing (a strict worker then refuses
+	// to dial the server until a key is pinned).
+	HostKey string
 }
 
 // RegisterVPS records a new server. A hostname already registered is a
@@ -32,7 +35,7 @@ func (s *Store) RegisterVPS(ctx context.Context, a Accept, p RegisterVPSParams) 
 		ID: NewID(PrefixVPS), Hostname: p.Hostname, IPAddress: p.IPAddress, SSHPort: p.SSHPort,
 		Provider: p.Provider, Region: p.Region, Allocation: p.Allocation, TenantID: p.TenantID,
 		SiteCapacity: p.SiteCapacity, Status: VPSStatusActive, HealthStatus: HealthUnknown,
-		HostKey: p.HostKey, CreatedAt: now, UpdatedAt: now,
+		HostKey: p.HostKey, HostKeySHA256: HostKeySHA256(p.HostKey), CreatedAt: now, UpdatedAt: now,
 	}
 	if p.TenantID != nil {
 		if _, err := s.GetTenant(ctx, *p.TenantID); err != nil {

@@ -36,10 +36,13 @@ func TestRegisterVPS(t *testing.T) {
 			ID: v.ID, Hostname: "web1.example", IPAddress: "192.0.2.1", SSHPort: 22, Provider: "hetzner",
 			Region: "fsn1", Allocation: models.AllocationDedicated, TenantID: &acme, SiteCapacity: 10,
 			Status: models.VPSStatusActive, HealthStatus: models.HealthUnknown, HostKey: "ssh-ed25519 AAAA",
-			CreatedAt: epoch, UpdatedAt: epoch,
+			HostKeySHA256: models.HostKeySHA256("ssh-ed25519 AAAA"), CreatedAt: epoch, UpdatedAt: epoch,
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("stored server (-want +got):\n%s", diff)
+		}
+		if v.HostKeySHA256 != want.HostKeySHA256 {
+			t.Errorf("RegisterVPS answered fingerprint %q, want %q", v.HostKeySHA256, want.HostKeySHA256)
 		}
 
 		p.IPAddress, p.TenantID, p.Allocation = "192.0.2.2", nil, models.AllocationShared

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strings"
+
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // RegisterVPSRequest is the body of POST /api/v1/vps (an admin operation that
@@ -21,6 +24,12 @@ type RegisterVPSRequest struct {
 	Allocation   string `json:"allocation,omitempty"`
 	TenantID     string `json:"tenant_id,omitempty"`
 	SiteCapacity *int   `json:"site_capacity,omitempty"`
+	// HostKey pins the server's SSH host key, in authorized_keys form (as
+	// `ssh-keyscan -t ed25519 HOST` prints it, host name and comment
+	// optional); HostKeySHA256 pins only its fingerprint ("SHA256:…", as
+	// `ssh-keygen -lf` prints it). At most one of the two.
+	HostKey       string `json:"host_key,omitempty"`
+	HostKeySHA256 string `json:"host_key_sha256,omitempty"`
 }
 
 // Allocation values: a shared VPS hosts sites of many tenants, a dedicated one
@@ -58,6 +67,8 @@ var (
 //   - tenant_id: ^[a-z0-9_]{1,64}$; required for dedicated, must be omitted
 //     for shared. Whether the tenant exists is for the handler to check.
 //   - site_capacity: 1–10000, default 50.
+//   - host_key / host_key_sha256: at most one (see normalizeHostKey);
+//     returned in HostKey, as the pin to store.
 //
 // On error the returned request is the zero value.
 func (r RegisterVPSRequest) Normalize() (RegisterVPSRequest, error) {
@@ -112,6 +123,7 @@ func (r RegisterVPSRequest) Normalize() (RegisterVPSRequest, error) {
 	}
 
 	out.SiteCapacity = intInRange(&v, "site_capacity", r.SiteCapacity, DefaultSiteCapacity, 1, MaxSiteCapacity)
+	out.HostKey = normalizeHostKey(&v, r.HostKey, r.HostKeySHA256, false)
 
 	if err := v.Err(); err != nil {
 		return RegisterVPSRequest{}, err
@@ -153,4 +165,69 @@ func intInRange(v *ValidationError, field string, p *int, def, lo, hi int) *int 
 		return nil
 	}
 	return &n
+}
+
+// PinHostKeyRequest is the body of PUT /api/v1/vps/{id}/host-key: the
+// server's new SSH host key after a planned change, as the key or its
+// fingerprint (exactly one).
+type PinHostKeyRequest struct {
+	HostKey       string `json:"host_key,omitempty"`
+	HostKeySHA256 string `json:"host_key_sha256,omitempty"`
+}
+
+// Normalize returns the pin to store (in HostKey), or a *ValidationError.
+func (r PinHostKeyRequest) Normalize() (PinHostKeyRequest, error) {
+	var v ValidationError
+	pin := normalizeHostKey(&v, r.HostKey, r.HostKeySHA256, true)
+	if err := v.Err(); err != nil {
+		return PinHostKeyRequest{}, err
+	}
+	return PinHostKeyRequest{HostKey: pin}, nil
+}
+
+var fingerprintPattern = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
+
+// normalizeHostKey validates a host key given as a key (authorized_keys
+// form, with or without a leading host name as ssh-keyscan prints it, and a
+// trailing comment) or as a SHA-256 fingerprint, and returns the pin to
+// store: "type base64" or "SHA256:…"; "" when neither is given (an error
+// when required).
+func normalizeHostKey(v *ValidationError, key, fp string, required bool) string {
+	switch {
+	case key != "" && fp != "":
+		v.Add("host_key_sha256", "give host_key or host_key_sha256, not both")
+		return ""
+	case fp != "":
+		if !fingerprintPattern.MatchString(fp) {
+			v.Add("host_key_sha256", "must be SHA256: and 43 base64 characters, as ssh-keygen -lf prints it")
+			return ""
+		}
+		return fp
+	case key == "":
+		if required {
+			v.Add("host_key", "is required (or host_key_sha256)")
+		}
+		return ""
+	}
+	if len(key) > 16<<10 {
+		v.Add("host_key", "must be at most 16 KiB")
+		return ""
+	}
+	line := strings.TrimSpace(key)
+	if strings.ContainsAny(line, "\r\n") {
+		v.Add("host_key", "must be one line")
+		return ""
+	}
+	k, _, _, _, err := gossh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		// ssh-keyscan prints "host type base64": drop the host name.
+		if f := strings.Fields(line); len(f) >= 3 {
+			k, _, _, _, err = gossh.ParseAuthorizedKey([]byte(strings.Join(f[1:], " ")))
+		}
+	}
+	if err != nil {
+		v.Add("host_key", "must be an SSH public key in authorized_keys form, e.g. ssh-ed25519 AAAA…")
+		return ""
+	}
+	return strings.TrimSpace(string(gossh.MarshalAuthorizedKey(k)))
 }

@@ -112,6 +112,7 @@ type Config struct {
 	HealthProbe           string
 	SSHKeyFile            string
 	SSHUser               string
+	SSHHostKeyPolicy      string
 	HealthBreakerFailures int
 	HealthBreakerOpen     time.Duration
 
@@ -197,6 +198,8 @@ func Settings() []Setting {
 			Doc: "private key (unencrypted OpenSSH or PEM; read once, never logged) of the SSH driver and probe; required with `ssh`"},
 		{Env: "CHOM_SSH_USER", Default: "root", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.SSHUser }),
 			Doc: "user the SSH driver and probe log in as"},
+		{Env: "CHOM_SSH_HOST_KEY_POLICY", Default: "strict", Roles: RoleWorker, set: oneOf(func(c *Config) *string { return &c.SSHHostKeyPolicy }, "strict", "tofu"),
+			Doc: "`strict`: the SSH driver and probe refuse a server whose host key is not pinned (`host_key` or `host_key_sha256` at `POST /vps`, or `PUT /vps/{id}/host-key`), before dialling; `tofu`: trust on first use, pinning the key a server presents first (a man in the middle of that first connection would be trusted)"},
 		{Env: "CHOM_HEALTH_BREAKER_FAILURES", Default: itoa(breaker.DefaultFailures), Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.HealthBreakerFailures }),
 			Doc: "consecutive unreachable calls that open a server's circuit breaker (shared by the probe and every job's driver call)"},
 		{Env: "CHOM_HEALTH_BREAKER_OPEN", Default: durText(breaker.DefaultOpenTimeout), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthBreakerOpen }),

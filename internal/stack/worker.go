@@ -208,7 +208,8 @@ func newDriver(c Config, log *slog.Logger, h Hooks) (Driver, error) {
 	case h.Driver != nil:
 		drv = *h.Driver
 	case c.Driver == "ssh":
-		p, err := ssh.NewProvisioner(ssh.Config{KeyFile: c.SSHKeyFile, User: c.SSHUser, Logger: log.With("component", "driver")})
+		p, err := ssh.NewProvisioner(ssh.Config{KeyFile: c.SSHKeyFile, User: c.SSHUser, TrustOnFirstUse: c.SSHHostKeyPolicy == "tofu",
+			Logger: log.With("component", "driver")})
 		if err != nil {
 			return Driver{}, err
 		}
@@ -247,7 +248,8 @@ func newHealthProbe(c Config, b *Backends, log *slog.Logger) (drivers.HealthProb
 		}
 		return local.NewHealthProbe(hc)
 	}
-	inner, err := ssh.New(ssh.Config{KeyFile: c.SSHKeyFile, User: c.SSHUser, Logger: log.With("component", "ssh")})
+	inner, err := ssh.New(ssh.Config{KeyFile: c.SSHKeyFile, User: c.SSHUser, TrustOnFirstUse: c.SSHHostKeyPolicy == "tofu",
+		Logger: log.With("component", "ssh")})
 	if err != nil {
 		return nil, err
 	}
