@@ -98,6 +98,7 @@ func secretFree(t *testing.T, srv *testenv.KafkaSASLServer, what, text string, e
 // published once and billed once; the other principals cannot produce to
 // CHOM's topics; no password reaches the logs.
 func TestSASLSSLRelayToBilling(t *testing.T) {
+	t.Parallel()
 	srv := saslBroker(t)
 	for _, mech := range []string{events.SASLScramSHA512, events.SASLPlain} {
 		t.Run(mech, func(t *testing.T) {
@@ -219,6 +220,7 @@ func TestSASLSSLRelayToBilling(t *testing.T) {
 // fail with an error that says so, and holds no password: from the admin calls
 // directly, and in the relay's and the consumer's logs.
 func TestSASLSSLFailuresAreClear(t *testing.T) {
+	t.Parallel()
 	srv := saslBroker(t)
 	wrongPassword := security(srv, events.SASLScramSHA512, testenv.KafkaSASLRelay)
 	wrongPassword.Password = "not-" + wrongPassword.Password
