@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/events/billing"
+	"github.com/chomhq/chom/internal/stack"
 	"github.com/chomhq/chom/internal/testenv"
 	"github.com/chomhq/chom/models"
 )
@@ -310,4 +313,68 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// `chom relay` and `chom billing-consumer` as production builds them, from
+// CHOM_KAFKA_TLS, CHOM_KAFKA_TLS_CA_FILE and CHOM_KAFKA_SASL_* through the
+// settings loader, each with its own SCRAM-SHA-512 user: the usage reaches the
+// invoices over SASL_SSL, and neither process logs a password.
+func TestSASLSSLThroughTheProductionLoader(t *testing.T) {
+	t.Parallel()
+	srv := saslBroker(t)
+	prefix, group := randomPrefix(t), "chom-billing-"+randomPrefix(t)
+	grantACLs(t, srv, prefix, group)
+	dbURL := "sqlite://" + filepath.Join(t.TempDir(), "chom.db")
+	db, err := models.Open(t.Context(), dbURL, models.PoolConfig{MaxOpenConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	s := newStore(t, db)
+	ten := models.NewID(models.PrefixTenant)
+	var rows []models.OutboxEvent
+	var want int64
+	for h := range 12 {
+		rows = append(rows, usage(t, ten, base.Add(time.Duration(h)*time.Hour), int64(7_000_001+h)))
+		rows[h].CreatedAt = time.Now().UTC()
+		want += int64(7_000_001 + h)
+	}
+	if _, err := db.NewInsert().Model(&rows).Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs testenv.SyncBuffer
+	run := func(user string, build func(context.Context, stack.Config, io.Writer) (*stack.Process, error)) {
+		env := map[string]string{
+			"CHOM_DATABASE_URL": dbURL, "CHOM_KAFKA_BROKERS": srv.Brokers()[0], "CHOM_KAFKA_TOPIC_PREFIX": prefix,
+			"CHOM_KAFKA_PARTITIONS": "1", "CHOM_KAFKA_REPLICATION": "1", "CHOM_BILLING_GROUP": group,
+			"CHOM_METRICS_LISTEN": "127.0.0.1:0", "CHOM_RELAY_POLL_INTERVAL": "20ms", "CHOM_LOG_LEVEL": "debug",
+			"CHOM_KAFKA_TLS": "true", "CHOM_KAFKA_TLS_CA_FILE": srv.CAFile, "CHOM_KAFKA_SASL_MECHANISM": "scram-sha-512",
+			"CHOM_KAFKA_SASL_USERNAME": user, "CHOM_KAFKA_SASL_PASSWORD": srv.Password(user),
+		}
+		c, err := stack.LoadConfig(func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := build(t.Context(), c, &logs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.RunInBackground(t, user, p.Run)
+	}
+	run(testenv.KafkaSASLRelay, stack.RelayProcess)
+	run(testenv.KafkaSASLBilling, stack.BillingProcess)
+
+	waitFor(t, "usage billed through the production processes", 90*time.Second, func() bool {
+		return billedByTenant(t, db)[ten] == want
+	})
+	if n, _ := s.CountUnpublished(t.Context()); n != 0 {
+		t.Errorf("%d rows unpublished", n)
+	}
+	for _, w := range []string{"user=relay", "user=billing", "sasl=scram-sha-512"} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("the processes' logs do not say %q", w)
+		}
+	}
+	secretFree(t, srv, "the processes' logs", logs.String())
 }
