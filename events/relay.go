@@ -34,6 +34,9 @@ type RelayConfig struct {
 	Brokers []string
 	// Logger receives the relay's logs; required.
 	Logger *slog.Logger
+	// Security is how the relay's connections to the brokers are secured
+	// (TLS, SASL). Default PLAINTEXT.
+	Security KafkaSecurity
 
 	// TopicPrefix starts every topic name: rows of "sites.v1" go to
 	// "<prefix>.sites.v1". Default DefaultTopicPrefix ("chom"); "-" means none.
@@ -101,6 +104,9 @@ func (c RelayConfig) Validate() error {
 	}
 	if c.BreakerFailures == 0 {
 		errs = append(errs, errors.New("relay: Config.BreakerFailures must be positive"))
+	}
+	if err := c.Security.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("relay: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -199,7 +205,11 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{cfg: cfg, log: cfg.Logger.With("component", "relay"), created: map[string]bool{}}
-	r.transport = NewTransport("chom-relay", cfg.WriteTimeout)
+	transport, err := NewTransport("chom-relay", cfg.WriteTimeout, cfg.Security)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	r.transport = transport
 	r.writer = &kafka.Writer{
 		Addr:                   kafka.TCP(cfg.Brokers...),
 		Balancer:               kafka.Murmur2Balancer{},
@@ -262,7 +272,7 @@ func (r *Relay) Lag(ctx context.Context) (time.Duration, error) {
 // survives Kafka and database outages (it logs, backs off and retries); it
 // returns an error only when the writer cannot be closed cleanly.
 func (r *Relay) Run(ctx context.Context) error {
-	r.log.Info("relay started", "brokers", r.cfg.Brokers, "topic_prefix", r.cfg.TopicPrefix,
+	r.log.Info("relay started", "brokers", r.cfg.Brokers, "security", r.cfg.Security, "topic_prefix", r.cfg.TopicPrefix,
 		"batch", r.cfg.BatchSize, "poll", r.cfg.PollInterval.String())
 	pruned := make(chan struct{})
 	go func() { defer close(pruned); r.pruneLoop(ctx) }()

@@ -49,6 +49,12 @@ func EnsureTopics(ctx context.Context, client *kafka.Client, spec TopicSpec, top
 			Topic: t, NumPartitions: spec.Partitions, ReplicationFactor: spec.ReplicationFactor,
 		})
 	}
+	// A metadata request first: when the transport cannot reach, authenticate
+	// to or verify the brokers, this is what reports why (CreateTopics then
+	// reports only that no controller is known).
+	if _, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics}); err != nil {
+		return fmt.Errorf("create topics %s: brokers %s: %w", strings.Join(topics, ", "), client.Addr, err)
+	}
 	res, err := client.CreateTopics(ctx, req)
 	if err != nil {
 		return fmt.Errorf("create topics %s: %w", strings.Join(topics, ", "), err)
@@ -150,16 +156,4 @@ func unserved(ctx context.Context, client *kafka.Client, partitions map[string][
 		}
 	}
 	return missing, nil
-}
-
-// NewTransport returns the Kafka transport of one relay or consumer, to share
-// between its writer and its admin client so that topics it creates are known to
-// both at once. timeout bounds each dial.
-func NewTransport(clientID string, timeout time.Duration) *kafka.Transport {
-	return &kafka.Transport{
-		ClientID:    clientID,
-		DialTimeout: timeout,
-		IdleTimeout: 30 * time.Second,
-		MetadataTTL: 5 * time.Second,
-	}
 }

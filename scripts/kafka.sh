@@ -10,6 +10,19 @@
 #                                      port from CHOM_TEST_KAFKA_PORT or 59092), wait until
 #                                      it serves, print host:port. Starting again on the same
 #                                      DIR restarts the same broker, with its topics.
+#   scripts/kafka.sh start-sasl DIR [PORT]
+#                                      as start, with one SASL_SSL listener instead of
+#                                      PLAINTEXT (SCRAM-SHA-512 and PLAIN) and ACLs on
+#                                      (StandardAuthorizer). DIR/sasl/ must hold, before
+#                                      the first start:
+#                                        broker.pem  the broker's key (unencrypted PKCS#8)
+#                                                    and certificate chain, for 127.0.0.1
+#                                        ca.pem      the CA that signed it
+#                                        users       "name password" lines: the first is
+#                                                    the super user the broker itself logs
+#                                                    in as; every user gets PLAIN and
+#                                                    SCRAM-SHA-512 credentials
+#                                      (internal/testenv's StartKafkaSASLServer writes them).
 #   scripts/kafka.sh stop DIR          stop the broker of DIR (SIGTERM, SIGKILL after 30s)
 #   scripts/kafka.sh kill DIR          SIGKILL the broker of DIR (a crash)
 #
@@ -107,18 +120,27 @@ broker_pid() {
 	printf '%s\n' "$pid"
 }
 
+# mode is "plaintext" (start) or "sasl" (start-sasl).
+mode=plaintext
+
 write_config() {
 	local dir="$1" port="$2" cport="$3"
-	cat >"$dir/server.properties" <<-EOF
-		# Written by scripts/kafka.sh: one KRaft node, loopback only, sized for tests.
-		process.roles=broker,controller
-		node.id=1
-		controller.quorum.voters=1@127.0.0.1:$cport
-		listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-		advertised.listeners=PLAINTEXT://127.0.0.1:$port
-		controller.listener.names=CONTROLLER
-		inter.broker.listener.name=PLAINTEXT
-		listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+	if [[ "$mode" == sasl ]]; then
+		write_sasl_config "$dir" "$port" "$cport"
+	else
+		cat >"$dir/server.properties" <<-EOF
+			# Written by scripts/kafka.sh: one KRaft node, loopback only, sized for tests.
+			process.roles=broker,controller
+			node.id=1
+			controller.quorum.voters=1@127.0.0.1:$cport
+			listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+			advertised.listeners=PLAINTEXT://127.0.0.1:$port
+			controller.listener.names=CONTROLLER
+			inter.broker.listener.name=PLAINTEXT
+			listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+		EOF
+	fi
+	cat >>"$dir/server.properties" <<-EOF
 		log.dirs=$dir/data
 		num.network.threads=2
 		num.io.threads=4
@@ -153,6 +175,68 @@ write_config() {
 	EOF
 }
 
+# sasl_users prints the "name password" lines of DIR/sasl/users.
+sasl_users() {
+	grep -v '^[[:space:]]*$' "$1/sasl/users"
+}
+
+# write_sasl_config writes the listener part of a SASL_SSL broker: clients and
+# the broker itself on SASL_SSL (PLAIN and SCRAM-SHA-512), the controller on
+# SASL_PLAINTEXT with PLAIN (loopback), ACLs enforced with the first user of
+# DIR/sasl/users as the super user.
+write_sasl_config() {
+	local dir="$1" port="$2" cport="$3" name pass admin="" admin_pass="" plain_users=""
+	for f in broker.pem ca.pem users; do
+		[[ -s "$dir/sasl/$f" ]] || die "$dir/sasl/$f is missing (see the usage of start-sasl)"
+	done
+	while read -r name pass; do
+		[[ "$name$pass" =~ ^[A-Za-z0-9._-]+$ ]] || die "$dir/sasl/users: names and passwords are [A-Za-z0-9._-]"
+		if [[ -z "$admin" ]]; then
+			admin="$name" admin_pass="$pass"
+		fi
+		plain_users+=" user_$name=\"$pass\""
+	done < <(sasl_users "$dir")
+	local plain="org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$admin\" password=\"$admin_pass\"$plain_users;"
+	cat >"$dir/server.properties" <<-EOF
+		# Written by scripts/kafka.sh start-sasl: one KRaft node, loopback only, sized
+		# for tests, clients on SASL_SSL, ACLs on.
+		process.roles=broker,controller
+		node.id=1
+		controller.quorum.voters=1@127.0.0.1:$cport
+		listeners=SASL_SSL://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+		advertised.listeners=SASL_SSL://127.0.0.1:$port
+		controller.listener.names=CONTROLLER
+		inter.broker.listener.name=SASL_SSL
+		listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
+		sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+		sasl.mechanism.inter.broker.protocol=PLAIN
+		sasl.mechanism.controller.protocol=PLAIN
+		listener.name.sasl_ssl.plain.sasl.jaas.config=$plain
+		listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+		listener.name.controller.sasl.enabled.mechanisms=PLAIN
+		listener.name.controller.plain.sasl.jaas.config=$plain
+		ssl.keystore.type=PEM
+		ssl.keystore.location=$dir/sasl/broker.pem
+		ssl.truststore.type=PEM
+		ssl.truststore.location=$dir/sasl/ca.pem
+		ssl.client.auth=none
+		authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+		super.users=User:$admin
+		allow.everyone.if.no.acl.found=false
+	EOF
+	chmod 600 "$dir/server.properties"
+}
+
+# format_args prints the extra arguments of kafka-storage format: the SCRAM
+# credentials of start-sasl's users, which live in the cluster metadata.
+format_args() {
+	local dir="$1" name pass
+	[[ "$mode" == sasl ]] || return 0
+	while read -r name pass; do
+		printf '%s\n' --add-scram "SCRAM-SHA-512=[name=$name,password=$pass]"
+	done < <(sasl_users "$dir")
+}
+
 cmd_start() {
 	local dir="${1:-}" port="${2:-}" cport attempt i pid
 	[[ -n "$dir" ]] || usage
@@ -179,11 +263,12 @@ cmd_start() {
 		fi
 		write_config "$dir" "$port" "$cport"
 		if [[ ! -f "$dir/data/meta.properties" ]]; then
-			local cluster_id
+			local cluster_id extra=()
+			mapfile -t extra < <(format_args "$dir")
 			# A Kafka UUID: 16 random bytes, URL-safe base64 without padding.
 			cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 			java -Xmx256m -cp "$libs/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
-				kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
+				kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${extra[@]}" \
 				>"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "kafka-storage format failed"; }
 		fi
 		: >"$dir/server.log"
@@ -253,6 +338,10 @@ main() {
 	case "$cmd" in
 	fetch) cmd_fetch ;;
 	start) cmd_start "$@" ;;
+	start-sasl)
+		mode=sasl
+		cmd_start "$@"
+		;;
 	stop) cmd_stop "$@" ;;
 	kill) cmd_kill "$@" ;;
 	*) usage ;;

@@ -41,6 +41,9 @@ type Config struct {
 	Brokers []string
 	// Logger receives the consumer's logs; required.
 	Logger *slog.Logger
+	// Security is how the consumer's connections to the brokers are secured
+	// (TLS, SASL). Default PLAINTEXT.
+	Security events.KafkaSecurity
 
 	// GroupID is the Kafka consumer group, and the name under which processed
 	// events are recorded. Default DefaultGroupID.
@@ -87,6 +90,9 @@ func (c Config) Validate() error {
 	}
 	if c.Linger <= 0 || c.SessionTimeout <= 0 {
 		errs = append(errs, errors.New("billing: Config.Linger and SessionTimeout must be positive"))
+	}
+	if err := c.Security.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("billing: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -138,6 +144,7 @@ type Consumer struct {
 	cfg       Config
 	log       *slog.Logger
 	transport *kafka.Transport
+	dialer    *kafka.Dialer
 	dlqTopic  string
 
 	billed       atomic.Uint64
@@ -152,10 +159,19 @@ func New(cfg Config) (*Consumer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	transport, err := events.NewTransport("chom-billing", 10*time.Second, cfg.Security)
+	if err != nil {
+		return nil, fmt.Errorf("billing: %w", err)
+	}
+	dialer, err := events.NewDialer("chom-billing", 10*time.Second, cfg.Security)
+	if err != nil {
+		return nil, fmt.Errorf("billing: %w", err)
+	}
 	return &Consumer{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "billing-consumer", "group", cfg.GroupID),
-		transport: events.NewTransport("chom-billing", 10*time.Second),
+		transport: transport,
+		dialer:    dialer,
 		dlqTopic:  events.FullTopic(cfg.TopicPrefix, events.TopicBillingDLQ),
 	}, nil
 }
@@ -220,6 +236,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:     c.cfg.Brokers,
+		Dialer:      c.dialer,
 		GroupID:     c.cfg.GroupID,
 		GroupTopics: []string{usage, sites},
 		// A new group starts from the beginning: billing must not skip usage
@@ -247,7 +264,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		MaxAttempts:  3,
 		Transport:    c.transport,
 	}
-	c.log.Info("billing consumer started", "topics", []string{usage, sites}, "dlq", c.dlqTopic)
+	c.log.Info("billing consumer started", "topics", []string{usage, sites}, "dlq", c.dlqTopic, "security", c.cfg.Security)
 	err := c.consume(ctx, reader, dlq)
 	if cerr := reader.Close(); cerr != nil && err == nil && ctx.Err() == nil {
 		err = fmt.Errorf("billing: close reader: %w", cerr)

@@ -97,6 +97,7 @@ type Config struct {
 	KafkaTopicPrefix    string
 	KafkaPartitions     int
 	KafkaReplication    int
+	KafkaSecurity       events.KafkaSecurity
 	RelayBatch          int
 	RelayPollInterval   time.Duration
 	RelayBreakerTimeout time.Duration
@@ -271,6 +272,20 @@ func Settings() []Setting {
 			Doc: "partitions of a topic the relay or the consumer creates; never change it on an existing topic (a tenant's key would move)"},
 		{Env: "CHOM_KAFKA_REPLICATION", Default: itoa(events.DefaultReplicationFactor), Dev: "1", Roles: RoleRelay | RoleBilling, set: positive(func(c *Config) *int { return &c.KafkaReplication }),
 			Doc: "replication factor of a topic they create"},
+		{Env: "CHOM_KAFKA_TLS", Default: "false", Roles: RoleRelay | RoleBilling, set: boolean(func(c *Config) *bool { return &c.KafkaSecurity.TLS }),
+			Doc: "connect to the brokers over TLS (the broker's certificate must name the host the bootstrap list or the broker's metadata gives); see docs/events.md, Broker security"},
+		{Env: "CHOM_KAFKA_TLS_CA_FILE", DefaultNote: "the system roots", Roles: RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.KafkaSecurity.CAFile }),
+			Doc: "PEM file of the certificate authorities that sign the brokers' certificates; needs `CHOM_KAFKA_TLS=true`"},
+		{Env: "CHOM_KAFKA_TLS_CERT_FILE", Roles: RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.KafkaSecurity.CertFile }),
+			Doc: "PEM client certificate, for brokers that authenticate clients by certificate (with `CHOM_KAFKA_TLS_KEY_FILE`)"},
+		{Env: "CHOM_KAFKA_TLS_KEY_FILE", Roles: RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.KafkaSecurity.KeyFile }),
+			Doc: "PEM private key of `CHOM_KAFKA_TLS_CERT_FILE`"},
+		{Env: "CHOM_KAFKA_SASL_MECHANISM", Roles: RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.KafkaSecurity.SASLMechanism }),
+			Doc: "`scram-sha-512`, `plain` (only with `CHOM_KAFKA_TLS=true`: it sends the password as it is) or empty for no SASL"},
+		{Env: "CHOM_KAFKA_SASL_USERNAME", Roles: RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.KafkaSecurity.Username }),
+			Doc: "SASL user; give the relay and the billing consumer users of their own (the broker's ACLs tell them apart)"},
+		{Env: "CHOM_KAFKA_SASL_PASSWORD", Roles: RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.KafkaSecurity.Password }),
+			Doc: "SASL password; never logged nor shown in an error"},
 		{Env: "CHOM_RELAY_BATCH_SIZE", Default: itoa(events.DefaultRelayBatchSize), Roles: RoleRelay, set: positive(func(c *Config) *int { return &c.RelayBatch }),
 			Doc: "outbox rows read and published at once"},
 		{Env: "CHOM_RELAY_POLL_INTERVAL", Default: durText(events.DefaultRelayPollInterval), Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.RelayPollInterval }),
@@ -381,6 +396,9 @@ func (c Config) validate() []error {
 		if _, err := ingress.ParsePublicURL(c.PublicURL); err != nil {
 			errs = append(errs, fmt.Errorf("CHOM_PUBLIC_URL: %w", err))
 		}
+	}
+	if err := c.KafkaSecurity.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errs
 }

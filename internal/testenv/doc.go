@@ -49,7 +49,10 @@
 // the shared broker, whose topics are deleted on cleanup; [Records] and
 // [WaitRecords] read a topic whole. [StartKafkaServer] runs a broker of the
 // test's own through scripts/kafka.sh, which the test can stop, kill and start
-// again to simulate an outage. [Kcat] finds the kcat client, a non-Go reader.
+// again to simulate an outage. [KafkaSASL] starts, once per test binary, a
+// broker whose only client listener is SASL_SSL (PLAIN and SCRAM-SHA-512, a CA
+// and certificate made for it) with ACLs enforced; the package's TestMain
+// stops it with [StopKafkaSASL]. [Kcat] finds the kcat client, a non-Go reader.
 //
 // # Private servers
 //

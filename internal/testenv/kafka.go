@@ -112,6 +112,11 @@ func waitKafka(ctx context.Context, brokers []string, within time.Duration) erro
 // offset order, partitions in ascending order. A missing topic has no records.
 func Records(ctx context.Context, brokers []string, topic string) ([]kafka.Message, error) {
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	return records(ctx, c, kafka.DefaultDialer, topic)
+}
+
+// records is Records through client and dialer.
+func records(ctx context.Context, c *kafka.Client, d *kafka.Dialer, topic string) ([]kafka.Message, error) {
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return nil, fmt.Errorf("metadata of %s: %w", topic, err)
@@ -126,7 +131,7 @@ func Records(ctx context.Context, brokers []string, topic string) ([]kafka.Messa
 	sort.Slice(parts, func(i, j int) bool { return parts[i].ID < parts[j].ID })
 	var out []kafka.Message
 	for _, p := range parts {
-		msgs, err := readPartition(ctx, net.JoinHostPort(p.Leader.Host, strconv.Itoa(p.Leader.Port)), topic, p.ID)
+		msgs, err := readPartition(ctx, d, net.JoinHostPort(p.Leader.Host, strconv.Itoa(p.Leader.Port)), topic, p.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -136,8 +141,8 @@ func Records(ctx context.Context, brokers []string, topic string) ([]kafka.Messa
 }
 
 // readPartition reads a partition from its first to its last offset.
-func readPartition(ctx context.Context, leader, topic string, partition int) ([]kafka.Message, error) {
-	conn, err := kafka.DialLeader(ctx, "tcp", leader, topic, partition)
+func readPartition(ctx context.Context, d *kafka.Dialer, leader, topic string, partition int) ([]kafka.Message, error) {
+	conn, err := d.DialLeader(ctx, "tcp", leader, topic, partition)
 	if err != nil {
 		return nil, fmt.Errorf("dial leader of %s/%d: %w", topic, partition, err)
 	}
