@@ -178,7 +178,9 @@ type API struct {
 	engine         *gin.Engine
 	// opsReadOnly is whether a read-only ops UI exists for ops-scope tokens.
 	opsReadOnly bool
-	backups     *backupRoutes
+	// opsCSP is the ops UI's Content-Security-Policy (opsHeaders).
+	opsCSP  string
+	backups *backupRoutes
 	// publicURL is Config.PublicURL without a trailing slash; empty: links
 	// start with the request's own scheme and host.
 	publicURL string
@@ -255,6 +257,9 @@ func New(cfg Config) (*API, error) {
 	if a.backups, err = newBackupRoutes(cfg.Backups); err != nil {
 		return nil, err
 	}
+	if cfg.OpsUI != nil {
+		a.opsCSP = opsContentSecurityPolicy(cfg.OpsUI, cfg.OpsUIReadOnly)
+	}
 	a.engine = a.routes(cfg.OpsUI, cfg.OpsUIReadOnly)
 	if cfg.Metrics != nil {
 		documented, err := documentedRoutes(a.engine.Routes())
@@ -324,7 +329,10 @@ func (a *API) routes(opsUI, opsUIReadOnly http.Handler) *gin.Engine {
 	admin.POST("/vps/:id/health-check", a.checkVPSHealth)
 
 	if opsUI != nil {
-		ops := r.Group(queue.OpsUIPath, a.opsAuth)
+		// The cross-site check runs after opsAuth, so an ops-scope token's
+		// change is refused as read-only whatever its origin, and an admin's
+		// only when it is cross-site.
+		ops := r.Group(queue.OpsUIPath, a.opsHeaders, a.opsAuth, a.opsCrossSite)
 		h := a.opsUI(opsUI, opsUIReadOnly)
 		ops.Any("", h)
 		ops.Any("/*path", h)

@@ -45,6 +45,7 @@ type Metrics struct {
 
 	cacheHits, cacheMisses *prometheus.CounterVec
 	rateLimited            prometheus.Counter
+	crossSite              prometheus.Counter
 	sourceErrors           *prometheus.CounterVec
 
 	queues   *queueCollector
@@ -101,6 +102,8 @@ func New() *Metrics {
 	m.cacheHits = counterVec(m, "chom_cache_hits_total", "Lookups answered from an in-process cache (token, operation).", "cache")
 	m.cacheMisses = counterVec(m, "chom_cache_misses_total", "Lookups an in-process cache had to pass to the database.", "cache")
 	m.rateLimited = counter(m, "chom_rate_limited_total", "Requests refused with 429 because their API token was over its rate.")
+	m.crossSite = counter(m, "chom_ops_cross_site_refused_total",
+		"Requests that would change queues or tasks through the ops UI refused with 403 because they came from another site (Sec-Fetch-Site, Origin).")
 	m.sourceErrors = counterVec(m, "chom_metrics_source_errors_total",
 		"Scrape-time reads that failed or timed out (sites, backups, outbox_lag); the series they feed are left out of that scrape.",
 		"source")
@@ -170,6 +173,14 @@ func (m *Metrics) CounterFunc(name, help string, fn func() float64) error {
 func (m *Metrics) RateLimited() {
 	if m != nil {
 		m.rateLimited.Inc()
+	}
+}
+
+// CrossSiteRefused counts one ops UI change refused as cross-site. A nil
+// Metrics ignores it.
+func (m *Metrics) CrossSiteRefused() {
+	if m != nil {
+		m.crossSite.Inc()
 	}
 }
 
