@@ -92,6 +92,15 @@ type Config struct {
 	// RateBurst the bucket size. Zero RateLimit disables the limit.
 	RateLimit float64
 	RateBurst int
+	// AuthFailRate is the sustained failed authentications per second allowed
+	// to one client address (the TCP peer's IP, an IPv6 one by its /64; never
+	// X-Forwarded-For), AuthFailBurst the bucket size (default 5×AuthFailRate).
+	// A request with a missing, malformed, unknown, revoked or expired token
+	// takes one attempt; once an address has none left, its requests whose
+	// token is not in the token cache are answered 429 with Retry-After before
+	// any database lookup. Zero AuthFailRate disables the limit.
+	AuthFailRate  float64
+	AuthFailBurst int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Metrics, when set, records every request (chom_http_*), the token and
@@ -171,11 +180,13 @@ type API struct {
 	pollInterval   time.Duration
 	now            func() time.Time
 	limiter        *rateLimiter
-	ops            *opCache
-	notifier       OperationNotifier
-	metrics        *metrics.Metrics
-	opStats        *metrics.CacheStats
-	engine         *gin.Engine
+	// failures limits failed authentications per client address; nil: off.
+	failures *failLimiter
+	ops      *opCache
+	notifier OperationNotifier
+	metrics  *metrics.Metrics
+	opStats  *metrics.CacheStats
+	engine   *gin.Engine
 	// opsReadOnly is whether a read-only ops UI exists for ops-scope tokens.
 	opsReadOnly bool
 	// opsCSP is the ops UI's Content-Security-Policy (opsHeaders).
@@ -246,6 +257,12 @@ func New(cfg Config) (*API, error) {
 			cfg.RateBurst = int(math.Max(1, 2*cfg.RateLimit))
 		}
 		a.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst, cfg.Now)
+	}
+	if cfg.AuthFailRate > 0 {
+		if cfg.AuthFailBurst <= 0 {
+			cfg.AuthFailBurst = int(math.Max(1, 5*cfg.AuthFailRate))
+		}
+		a.failures = newFailLimiter(cfg.AuthFailRate, cfg.AuthFailBurst, 100_000, cfg.Now)
 	}
 	a.opsReadOnly = cfg.OpsUIReadOnly != nil
 	var err error
@@ -367,7 +384,7 @@ func (a *API) opsUI(full, readOnly http.Handler) gin.HandlerFunc {
 // A failed token lookup other than "no such token" (the database is down) is
 // the API's usual 503, not a 401 that would make the browser ask again.
 func (a *API) opsAuth(c *gin.Context) {
-	p, err := a.tokens.authenticate(c.Request.Context(), bearerToken(c.GetHeader("Authorization")))
+	p, err := a.authenticate(c)
 	if errors.Is(err, errUnauthorized) {
 		// Not writeProblem: its challenge is Bearer, and a browser only asks for
 		// a password after a Basic one.
@@ -390,6 +407,7 @@ func (a *API) opsAuth(c *gin.Context) {
 	switch {
 	case full:
 	case !models.ScopeAllows(p.Scopes, models.ScopeOps) || !a.opsReadOnly:
+		a.metrics.AuthFailed(metrics.AuthScope)
 		writeProblem(c, Problem{Type: problemForbidden, Title: "Forbidden", Status: http.StatusForbidden,
 			Detail: "the ops UI needs a token with the ops scope (read-only) or the admin scope", Instance: c.Request.URL.Path})
 		c.Abort()

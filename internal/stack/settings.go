@@ -86,6 +86,8 @@ type Config struct {
 	OpCacheTTL       time.Duration
 	RateLimit        float64
 	RateBurst        int
+	AuthFailRate     float64
+	AuthFailBurst    int
 	AcceptCommitters int
 	MetricsListen    string
 
@@ -240,6 +242,10 @@ func Settings() []Setting {
 		{Env: "CHOM_RATE_LIMIT", Default: "100", Roles: RoleIngress, set: number(func(c *Config) *float64 { return &c.RateLimit }),
 			Doc: "requests per second allowed to one API token in one ingress process, then 429 with `Retry-After`; `0` disables"},
 		{Env: "CHOM_RATE_BURST", Default: "200", Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.RateBurst }),
+			Doc: "burst of that limit"},
+		{Env: "CHOM_AUTH_FAIL_RATE", Default: "10", Roles: RoleIngress, set: number(func(c *Config) *float64 { return &c.AuthFailRate }),
+			Doc: "failed authentications per second allowed to one client address (the TCP peer's IP, IPv6 by /64; never `X-Forwarded-For`) in one ingress process; beyond its burst, requests whose token is not cached get 429 with `Retry-After` before any database lookup; `0` disables"},
+		{Env: "CHOM_AUTH_FAIL_BURST", Default: "50", Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.AuthFailBurst }),
 			Doc: "burst of that limit"},
 		{Env: "CHOM_OPS_UI", Default: "true", Roles: RoleIngress, set: boolean(func(c *Config) *bool { return &c.OpsUI }),
 			Doc: "serve asynqmon at `/ops/queues` (an `ops` or `admin` token required)"},
