@@ -150,19 +150,25 @@ func (c Config) Validate() error {
 // ParsePublicURL checks a public base URL (Config.PublicURL, CHOM_PUBLIC_URL)
 // and returns it without a trailing slash.
 func ParsePublicURL(raw string) (string, error) {
+	// The errors quote the URL redacted: one with user info may carry a password.
+	shown := models.RedactURL(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("ingress: PublicURL %q: %w", raw, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text quotes the URL whole
+		}
+		return "", fmt.Errorf("ingress: PublicURL %q: %w", shown, err)
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return "", fmt.Errorf("ingress: PublicURL %q: must be an absolute http or https URL", raw)
+		return "", fmt.Errorf("ingress: PublicURL %q: must be an absolute http or https URL", shown)
 	case u.Host == "" || u.Opaque != "":
-		return "", fmt.Errorf("ingress: PublicURL %q: must name a host (https://api.example.com)", raw)
+		return "", fmt.Errorf("ingress: PublicURL %q: must name a host (https://api.example.com)", shown)
 	case u.User != nil:
-		return "", fmt.Errorf("ingress: PublicURL %q: must not carry user info", raw)
+		return "", fmt.Errorf("ingress: PublicURL %q: must not carry user info", shown)
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#"):
-		return "", fmt.Errorf("ingress: PublicURL %q: must not have a query or fragment", raw)
+		return "", fmt.Errorf("ingress: PublicURL %q: must not have a query or fragment", shown)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }
