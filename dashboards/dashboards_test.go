@@ -129,6 +129,10 @@ var labelContract = map[string][]string{
 	"chom_relay_leader":                      {},
 	"chom_circuit_breaker_state":             {"breaker"},
 	"chom_rate_limited_total":                {},
+	"chom_auth_failures_total":               {"reason"},
+	"chom_auth_rate_limited_total":           {},
+	"chom_ops_cross_site_refused_total":      {},
+	"chom_security_refusals_total":           {"reason"},
 	"chom_metrics_source_errors_total":       {"source"},
 	"chom_vps_servers":                       {"health"},
 	"chom_vps_health_checks_total":           {"result"},
@@ -871,7 +875,7 @@ func TestAlertRules(t *testing.T) {
 		"TokenCacheHitRatioLow", "QueueLatencyHigh", "QueueBacklogGrowing", "QueueDeadTasks", "QueueJobFailureRatioHigh",
 		"QueueInspectorFailing", "DatabaseQueryErrors", "DatabaseQueriesSlow", "OutboxLagHigh", "EventsPublishFailing",
 		"KafkaBreakerOpen", "RelayNoLeader", "VpsUnhealthy", "VpsBreakerOpen", "HealthSweepSlow", "TargetDown",
-		"BillingDeadLetters",
+		"BillingDeadLetters", "AuthFailuresHigh", "AuthFailLimitActive", "OpsCrossSiteRefused",
 	}
 	var got []string
 	for n := range seen {

@@ -92,6 +92,15 @@ type Config struct {
 	// RateBurst the bucket size. Zero RateLimit disables the limit.
 	RateLimit float64
 	RateBurst int
+	// AuthFailRate is the sustained failed authentications per second allowed
+	// to one client address (the TCP peer's IP, an IPv6 one by its /64; never
+	// X-Forwarded-For), AuthFailBurst the bucket size (default 5×AuthFailRate).
+	// A request with a missing, malformed, unknown, revoked or expired token
+	// takes one attempt; once an address has none left, its requests whose
+	// token is not in the token cache are answered 429 with Retry-After before
+	// any database lookup. Zero AuthFailRate disables the limit.
+	AuthFailRate  float64
+	AuthFailBurst int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Metrics, when set, records every request (chom_http_*), the token and
@@ -141,19 +150,25 @@ func (c Config) Validate() error {
 // ParsePublicURL checks a public base URL (Config.PublicURL, CHOM_PUBLIC_URL)
 // and returns it without a trailing slash.
 func ParsePublicURL(raw string) (string, error) {
+	// The errors quote the URL redacted: one with user info may carry a password.
+	shown := models.RedactURL(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("ingress: PublicURL %q: %w", raw, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text quotes the URL whole
+		}
+		return "", fmt.Errorf("ingress: PublicURL %q: %w", shown, err)
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return "", fmt.Errorf("ingress: PublicURL %q: must be an absolute http or https URL", raw)
+		return "", fmt.Errorf("ingress: PublicURL %q: must be an absolute http or https URL", shown)
 	case u.Host == "" || u.Opaque != "":
-		return "", fmt.Errorf("ingress: PublicURL %q: must name a host (https://api.example.com)", raw)
+		return "", fmt.Errorf("ingress: PublicURL %q: must name a host (https://api.example.com)", shown)
 	case u.User != nil:
-		return "", fmt.Errorf("ingress: PublicURL %q: must not carry user info", raw)
+		return "", fmt.Errorf("ingress: PublicURL %q: must not carry user info", shown)
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#"):
-		return "", fmt.Errorf("ingress: PublicURL %q: must not have a query or fragment", raw)
+		return "", fmt.Errorf("ingress: PublicURL %q: must not have a query or fragment", shown)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }
@@ -171,14 +186,18 @@ type API struct {
 	pollInterval   time.Duration
 	now            func() time.Time
 	limiter        *rateLimiter
-	ops            *opCache
-	notifier       OperationNotifier
-	metrics        *metrics.Metrics
-	opStats        *metrics.CacheStats
-	engine         *gin.Engine
+	// failures limits failed authentications per client address; nil: off.
+	failures *failLimiter
+	ops      *opCache
+	notifier OperationNotifier
+	metrics  *metrics.Metrics
+	opStats  *metrics.CacheStats
+	engine   *gin.Engine
 	// opsReadOnly is whether a read-only ops UI exists for ops-scope tokens.
 	opsReadOnly bool
-	backups     *backupRoutes
+	// opsCSP is the ops UI's Content-Security-Policy (opsHeaders).
+	opsCSP  string
+	backups *backupRoutes
 	// publicURL is Config.PublicURL without a trailing slash; empty: links
 	// start with the request's own scheme and host.
 	publicURL string
@@ -253,6 +272,12 @@ func New(cfg Config) (*API, error) {
 		}
 		a.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst, cfg.Now)
 	}
+	if cfg.AuthFailRate > 0 {
+		if cfg.AuthFailBurst <= 0 {
+			cfg.AuthFailBurst = int(math.Max(1, 5*cfg.AuthFailRate))
+		}
+		a.failures = newFailLimiter(cfg.AuthFailRate, cfg.AuthFailBurst, 100_000, cfg.Now)
+	}
 	a.opsReadOnly = cfg.OpsUIReadOnly != nil
 	var err error
 	if cfg.PublicURL != "" {
@@ -262,6 +287,9 @@ func New(cfg Config) (*API, error) {
 	}
 	if a.backups, err = newBackupRoutes(cfg.Backups); err != nil {
 		return nil, err
+	}
+	if cfg.OpsUI != nil {
+		a.opsCSP = opsContentSecurityPolicy(cfg.OpsUI, cfg.OpsUIReadOnly)
 	}
 	a.engine = a.routes(cfg.OpsUI, cfg.OpsUIReadOnly)
 	if cfg.Metrics != nil {
@@ -333,7 +361,10 @@ func (a *API) routes(opsUI, opsUIReadOnly http.Handler) *gin.Engine {
 	admin.PUT("/vps/:id/host-key", a.pinVPSHostKey)
 
 	if opsUI != nil {
-		ops := r.Group(queue.OpsUIPath, a.opsAuth)
+		// The cross-site check runs after opsAuth, so an ops-scope token's
+		// change is refused as read-only whatever its origin, and an admin's
+		// only when it is cross-site.
+		ops := r.Group(queue.OpsUIPath, a.opsHeaders, a.opsAuth, a.opsCrossSite)
 		h := a.opsUI(opsUI, opsUIReadOnly)
 		ops.Any("", h)
 		ops.Any("/*path", h)
@@ -368,7 +399,7 @@ func (a *API) opsUI(full, readOnly http.Handler) gin.HandlerFunc {
 // A failed token lookup other than "no such token" (the database is down) is
 // the API's usual 503, not a 401 that would make the browser ask again.
 func (a *API) opsAuth(c *gin.Context) {
-	p, err := a.tokens.authenticate(c.Request.Context(), bearerToken(c.GetHeader("Authorization")))
+	p, err := a.authenticate(c)
 	if errors.Is(err, errUnauthorized) {
 		// Not writeProblem: its challenge is Bearer, and a browser only asks for
 		// a password after a Basic one.
@@ -391,6 +422,7 @@ func (a *API) opsAuth(c *gin.Context) {
 	switch {
 	case full:
 	case !models.ScopeAllows(p.Scopes, models.ScopeOps) || !a.opsReadOnly:
+		a.metrics.AuthFailed(metrics.AuthScope)
 		writeProblem(c, Problem{Type: problemForbidden, Title: "Forbidden", Status: http.StatusForbidden,
 			Detail: "the ops UI needs a token with the ops scope (read-only) or the admin scope", Instance: c.Request.URL.Path})
 		c.Abort()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -34,10 +35,10 @@ type tokenLookup interface {
 // works immediately. The cache is bounded; when full it drops everything (cheap,
 // and the next requests refill it).
 type tokenCache struct {
-	lookup tokenLookup
-	ttl    time.Duration
-	max    int
-	now    func() time.Time
+	store tokenLookup
+	ttl   time.Duration
+	max   int
+	now   func() time.Time
 	// stats counts hits and misses of well-formed tokens (nil: not counted).
 	stats *metrics.CacheStats
 
@@ -51,29 +52,32 @@ type cacheEntry struct {
 }
 
 func newTokenCache(lookup tokenLookup, ttl time.Duration, max int, now func() time.Time) *tokenCache {
-	return &tokenCache{lookup: lookup, ttl: ttl, max: max, now: now, entries: make(map[string]cacheEntry)}
+	return &tokenCache{store: lookup, ttl: ttl, max: max, now: now, entries: make(map[string]cacheEntry)}
 }
 
-// authenticate resolves a bearer token to its principal, or errUnauthorized for a
-// missing, malformed, unknown, revoked or expired token alike.
-func (tc *tokenCache) authenticate(ctx context.Context, token string) (Principal, error) {
-	if !models.WellFormedToken(token) {
-		return Principal{}, errUnauthorized
-	}
-	hash := models.HashToken(token)
+// cached returns the principal of the token hashed hash when a live lookup of
+// it is cached: found false means a lookup is needed; err is errUnauthorized
+// when the cached token has expired since (its expiry is checked on every hit).
+func (tc *tokenCache) cached(hash string) (p Principal, found bool, err error) {
 	now := tc.now()
 	tc.mu.RLock()
 	e, ok := tc.entries[hash]
 	tc.mu.RUnlock()
-	if ok && now.Before(e.expires) {
-		tc.stats.Hit()
-		if e.p.ExpiresAt != nil && !now.Before(*e.p.ExpiresAt) {
-			return Principal{}, errUnauthorized
-		}
-		return e.p, nil
+	if !ok || !now.Before(e.expires) {
+		return Principal{}, false, nil
 	}
+	tc.stats.Hit()
+	if e.p.ExpiresAt != nil && !now.Before(*e.p.ExpiresAt) {
+		return Principal{}, true, errUnauthorized
+	}
+	return e.p, true, nil
+}
+
+// lookup reads the token hashed hash from the database and caches a live one;
+// errUnauthorized when there is no live token with that hash.
+func (tc *tokenCache) lookup(ctx context.Context, hash string) (Principal, error) {
 	tc.stats.Miss()
-	t, err := tc.lookup.LookupToken(ctx, hash)
+	t, err := tc.store.LookupToken(ctx, hash)
 	if errors.Is(err, models.ErrNotFound) {
 		return Principal{}, errUnauthorized
 	}
@@ -86,10 +90,74 @@ func (tc *tokenCache) authenticate(ctx context.Context, token string) (Principal
 		if len(tc.entries) >= tc.max {
 			clear(tc.entries)
 		}
-		tc.entries[hash] = cacheEntry{p: p, expires: now.Add(tc.ttl)}
+		tc.entries[hash] = cacheEntry{p: p, expires: tc.now().Add(tc.ttl)}
 		tc.mu.Unlock()
 	}
 	return p, nil
+}
+
+// authLimitedError is a request refused before its token was looked up: its
+// address has failed authentication too often (failLimiter).
+type authLimitedError struct{ wait time.Duration }
+
+func (e *authLimitedError) Error() string {
+	return "too many failed authentication attempts from this address"
+}
+
+// authenticate resolves the request's credential (a Bearer token or the
+// password of Basic auth) to its principal. It returns errUnauthorized for a
+// missing, malformed, unknown, revoked or expired token alike, counting the
+// reason, and charges the failure to the client's address; once the address
+// has no attempts left it returns *authLimitedError instead, before any
+// database lookup (a token in the token cache still passes).
+func (a *API) authenticate(c *gin.Context) (Principal, error) {
+	token := bearerToken(c.GetHeader("Authorization"))
+	key := clientKey(c.Request.RemoteAddr)
+	if !models.WellFormedToken(token) {
+		reason := metrics.AuthMissing
+		if token != "" || c.GetHeader("Authorization") != "" {
+			reason = metrics.AuthMalformed
+		}
+		return Principal{}, a.authFailed(key, reason, true)
+	}
+	hash := models.HashToken(token)
+	p, found, err := a.tokens.cached(hash)
+	if found {
+		if err != nil {
+			return Principal{}, a.authFailed(key, metrics.AuthExpired, true)
+		}
+		return p, nil
+	}
+	if a.failures != nil {
+		if ok, wait := a.failures.take(key); !ok {
+			a.metrics.AuthRateLimited()
+			return Principal{}, &authLimitedError{wait: wait}
+		}
+	}
+	p, err = a.tokens.lookup(c.Request.Context(), hash)
+	switch {
+	case errors.Is(err, errUnauthorized):
+		// The attempt the lookup took stays taken.
+		return Principal{}, a.authFailed(key, metrics.AuthUnknown, false)
+	case a.failures != nil:
+		// A live token, or a database failure that is not the client's doing.
+		a.failures.refund(key)
+	}
+	return p, err
+}
+
+// authFailed counts a failed authentication by reason and returns
+// errUnauthorized, or *authLimitedError when charge is set and the address
+// has no attempts left.
+func (a *API) authFailed(key netip.Prefix, reason string, charge bool) error {
+	if charge && a.failures != nil {
+		if ok, wait := a.failures.take(key); !ok {
+			a.metrics.AuthRateLimited()
+			return &authLimitedError{wait: wait}
+		}
+	}
+	a.metrics.AuthFailed(reason)
+	return errUnauthorized
 }
 
 // bearerToken extracts the token of "Authorization: Bearer <token>", or the
@@ -118,12 +186,13 @@ const ctxPrincipal = "chom.principal"
 // requireScope authenticates the request and checks that its token holds scope.
 func (a *API) requireScope(scope string) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		p, err := a.tokens.authenticate(c.Request.Context(), bearerToken(c.GetHeader("Authorization")))
+		p, err := a.authenticate(c)
 		if err != nil {
 			a.fail(c, err)
 			return
 		}
 		if !models.ScopeAllows(p.Scopes, scope) {
+			a.metrics.AuthFailed(metrics.AuthScope)
 			a.fail(c, errForbidden)
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -78,6 +79,7 @@ func (a *API) fail(c *gin.Context, err error) {
 		decodeErr   *input.DecodeError
 		validErr    *input.ValidationError
 		conflictErr *models.ConflictError
+		limitedErr  *authLimitedError
 	)
 	switch {
 	case errors.As(err, &decodeErr):
@@ -103,6 +105,10 @@ func (a *API) fail(c *gin.Context, err error) {
 	case errors.As(err, &validErr):
 		writeProblem(c, Problem{Type: problemValidation, Title: "Invalid request", Status: http.StatusUnprocessableEntity,
 			Detail: "one or more fields are invalid", Errors: validErr.Fields})
+	case errors.As(err, &limitedErr):
+		retryAfter(c, max(1, int(math.Ceil(limitedErr.wait.Seconds()))))
+		writeProblem(c, Problem{Type: problemRateLimited, Title: "Too many requests", Status: http.StatusTooManyRequests,
+			Detail: "too many requests without a valid API token from this address; retry after the time in Retry-After"})
 	case errors.Is(err, errUnauthorized):
 		writeProblem(c, Problem{Type: problemAuth, Title: "Unauthorized", Status: http.StatusUnauthorized, Detail: errUnauthorized.Error()})
 	case errors.Is(err, errForbidden):

@@ -100,7 +100,12 @@ type RedisDB struct {
 func ClaimRedisDB(ctx context.Context, raw, runID string) (*RedisDB, error) {
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
-		return nil, fmt.Errorf("loadtest: redis URL %s: %w", redactURL(raw), err)
+		// Not %w: a *url.Error's text quotes the URL, password and all.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("loadtest: redis URL %s: %v", redactURL(raw), err)
 	}
 	try := func(db int) (*RedisDB, bool, error) {
 		o := *opts

@@ -4,7 +4,8 @@
 //
 // It is a leaf: it imports only the Prometheus client, bun (for the query hook)
 // and the standard library. The components it measures do not appear here; they
-// report through small methods (ObserveHTTP, ObserveJob, Cache, RateLimited) or
+// report through small methods (ObserveHTTP, ObserveJob, Cache, RateLimited,
+// AuthFailed, AuthRateLimited, CrossSiteRefused, SecurityRefused) or
 // are read at scrape time through functions the process wires in (TrackQueues,
 // TrackStatuses, TrackRelay, TrackBreaker), so ingress and workers can import it
 // without a cycle and cmd/chom decides what each process reports.

@@ -45,6 +45,10 @@ type Metrics struct {
 
 	cacheHits, cacheMisses *prometheus.CounterVec
 	rateLimited            prometheus.Counter
+	crossSite              prometheus.Counter
+	authFailures           *prometheus.CounterVec
+	authLimited            prometheus.Counter
+	securityRefusals       *prometheus.CounterVec
 	sourceErrors           *prometheus.CounterVec
 
 	queues   *queueCollector
@@ -101,6 +105,22 @@ func New() *Metrics {
 	m.cacheHits = counterVec(m, "chom_cache_hits_total", "Lookups answered from an in-process cache (token, operation).", "cache")
 	m.cacheMisses = counterVec(m, "chom_cache_misses_total", "Lookups an in-process cache had to pass to the database.", "cache")
 	m.rateLimited = counter(m, "chom_rate_limited_total", "Requests refused with 429 because their API token was over its rate.")
+	m.crossSite = counter(m, "chom_ops_cross_site_refused_total",
+		"Requests that would change queues or tasks through the ops UI refused with 403 because they came from another site (Sec-Fetch-Site, Origin).")
+	m.authFailures = counterVec(m, "chom_auth_failures_total",
+		"Requests refused because of their credential, by reason: missing, malformed, unknown (no live token with that hash: revoked and expired ones too until the store tells them apart), revoked, expired (a cached token past its expiry), scope (a live token without the route's scope, 403).",
+		"reason")
+	for _, r := range AuthFailureReasons {
+		m.authFailures.WithLabelValues(r)
+	}
+	m.authLimited = counter(m, "chom_auth_rate_limited_total",
+		"Requests refused with 429 before any token lookup because their client address failed authentication too often (CHOM_AUTH_FAIL_RATE, CHOM_AUTH_FAIL_BURST).")
+	m.securityRefusals = counterVec(m, "chom_security_refusals_total",
+		"Requests or connections refused for a security policy, by reason (see SecurityRefusalReasons); fed by the components that enforce each policy.",
+		"reason")
+	for _, r := range SecurityRefusalReasons {
+		m.securityRefusals.WithLabelValues(r)
+	}
 	m.sourceErrors = counterVec(m, "chom_metrics_source_errors_total",
 		"Scrape-time reads that failed or timed out (sites, backups, outbox_lag); the series they feed are left out of that scrape.",
 		"source")
@@ -170,6 +190,57 @@ func (m *Metrics) CounterFunc(name, help string, fn func() float64) error {
 func (m *Metrics) RateLimited() {
 	if m != nil {
 		m.rateLimited.Inc()
+	}
+}
+
+// Reasons of chom_auth_failures_total, every one created at zero by New.
+const (
+	AuthMissing   = "missing"
+	AuthMalformed = "malformed"
+	AuthUnknown   = "unknown"
+	AuthRevoked   = "revoked"
+	AuthExpired   = "expired"
+	AuthScope     = "scope"
+)
+
+// AuthFailureReasons lists the documented reasons of chom_auth_failures_total.
+var AuthFailureReasons = []string{AuthMissing, AuthMalformed, AuthUnknown, AuthRevoked, AuthExpired, AuthScope}
+
+// SecurityRefusalReasons lists the documented reasons of
+// chom_security_refusals_total, created at zero by New: host_key_mismatch (an
+// SSH server whose key is not the pinned one) and quota (a tenant over a
+// quota). A component enforcing a new policy adds its reason here.
+var SecurityRefusalReasons = []string{"host_key_mismatch", "quota"}
+
+// AuthFailed counts one request refused for its credential (reason: one of
+// AuthFailureReasons). A nil Metrics ignores it.
+func (m *Metrics) AuthFailed(reason string) {
+	if m != nil {
+		m.authFailures.WithLabelValues(reason).Inc()
+	}
+}
+
+// AuthRateLimited counts one request refused with 429 because its address
+// failed authentication too often. A nil Metrics ignores it.
+func (m *Metrics) AuthRateLimited() {
+	if m != nil {
+		m.authLimited.Inc()
+	}
+}
+
+// SecurityRefused counts one refusal under a security policy (reason: one of
+// SecurityRefusalReasons). A nil Metrics ignores it.
+func (m *Metrics) SecurityRefused(reason string) {
+	if m != nil {
+		m.securityRefusals.WithLabelValues(reason).Inc()
+	}
+}
+
+// CrossSiteRefused counts one ops UI change refused as cross-site. A nil
+// Metrics ignores it.
+func (m *Metrics) CrossSiteRefused() {
+	if m != nil {
+		m.crossSite.Inc()
 	}
 }
 

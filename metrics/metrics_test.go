@@ -353,6 +353,50 @@ func TestCacheAndRateLimited(t *testing.T) {
 	none.RateLimited()
 }
 
+// The security families have every documented reason at zero from New, so an
+// increase() alert reads 0 before the first failure, and count what is fed.
+func TestSecuritySeries(t *testing.T) {
+	t.Parallel()
+	m := metrics.New()
+	for _, r := range metrics.AuthFailureReasons {
+		if s, ok := lookup(t, m, "chom_auth_failures_total", "reason", r); !ok || s.value != 0 {
+			t.Errorf("chom_auth_failures_total{reason=%s} at start: %+v, %v; want 0", r, s, ok)
+		}
+	}
+	for _, r := range metrics.SecurityRefusalReasons {
+		if s, ok := lookup(t, m, "chom_security_refusals_total", "reason", r); !ok || s.value != 0 {
+			t.Errorf("chom_security_refusals_total{reason=%s} at start: %+v, %v; want 0", r, s, ok)
+		}
+	}
+	m.AuthFailed(metrics.AuthUnknown)
+	m.AuthFailed(metrics.AuthUnknown)
+	m.AuthFailed(metrics.AuthScope)
+	m.AuthRateLimited()
+	m.CrossSiteRefused()
+	m.SecurityRefused("quota")
+	for _, c := range []struct {
+		name, label, value string
+		want               float64
+	}{
+		{"chom_auth_failures_total", "reason", "unknown", 2}, {"chom_auth_failures_total", "reason", "scope", 1},
+		{"chom_auth_failures_total", "reason", "missing", 0}, {"chom_security_refusals_total", "reason", "quota", 1},
+	} {
+		if got := sample(t, m, c.name, c.label, c.value).value; got != c.want {
+			t.Errorf("%s{%s=%s} = %v, want %v", c.name, c.label, c.value, got, c.want)
+		}
+	}
+	for _, name := range []string{"chom_auth_rate_limited_total", "chom_ops_cross_site_refused_total"} {
+		if got := sample(t, m, name).value; got != 1 {
+			t.Errorf("%s = %v, want 1", name, got)
+		}
+	}
+	var none *metrics.Metrics
+	none.AuthFailed(metrics.AuthMissing)
+	none.AuthRateLimited()
+	none.CrossSiteRefused()
+	none.SecurityRefused("quota")
+}
+
 // The query hook counts statements by operation on a real database, errors
 // apart from "no rows", and never allocates.
 func TestQueryHook(t *testing.T) {

@@ -94,11 +94,44 @@ func IsPostgres(db bun.IDB) bool {
 	return db.Dialect().Name() == dialect.PG
 }
 
-// RedactURL hides the password of a database URL so it can be logged.
+// RedactURL hides the secrets of a URL (a database, Redis or any other one) so
+// it can be logged or put in an error: the password of its user info and the
+// value of every query parameter whose name suggests a credential (PostgreSQL's
+// password and sslpassword, Redis Sentinel's sentinel_password, an S3 secret
+// key, a token). A URL that does not parse is replaced whole, since the parse
+// error would echo it.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "<unparseable database URL>"
+		return "<unparseable URL>"
+	}
+	if u.RawQuery != "" {
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			u.RawQuery = "<unparseable query>"
+		} else {
+			changed := false
+			for k := range q {
+				if secretParam(k) {
+					q[k] = []string{"xxxxx"}
+					changed = true
+				}
+			}
+			if changed {
+				u.RawQuery = q.Encode()
+			}
+		}
 	}
 	return u.Redacted()
+}
+
+// secretParam reports whether a query parameter's name suggests a credential.
+func secretParam(name string) bool {
+	n := strings.ToLower(name)
+	for _, w := range []string{"pass", "secret", "token", "key", "auth", "credential", "signature"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
 }

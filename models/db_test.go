@@ -50,7 +50,14 @@ func TestRedactURL(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"postgres://chom:s3cret@db:5432/chom?sslmode=disable", "postgres://chom:xxxxx@db:5432/chom?sslmode=disable"},
 		{"postgres://chom@db/chom", "postgres://chom@db/chom"},
-		{"postgres://%zz", "<unparseable database URL>"},
+		// Not "database URL": Redis and other URLs go through it too.
+		{"postgres://%zz", "<unparseable URL>"},
+		// net/url's own error would quote the password: nothing of it shows.
+		{"redis://:pw@host:notaport/0", "<unparseable URL>"},
+		{"redis://:s3cret@redis:6379/0", "redis://:xxxxx@redis:6379/0"},
+		{"postgres://chom@db/chom?password=s3cret&sslmode=require&sslpassword=k", "postgres://chom@db/chom?password=xxxxx&sslmode=require&sslpassword=xxxxx"},
+		{"redis-sentinel://h:26379?master=m&sentinel_password=s3cret", "redis-sentinel://h:26379?master=m&sentinel_password=xxxxx"},
+		{"https://s3.example.com/b?X-Amz-Signature=abc&X-Amz-Credential=AKIA", "https://s3.example.com/b?X-Amz-Credential=xxxxx&X-Amz-Signature=xxxxx"},
 	}
 	for _, tc := range tests {
 		if got := models.RedactURL(tc.in); got != tc.want {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	neturl "net/url"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -13,12 +14,23 @@ import (
 
 // RedisOptions parses a Redis URL (redis://, rediss://, redis-socket:// or
 // redis-sentinel://, as asynq.ParseRedisURI accepts) into connection options.
+// Its error names the URL with the password redacted and never wraps the
+// parser's own error, whose text may quote the URL whole (net/url's does).
 func RedisOptions(url string) (asynq.RedisConnOpt, error) {
 	opt, err := asynq.ParseRedisURI(url)
 	if err != nil {
-		return nil, fmt.Errorf("queue: parse redis URL: %w", err)
+		return nil, fmt.Errorf("queue: parse redis URL %s: %s", models.RedactURL(url), redactedCause(err))
 	}
 	return opt, nil
+}
+
+// redactedCause is err's text without the URL a *url.Error carries.
+func redactedCause(err error) string {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
 }
 
 // NewRedisClient opens a Redis client from a URL. It is shared by the enqueuer,

@@ -74,6 +74,7 @@ type seen struct {
 	Screenshot               string         `json:"screenshot"`
 	UnauthenticatedStatus    int            `json:"unauthenticated_status"`
 	UnauthenticatedChallenge string         `json:"unauthenticated_challenge"`
+	CSPViolations            []string       `json:"csp_violations"`
 	Error                    string         `json:"error"`
 }
 
@@ -82,7 +83,8 @@ type seen struct {
 // and low with the tasks the test queued (sites accepted while no worker runs),
 // takes a full-page screenshot, and a browser without credentials gets the 401
 // with its Basic challenge. Then the same with an ops token, which sees the
-// same queues in the read-only UI.
+// same queues in the read-only UI. Nothing is blocked by the ingress's
+// Content-Security-Policy on the way.
 func TestOpsUIInBrowser(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -114,6 +116,9 @@ func TestOpsUIInBrowser(t *testing.T) {
 		t.Logf("%s: screenshot %s", c.who, shot)
 		if got.Status != 200 || got.Queues["default"] != sites || got.Queues["critical"] != 1 || got.Queues["low"] != 1 {
 			t.Errorf("%s logged in: status %d, queue sizes %v; want 200 and default %d, critical 1, low 1", c.who, got.Status, got.Queues, sites)
+		}
+		if len(got.CSPViolations) > 0 {
+			t.Errorf("%s: the page's Content-Security-Policy blocked %q", c.who, got.CSPViolations)
 		}
 		if got.ReadOnly != c.readOnly {
 			t.Errorf("%s saw read-only %q, want %q", c.who, got.ReadOnly, c.readOnly)

@@ -137,6 +137,12 @@ type response struct {
 // do sends method path with the Authorization header auth (none when empty).
 func (s *stack) do(method, path, auth string, body any) response {
 	s.t.Helper()
+	return s.doWith(method, path, auth, nil, body)
+}
+
+// doWith is do with extra request headers (Origin, Sec-Fetch-Site, Content-Type).
+func (s *stack) doWith(method, path, auth string, header http.Header, body any) response {
+	s.t.Helper()
 	var rd io.Reader
 	if body != nil {
 		raw, err := json.Marshal(body)
@@ -154,6 +160,9 @@ func (s *stack) do(method, path, auth string, body any) response {
 	}
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	res, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
 	if err != nil {

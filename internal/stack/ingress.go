@@ -68,6 +68,8 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 		TokenCacheTTL: c.TokenCacheTTL,
 		RateLimit:     c.RateLimit,
 		RateBurst:     c.RateBurst,
+		AuthFailRate:  c.AuthFailRate,
+		AuthFailBurst: c.AuthFailBurst,
 		// 0 from the environment means "off" to an operator; to the API it
 		// means "default", so map it.
 		OperationCacheTTL: offIsNegative(c.OpCacheTTL),

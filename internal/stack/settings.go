@@ -58,6 +58,10 @@ type Setting struct {
 	Roles Role
 	// Doc says what the setting does, in one or two sentences of Markdown.
 	Doc string
+	// Secret marks a credential, or a URL that may carry one: errors show its
+	// value redacted (a URL's password and secret parameters, anything else
+	// whole).
+	Secret bool
 
 	set func(c *Config, v string) error
 }
@@ -90,6 +94,8 @@ type Config struct {
 	OpCacheTTL       time.Duration
 	RateLimit        float64
 	RateBurst        int
+	AuthFailRate     float64
+	AuthFailBurst    int
 	AcceptCommitters int
 	MetricsListen    string
 
@@ -139,13 +145,13 @@ type Config struct {
 // table takes it from there rather than writing the value again.
 func Settings() []Setting {
 	return []Setting{
-		{Env: "CHOM_DATABASE_URL", Dev: "sqlite://<data-dir>/chom.db", Roles: roleAll &^ RoleScheduler, set: text(func(c *Config) *string { return &c.DatabaseURL }),
+		{Env: "CHOM_DATABASE_URL", Secret: true, Dev: "sqlite://<data-dir>/chom.db", Roles: roleAll &^ RoleScheduler, set: text(func(c *Config) *string { return &c.DatabaseURL }),
 			Doc: "`postgres://user:pass@host:5432/db?sslmode=…` or `sqlite:///path/file.db`; required by every process but `scheduler`"},
-		{Env: "CHOM_REDIS_URL", Dev: "embedded", Roles: RoleDev, set: text(func(c *Config) *string { return &c.RedisURL }),
+		{Env: "CHOM_REDIS_URL", Secret: true, Dev: "embedded", Roles: RoleDev, set: text(func(c *Config) *string { return &c.RedisURL }),
 			Doc: "`redis://[:pass@]host:6379/0`, `rediss://…`, `redis-sentinel://…` (as asynq parses it); required by `ingress`, `worker` and `scheduler`"},
 		{Env: "CHOM_LISTEN", Default: ":8080", Dev: "127.0.0.1:8080", Roles: RoleIngress, set: text(func(c *Config) *string { return &c.Listen }),
 			Doc: "HTTP listen address of the API (`chom dev`: its `--listen` flag)"},
-		{Env: "CHOM_PUBLIC_URL", Roles: RoleIngress, set: text(func(c *Config) *string { return &c.PublicURL }),
+		{Env: "CHOM_PUBLIC_URL", Secret: true, Roles: RoleIngress, set: text(func(c *Config) *string { return &c.PublicURL }),
 			Doc: "the API's external base URL (`https://api.example.com`), used for the absolute links it returns (backup downloads); unset, links use the request's own scheme and `Host`, so set it behind a proxy or load balancer"},
 		{Env: "CHOM_LOG_LEVEL", Default: "info", Roles: roleServers, set: logLevel,
 			Doc: "`debug` logs every request; `info` logs server errors and job outcomes; `warn`, `error`"},
@@ -223,7 +229,7 @@ func Settings() []Setting {
 			Doc: "the bucket (it must exist)"},
 		{Env: "CHOM_S3_ACCESS_KEY", Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.S3AccessKey }),
 			Doc: "access key (never reaches logs or errors)"},
-		{Env: "CHOM_S3_SECRET_KEY", Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.S3SecretKey }),
+		{Env: "CHOM_S3_SECRET_KEY", Secret: true, Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.S3SecretKey }),
 			Doc: "secret key (never reaches logs or errors)"},
 		{Env: "CHOM_S3_REGION", Roles: RoleIngress | RoleWorker, set: text(func(c *Config) *string { return &c.S3Region }),
 			Doc: "the bucket's region"},
@@ -231,7 +237,7 @@ func Settings() []Setting {
 			Doc: "a key prefix (empty or ending in `/`)"},
 		{Env: "CHOM_S3_TLS", Default: "true", Roles: RoleIngress | RoleWorker, set: boolean(func(c *Config) *bool { return &c.S3TLS }),
 			Doc: "HTTPS to the endpoint"},
-		{Env: "CHOM_BACKUP_SIGNING_KEY", DefaultNote: "random per process", Roles: RoleIngress, set: text(func(c *Config) *string { return &c.BackupSigningKey }),
+		{Env: "CHOM_BACKUP_SIGNING_KEY", Secret: true, DefaultNote: "random per process", Roles: RoleIngress, set: text(func(c *Config) *string { return &c.BackupSigningKey }),
 			Doc: "HMAC-SHA256 key of backup download links, at least 32 characters (`openssl rand -hex 32`); unset, each process signs with its own random key, so behind several ingress replicas set it"},
 		{Env: "CHOM_BACKUP_LINK_TTL", Default: "5m", Roles: RoleIngress, set: duration(func(c *Config) *time.Duration { return &c.BackupLinkTTL }),
 			Doc: "how long a download link works (1s–24h)"},
@@ -250,6 +256,10 @@ func Settings() []Setting {
 		{Env: "CHOM_RATE_LIMIT", Default: "100", Roles: RoleIngress, set: number(func(c *Config) *float64 { return &c.RateLimit }),
 			Doc: "requests per second allowed to one API token in one ingress process, then 429 with `Retry-After`; `0` disables"},
 		{Env: "CHOM_RATE_BURST", Default: "200", Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.RateBurst }),
+			Doc: "burst of that limit"},
+		{Env: "CHOM_AUTH_FAIL_RATE", Default: "10", Roles: RoleIngress, set: number(func(c *Config) *float64 { return &c.AuthFailRate }),
+			Doc: "failed authentications per second allowed to one client address (the TCP peer's IP, IPv6 by /64; never `X-Forwarded-For`) in one ingress process; beyond its burst, requests whose token is not cached get 429 with `Retry-After` before any database lookup; `0` disables"},
+		{Env: "CHOM_AUTH_FAIL_BURST", Default: "50", Roles: RoleIngress, set: positive(func(c *Config) *int { return &c.AuthFailBurst }),
 			Doc: "burst of that limit"},
 		{Env: "CHOM_OPS_UI", Default: "true", Roles: RoleIngress, set: boolean(func(c *Config) *bool { return &c.OpsUI }),
 			Doc: "serve asynqmon at `/ops/queues` (an `ops` or `admin` token required)"},
@@ -317,6 +327,18 @@ func LoadDevConfig(getenv func(string) string, dataDir string) (Config, error) {
 	return load(getenv, dataDir)
 }
 
+// shown is v as an error or a log line may show it: redacted when s is Secret.
+func (s Setting) shown(v string) string {
+	switch {
+	case !s.Secret || v == "":
+		return v
+	case strings.Contains(v, "://"):
+		return models.RedactURL(v)
+	default:
+		return "<redacted>"
+	}
+}
+
 func load(getenv func(string) string, devDir string) (Config, error) {
 	var c Config
 	var errs []error
@@ -332,7 +354,7 @@ func load(getenv func(string) string, devDir string) (Config, error) {
 			}
 		}
 		if err := s.set(&c, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", s.Env, v, err))
+			errs = append(errs, fmt.Errorf("%s=%q: %w", s.Env, s.shown(v), err))
 		}
 	}
 	if c.HealthProbe == "" {

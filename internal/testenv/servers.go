@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -117,6 +118,9 @@ type RedisServerConfig struct {
 	// queue's Redis runs in production (DESIGN.md): every acknowledged write
 	// survives a kill.
 	AppendOnly bool
+	// Password, when set, is required of every client (requirepass); URL
+	// carries it.
+	Password string
 }
 
 // RedisServer is a redis-server process private to one test.
@@ -128,8 +132,9 @@ type RedisServer struct {
 	// Dir holds the server's data (the AOF) and its log, redis.log.
 	Dir string
 
-	bin  string
-	args []string
+	bin      string
+	args     []string
+	password string
 
 	mu   sync.Mutex
 	proc *serverProcess
@@ -149,7 +154,7 @@ func StartRedisServer(tb testing.TB, cfg RedisServerConfig) *RedisServer {
 	if err != nil {
 		tb.Fatalf("testenv: redis dir: %v", err)
 	}
-	r := &RedisServer{Dir: dir, bin: bin}
+	r := &RedisServer{Dir: dir, bin: bin, password: cfg.Password}
 	tb.Cleanup(func() {
 		r.mu.Lock()
 		p := r.proc
@@ -166,10 +171,16 @@ func StartRedisServer(tb testing.TB, cfg RedisServerConfig) *RedisServer {
 		port := freePort(tb)
 		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		r.URL = "redis://" + r.Addr + "/0"
+		if cfg.Password != "" {
+			r.URL = (&url.URL{Scheme: "redis", User: url.UserPassword("", cfg.Password), Host: r.Addr, Path: "/0"}).String()
+		}
 		r.args = []string{
 			"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--protected-mode", "yes",
 			"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"), "--daemonize", "no",
 			"--save", "", "--databases", "16",
+		}
+		if cfg.Password != "" {
+			r.args = append(r.args, "--requirepass", cfg.Password)
 		}
 		if cfg.AppendOnly {
 			r.args = append(r.args, "--appendonly", "yes", "--appendfsync", "always")
@@ -197,7 +208,7 @@ func (r *RedisServer) start() error {
 		return err
 	}
 	r.proc = p
-	opts := &redis.Options{Addr: r.Addr, DialTimeout: time.Second, MaxRetries: -1}
+	opts := &redis.Options{Addr: r.Addr, Password: r.password, DialTimeout: time.Second, MaxRetries: -1}
 	c := redis.NewClient(opts)
 	defer c.Close()
 	deadline := time.Now().Add(serverStartTimeout)

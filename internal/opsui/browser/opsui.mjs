@@ -49,7 +49,7 @@ const chromiumArgs = [
   "--disable-sync",
 ];
 
-const seen = { url: page_url, queues: {}, screenshot: args.out };
+const seen = { url: page_url, queues: {}, screenshot: args.out, csp_violations: [] };
 const profiles = [];
 const contexts = [];
 
@@ -78,6 +78,14 @@ try {
   // Any user name, the token as password: Chromium answers the server's Basic
   // challenge with them, as a person would in the login prompt.
   const page = await open({ username: "ops", password: args.token });
+  // What the page's Content-Security-Policy blocked, as Chromium reports it on
+  // the console: the UI must work under the policy the ingress sends.
+  page.on("console", (msg) => {
+    if (/Content Security Policy/i.test(msg.text())) seen.csp_violations.push(msg.text());
+  });
+  page.on("pageerror", (err) => {
+    if (/Content Security Policy/i.test(String(err))) seen.csp_violations.push(String(err));
+  });
   const res = await page.goto(page_url, { waitUntil: "domcontentloaded" });
   seen.status = res ? res.status() : 0;
   if (seen.status !== 200) throw new Error(`GET ${page_url} with credentials: status ${seen.status}`);
