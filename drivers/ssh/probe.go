@@ -65,6 +65,11 @@ type Config struct {
 	// Deprovision); Archive and Restore stream for as long as ctx allows.
 	// Only NewProvisioner uses it. Default 2m.
 	StepTimeout time.Duration
+	// MaxLogBytes bounds what one rotated (gzip) access log may decompress
+	// to when Bandwidth reads it; a larger or corrupt one is refused (see
+	// drivers.ErrLogRefused). Only NewProvisioner uses it. Default
+	// drivers.MaxLogBytes (4 GiB).
+	MaxLogBytes int64
 
 	// Dial opens TCP connections (SSH and HTTP). Default a net.Dialer; tests
 	// wrap it to count or refuse dials.

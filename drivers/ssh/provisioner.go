@@ -92,6 +92,7 @@ var dbNamePattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,31}$`)
 type sitePaths struct {
 	user, db                       string
 	siteRoot, docRoot, tmp, index  string
+	sessions, phpLogs              string // the pool's own, in siteRoot
 	logDir, stateDir, dbEnv, stage string
 	avail, enabled, socket, lock   string
 	pool                           string            // "" for html
@@ -118,6 +119,8 @@ func (p *Provisioner) paths(site drivers.SiteSpec) (sitePaths, error) {
 	}
 	sp.docRoot = path.Join(sp.siteRoot, "public")
 	sp.tmp = path.Join(sp.siteRoot, "tmp")
+	sp.sessions = path.Join(sp.siteRoot, "sessions")
+	sp.phpLogs = path.Join(sp.siteRoot, "logs")
 	sp.dbEnv = path.Join(sp.stateDir, "db.env")
 	sp.stage = path.Join(sp.stateDir, "restore")
 	index := "index.html"
@@ -162,6 +165,7 @@ func (p *Provisioner) values(site drivers.SiteSpec, sp sitePaths) siteValues {
 		SiteID: site.ID, TenantID: site.TenantID, Domain: site.Domain, SiteType: site.SiteType,
 		PHPVersion: site.PHPVersion, User: sp.user, WebGroup: p.layout.WebGroup,
 		SiteRoot: sp.siteRoot, DocumentRoot: sp.docRoot, LogDir: sp.logDir, TmpDir: sp.tmp, Socket: sp.socket,
+		SessionDir: sp.sessions, PHPLogDir: sp.phpLogs,
 		Listen:          p.layout.Listen,
 		PHP:             site.UsesPHP(),
 		FrontController: site.SiteType == drivers.SiteTypeLaravel || site.SiteType == drivers.SiteTypeWordPress,
@@ -251,7 +255,7 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 			return s.changed(ctx, scriptUser, runOpts{}, sp.user, sp.siteRoot, sp.lock)
 		}},
 		{drivers.StepSiteRoot, progressSiteRoot, func() (bool, error) {
-			_, err := s.run(ctx, scriptDirs, runOpts{}, sp.user, sp.siteRoot, sp.docRoot, sp.tmp, sp.logDir, sp.stateDir)
+			_, err := s.run(ctx, scriptDirs, runOpts{}, sp.user, l.WebGroup, sp.siteRoot, sp.docRoot, sp.tmp, sp.sessions, sp.phpLogs, sp.logDir, sp.stateDir)
 			return false, err
 		}},
 		{drivers.StepIndexPage, progressIndexPage, func() (bool, error) {

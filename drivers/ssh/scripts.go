@@ -21,14 +21,35 @@ useradd --system --user-group --home-dir "$home" --no-create-home --shell /usr/s
 echo changed
 `
 
-// scriptDirs creates the site root (0755, nginx reads it), the document root
-// and tmp (owned by the site user), the log directory and the root-only state
-// directory. Args: user, site root, document root, tmp, log dir, state dir.
+// scriptDirs creates or converges the site's directories (the Isolation
+// section of docs/operations.md states the model):
+//   - the site root (root, 0755: the site user cannot rename or replace what
+//     is in it);
+//   - the document root, the site user's with the web group (0750): nginx's
+//     workers read it, no other site's user does;
+//   - tmp, sessions and logs (php-error.log), the site user's alone (0700);
+//   - the nginx log directory, root's with the web group (0750): nginx's
+//     master opens access.log and error.log there as root, so the site user
+//     must not be able to create, delete or replace anything in it (else a
+//     link there makes root write where the site says). A directory of the
+//     old layout (owned by the site user) is taken back first, then anything
+//     in it that is not a regular file of one link (a link, a directory, a
+//     fifo, a hard link to a file elsewhere) is removed and the site user's
+//     files are given to root: the order matters, so nothing new can appear
+//     between the two;
+//   - the root-only state directory.
+//
+// Every step converges, so running it on a site of either layout leaves the
+// same result. Args: user, web group, site root, document root, tmp,
+// sessions, php logs, log dir, state dir.
 const scriptDirs = `set -eu
-user=$1 root=$2 docroot=$3 tmp=$4 logs=$5 state=$6
+user=$1 group=$2 root=$3 docroot=$4 tmp=$5 sessions=$6 phplogs=$7 logs=$8 state=$9
 install -d -m 0755 -o root -g root "$root"
-install -d -m 0755 -o "$user" -g "$user" "$docroot" "$logs"
-install -d -m 0700 -o "$user" -g "$user" "$tmp"
+install -d -m 0750 -o "$user" -g "$group" "$docroot"
+install -d -m 0700 -o "$user" -g "$user" "$tmp" "$sessions" "$phplogs"
+install -d -m 0750 -o root -g "$group" "$logs"
+find -P "$logs" -mindepth 1 -maxdepth 1 \( ! -type f -o -links +1 \) -exec rm -rf -- {} +
+find -P "$logs" -mindepth 1 -maxdepth 1 -type f -user "$user" -exec chown -h root:root -- {} +
 install -d -m 0700 -o root -g root "$state"
 `
 
@@ -281,11 +302,41 @@ find -P "$d" -mindepth 1 -maxdepth 1 -type f -name 'access.log*' -printf '%T@ %f
 
 // scriptReadLog opens one log file once, prints the device and inode of what
 // it opened ("<dev>:<ino>") on a line of its own, then the file. A file gone
-// since the listing prints nothing. Args: path.
-const scriptReadLog = `set -eu
-f=$1
-if [ ! -f "$f" ]; then exit 0; fi
-exec 3<"$f"
-stat -L -c '%d:%i' /dev/fd/3
-cat <&3
+// since the listing prints nothing. What is not a regular file reached
+// without a link prints "refused: <why>" instead and nothing else.
+//
+// It never follows a link, with no window between a check and the open: the
+// shell cannot open with O_NOFOLLOW and a `[ -L ]` test before `cat` is a race
+// (the name can become a link in between), so the open is perl's sysopen with
+// O_NOFOLLOW (a link as last element fails with ELOOP) and O_NONBLOCK (a fifo
+// cannot hang the reader), and the type is checked on the opened descriptor
+// (fstat), so the bytes read are those of the inode checked. perl-base is
+// Essential in Debian: every server has it. The directories above the file
+// are root's (scriptDirs), so no element of the path is the site's to
+// replace. Args: path.
+const scriptReadLog = `exec perl -e '
+use strict; use warnings; use Fcntl qw(O_RDONLY O_NOFOLLOW O_NONBLOCK);
+my $f = shift;
+my $fh;
+if (!sysopen($fh, $f, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)) {
+	exit 0 if $!{ENOENT};
+	if ($!{ELOOP}) { print "refused: a symbolic link\n"; exit 0; }
+	die "open $f: $!\n";
+}
+my @st = stat($fh) or die "fstat $f: $!\n";
+if (!-f _) { print "refused: not a regular file\n"; exit 0; }
+binmode($fh); binmode(STDOUT);
+syswrite(STDOUT, "$st[0]:$st[1]\n") or die "write: $!\n";
+while (1) {
+	my $n = sysread($fh, my $buf, 65536);
+	die "read $f: $!\n" unless defined $n;
+	last if $n == 0;
+	my $off = 0;
+	while ($off < $n) {
+		my $w = syswrite(STDOUT, $buf, $n - $off, $off);
+		die "write: $!\n" unless defined $w;
+		$off += $w;
+	}
+}
+' "$1"
 `

@@ -1,0 +1,269 @@
+package ssh_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chomhq/chom/drivers"
+	"github.com/chomhq/chom/drivers/ssh"
+	"github.com/chomhq/chom/internal/vpsenv"
+)
+
+// asUser runs argv as the system user (no shell: runuser -u execs argv), from
+// /, and returns its combined output.
+func asUser(user string, argv ...string) (string, error) {
+	cmd := exec.Command("runuser", append([]string{"-u", user, "--"}, argv...)...)
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func fileHash(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// attackTarget creates a root-owned 0600 file outside every site, as
+// /etc/ld.so.preload would be, and returns its path.
+func attackTarget(t *testing.T) string {
+	t.Helper()
+	f, err := os.CreateTemp("", "chom-attack-target-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("root's own content\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(f.Name(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(f.Name()) })
+	return f.Name()
+}
+
+// newProvisionerMaxLog is newProvisioner with a bound on decompressed logs.
+func newProvisionerMaxLog(t *testing.T, v *vpsenv.VPS, maxLog int64) *ssh.Provisioner {
+	t.Helper()
+	p, err := ssh.NewProvisioner(ssh.Config{
+		Signer: v.Client, User: v.User, DialTimeout: 5 * time.Second, StepTimeout: 30 * time.Second,
+		Layout: v.SSHLayout(), MaxLogBytes: maxLog, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// reloadNginx reloads the VPS's nginx as the tenant would get it reloaded (by
+// creating or deleting one of its sites).
+func reloadNginx(t *testing.T, v *vpsenv.VPS) {
+	t.Helper()
+	if out, err := exec.Command(v.NginxReload[0], v.NginxReload[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("nginx reload: %v: %s", err, out)
+	}
+}
+
+// requestUntil sends GET path to host every 50ms until done reports true or
+// d passes; it reports whether done did.
+func requestUntil(t *testing.T, v *vpsenv.VPS, host, path string, d time.Duration, done func() bool) bool {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		_, _, _ = v.Get(t.Context(), host, path)
+		if done() {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return done()
+}
+
+// testLogSymlinkEscalation is the attack of issue 10: a site's code replaces
+// its access.log with a link to a file of root's, gets nginx reloaded, and
+// nginx's master (root) opens the link's target for appending, where the
+// site's request lines then land. On the old layout's shape (the log
+// directory owned by the site user) it works, and the test sees root's file
+// written; on the layout Provision makes now (the directory root's), the site
+// user cannot replace the log (permission denied) and the target's hash is
+// the same after a reload and a request.
+func testLogSymlinkEscalation(t *testing.T, b *realBundle) {
+	ctx := t.Context()
+	v := b.vps
+	site := b.spec("site_esc1", "esc1.example.com", drivers.SiteTypeHTML)
+	if _, err := b.prov.Provision(ctx, site, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.prov.Deprovision(context.WithoutCancel(ctx), site) })
+	b.eventually(t, site.Domain, func(s int, _ string) bool { return s == 200 })
+	user := drivers.SystemUser(site.ID)
+	logDir := filepath.Join(v.LogDir, site.Domain)
+	accessLog := filepath.Join(logDir, "access.log")
+	payload := "/CHOM-ATTACK-" + strings.ReplaceAll(t.Name(), "/", "-")
+
+	// The old layout's shape: the site user owns its log directory.
+	if out, err := exec.Command("chown", user+":"+user, logDir).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v: %s", err, out)
+	}
+	if err := os.Chmod(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	oldTarget := attackTarget(t)
+	if out, err := asUser(user, "ln", "-sfn", oldTarget, accessLog); err != nil {
+		t.Fatalf("old layout: the site user could not replace its access.log: %v: %s", err, out)
+	}
+	reloadNginx(t, v)
+	wrote := requestUntil(t, v, site.Domain, payload, 10*time.Second, func() bool {
+		b, _ := os.ReadFile(oldTarget)
+		return strings.Contains(string(b), payload)
+	})
+	if !wrote {
+		t.Fatalf("old layout: root did not write the site's request line to %s; the attack this test guards against did not reproduce", oldTarget)
+	}
+	t.Logf("old layout: the site user replaced access.log with a link to root's %s; after a reload nginx (root) appended %q to it", oldTarget, payload)
+
+	// Provision converges the directory to the new layout: root's, the link gone.
+	if _, err := b.prov.Provision(ctx, site, nil); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || fi.Mode().Perm() != 0o750 {
+		t.Errorf("log directory after Provision: uid %d mode %v, want root's, 0750", st.Uid, fi.Mode().Perm())
+	}
+	if fi, err := os.Lstat(accessLog); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		t.Errorf("Provision left the planted link %s", accessLog)
+	}
+	reloadNginx(t, v)
+	newTarget := attackTarget(t)
+	before := fileHash(t, newTarget)
+	for _, attempt := range [][]string{
+		{"touch", filepath.Join(logDir, "access.log.1")},
+		{"rm", "-f", filepath.Join(logDir, "error.log")},
+		{"ln", "-sfn", newTarget, filepath.Join(logDir, "error.log")},
+		{"ln", "-sfn", newTarget, accessLog},
+	} {
+		out, err := asUser(user, attempt...)
+		if err == nil || !strings.Contains(out, "ermission denied") {
+			t.Errorf("new layout: %v as the site user: %v: %s; want permission denied", attempt, err, out)
+		}
+	}
+	reloadNginx(t, v)
+	// The request must be logged (so nginx did reopen its logs) and the target untouched.
+	logged := requestUntil(t, v, site.Domain, payload+"-new", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(accessLog)
+		return strings.Contains(string(b), payload+"-new")
+	})
+	if !logged {
+		t.Errorf("new layout: the request was not logged to %s", accessLog)
+	}
+	if after := fileHash(t, newTarget); after != before {
+		t.Errorf("new layout: root's %s changed (sha256 %s → %s)", newTarget, before, after)
+	}
+	if t.Failed() {
+		return
+	}
+	t.Logf("new layout: the site user cannot create, replace or delete anything in %s; %s unchanged (sha256 %s) after a reload and a request", logDir, newTarget, before)
+}
+
+// testLogReaderRefuses hands the remote log reader what a listing never names
+// but a race could (a name that became a link or a fifo after the listing) and
+// checks it refuses each without following or hanging, and that Bandwidth
+// skips and counts a gzip bomb and a corrupt rotated log while billing the
+// rest.
+func testLogReaderRefuses(t *testing.T, b *realBundle) {
+	ctx := t.Context()
+	v := b.vps
+	site := b.spec("site_rdr1", "rdr1.example.com", drivers.SiteTypeHTML)
+	if _, err := b.prov.Provision(ctx, site, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.prov.Deprovision(context.WithoutCancel(ctx), site) })
+	logDir := filepath.Join(v.LogDir, site.Domain)
+	now := time.Now()
+	start, end := now.Add(-time.Hour), now.Add(time.Hour)
+
+	// A file outside the site full of billable lines: a link to it must bill nothing.
+	outside := filepath.Join(t.TempDir(), "secret.log")
+	if err := os.WriteFile(outside, []byte(combinedLine(now, 999)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(logDir, "access.log.7")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(logDir, "access.log.8"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"access.log.7", "access.log.8"} {
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		bw, err := b.prov.ScanLog(rctx, site, name, start, end)
+		cancel()
+		if !errors.Is(err, drivers.ErrLogRefused) || bw.Bytes != 0 {
+			t.Errorf("reader on %s (a link or fifo): %+v, %v; want ErrLogRefused and nothing billed", name, bw, err)
+		}
+	}
+	_ = os.Remove(filepath.Join(logDir, "access.log.7"))
+	_ = os.Remove(filepath.Join(logDir, "access.log.8"))
+
+	// A bomb and a corrupt file beside a good rotated log, with a 1 MiB bound.
+	small := newProvisionerMaxLog(t, v, 1<<20)
+	var good, bomb bytes.Buffer
+	zw := gzip.NewWriter(&good)
+	_, _ = zw.Write([]byte(combinedLine(now, 300)))
+	_ = zw.Close()
+	zw = gzip.NewWriter(&bomb)
+	_, _ = zw.Write(make([]byte, 16<<20))
+	_ = zw.Close()
+	corrupt := bytes.Clone(good.Bytes())
+	corrupt[len(corrupt)-6] ^= 0xff // the CRC
+	for name, data := range map[string][]byte{"access.log.2.gz": good.Bytes(), "access.log.3.gz": bomb.Bytes(), "access.log.4.gz": corrupt} {
+		if err := os.WriteFile(filepath.Join(logDir, name), data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bw, err := small.Bandwidth(ctx, site, start, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bw.Bytes != 300 || bw.Requests != 1 || bw.RefusedFiles != 2 {
+		t.Errorf("Bandwidth with a bomb and a corrupt file: %+v; want 300 bytes of 1 request billed and 2 files refused", bw)
+	}
+	t.Logf("reader: a link and a fifo refused; a gzip bomb (%d bytes → 16 MiB, bound 1 MiB) and a corrupt .gz skipped and counted: %+v", bomb.Len(), bw)
+}
+
+// TestIsolationOnRealServers runs the isolation attacks against real sshd,
+// nginx and php-fpm on loopback.
+func TestIsolationOnRealServers(t *testing.T) {
+	t.Parallel()
+	v := vpsenv.Start(t)
+	b := &realBundle{vps: v, prov: newProvisioner(t, v, nil)}
+	t.Run("log symlink escalation: old layout falls, new layout holds", func(t *testing.T) {
+		testLogSymlinkEscalation(t, b)
+	})
+	t.Run("log reader follows no link and reads no bomb", func(t *testing.T) {
+		testLogReaderRefuses(t, b)
+	})
+}
