@@ -95,7 +95,7 @@ func (p *Provisioner) Restore(ctx context.Context, site drivers.SiteSpec, kind s
 		p.cleanStage(ctx, s, sp)
 		return fmt.Errorf("ssh: restore %s (%s): receive archive: %w", site.Domain, kind, err)
 	}
-	args := append([]string{sp.stage, sp.siteRoot, sp.user, flag(files), flag(db), sp.db}, p.layout.MySQL...)
+	args := append([]string{sp.stage, sp.siteRoot, sp.user, p.layout.WebGroup, flag(files), flag(db), sp.db}, p.layout.MySQL...)
 	if _, _, err := p.r.run(ctx, s.ep, scriptRestore, args, runOpts{}); err != nil {
 		p.cleanStage(ctx, s, sp)
 		var ce *commandError

@@ -255,7 +255,7 @@ func testLogReaderRefuses(t *testing.T, b *realBundle) {
 }
 
 // TestIsolationOnRealServers runs the isolation attacks against real sshd,
-// nginx and php-fpm on loopback.
+// nginx and php-fpm on loopback (the attack suite of issue 10).
 func TestIsolationOnRealServers(t *testing.T) {
 	t.Parallel()
 	v := vpsenv.Start(t)
@@ -265,5 +265,8 @@ func TestIsolationOnRealServers(t *testing.T) {
 	})
 	t.Run("log reader follows no link and reads no bomb", func(t *testing.T) {
 		testLogReaderRefuses(t, b)
+	})
+	t.Run("attack suite: tenant A against tenant B", func(t *testing.T) {
+		testAttackSuite(t, b)
 	})
 }

@@ -226,11 +226,13 @@ cat > "$stage/archive.tar.gz"
 // swaps the new document root into place with renames on one filesystem and
 // removes the staging (and the scratch database). A live tree an interrupted
 // restore left as .chom-old with no public/ beside it is put back first. It runs only after the
-// archive was received completely. Args: staging dir, site root, user, files
-// (1|0), database (1|0), database name, mysql argv….
+// archive was received completely. The restored document root gets the
+// layout's owner and mode (the site user's, with the web group, 0750).
+// Args: staging dir, site root, user, web group, files (1|0), database (1|0),
+// database name, mysql argv….
 const scriptRestore = `set -eu
-stage=$1 root=$2 user=$3 files=$4 db=$5 name=$6
-shift 6
+stage=$1 root=$2 user=$3 group=$4 files=$5 db=$6 name=$7
+shift 7
 x="$root/.chom-restore"
 scratch="${name}_chom_restore"
 cleanup() {
@@ -270,7 +272,8 @@ EOF
 fi
 if [ "$files" = 1 ]; then
 	chown -R -P "$user:$user" "$x/files"
-	chmod 0755 "$x/files"
+	chown "$user:$group" "$x/files"
+	chmod 0750 "$x/files"
 	rm -rf "$root/.chom-old"
 	if [ -e "$root/public" ]; then mv "$root/public" "$root/.chom-old"; fi
 	mv "$x/files" "$root/public"
