@@ -266,7 +266,80 @@ func TestIsolationOnRealServers(t *testing.T) {
 	t.Run("log reader follows no link and reads no bomb", func(t *testing.T) {
 		testLogReaderRefuses(t, b)
 	})
+	t.Run("migrate layout: old shape to new, twice", func(t *testing.T) {
+		testMigrateLayout(t, b)
+	})
 	t.Run("attack suite: tenant A against tenant B", func(t *testing.T) {
 		testAttackSuite(t, b)
 	})
+}
+
+// layoutState is what MigrateLayout may change of a site: owners, modes and
+// types of its directories and of its log directory's entries, and the
+// contents of its pool and server block.
+func layoutState(t *testing.T, v *vpsenv.VPS, domain string) string {
+	t.Helper()
+	root := filepath.Join(v.WebRoot, domain)
+	out, err := exec.Command("sh", "-c", `stat -c '%n %u %g %a %F' "$1" "$1/public" "$1/tmp" "$1/sessions" "$1/logs" "$2"
+find -P "$2" -mindepth 1 -printf '%f %U %G %m %y\n' | sort
+sha256sum "$3" "$4"`, "sh", root, filepath.Join(v.LogDir, domain),
+		filepath.Join(v.PHPPoolDir, domain+".conf"), filepath.Join(v.NginxAvailable, domain+".conf")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("layout state: %v: %s", err, out)
+	}
+	return string(out)
+}
+
+// testMigrateLayout makes a PHP site look as the old layout left it (the log
+// directory the site user's with a planted link, the document root 0755, a
+// pool without disable_functions, a server block without disable_symlinks)
+// and checks MigrateLayout brings it to the new shape, and that a second run
+// changes nothing and says so.
+func testMigrateLayout(t *testing.T, b *realBundle) {
+	ctx := t.Context()
+	v := b.vps
+	site := b.spec("site_mig1", "mig1.example.com", drivers.SiteTypePHP)
+	if _, err := b.prov.Provision(ctx, site, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.prov.Deprovision(context.WithoutCancel(ctx), site) })
+	user := drivers.SystemUser(site.ID)
+	root := filepath.Join(v.WebRoot, site.Domain)
+	logDir := filepath.Join(v.LogDir, site.Domain)
+	pool := filepath.Join(v.PHPPoolDir, site.Domain+".conf")
+	block := filepath.Join(v.NginxAvailable, site.Domain+".conf")
+	want := layoutState(t, v, site.Domain)
+
+	// The old layout's shape.
+	target := attackTarget(t)
+	for _, argv := range [][]string{
+		{"chown", user + ":" + user, logDir, filepath.Join(root, "public")},
+		{"chmod", "0755", logDir, filepath.Join(root, "public")},
+		{"runuser", "-u", user, "--", "ln", "-sfn", target, filepath.Join(logDir, "access.log")},
+		{"sed", "-i", "/disable_functions/d;/session.save_path/d", pool},
+		{"sed", "-i", "/disable_symlinks/d", block},
+	} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", argv, err, out)
+		}
+	}
+	if layoutState(t, v, site.Domain) == want {
+		t.Fatal("the old layout's shape is not different from the new one")
+	}
+	changed, err := b.prov.MigrateLayout(ctx, site)
+	if err != nil || !changed {
+		t.Fatalf("MigrateLayout of an old-layout site: %v, %v; want changed", changed, err)
+	}
+	if got := layoutState(t, v, site.Domain); got != want {
+		t.Errorf("after MigrateLayout the site is not in the new shape:\ngot:\n%s\nwant:\n%s", got, want)
+	}
+	b.eventually(t, site.Domain, func(s int, body string) bool { return s == 200 && strings.Contains(body, "6 * 7 = 42") })
+	first := layoutState(t, v, site.Domain)
+	changed, err = b.prov.MigrateLayout(ctx, site)
+	if err != nil || changed {
+		t.Errorf("second MigrateLayout: %v, %v; want nothing changed", changed, err)
+	}
+	if got := layoutState(t, v, site.Domain); got != first {
+		t.Errorf("second MigrateLayout changed the site:\nbefore:\n%s\nafter:\n%s", first, got)
+	}
 }

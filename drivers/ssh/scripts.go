@@ -40,10 +40,16 @@ echo changed
 //   - the root-only state directory.
 //
 // Every step converges, so running it on a site of either layout leaves the
-// same result. Args: user, web group, site root, document root, tmp,
-// sessions, php logs, log dir, state dir.
+// same result; it prints "changed" when an owner, a mode or an entry of the
+// log directory differs afterwards, else "same". Args: user, web group, site
+// root, document root, tmp, sessions, php logs, log dir, state dir.
 const scriptDirs = `set -eu
 user=$1 group=$2 root=$3 docroot=$4 tmp=$5 sessions=$6 phplogs=$7 logs=$8 state=$9
+snap() {
+	stat -c '%n %u %g %a %F' "$root" "$docroot" "$tmp" "$sessions" "$phplogs" "$logs" "$state" 2>/dev/null || true
+	find -P "$logs" -mindepth 1 -maxdepth 1 -printf '%f %U %G %y %n\n' 2>/dev/null || true
+}
+before=$(snap)
 install -d -m 0755 -o root -g root "$root"
 install -d -m 0750 -o "$user" -g "$group" "$docroot"
 install -d -m 0700 -o "$user" -g "$user" "$tmp" "$sessions" "$phplogs"
@@ -51,6 +57,7 @@ install -d -m 0750 -o root -g "$group" "$logs"
 find -P "$logs" -mindepth 1 -maxdepth 1 \( ! -type f -o -links +1 \) -exec rm -rf -- {} +
 find -P "$logs" -mindepth 1 -maxdepth 1 -type f -user "$user" -exec chown -h root:root -- {} +
 install -d -m 0700 -o root -g root "$state"
+if [ "$before" = "$(snap)" ]; then echo same; else echo changed; fi
 `
 
 // scriptWriteIfMissing writes stdin to a file that does not exist yet (the
