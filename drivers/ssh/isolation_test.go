@@ -1,6 +1,7 @@
 package ssh_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -269,6 +270,9 @@ func TestIsolationOnRealServers(t *testing.T) {
 	t.Run("migrate layout: old shape to new, twice", func(t *testing.T) {
 		testMigrateLayout(t, b)
 	})
+	t.Run("restore refuses links out of the site", func(t *testing.T) {
+		testRestoreRefusesLinks(t, b)
+	})
 	t.Run("attack suite: tenant A against tenant B", func(t *testing.T) {
 		testAttackSuite(t, b)
 	})
@@ -341,5 +345,91 @@ func testMigrateLayout(t *testing.T, b *realBundle) {
 	}
 	if got := layoutState(t, v, site.Domain); got != first {
 		t.Errorf("second MigrateLayout changed the site:\nbefore:\n%s\nafter:\n%s", first, got)
+	}
+}
+
+// entry is one member of a crafted archive.
+type entry struct {
+	name, link, body string
+	typ              byte
+}
+
+func craftArchive(t *testing.T, entries []entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: 0o644, Size: int64(len(e.body)), ModTime: time.Now()}
+		if e.typ != tar.TypeReg {
+			h.Size = 0
+		}
+		if e.typ == tar.TypeDir {
+			h.Mode = 0o755
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Size > 0 {
+			if _, err := tw.Write([]byte(e.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// testRestoreRefusesLinks restores crafted archives through the real sshd
+// and checks the ssh driver refuses what the local one refuses: an absolute
+// link, a link leaving the site, a files member that is itself a link, an
+// entry written through a link, a hard link; each is ErrCorruptArchive and
+// leaves the live site as it was. An archive whose link stays inside is
+// restored.
+func testRestoreRefusesLinks(t *testing.T, b *realBundle) {
+	ctx := t.Context()
+	v := b.vps
+	site := b.spec("site_rst1", "rst1.example.com", drivers.SiteTypeHTML)
+	if _, err := b.prov.Provision(ctx, site, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.prov.Deprovision(context.WithoutCancel(ctx), site) })
+	root := filepath.Join(v.WebRoot, site.Domain)
+	state := func() string {
+		out, _ := exec.Command("find", "-P", root, "-printf", "%P %y %l %s\n").Output()
+		return string(out)
+	}
+	before := state()
+	dir := entry{name: "files/", typ: tar.TypeDir}
+	for name, entries := range map[string][]entry{
+		"absolute link":              {dir, {name: "files/shadow", link: "/etc/shadow", typ: tar.TypeSymlink}},
+		"link leaving the site":      {dir, {name: "files/up", link: "../../../../etc", typ: tar.TypeSymlink}},
+		"link climbing after a name": {dir, {name: "files/x", link: "a/../../..", typ: tar.TypeSymlink}},
+		"files member is a link":     {{name: "files", link: "/etc", typ: tar.TypeSymlink}},
+		"entry through a link":       {dir, {name: "files/d", link: "sub", typ: tar.TypeSymlink}, {name: "files/d/x.php", body: "<?php", typ: tar.TypeReg}},
+		"hard link":                  {dir, {name: "files/h", link: "/etc/shadow", typ: tar.TypeLink}},
+		"name outside files/":        {dir, {name: "etc/cron.d/x", body: "* * * * * root id", typ: tar.TypeReg}},
+		"dot-dot in a name":          {dir, {name: "files/../../x", body: "x", typ: tar.TypeReg}},
+	} {
+		err := b.prov.Restore(ctx, site, drivers.BackupFiles, bytes.NewReader(craftArchive(t, entries)))
+		if !errors.Is(err, drivers.ErrCorruptArchive) {
+			t.Errorf("restore of an archive with %s: %v; want ErrCorruptArchive", name, err)
+		}
+		if got := state(); got != before {
+			t.Errorf("restore of an archive with %s changed the site:\nbefore:\n%s\nafter:\n%s", name, before, got)
+		}
+	}
+	ok := craftArchive(t, []entry{dir, {name: "files/index.html", body: "restored", typ: tar.TypeReg},
+		{name: "files/current", link: "index.html", typ: tar.TypeSymlink}})
+	if err := b.prov.Restore(ctx, site, drivers.BackupFiles, bytes.NewReader(ok)); err != nil {
+		t.Fatalf("restore of an archive whose link stays inside: %v", err)
+	}
+	if got, err := os.Readlink(filepath.Join(root, "public", "current")); err != nil || got != "index.html" {
+		t.Errorf("restored link: %q, %v", got, err)
 	}
 }
