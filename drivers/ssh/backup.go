@@ -107,6 +107,11 @@ func (p *Provisioner) Restore(ctx context.Context, site drivers.SiteSpec, kind s
 	pw.CloseWithError(err)
 	if cerr := <-checked; err == nil && cerr != nil {
 		p.cleanStage(ctx, s, sp)
+		// A restore killed mid-swap earlier is still repaired, as
+		// scriptRestore would have done first.
+		if _, _, rerr := p.r.run(ctx, s.ep, scriptRepairRestore, []string{sp.siteRoot}, runOpts{}); rerr != nil {
+			cerr = errors.Join(cerr, fmt.Errorf("repair an interrupted restore: %w", rerr))
+		}
 		return fmt.Errorf("ssh: restore %s (%s): %w", site.Domain, kind, cerr)
 	}
 	if err != nil {

@@ -405,14 +405,26 @@ func testRestoreRefusesLinks(t *testing.T, b *realBundle) {
 		return string(out)
 	}
 	before := state()
+	// Links point at a directory of the test's, never at a system one, so a
+	// regression damages nothing but the test's own files (a files member
+	// linked to /etc once had /etc chowned when only the server's check ran).
+	decoy := t.TempDir()
+	if err := os.WriteFile(filepath.Join(decoy, "secret"), []byte("decoy"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	decoyState := func() string {
+		out, _ := exec.Command("find", "-P", decoy, "-printf", "%P %U %G %m %s\n").Output()
+		return string(out)
+	}
+	decoyBefore := decoyState()
 	dir := entry{name: "files/", typ: tar.TypeDir}
 	for name, entries := range map[string][]entry{
-		"absolute link":              {dir, {name: "files/shadow", link: "/etc/shadow", typ: tar.TypeSymlink}},
-		"link leaving the site":      {dir, {name: "files/up", link: "../../../../etc", typ: tar.TypeSymlink}},
+		"absolute link":              {dir, {name: "files/secret", link: filepath.Join(decoy, "secret"), typ: tar.TypeSymlink}},
+		"link leaving the site":      {dir, {name: "files/up", link: "../../../../../../../../.." + decoy, typ: tar.TypeSymlink}},
 		"link climbing after a name": {dir, {name: "files/x", link: "a/../../..", typ: tar.TypeSymlink}},
-		"files member is a link":     {{name: "files", link: "/etc", typ: tar.TypeSymlink}},
+		"files member is a link":     {{name: "files", link: decoy, typ: tar.TypeSymlink}},
 		"entry through a link":       {dir, {name: "files/d", link: "sub", typ: tar.TypeSymlink}, {name: "files/d/x.php", body: "<?php", typ: tar.TypeReg}},
-		"hard link":                  {dir, {name: "files/h", link: "/etc/shadow", typ: tar.TypeLink}},
+		"hard link":                  {dir, {name: "files/h", link: filepath.Join(decoy, "secret"), typ: tar.TypeLink}},
 		"name outside files/":        {dir, {name: "etc/cron.d/x", body: "* * * * * root id", typ: tar.TypeReg}},
 		"dot-dot in a name":          {dir, {name: "files/../../x", body: "x", typ: tar.TypeReg}},
 	} {
@@ -422,6 +434,9 @@ func testRestoreRefusesLinks(t *testing.T, b *realBundle) {
 		}
 		if got := state(); got != before {
 			t.Errorf("restore of an archive with %s changed the site:\nbefore:\n%s\nafter:\n%s", name, before, got)
+		}
+		if got := decoyState(); got != decoyBefore {
+			t.Errorf("restore of an archive with %s changed the directory its links point at:\nbefore:\n%s\nafter:\n%s", name, decoyBefore, got)
 		}
 	}
 	ok := craftArchive(t, []entry{dir, {name: "files/index.html", body: "restored", typ: tar.TypeReg},

@@ -253,13 +253,14 @@ EOF
 trap 'cleanup "$@"' EXIT
 # A restore killed between its two renames left no public/ and the live tree
 # as .chom-old: put it back first, so this one failing leaves the site as it was.
-if [ ! -e "$root/public" ] && [ ! -L "$root/public" ] && [ -d "$root/.chom-old" ]; then
-	mv "$root/.chom-old" "$root/public"
-fi
+` + repairInterrupted + `
 rm -rf "$x"
 mkdir -m 0700 "$x"
 tar -xzf "$stage/archive.tar.gz" -C "$x" --no-same-owner --no-same-permissions --delay-directory-restore
-if [ "$files" = 1 ] && [ ! -d "$x/files" ]; then echo "archive holds no files/" >&2; exit 4; fi
+# files/ must be a directory, not a link to one (the chown and chmod below
+# would act on the link's target): checkArchive refuses such an archive
+# before it gets here; this is the server's own check.
+if [ "$files" = 1 ] && { [ -L "$x/files" ] || [ ! -d "$x/files" ]; }; then echo "archive holds no files/ directory" >&2; exit 4; fi
 if [ "$db" = 1 ] && [ ! -f "$x/database.sql" ]; then echo "archive holds no database.sql" >&2; exit 4; fi
 if [ "$db" = 1 ]; then
 	"$@" <<EOF
@@ -279,13 +280,26 @@ EOF
 fi
 if [ "$files" = 1 ]; then
 	chown -R -P "$user:$user" "$x/files"
-	chown "$user:$group" "$x/files"
+	chown -h "$user:$group" "$x/files"
 	chmod 0750 "$x/files"
 	rm -rf "$root/.chom-old"
 	if [ -e "$root/public" ]; then mv "$root/public" "$root/.chom-old"; fi
 	mv "$x/files" "$root/public"
 	rm -rf "$root/.chom-old"
 fi
+`
+
+// repairInterrupted puts back the live tree a restore killed between its two
+// renames left as .chom-old (no public/ beside it). $root is the site root.
+const repairInterrupted = `if [ ! -e "$root/public" ] && [ ! -L "$root/public" ] && [ -d "$root/.chom-old" ]; then
+	mv "$root/.chom-old" "$root/public"
+fi`
+
+// scriptRepairRestore is repairInterrupted alone, for a restore refused
+// before scriptRestore ran (checkArchive). Args: site root.
+const scriptRepairRestore = `set -eu
+root=$1
+` + repairInterrupted + `
 `
 
 // scriptRemoveStage removes a restore's staging directories. Args: dirs….
