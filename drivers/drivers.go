@@ -256,3 +256,12 @@ func SystemUser(siteID string) string {
 	b.WriteString(hex.EncodeToString(sum[:])[:hashLen])
 	return b.String()
 }
+
+// LayoutMigrator brings a site provisioned under an earlier server layout to
+// the current one (the Isolation section of docs/operations.md): owners and
+// modes of its directories, its pool and its server block, never its content.
+// It reports whether anything changed and is idempotent: a second call
+// reports false. Both drivers implement it.
+type LayoutMigrator interface {
+	MigrateLayout(ctx context.Context, site SiteSpec) (bool, error)
+}

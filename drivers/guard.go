@@ -108,3 +108,24 @@ func (u guardedUsageProbe) Bandwidth(ctx context.Context, site SiteSpec, start, 
 	})
 	return bw, err
 }
+
+// GuardLayoutMigrator returns inner with each MigrateLayout run under g. A nil
+// inner or g panics.
+func GuardLayoutMigrator(inner LayoutMigrator, g Guard) LayoutMigrator {
+	mustGuard(inner == nil, g)
+	return guardedLayoutMigrator{inner: inner, g: g}
+}
+
+type guardedLayoutMigrator struct {
+	inner LayoutMigrator
+	g     Guard
+}
+
+func (m guardedLayoutMigrator) MigrateLayout(ctx context.Context, site SiteSpec) (bool, error) {
+	var changed bool
+	err := m.g(ctx, site, func() (err error) {
+		changed, err = m.inner.MigrateLayout(ctx, site)
+		return err
+	})
+	return changed, err
+}

@@ -3,6 +3,7 @@ package drivers
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -39,12 +40,17 @@ type Bandwidth struct {
 	Skipped int64
 	// Files is how many log files were read.
 	Files int
+	// RefusedFiles counts log files that were not billed because they could
+	// not be read safely: a link, not a regular file, a compressed file that
+	// is corrupt or decompresses past MaxLogBytes (ErrLogRefused). Each was
+	// logged; a non-zero count means the bill is short and is worth a look.
+	RefusedFiles int
 }
 
 // Add returns the sum of b and o.
 func (b Bandwidth) Add(o Bandwidth) Bandwidth {
 	return Bandwidth{Bytes: b.Bytes + o.Bytes, Requests: b.Requests + o.Requests,
-		Skipped: b.Skipped + o.Skipped, Files: b.Files + o.Files}
+		Skipped: b.Skipped + o.Skipped, Files: b.Files + o.Files, RefusedFiles: b.RefusedFiles + o.RefusedFiles}
 }
 
 // accessLogName matches a site's access logs: access.log, which the server
@@ -57,24 +63,87 @@ var accessLogName = regexp.MustCompile(`^access\.log(\.[0-9]+(\.gz)?)?$`)
 // access.log-20261201 and the like are not.
 func IsAccessLog(name string) bool { return accessLogName.MatchString(name) }
 
+// MaxLogBytes bounds what one compressed log file may decompress to (4 GiB,
+// some 20 million requests): a gzip bomb a site planted, or a corrupt file,
+// is refused instead of read for ever. A plain file is bounded by its size on
+// disk and is read whole.
+const MaxLogBytes int64 = 4 << 30
+
+// ErrLogRefused marks a log file a scan refused to bill (a link, not a regular
+// file, a corrupt or oversize compressed file): the caller skips it, logs it
+// and counts it in Bandwidth.RefusedFiles, and goes on with the other files.
+var ErrLogRefused = errors.New("log file refused")
+
 // ScanAccessLogFile is ScanAccessLog of one access log file named name read
 // from r, decompressed on the fly when name ends in .gz (a rotated log);
-// Files is 1.
-func ScanAccessLogFile(ctx context.Context, r io.Reader, name string, start, end time.Time) (Bandwidth, error) {
+// Files is 1. A .gz file that is not gzip, is corrupt, or decompresses past
+// maxBytes (MaxLogBytes when 0) is an error wrapping ErrLogRefused.
+func ScanAccessLogFile(ctx context.Context, r io.Reader, name string, start, end time.Time, maxBytes int64) (Bandwidth, error) {
+	if maxBytes <= 0 {
+		maxBytes = MaxLogBytes
+	}
+	var lr *limitedReader
 	if strings.HasSuffix(name, ".gz") {
 		zr, err := gzip.NewReader(r)
 		if err != nil {
-			return Bandwidth{}, fmt.Errorf("open gzip %s: %w", name, err)
+			return Bandwidth{}, fmt.Errorf("%w: open gzip %s: %w", ErrLogRefused, name, err)
 		}
 		defer zr.Close()
-		r = zr
+		lr = &limitedReader{r: zr, left: maxBytes}
+		r = lr
 	}
 	bw, err := ScanAccessLog(ctx, r, start, end)
-	if err != nil {
+	switch {
+	case lr != nil && lr.over:
+		return Bandwidth{}, fmt.Errorf("%w: %s decompresses to more than %d bytes", ErrLogRefused, name, maxBytes)
+	case lr != nil && err != nil && lr.err != nil && errors.Is(err, lr.err) && isCorrupt(lr.err):
+		return Bandwidth{}, fmt.Errorf("%w: %s is corrupt: %w", ErrLogRefused, name, err)
+	case err != nil:
 		return Bandwidth{}, fmt.Errorf("scan %s: %w", name, err)
 	}
 	bw.Files = 1
 	return bw, nil
+}
+
+// isCorrupt reports whether a gzip reader's error says the stream is bad (as
+// opposed to the transport under it failing).
+func isCorrupt(err error) bool {
+	var ce flate.CorruptInputError
+	return errors.As(err, &ce) || errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) ||
+		errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// limitedReader reads at most left bytes of r; past that it fails, with over
+// set. err is the last error r returned.
+type limitedReader struct {
+	r    io.Reader
+	left int64
+	over bool
+	err  error
+}
+
+// errTooLarge ends a scan whose decompressed file passed its bound.
+var errTooLarge = errors.New("decompressed log too large")
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		// One byte more tells a file of exactly the bound from a larger one.
+		var one [1]byte
+		n, err := l.r.Read(one[:])
+		if n > 0 {
+			l.over = true
+			return 0, errTooLarge
+		}
+		l.err = err
+		return 0, err
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	l.err = err
+	return n, err
 }
 
 // maxLogLine bounds the memory of one log line; a longer line is skipped (nginx

@@ -102,6 +102,7 @@ type MeterUsage struct {
 	records map[string]*atomic.Uint64 // by metric; fixed keys, read-only map
 	runs    map[string]*atomic.Uint64 // by result; fixed keys, read-only map
 	skipped atomic.Uint64
+	refused atomic.Uint64 // access-log files refused (drivers.ErrLogRefused)
 }
 
 // NewMeterUsage validates cfg and returns the usage:meter handler.
@@ -133,12 +134,17 @@ type MeterStats struct {
 	// SkippedLogLines counts access-log lines that were not in the combined
 	// format, so were not billed.
 	SkippedLogLines uint64
+	// RefusedLogFiles counts access-log files that were not billed because
+	// they could not be read safely (drivers.ErrLogRefused: a link, a
+	// corrupt or oversize compressed file).
+	RefusedLogFiles uint64
 }
 
 // Stats returns a snapshot of the counters; every metric and result is
 // present, zeros included.
 func (m *MeterUsage) Stats() MeterStats {
-	s := MeterStats{Records: map[string]uint64{}, Runs: map[string]uint64{}, SkippedLogLines: m.skipped.Load()}
+	s := MeterStats{Records: map[string]uint64{}, Runs: map[string]uint64{}, SkippedLogLines: m.skipped.Load(),
+		RefusedLogFiles: m.refused.Load()}
 	for k, v := range m.records {
 		s.Records[k] = v.Load()
 	}
@@ -156,6 +162,8 @@ type MeterReport struct {
 	Inserted []models.UsageRecord
 	// SkippedLogLines counts unparsable access-log lines seen.
 	SkippedLogLines int64
+	// RefusedLogFiles counts access-log files refused (drivers.ErrLogRefused).
+	RefusedLogFiles int64
 }
 
 // ProcessTask runs one delivery of a usage:meter task. A malformed payload or a
@@ -239,6 +247,10 @@ func (m *MeterUsage) meter(ctx context.Context, log *slog.Logger, tenantID strin
 			log.Warn("access log lines not in combined format were not billed", "site_id", s.Site.ID, "skipped", bw.Skipped)
 		}
 		rep.SkippedLogLines += bw.Skipped
+		if bw.RefusedFiles > 0 {
+			log.Warn("access log files refused (a link, corrupt or oversize) were not billed", "site_id", s.Site.ID, "refused_files", bw.RefusedFiles)
+		}
+		rep.RefusedLogFiles += int64(bw.RefusedFiles)
 		diskTotal += disk
 		bwTotal += bw.Bytes
 		recs = append(recs,
@@ -281,6 +293,7 @@ func (m *MeterUsage) meter(ctx context.Context, log *slog.Logger, tenantID strin
 		}
 	}
 	m.skipped.Add(uint64(rep.SkippedLogLines))
+	m.refused.Add(uint64(rep.RefusedLogFiles))
 	log.Info("usage recorded", "records", len(inserted), "active_sites", len(sites),
 		"disk_bytes", diskTotal, "bandwidth_bytes", bwTotal, "backup_storage_bytes", backups)
 	return rep, nil

@@ -20,6 +20,7 @@ var periodicKinds = []TaskKind{
 	{TypeUsageMeter, QueueLow},
 	{TypeBackupPrune, QueueLow},
 	{TypeBackupSchedules, QueueDefault},
+	{TypeSiteMigrateLayout, QueueLow},
 }
 
 // TaskKinds returns every task type of the package with its queue, sorted by

@@ -38,6 +38,7 @@ func TestTaskKinds(t *testing.T) {
 		must(queue.NewUsageMeterTask(queue.UsageMeterPayload{TenantID: "ten_0123456789abcdef0123456789abcdef", PeriodStart: now.Add(-time.Hour), PeriodEnd: now})),
 		queue.NewBackupPruneTask(),
 		queue.NewBackupSchedulesTask(),
+		must(queue.NewSiteMigrateLayoutTask("site_0123456789abcdef0123456789abcdef")),
 	}
 	for _, opType := range []string{models.OpTypeSiteProvision, models.OpTypeSiteDeprovision, models.OpTypeVPSHealthCheck,
 		models.OpTypeBackupCreate, models.OpTypeBackupRestore, models.OpTypeBackupDelete} {

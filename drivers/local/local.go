@@ -516,3 +516,34 @@ func touch(path string) error {
 	now := time.Now()
 	return os.Chtimes(path, now, now)
 }
+
+var _ drivers.LayoutMigrator = (*Provisioner)(nil)
+
+// MigrateLayout brings a site provisioned under an earlier layout to the
+// current one, as the ssh driver's does, and reports whether its server block
+// or pool changed. Here one user owns everything, so there are no owners or
+// modes to take back: it re-renders the site's configuration (Provision,
+// which converges and leaves content alone) and compares. A second run
+// reports false.
+func (p *Provisioner) MigrateLayout(ctx context.Context, site drivers.SiteSpec) (bool, error) {
+	if err := drivers.ValidateSiteSpec(site); err != nil {
+		return false, fmt.Errorf("local: migrate layout: %w", err)
+	}
+	sp, err := p.paths(site)
+	if err != nil {
+		return false, fmt.Errorf("local: migrate layout of %s: %w", site.Domain, err)
+	}
+	read := func() string {
+		var b strings.Builder
+		for _, f := range append([]string{sp.nginxConf}, sp.allPools...) {
+			data, _ := os.ReadFile(f) // a missing file reads as empty
+			b.WriteString(f + "\x00" + string(data) + "\x00")
+		}
+		return b.String()
+	}
+	before := read()
+	if _, err := p.Provision(ctx, site, nil); err != nil {
+		return false, fmt.Errorf("local: migrate layout of %s: %w", site.Domain, err)
+	}
+	return read() != before, nil
+}

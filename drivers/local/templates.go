@@ -93,6 +93,9 @@ func render(v siteValues) (siteconf.Files, error) {
 		SiteID: v.SiteID, TenantID: v.TenantID, Domain: v.Domain, SiteType: v.SiteType, PHPVersion: v.PHPVersion,
 		User: v.User, WebGroup: "www-data",
 		SiteRoot: v.SiteDir, DocumentRoot: v.DocumentRoot, LogDir: v.LogDir, TmpDir: v.TmpDir, Socket: v.Socket,
+		// One user runs everything here: sessions and PHP's errors go
+		// beside the site's temporary files and logs.
+		SessionDir: v.TmpDir, PHPLogDir: v.LogDir,
 		Listen: []string{"80", "[::]:80"}, PHP: v.PHP, FrontController: v.FrontController, PHPProbe: phpProbe,
 	})
 }

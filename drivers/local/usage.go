@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/chomhq/chom/drivers"
@@ -91,6 +92,12 @@ func (p *Provisioner) Bandwidth(ctx context.Context, site drivers.SiteSpec, star
 	var seen []os.FileInfo
 	for _, name := range files {
 		bw, err := scanLogFile(ctx, filepath.Join(sp.logDir, name), start, end, &seen)
+		if errors.Is(err, drivers.ErrLogRefused) {
+			p.logger.WarnContext(ctx, "access log refused; its requests are not billed",
+				"site_id", site.ID, "domain", site.Domain, "file", name, "error", err)
+			total.RefusedFiles++
+			continue
+		}
 		if err != nil {
 			return drivers.Bandwidth{}, fmt.Errorf("local: bandwidth of %s: %w", site.Domain, err)
 		}
@@ -105,9 +112,14 @@ func (p *Provisioner) Bandwidth(ctx context.Context, site drivers.SiteSpec, star
 // another name (access.log renamed to access.log.1 by a rotation during the
 // scan) is not scanned twice: seen holds the files scanned so far.
 func scanLogFile(ctx context.Context, path string, start, end time.Time, seen *[]os.FileInfo) (drivers.Bandwidth, error) {
-	f, err := os.Open(path)
+	// O_NOFOLLOW: a link is refused, not followed (as the ssh driver's
+	// reader); O_NONBLOCK: a fifo cannot hang the scan.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return drivers.Bandwidth{}, nil
+	}
+	if errors.Is(err, syscall.ELOOP) {
+		return drivers.Bandwidth{}, fmt.Errorf("%w: %s is a symbolic link", drivers.ErrLogRefused, path)
 	}
 	if err != nil {
 		return drivers.Bandwidth{}, err
@@ -116,6 +128,9 @@ func scanLogFile(ctx context.Context, path string, start, end time.Time, seen *[
 	info, err := f.Stat()
 	if err != nil {
 		return drivers.Bandwidth{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if !info.Mode().IsRegular() {
+		return drivers.Bandwidth{}, fmt.Errorf("%w: %s is not a regular file", drivers.ErrLogRefused, path)
 	}
 	for _, s := range *seen {
 		if os.SameFile(s, info) {
@@ -126,5 +141,5 @@ func scanLogFile(ctx context.Context, path string, start, end time.Time, seen *[
 	if info.ModTime().Before(start) {
 		return drivers.Bandwidth{}, nil
 	}
-	return drivers.ScanAccessLogFile(ctx, f, path, start, end)
+	return drivers.ScanAccessLogFile(ctx, f, path, start, end, 0)
 }

@@ -123,11 +123,15 @@ func TestBandwidth(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A corrupt compressed rotation is refused and counted, never billed as
+	// zero without a word; the others are still read.
+	writeFile(t, filepath.Join(logs, "access.log.5.gz"), []byte("\x1f\x8bnot really gzip"))
+
 	got, err := b.prov.Bandwidth(t.Context(), site, start, end)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := drivers.Bandwidth{Bytes: 100 + 200 + 300 + 400 + 50, Requests: 5, Skipped: 1, Files: 3}
+	want := drivers.Bandwidth{Bytes: 100 + 200 + 300 + 400 + 50, Requests: 5, Skipped: 1, Files: 3, RefusedFiles: 1}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Bandwidth (-want +got):\n%s", diff)
 	}

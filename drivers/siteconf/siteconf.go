@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"fmt"
 	htmltemplate "html/template"
+	"slices"
+	"strings"
 	"text/template"
 )
 
@@ -19,8 +21,14 @@ type Values struct {
 	// User runs the pool; WebGroup (nginx's group) may use its socket.
 	User, WebGroup string
 	// SiteRoot bounds the pool's open_basedir; the others are where the
-	// site's documents, logs, temporary files and pool socket live.
+	// site's documents, nginx logs, temporary files and pool socket live.
+	// LogDir is opened by nginx's master (root): a driver keeps it out of the
+	// site user's reach (see docs/operations.md, Isolation).
 	SiteRoot, DocumentRoot, LogDir, TmpDir, Socket string
+	// SessionDir holds the pool's PHP sessions and PHPLogDir its
+	// php-error.log: directories of the site user's own, inside SiteRoot,
+	// never a directory shared with other sites.
+	SessionDir, PHPLogDir string
 	// Listen are the server block's listen addresses ("80", "[::]:80").
 	Listen []string
 	// PHP adds the php-fpm pool and a PHP location block; FrontController
@@ -74,6 +82,10 @@ server {
     root {{.DocumentRoot}};
     index {{if .PHP}}index.php {{end}}index.html;
 
+    # A link is followed only when it and its target have one owner, so a
+    # tenant's link into another tenant's tree is refused.
+    disable_symlinks if_not_owner from=$document_root;
+
     access_log {{.LogDir}}/access.log;
     error_log {{.LogDir}}/error.log;
 
@@ -101,9 +113,48 @@ server {
 }
 `))
 
+// disabledFunctions are the PHP functions no site's pool may call: every way
+// to run a program (exec, shell_exec, system, passthru, proc_open, popen,
+// pcntl_exec, and pcntl_fork, which only serves to outlive the request) and
+// the classic ways around such a list (putenv, which with mail() loads a
+// library of the site's choosing through LD_PRELOAD; dl, which loads an
+// extension). php_admin_value puts them out of the site's reach: neither
+// ini_set nor a .user.ini can take one back. mail() stays: WordPress sends its
+// mail through it, and the program it runs is the server's sendmail_path,
+// not the site's. FFI and dl() are switched off beside the list.
+//
+// A site type may relax the list only where it needs to, through
+// relaxedFunctions. None does: WordPress and Laravel serve requests without
+// running programs (WordPress falls back to PHP for everything it would
+// shell out for, and artisan runs from the CLI, whose php.ini is not the
+// pool's).
+var disabledFunctions = []string{
+	"exec", "shell_exec", "system", "passthru", "proc_open", "popen",
+	"pcntl_exec", "pcntl_fork", "pcntl_rfork", "putenv", "dl",
+}
+
+// relaxedFunctions are, per site type, functions of disabledFunctions that
+// its pool may call after all (with the reason in a comment). Empty: no type
+// needs one.
+var relaxedFunctions = map[string][]string{}
+
+// DisabledFunctions returns the PHP functions the pool of a site of type
+// siteType may not call, in a fixed order.
+func DisabledFunctions(siteType string) []string {
+	var out []string
+	for _, f := range disabledFunctions {
+		if !slices.Contains(relaxedFunctions[siteType], f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // poolTemplate is one php-fpm pool. open_basedir ends in '/' so that the site
 // "a.com" cannot read the neighbouring "a.com.evil".
-var poolTemplate = template.Must(template.New("pool").Option("missingkey=error").Parse(`; Managed by CHOM: site {{.SiteID}} of tenant {{.TenantID}} ({{.SiteType}}, PHP {{.PHPVersion}}).
+var poolTemplate = template.Must(template.New("pool").Option("missingkey=error").Funcs(template.FuncMap{
+	"disabledFunctions": func(siteType string) string { return strings.Join(DisabledFunctions(siteType), ",") },
+}).Parse(`; Managed by CHOM: site {{.SiteID}} of tenant {{.TenantID}} ({{.SiteType}}, PHP {{.PHPVersion}}).
 ; Changes here are overwritten on the next provision.
 [{{.User}}]
 user = {{.User}}
@@ -119,8 +170,12 @@ pm.max_requests = 500
 php_admin_value[open_basedir] = {{.SiteRoot}}/
 php_admin_value[upload_tmp_dir] = {{.TmpDir}}
 php_admin_value[sys_temp_dir] = {{.TmpDir}}
-php_admin_value[error_log] = {{.LogDir}}/php-error.log
+php_admin_value[session.save_path] = {{.SessionDir}}
+php_admin_value[error_log] = {{.PHPLogDir}}/php-error.log
 php_admin_flag[log_errors] = on
+php_admin_value[disable_functions] = {{disabledFunctions .SiteType}}
+php_admin_value[ffi.enable] = false
+php_admin_flag[enable_dl] = off
 `))
 
 // indexTemplate is the starter page. html/template escapes the domain for its

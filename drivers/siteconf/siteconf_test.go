@@ -10,7 +10,7 @@ import (
 func values(php bool) siteconf.Values {
 	v := siteconf.Values{SiteID: "site_a", TenantID: "ten_a", Domain: "a.example", SiteType: "html",
 		User: "s_site_a", WebGroup: "www-data", SiteRoot: "/srv/a", DocumentRoot: "/srv/a/public",
-		LogDir: "/srv/a/logs", TmpDir: "/srv/a/tmp", Socket: "/run/php/a.sock", Listen: []string{"80", "[::]:80"},
+		LogDir: "/var/log/a", TmpDir: "/srv/a/tmp", SessionDir: "/srv/a/sessions", PHPLogDir: "/srv/a/logs", Socket: "/run/php/a.sock", Listen: []string{"80", "[::]:80"},
 		PHPProbe: `<?= PHP_VERSION ?>`}
 	if php {
 		v.SiteType, v.PHPVersion, v.PHP, v.FrontController = "laravel", "8.3", true, true
@@ -37,8 +37,14 @@ func TestRender(t *testing.T) {
 	}{
 		{"html nginx", string(html.Nginx), []string{"    listen 80;\n    listen [::]:80;\n", "server_name a.example;", "try_files $uri $uri/ =404;"},
 			[]string{"fastcgi_pass", "index.php"}},
-		{"php nginx", string(php.Nginx), []string{"try_files $uri $uri/ /index.php?$query_string;", "fastcgi_pass unix:/run/php/a.sock;"}, nil},
-		{"php pool", string(php.Pool), []string{"[s_site_a]", "listen.owner = www-data", "php_admin_value[open_basedir] = /srv/a/\n"}, nil},
+		{"php nginx", string(php.Nginx), []string{"try_files $uri $uri/ /index.php?$query_string;", "fastcgi_pass unix:/run/php/a.sock;",
+			"disable_symlinks if_not_owner from=$document_root;", "access_log /var/log/a/access.log;"}, nil},
+		{"html nginx symlinks", string(html.Nginx), []string{"disable_symlinks if_not_owner from=$document_root;"}, nil},
+		{"php pool", string(php.Pool), []string{"[s_site_a]", "listen.owner = www-data", "php_admin_value[open_basedir] = /srv/a/\n",
+			"php_admin_value[upload_tmp_dir] = /srv/a/tmp\n", "php_admin_value[sys_temp_dir] = /srv/a/tmp\n",
+			"php_admin_value[session.save_path] = /srv/a/sessions\n", "php_admin_value[error_log] = /srv/a/logs/php-error.log\n",
+			"php_admin_value[disable_functions] = exec,shell_exec,system,passthru,proc_open,popen,pcntl_exec,pcntl_fork,pcntl_rfork,putenv,dl\n",
+			"php_admin_value[ffi.enable] = false\n"}, []string{"php_value["}},
 		{"html index", string(html.Index), []string{"<h1>a.example</h1>"}, []string{"PHP"}},
 		{"php index", string(php.Index), []string{"<p>PHP <?= PHP_VERSION ?>.</p>"}, []string{"&lt;?"}},
 	} {

@@ -76,7 +76,11 @@ const (
 // imported into a scratch database, and the live one is emptied and loaded
 // only once that worked, so it ends up holding exactly the backup's tables. An
 // archive without what kind needs, or whose dump does not import, is an error
-// wrapping drivers.ErrCorruptArchive (permanent) and changes nothing.
+// wrapping drivers.ErrCorruptArchive (permanent) and changes nothing; so is
+// one checkArchive refuses as it streams (a symbolic link that is absolute or
+// leaves the site, a files member that is a link, an entry through a link, a
+// hard link or device, a name outside files/), which the server never
+// extracts.
 func (p *Provisioner) Restore(ctx context.Context, site drivers.SiteSpec, kind string, r io.Reader) error {
 	sp, s, err := p.start(site)
 	if err != nil {
@@ -87,15 +91,34 @@ func (p *Provisioner) Restore(ctx context.Context, site drivers.SiteSpec, kind s
 		return fmt.Errorf("ssh: restore %s: %w", site.Domain, err)
 	}
 	in := &eofReader{r: r}
-	_, _, err = p.r.run(ctx, s.ep, scriptReceive, []string{sp.stage}, runOpts{stdin: in})
+	// The archive is checked as it streams to the server (checkArchive), and
+	// the server extracts it only if the check passed.
+	pr, pw := io.Pipe()
+	checked := make(chan error, 1)
+	go func() {
+		err := checkArchive(pr)
+		_, _ = io.Copy(io.Discard, pr) // keep the stream flowing after a verdict
+		checked <- err
+	}()
+	_, _, err = p.r.run(ctx, s.ep, scriptReceive, []string{sp.stage}, runOpts{stdin: io.TeeReader(in, pw)})
 	if err == nil && !in.eof {
 		err = fmt.Errorf("archive stream did not reach EOF")
+	}
+	pw.CloseWithError(err)
+	if cerr := <-checked; err == nil && cerr != nil {
+		p.cleanStage(ctx, s, sp)
+		// A restore killed mid-swap earlier is still repaired, as
+		// scriptRestore would have done first.
+		if _, _, rerr := p.r.run(ctx, s.ep, scriptRepairRestore, []string{sp.siteRoot}, runOpts{}); rerr != nil {
+			cerr = errors.Join(cerr, fmt.Errorf("repair an interrupted restore: %w", rerr))
+		}
+		return fmt.Errorf("ssh: restore %s (%s): %w", site.Domain, kind, cerr)
 	}
 	if err != nil {
 		p.cleanStage(ctx, s, sp)
 		return fmt.Errorf("ssh: restore %s (%s): receive archive: %w", site.Domain, kind, err)
 	}
-	args := append([]string{sp.stage, sp.siteRoot, sp.user, flag(files), flag(db), sp.db}, p.layout.MySQL...)
+	args := append([]string{sp.stage, sp.siteRoot, sp.user, p.layout.WebGroup, flag(files), flag(db), sp.db}, p.layout.MySQL...)
 	if _, _, err := p.r.run(ctx, s.ep, scriptRestore, args, runOpts{}); err != nil {
 		p.cleanStage(ctx, s, sp)
 		var ce *commandError

@@ -17,10 +17,13 @@
 // (drivers.Server.HostKey) and pools connections exactly as the Probe does
 // (connect in dial.go is shared), in a pool of its own.
 //
-// Restores extract tenant archives as root; GNU tar strips leading "/",
-// skips members with "..", and creates symbolic links that point outside
-// (absolute or with "..") only after every other member, so no member is
-// written through one; chown -R -P does not follow links.
+// Restores extract tenant archives as root, so the archive is checked as it
+// streams to the server (checkArchive: the local driver's rules) and one with
+// an absolute link, a link leaving the site, a files member that is a link,
+// an entry through a link, a hard link or a device is never extracted;
+// chown -R -P does not follow links. The isolation model of a shared server
+// (who owns which directory, the pool's disable_functions, nginx's
+// disable_symlinks) is in docs/operations.md, Isolation.
 //
 // # Probe
 //

@@ -1,8 +1,28 @@
 package ssh
 
+import (
+	"context"
+	"path"
+	"time"
+
+	"github.com/chomhq/chom/drivers"
+)
+
 // Quote and Command expose the quoting functions to the tests of package
 // ssh_test.
 var (
 	Quote   = quote
 	Command = command
 )
+
+// ScanLog reads one log file of site's log directory through the driver's
+// remote reader, as Bandwidth does for each file it lists, so a test can hand
+// it what a listing would never name (a link, a fifo): the reader itself must
+// refuse them, since a name can change between the listing and the read.
+func (p *Provisioner) ScanLog(ctx context.Context, site drivers.SiteSpec, name string, start, end time.Time) (drivers.Bandwidth, error) {
+	sp, s, err := p.start(site)
+	if err != nil {
+		return drivers.Bandwidth{}, err
+	}
+	return p.scanLog(ctx, s, path.Join(sp.logDir, name), start, end, map[string]bool{})
+}

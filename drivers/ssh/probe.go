@@ -64,6 +64,11 @@ type Config struct {
 	// Deprovision); Archive and Restore stream for as long as ctx allows.
 	// Only NewProvisioner uses it. Default 2m.
 	StepTimeout time.Duration
+	// MaxLogBytes bounds what one rotated (gzip) access log may decompress
+	// to when Bandwidth reads it; a larger or corrupt one is refused (see
+	// drivers.ErrLogRefused). Only NewProvisioner uses it. Default
+	// drivers.MaxLogBytes (4 GiB).
+	MaxLogBytes int64
 
 	// TrustOnFirstUse lets the driver and the probe dial a server that has
 	// no pinned host key (drivers.Server.HostKey empty) and report the key it

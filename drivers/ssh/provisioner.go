@@ -12,8 +12,9 @@ import (
 )
 
 var (
-	_ drivers.Provisioner  = (*Provisioner)(nil)
-	_ drivers.BackupSource = (*Provisioner)(nil)
+	_ drivers.Provisioner    = (*Provisioner)(nil)
+	_ drivers.BackupSource   = (*Provisioner)(nil)
+	_ drivers.LayoutMigrator = (*Provisioner)(nil)
 )
 
 // Progress reported after each step of Provision.
@@ -92,6 +93,7 @@ var dbNamePattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,31}$`)
 type sitePaths struct {
 	user, db                       string
 	siteRoot, docRoot, tmp, index  string
+	sessions, phpLogs              string // the pool's own, in siteRoot
 	logDir, stateDir, dbEnv, stage string
 	avail, enabled, socket, lock   string
 	pool                           string            // "" for html
@@ -118,6 +120,8 @@ func (p *Provisioner) paths(site drivers.SiteSpec) (sitePaths, error) {
 	}
 	sp.docRoot = path.Join(sp.siteRoot, "public")
 	sp.tmp = path.Join(sp.siteRoot, "tmp")
+	sp.sessions = path.Join(sp.siteRoot, "sessions")
+	sp.phpLogs = path.Join(sp.siteRoot, "logs")
 	sp.dbEnv = path.Join(sp.stateDir, "db.env")
 	sp.stage = path.Join(sp.stateDir, "restore")
 	index := "index.html"
@@ -162,6 +166,7 @@ func (p *Provisioner) values(site drivers.SiteSpec, sp sitePaths) siteValues {
 		SiteID: site.ID, TenantID: site.TenantID, Domain: site.Domain, SiteType: site.SiteType,
 		PHPVersion: site.PHPVersion, User: sp.user, WebGroup: p.layout.WebGroup,
 		SiteRoot: sp.siteRoot, DocumentRoot: sp.docRoot, LogDir: sp.logDir, TmpDir: sp.tmp, Socket: sp.socket,
+		SessionDir: sp.sessions, PHPLogDir: sp.phpLogs,
 		Listen:          p.layout.Listen,
 		PHP:             site.UsesPHP(),
 		FrontController: site.SiteType == drivers.SiteTypeLaravel || site.SiteType == drivers.SiteTypeWordPress,
@@ -251,7 +256,7 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 			return s.changed(ctx, scriptUser, runOpts{}, sp.user, sp.siteRoot, sp.lock)
 		}},
 		{drivers.StepSiteRoot, progressSiteRoot, func() (bool, error) {
-			_, err := s.run(ctx, scriptDirs, runOpts{}, sp.user, sp.siteRoot, sp.docRoot, sp.tmp, sp.logDir, sp.stateDir)
+			_, err := s.run(ctx, scriptDirs, runOpts{}, sp.user, l.WebGroup, sp.siteRoot, sp.docRoot, sp.tmp, sp.sessions, sp.phpLogs, sp.logDir, sp.stateDir)
 			return false, err
 		}},
 		{drivers.StepIndexPage, progressIndexPage, func() (bool, error) {
@@ -295,6 +300,61 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 	return drivers.Result{
 		DocumentRoot: sp.docRoot, SystemUser: sp.user, NginxConfig: sp.avail, PHPPool: sp.pool, HostKey: s.hostKey,
 	}, nil
+}
+
+// MigrateLayout brings a site provisioned under an earlier layout to the
+// current one and reports whether anything changed: the directories' owners
+// and modes (the nginx log directory root's and cleared of links, the
+// document root 0750; scriptDirs), the php-fpm pool (disable_functions,
+// sessions; checked and reloaded when rewritten) and the server block
+// (disable_symlinks; checked, then nginx reloaded). nginx is reloaded when
+// any of these changed, so its master reopens the logs in the directory it
+// now owns instead of keeping what a planted link pointed at. It touches no
+// content (the index page, the database) and is idempotent: a second run
+// changes nothing and reports false.
+func (p *Provisioner) MigrateLayout(ctx context.Context, site drivers.SiteSpec) (bool, error) {
+	sp, s, err := p.start(site)
+	if err != nil {
+		return false, fmt.Errorf("ssh: migrate layout: %w", err)
+	}
+	files, err := render(p.values(site, sp))
+	if err != nil {
+		return false, fmt.Errorf("ssh: migrate layout of %s: %w", site.Domain, err)
+	}
+	unlock, err := p.locks.Lock(ctx, site.Server.ID)
+	if err != nil {
+		return false, fmt.Errorf("ssh: migrate layout of %s: wait for server %s: %w", site.Domain, site.Server.ID, err)
+	}
+	defer unlock()
+	l := p.layout
+	fail := func(what string, err error) (bool, error) {
+		return false, fmt.Errorf("ssh: migrate layout of %s: %s: %w", site.Domain, what, err)
+	}
+	dirs, err := s.changed(ctx, scriptDirs, runOpts{}, sp.user, l.WebGroup, sp.siteRoot, sp.docRoot, sp.tmp, sp.sessions, sp.phpLogs, sp.logDir, sp.stateDir)
+	if err != nil {
+		return fail("directories", err)
+	}
+	pool, err := p.phpPool(ctx, s, site, sp, files.Pool)
+	if err != nil {
+		return fail("php-fpm pool", err)
+	}
+	block, err := s.changed(ctx, scriptWriteFile, runOpts{stdin: strings.NewReader(string(files.Nginx))}, sp.avail, sp.enabled)
+	if err != nil {
+		return fail("server block", err)
+	}
+	if dirs || block {
+		if err := p.check(ctx, s, "nginx", sp.avail, sp.enabled, block, l.NginxCheck); err != nil {
+			return fail("check nginx", err)
+		}
+		if _, err := s.run(ctx, scriptExec, runOpts{}, l.NginxReload...); err != nil {
+			return fail("reload nginx", err)
+		}
+	}
+	changed := dirs || pool || block
+	p.cfg.Logger.InfoContext(ctx, "site layout migrated", "vps_id", site.Server.ID, "site_id", site.ID,
+		"tenant_id", site.TenantID, "domain", site.Domain, "changed", changed,
+		"directories", dirs, "php_pool", pool, "server_block", block)
+	return changed, nil
 }
 
 // phpPool removes the domain's pools under other PHP versions (reloading

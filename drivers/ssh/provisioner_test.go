@@ -249,6 +249,11 @@ func TestProvisionerOnRealServers(t *testing.T) {
 		if err := b.prov.Restore(ctx, site, drivers.BackupFull, bytes.NewReader(archive.Bytes())); err != nil {
 			t.Fatal(err)
 		}
+		// The restored document root keeps the layout's mode: no other
+		// tenant's user may read it.
+		if fi, err := os.Stat(res.DocumentRoot); err != nil || fi.Mode().Perm() != 0o750 {
+			t.Errorf("document root after restore: %v, %v; want mode 0750", fi, err)
+		}
 		tables := func() string {
 			t.Helper()
 			return strings.TrimSpace(sql(t, v, "SELECT GROUP_CONCAT(table_name ORDER BY table_name) FROM information_schema.tables WHERE table_schema = '"+user+"'"))

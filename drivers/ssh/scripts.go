@@ -21,15 +21,43 @@ useradd --system --user-group --home-dir "$home" --no-create-home --shell /usr/s
 echo changed
 `
 
-// scriptDirs creates the site root (0755, nginx reads it), the document root
-// and tmp (owned by the site user), the log directory and the root-only state
-// directory. Args: user, site root, document root, tmp, log dir, state dir.
+// scriptDirs creates or converges the site's directories (the Isolation
+// section of docs/operations.md states the model):
+//   - the site root (root, 0755: the site user cannot rename or replace what
+//     is in it);
+//   - the document root, the site user's with the web group (0750): nginx's
+//     workers read it, no other site's user does;
+//   - tmp, sessions and logs (php-error.log), the site user's alone (0700);
+//   - the nginx log directory, root's with the web group (0750): nginx's
+//     master opens access.log and error.log there as root, so the site user
+//     must not be able to create, delete or replace anything in it (else a
+//     link there makes root write where the site says). A directory of the
+//     old layout (owned by the site user) is taken back first, then anything
+//     in it that is not a regular file of one link (a link, a directory, a
+//     fifo, a hard link to a file elsewhere) is removed and the site user's
+//     files are given to root: the order matters, so nothing new can appear
+//     between the two;
+//   - the root-only state directory.
+//
+// Every step converges, so running it on a site of either layout leaves the
+// same result; it prints "changed" when an owner, a mode or an entry of the
+// log directory differs afterwards, else "same". Args: user, web group, site
+// root, document root, tmp, sessions, php logs, log dir, state dir.
 const scriptDirs = `set -eu
-user=$1 root=$2 docroot=$3 tmp=$4 logs=$5 state=$6
+user=$1 group=$2 root=$3 docroot=$4 tmp=$5 sessions=$6 phplogs=$7 logs=$8 state=$9
+snap() {
+	stat -c '%n %u %g %a %F' "$root" "$docroot" "$tmp" "$sessions" "$phplogs" "$logs" "$state" 2>/dev/null || true
+	find -P "$logs" -mindepth 1 -maxdepth 1 -printf '%f %U %G %y %n\n' 2>/dev/null || true
+}
+before=$(snap)
 install -d -m 0755 -o root -g root "$root"
-install -d -m 0755 -o "$user" -g "$user" "$docroot" "$logs"
-install -d -m 0700 -o "$user" -g "$user" "$tmp"
+install -d -m 0750 -o "$user" -g "$group" "$docroot"
+install -d -m 0700 -o "$user" -g "$user" "$tmp" "$sessions" "$phplogs"
+install -d -m 0750 -o root -g "$group" "$logs"
+find -P "$logs" -mindepth 1 -maxdepth 1 \( ! -type f -o -links +1 \) -exec rm -rf -- {} +
+find -P "$logs" -mindepth 1 -maxdepth 1 -type f -user "$user" -exec chown -h root:root -- {} +
 install -d -m 0700 -o root -g root "$state"
+if [ "$before" = "$(snap)" ]; then echo same; else echo changed; fi
 `
 
 // scriptWriteIfMissing writes stdin to a file that does not exist yet (the
@@ -205,11 +233,13 @@ cat > "$stage/archive.tar.gz"
 // swaps the new document root into place with renames on one filesystem and
 // removes the staging (and the scratch database). A live tree an interrupted
 // restore left as .chom-old with no public/ beside it is put back first. It runs only after the
-// archive was received completely. Args: staging dir, site root, user, files
-// (1|0), database (1|0), database name, mysql argv….
+// archive was received completely. The restored document root gets the
+// layout's owner and mode (the site user's, with the web group, 0750).
+// Args: staging dir, site root, user, web group, files (1|0), database (1|0),
+// database name, mysql argv….
 const scriptRestore = `set -eu
-stage=$1 root=$2 user=$3 files=$4 db=$5 name=$6
-shift 6
+stage=$1 root=$2 user=$3 group=$4 files=$5 db=$6 name=$7
+shift 7
 x="$root/.chom-restore"
 scratch="${name}_chom_restore"
 cleanup() {
@@ -223,13 +253,14 @@ EOF
 trap 'cleanup "$@"' EXIT
 # A restore killed between its two renames left no public/ and the live tree
 # as .chom-old: put it back first, so this one failing leaves the site as it was.
-if [ ! -e "$root/public" ] && [ ! -L "$root/public" ] && [ -d "$root/.chom-old" ]; then
-	mv "$root/.chom-old" "$root/public"
-fi
+` + repairInterrupted + `
 rm -rf "$x"
 mkdir -m 0700 "$x"
 tar -xzf "$stage/archive.tar.gz" -C "$x" --no-same-owner --no-same-permissions --delay-directory-restore
-if [ "$files" = 1 ] && [ ! -d "$x/files" ]; then echo "archive holds no files/" >&2; exit 4; fi
+# files/ must be a directory, not a link to one (the chown and chmod below
+# would act on the link's target): checkArchive refuses such an archive
+# before it gets here; this is the server's own check.
+if [ "$files" = 1 ] && { [ -L "$x/files" ] || [ ! -d "$x/files" ]; }; then echo "archive holds no files/ directory" >&2; exit 4; fi
 if [ "$db" = 1 ] && [ ! -f "$x/database.sql" ]; then echo "archive holds no database.sql" >&2; exit 4; fi
 if [ "$db" = 1 ]; then
 	"$@" <<EOF
@@ -249,12 +280,26 @@ EOF
 fi
 if [ "$files" = 1 ]; then
 	chown -R -P "$user:$user" "$x/files"
-	chmod 0755 "$x/files"
+	chown -h "$user:$group" "$x/files"
+	chmod 0750 "$x/files"
 	rm -rf "$root/.chom-old"
 	if [ -e "$root/public" ]; then mv "$root/public" "$root/.chom-old"; fi
 	mv "$x/files" "$root/public"
 	rm -rf "$root/.chom-old"
 fi
+`
+
+// repairInterrupted puts back the live tree a restore killed between its two
+// renames left as .chom-old (no public/ beside it). $root is the site root.
+const repairInterrupted = `if [ ! -e "$root/public" ] && [ ! -L "$root/public" ] && [ -d "$root/.chom-old" ]; then
+	mv "$root/.chom-old" "$root/public"
+fi`
+
+// scriptRepairRestore is repairInterrupted alone, for a restore refused
+// before scriptRestore ran (checkArchive). Args: site root.
+const scriptRepairRestore = `set -eu
+root=$1
+` + repairInterrupted + `
 `
 
 // scriptRemoveStage removes a restore's staging directories. Args: dirs….
@@ -281,11 +326,41 @@ find -P "$d" -mindepth 1 -maxdepth 1 -type f -name 'access.log*' -printf '%T@ %f
 
 // scriptReadLog opens one log file once, prints the device and inode of what
 // it opened ("<dev>:<ino>") on a line of its own, then the file. A file gone
-// since the listing prints nothing. Args: path.
-const scriptReadLog = `set -eu
-f=$1
-if [ ! -f "$f" ]; then exit 0; fi
-exec 3<"$f"
-stat -L -c '%d:%i' /dev/fd/3
-cat <&3
+// since the listing prints nothing. What is not a regular file reached
+// without a link prints "refused: <why>" instead and nothing else.
+//
+// It never follows a link, with no window between a check and the open: the
+// shell cannot open with O_NOFOLLOW and a `[ -L ]` test before `cat` is a race
+// (the name can become a link in between), so the open is perl's sysopen with
+// O_NOFOLLOW (a link as last element fails with ELOOP) and O_NONBLOCK (a fifo
+// cannot hang the reader), and the type is checked on the opened descriptor
+// (fstat), so the bytes read are those of the inode checked. perl-base is
+// Essential in Debian: every server has it. The directories above the file
+// are root's (scriptDirs), so no element of the path is the site's to
+// replace. Args: path.
+const scriptReadLog = `exec perl -e '
+use strict; use warnings; use Fcntl qw(O_RDONLY O_NOFOLLOW O_NONBLOCK);
+my $f = shift;
+my $fh;
+if (!sysopen($fh, $f, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)) {
+	exit 0 if $!{ENOENT};
+	if ($!{ELOOP}) { print "refused: a symbolic link\n"; exit 0; }
+	die "open $f: $!\n";
+}
+my @st = stat($fh) or die "fstat $f: $!\n";
+if (!-f _) { print "refused: not a regular file\n"; exit 0; }
+binmode($fh); binmode(STDOUT);
+syswrite(STDOUT, "$st[0]:$st[1]\n") or die "write: $!\n";
+while (1) {
+	my $n = sysread($fh, my $buf, 65536);
+	die "read $f: $!\n" unless defined $n;
+	last if $n == 0;
+	my $off = 0;
+	while ($off < $n) {
+		my $w = syswrite(STDOUT, $buf, $n - $off, $off);
+		die "write: $!\n" unless defined $w;
+		$off += $w;
+	}
+}
+' "$1"
 `

@@ -19,6 +19,7 @@ type siteValues struct {
 	User, WebGroup                                 string
 
 	SiteRoot, DocumentRoot, LogDir, TmpDir, Socket string
+	SessionDir, PHPLogDir                          string
 	Listen                                         []string
 
 	PHP             bool // php-fpm pool and a PHP location block
@@ -45,6 +46,8 @@ func (v siteValues) check() error {
 		{"document root", v.DocumentRoot, layoutPath.MatchString(v.DocumentRoot)},
 		{"log dir", v.LogDir, layoutPath.MatchString(v.LogDir)},
 		{"tmp dir", v.TmpDir, layoutPath.MatchString(v.TmpDir)},
+		{"session dir", v.SessionDir, layoutPath.MatchString(v.SessionDir)},
+		{"php log dir", v.PHPLogDir, layoutPath.MatchString(v.PHPLogDir)},
 		{"socket", v.Socket, layoutPath.MatchString(v.Socket)},
 	}
 	for _, l := range v.Listen {
@@ -74,6 +77,7 @@ func render(v siteValues) (siteconf.Files, error) {
 		SiteID: v.SiteID, TenantID: v.TenantID, Domain: v.Domain, SiteType: v.SiteType, PHPVersion: v.PHPVersion,
 		User: v.User, WebGroup: v.WebGroup,
 		SiteRoot: v.SiteRoot, DocumentRoot: v.DocumentRoot, LogDir: v.LogDir, TmpDir: v.TmpDir, Socket: v.Socket,
+		SessionDir: v.SessionDir, PHPLogDir: v.PHPLogDir,
 		Listen: v.Listen, PHP: v.PHP, FrontController: v.FrontController, PHPProbe: phpProbe,
 	})
 }

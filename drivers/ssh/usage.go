@@ -62,6 +62,12 @@ func (p *Provisioner) Bandwidth(ctx context.Context, site drivers.SiteSpec, star
 	seen := map[string]bool{}
 	for _, name := range files {
 		bw, err := p.scanLog(ctx, s, path.Join(sp.logDir, name), start, end, seen)
+		if errors.Is(err, drivers.ErrLogRefused) {
+			p.cfg.Logger.WarnContext(ctx, "access log refused; its requests are not billed",
+				"vps_id", site.Server.ID, "site_id", site.ID, "domain", site.Domain, "file", name, "error", err)
+			total.RefusedFiles++
+			continue
+		}
 		if err != nil {
 			return drivers.Bandwidth{}, fmt.Errorf("ssh: bandwidth of %s: %s: %w", site.Domain, name, err)
 		}
@@ -112,7 +118,7 @@ func (p *Provisioner) scanLog(ctx context.Context, s *session, file string, star
 	}
 	done := make(chan scanned, 1)
 	go func() {
-		bw, err := drivers.ScanAccessLogFile(ctx, pr, file, start, end)
+		bw, err := drivers.ScanAccessLogFile(ctx, pr, file, start, end, p.cfg.MaxLogBytes)
 		// Whatever ended the scan ends the remote command too.
 		pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
 		done <- scanned{bw: bw, err: err}
@@ -120,6 +126,10 @@ func (p *Provisioner) scanLog(ctx context.Context, s *session, file string, star
 	head := &inodeHeader{next: pw, seen: seen}
 	_, _, runErr := p.r.run(ctx, s.ep, scriptReadLog, []string{file}, runOpts{stdout: head})
 	pw.Close()
+	if head.refused != "" {
+		<-done
+		return drivers.Bandwidth{}, fmt.Errorf("%w: %s", drivers.ErrLogRefused, head.refused)
+	}
 	if errors.Is(runErr, errAlreadyRead) || (runErr == nil && !head.done) {
 		// Read already, or gone since the listing: its lines are in another file.
 		<-done
@@ -138,12 +148,14 @@ func (p *Provisioner) scanLog(ctx context.Context, s *session, file string, star
 }
 
 // inodeHeader takes the "<dev>:<ino>" line scriptReadLog prints first, fails
-// with errAlreadyRead when seen holds it, and passes the rest to next.
+// with errAlreadyRead when seen holds it, and passes the rest to next. A
+// "refused: <why>" line instead is kept in refused, and nothing is passed on.
 type inodeHeader struct {
-	next io.Writer
-	seen map[string]bool
-	line []byte
-	done bool
+	next    io.Writer
+	seen    map[string]bool
+	line    []byte
+	done    bool
+	refused string
 }
 
 func (h *inodeHeader) Write(b []byte) (int, error) {
@@ -161,12 +173,16 @@ func (h *inodeHeader) Write(b []byte) (int, error) {
 		b = b[i+1:]
 		h.done = true
 		id := string(h.line)
+		if why, ok := strings.CutPrefix(id, "refused: "); ok {
+			h.refused = why
+			return n, nil
+		}
 		if h.seen[id] {
 			return 0, errAlreadyRead
 		}
 		h.seen[id] = true
 	}
-	if len(b) == 0 {
+	if len(b) == 0 || h.refused != "" {
 		return n, nil
 	}
 	if _, err := h.next.Write(b); err != nil {

@@ -34,6 +34,9 @@ type Worker struct {
 	MeterSweep  *jobs.MeterSweep
 	Meter       *jobs.MeterUsage
 	Backups     *jobs.Backups
+	// Layout migrates sites to the current server layout; nil when the
+	// driver has no drivers.LayoutMigrator.
+	Layout *jobs.MigrateLayout
 }
 
 // NewWorker builds a worker over b: the driver CHOM_DRIVER names (or
@@ -71,6 +74,12 @@ func NewWorker(c Config, b *Backends, log *slog.Logger, h Hooks) (*Worker, error
 	if err := w.backupJobs(c, b, log, drv, guard); err != nil {
 		return nil, err
 	}
+	if m, ok := drv.Provisioner.(drivers.LayoutMigrator); ok {
+		if w.Layout, err = jobs.NewMigrateLayout(jobs.LayoutConfig{Store: b.Store,
+			Migrator: drivers.GuardLayoutMigrator(m, guard), Logger: log}); err != nil {
+			return nil, err
+		}
+	}
 	cfg := workers.Config{
 		Redis: b.Redis, Logger: log, Jobs: w.table(),
 		Concurrency: c.Concurrency, RetryBase: c.RetryBase, RetryMax: c.RetryMax, ShutdownTimeout: c.ShutdownTimeout,
@@ -94,6 +103,9 @@ func (w *Worker) table() []workers.Family {
 	}
 	if w.Backups != nil {
 		t = append(t, w.Backups)
+	}
+	if w.Layout != nil {
+		t = append(t, w.Layout)
 	}
 	return t
 }

@@ -393,14 +393,20 @@ pm.max_children = 1
 func (v *VPS) startMariaDB(tb testing.TB) error {
 	data := filepath.Join(v.Dir, "mysql", "data")
 	sock := filepath.Join(v.Dir, "mysql", "mysqld.sock")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return err
+	// Its own temporary directory: with the shared /tmp, two servers
+	// initialising at once (parallel tests, other checkouts) collided on a
+	// temporary table's name and the install aborted.
+	tmp := filepath.Join(v.Dir, "mysql", "tmp")
+	for _, d := range []string{data, tmp} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
 	}
 	logPath := filepath.Join(v.Dir, "mysql", "install.log")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	install := exec.CommandContext(ctx, "/usr/bin/mariadb-install-db", "--no-defaults", "--datadir="+data, "--user=root",
-		"--auth-root-authentication-method=socket", "--skip-test-db", "--skip-name-resolve")
+		"--auth-root-authentication-method=socket", "--skip-test-db", "--skip-name-resolve", "--tmpdir="+tmp)
 	if out, err := install.CombinedOutput(); err != nil {
 		_ = os.WriteFile(logPath, out, 0o644)
 		return fmt.Errorf("mariadb-install-db: %w\n%s", err, out)
@@ -408,7 +414,7 @@ func (v *VPS) startMariaDB(tb testing.TB) error {
 	logPath = filepath.Join(v.Dir, "mysql", "mysqld.log")
 	if _, err := spawn(tb, logPath, "/usr/sbin/mariadbd", "--no-defaults", "--datadir="+data, "--socket="+sock,
 		"--skip-networking", "--user=root", "--pid-file="+filepath.Join(v.Dir, "mysql", "mysqld.pid"),
-		"--log-error="+logPath, "--innodb-buffer-pool-size=32M", "--skip-name-resolve"); err != nil {
+		"--log-error="+logPath, "--innodb-buffer-pool-size=32M", "--skip-name-resolve", "--tmpdir="+tmp); err != nil {
 		return err
 	}
 	v.MySQLSocket = sock
