@@ -18,7 +18,7 @@ var schemaTables = []string{
 }
 
 // migrationNames are the versions of every migration, in order.
-var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001"}
+var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001", "20261205210001"}
 
 // keyIndexes are indexes the queries of this package rely on.
 var keyIndexes = []string{
