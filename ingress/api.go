@@ -82,6 +82,9 @@ type Config struct {
 	// TokenCacheTTL is how long a successful token lookup is reused. Default 30s;
 	// negative disables the cache.
 	TokenCacheTTL time.Duration
+	// TokenDefaultTTL is the lifetime of a token created through the API
+	// without ttl_seconds. Zero: such tokens never expire.
+	TokenDefaultTTL time.Duration
 	// EnqueueTimeout bounds the enqueue after the commit; on timeout the request
 	// still succeeds and the reconciler enqueues later. Default 2s.
 	EnqueueTimeout time.Duration
@@ -179,6 +182,8 @@ type API struct {
 	// opsReadOnly is whether a read-only ops UI exists for ops-scope tokens.
 	opsReadOnly bool
 	backups     *backupRoutes
+	// tokenTTL is Config.TokenDefaultTTL.
+	tokenTTL time.Duration
 	// publicURL is Config.PublicURL without a trailing slash; empty: links
 	// start with the request's own scheme and host.
 	publicURL string
@@ -231,6 +236,8 @@ func New(cfg Config) (*API, error) {
 		metrics: cfg.Metrics, opStats: cfg.Metrics.Cache("operation"),
 	}
 	a.tokens.stats = cfg.Metrics.Cache("token")
+	a.tokens.log = cfg.Logger
+	a.tokenTTL = cfg.TokenDefaultTTL
 	if cfg.OperationCacheTTL == 0 {
 		cfg.OperationCacheTTL = 250 * time.Millisecond
 	}
@@ -322,6 +329,7 @@ func (a *API) routes(opsUI, opsUIReadOnly http.Handler) *gin.Engine {
 	admin.GET("/vps", a.listVPS)
 	admin.GET("/vps/:id", a.getVPS)
 	admin.POST("/vps/:id/health-check", a.checkVPSHealth)
+	a.tokenRoutes(admin)
 
 	if opsUI != nil {
 		ops := r.Group(queue.OpsUIPath, a.opsAuth)

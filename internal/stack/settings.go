@@ -72,6 +72,7 @@ type Config struct {
 	Driver           string
 	LocalRoot        string
 	TokenCacheTTL    time.Duration
+	TokenDefaultTTL  time.Duration
 	ReconcileEvery   time.Duration
 	ReconcileGrace   time.Duration
 	MeteringEvery    time.Duration
@@ -235,6 +236,8 @@ func Settings() []Setting {
 			Doc: "URL the local driver's health check GETs for every server (`{id}` becomes the server's ID); unset, HTTP is skipped and not held against the server"},
 		{Env: "CHOM_TOKEN_CACHE_TTL", Default: "30s", Roles: RoleIngress, set: signedDuration(func(c *Config) *time.Duration { return &c.TokenCacheTTL }),
 			Doc: "how long the ingress reuses a successful token lookup (a revoked token works for at most this long; negative disables)"},
+		{Env: "CHOM_TOKEN_DEFAULT_TTL", Default: "2160h", Roles: RoleIngress | RoleAdmin, set: duration(func(c *Config) *time.Duration { return &c.TokenDefaultTTL }),
+			Doc: "lifetime of a new API token when its creator names none (`chom token create` without `--expires`, `POST /api/v1/tenants/{tenant}/tokens` without `ttl_seconds`); `2160h` is 90 days; `0` = never expires"},
 		{Env: "CHOM_OPERATION_CACHE_TTL", Default: "250ms", Roles: RoleIngress, set: duration(func(c *Config) *time.Duration { return &c.OpCacheTTL }),
 			Doc: "how long the ingress reuses an unfinished operation read by a poller when no worker announced a change (finished ones are cached 10 min; `0` disables)"},
 		{Env: "CHOM_RATE_LIMIT", Default: "100", Roles: RoleIngress, set: number(func(c *Config) *float64 { return &c.RateLimit }),
