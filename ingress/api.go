@@ -330,6 +330,7 @@ func (a *API) routes(opsUI, opsUIReadOnly http.Handler) *gin.Engine {
 	admin.GET("/vps/:id", a.getVPS)
 	admin.POST("/vps/:id/health-check", a.checkVPSHealth)
 	a.tokenRoutes(admin)
+	a.quotaRoutes(admin)
 
 	if opsUI != nil {
 		ops := r.Group(queue.OpsUIPath, a.opsAuth)
