@@ -55,25 +55,25 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 	}
 	gin.SetMode(gin.ReleaseMode)
 	cfg := ingress.Config{
-		Store:           b.Store,
-		Sites:           acceptor,
-		Enqueuer:        queue.NewEnqueuer(b.Redis),
-		Inspector:       queue.NewInspector(b.Redis),
-		Watcher:         watcher,
-		Notifier:        queue.NewNotifier(b.Redis),
-		Logger:          log,
-		Metrics:         b.Metrics,
-		OpsUI:           opsUI,
-		OpsUIReadOnly:   opsUIReadOnly,
-		TokenCacheTTL:   c.TokenCacheTTL,
-		TokenDefaultTTL: c.TokenDefaultTTL,
-		RateLimit:       c.RateLimit,
-		RateBurst:       c.RateBurst,
+		Store:         b.Store,
+		Sites:         acceptor,
+		Enqueuer:      queue.NewEnqueuer(b.Redis),
+		Inspector:     queue.NewInspector(b.Redis),
+		Watcher:       watcher,
+		Notifier:      queue.NewNotifier(b.Redis),
+		Logger:        log,
+		Metrics:       b.Metrics,
+		OpsUI:         opsUI,
+		OpsUIReadOnly: opsUIReadOnly,
+		TokenCacheTTL: c.TokenCacheTTL,
+		RateLimit:     c.RateLimit,
+		RateBurst:     c.RateBurst,
 		// 0 from the environment means "off" to an operator; to the API it
 		// means "default", so map it.
 		OperationCacheTTL: offIsNegative(c.OpCacheTTL),
 		Backups:           backups,
 		PublicURL:         c.PublicURL,
+		TokenDefaultTTL:   c.TokenDefaultTTL,
 	}
 	if h.Ingress != nil {
 		h.Ingress(&cfg)
