@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -89,7 +90,66 @@ func (s *Store) effective(q *TenantQuota) Limits {
 	return l
 }
 
-// limitsOf returns the effective limits of each tenant of ids.
+// QuotaCacheTTL is how long a Store reuses a tenant's limits read for the
+// accept path without a lock. It only decides whether a tenant is limited at
+// all: a limited tenant's limits are read again under its lock, so a quota
+// lowered or lifted takes effect at once, and one set on a tenant that had
+// none within this time (at once in the process that set it).
+const QuotaCacheTTL = 5 * time.Second
+
+// quotaCache holds tenants' effective limits for QuotaCacheTTL.
+type quotaCache struct {
+	mu      sync.Mutex
+	entries map[string]quotaEntry
+}
+
+type quotaEntry struct {
+	limits  Limits
+	expires time.Time
+}
+
+// cachedLimits returns the limits of each tenant of ids, read through the
+// cache (misses in one query).
+func (s *Store) cachedLimits(ctx context.Context, db bun.IDB, ids []string) (map[string]Limits, error) {
+	now := time.Now()
+	out := make(map[string]Limits, len(ids))
+	var missing []string
+	s.quotas.mu.Lock()
+	for _, id := range ids {
+		if e, ok := s.quotas.entries[id]; ok && now.Before(e.expires) {
+			out[id] = e.limits
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	s.quotas.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	fresh, err := s.limitsOf(ctx, db, missing)
+	if err != nil {
+		return nil, err
+	}
+	s.quotas.mu.Lock()
+	if s.quotas.entries == nil || len(s.quotas.entries) > 100_000 {
+		s.quotas.entries = make(map[string]quotaEntry)
+	}
+	for id, l := range fresh {
+		out[id] = l
+		s.quotas.entries[id] = quotaEntry{limits: l, expires: now.Add(QuotaCacheTTL)}
+	}
+	s.quotas.mu.Unlock()
+	return out, nil
+}
+
+// forgetLimits drops a tenant's cached limits (its quota changed here).
+func (s *Store) forgetLimits(tenantID string) {
+	s.quotas.mu.Lock()
+	delete(s.quotas.entries, tenantID)
+	s.quotas.mu.Unlock()
+}
+
+// limitsOf reads the effective limits of each tenant of ids.
 func (s *Store) limitsOf(ctx context.Context, db bun.IDB, ids []string) (map[string]Limits, error) {
 	var rows []TenantQuota
 	if err := db.NewSelect().Model(&rows).Where("tenant_id IN (?)", bun.In(ids)).Scan(ctx); err != nil {
@@ -151,21 +211,26 @@ func (s *Store) admitSites(ctx context.Context, tx bun.Tx, items []batchItem) ([
 			ids = append(ids, it.p.TenantID)
 		}
 	}
-	limits, err := s.limitsOf(ctx, tx, ids)
+	cached, err := s.cachedLimits(ctx, tx, ids)
 	if err != nil {
 		return nil, err
 	}
 	var limited []string
 	for _, id := range ids {
-		if limits[id].MaxSites > 0 {
+		if cached[id].MaxSites > 0 {
 			limited = append(limited, id)
 		}
 	}
 	errs := make([]error, len(items))
 	if len(limited) == 0 {
-		return errs, nil
+		return errs, nil // the hot path: no tenant of the batch is limited
 	}
 	if err := s.lockTenants(ctx, tx, limited); err != nil {
+		return nil, err
+	}
+	// Under the lock, the limits as they are now, not as cached.
+	limits, err := s.limitsOf(ctx, tx, limited)
+	if err != nil {
 		return nil, err
 	}
 	used, err := liveSites(ctx, tx, limited)
@@ -173,7 +238,7 @@ func (s *Store) admitSites(ctx context.Context, tx bun.Tx, items []batchItem) ([
 		return nil, err
 	}
 	for i, it := range items {
-		max := limits[it.p.TenantID].MaxSites
+		max := limits[it.p.TenantID].MaxSites // 0 also for unlimited tenants, absent here
 		if max == 0 {
 			continue
 		}
@@ -240,6 +305,7 @@ func (s *Store) SetQuota(ctx context.Context, q TenantQuota) (*Quota, error) {
 		return nil, err
 	}
 	q.UpdatedAt = s.nowUTC()
+	defer s.forgetLimits(q.TenantID)
 	if _, err := s.db.NewInsert().Model(&q).
 		On("CONFLICT (tenant_id) DO UPDATE").
 		Set("max_sites = EXCLUDED.max_sites").

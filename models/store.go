@@ -45,6 +45,7 @@ type Store struct {
 	idempotencyTTL time.Duration
 	pg             bool
 	quotaDefaults  Limits
+	quotas         quotaCache
 }
 
 // New returns a Store over cfg.DB.
