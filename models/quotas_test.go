@@ -170,3 +170,28 @@ func TestBackupQuotas(t *testing.T) {
 		}
 	})
 }
+
+// A quota lowered through one Store (another ingress process) binds a Store
+// that cached the tenant as limited at once: the limit is re-read under the
+// tenant's lock, not taken from the cache.
+func TestSiteQuotaLoweredElsewhereAppliesAtOnce(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		here := setup(t, db)
+		elsewhere, err := models.New(models.Config{DB: db})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := tenant(t, here, "alpha")
+		if _, err := elsewhere.SetQuota(ctx, models.TenantQuota{TenantID: a, MaxSites: ptr(int64(5))}); err != nil {
+			t.Fatal(err)
+		}
+		createSite(t, here, a, "one.example") // here caches alpha as limited (5)
+		if _, err := elsewhere.SetQuota(ctx, models.TenantQuota{TenantID: a, MaxSites: ptr(int64(1))}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = here.CreateSite(ctx, siteParams(accept(a, "", ""), "two.example"))
+		wantQuota(t, err, models.QuotaSites, 1)
+	})
+}
