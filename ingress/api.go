@@ -82,6 +82,9 @@ type Config struct {
 	// TokenCacheTTL is how long a successful token lookup is reused. Default 30s;
 	// negative disables the cache.
 	TokenCacheTTL time.Duration
+	// TokenDefaultTTL is the lifetime of a token created through the API
+	// without ttl_seconds. Zero: such tokens never expire.
+	TokenDefaultTTL time.Duration
 	// EnqueueTimeout bounds the enqueue after the commit; on timeout the request
 	// still succeeds and the reconciler enqueues later. Default 2s.
 	EnqueueTimeout time.Duration
@@ -198,6 +201,8 @@ type API struct {
 	// opsCSP is the ops UI's Content-Security-Policy (opsHeaders).
 	opsCSP  string
 	backups *backupRoutes
+	// tokenTTL is Config.TokenDefaultTTL.
+	tokenTTL time.Duration
 	// publicURL is Config.PublicURL without a trailing slash; empty: links
 	// start with the request's own scheme and host.
 	publicURL string
@@ -258,6 +263,8 @@ func New(cfg Config) (*API, error) {
 		metrics: cfg.Metrics, opStats: cfg.Metrics.Cache("operation"),
 	}
 	a.tokens.stats = cfg.Metrics.Cache("token")
+	a.tokens.log = cfg.Logger
+	a.tokenTTL = cfg.TokenDefaultTTL
 	if cfg.OperationCacheTTL == 0 {
 		cfg.OperationCacheTTL = DefaultOperationCacheTTL
 	}
@@ -359,6 +366,8 @@ func (a *API) routes(opsUI, opsUIReadOnly http.Handler) *gin.Engine {
 	admin.GET("/vps/:id", a.getVPS)
 	admin.POST("/vps/:id/health-check", a.checkVPSHealth)
 	admin.PUT("/vps/:id/host-key", a.pinVPSHostKey)
+	a.tokenRoutes(admin)
+	a.quotaRoutes(admin)
 
 	if opsUI != nil {
 		// The cross-site check runs after opsAuth, so an ops-scope token's

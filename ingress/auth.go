@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -23,9 +24,11 @@ type Principal struct {
 	ExpiresAt *time.Time
 }
 
-// tokenLookup finds a live token by its hash; models.Store implements it.
+// tokenLookup finds a live token by its hash and records its use;
+// models.Store implements it.
 type tokenLookup interface {
 	LookupToken(ctx context.Context, tokenHash string) (*models.APIToken, error)
+	TouchToken(ctx context.Context, id string, at time.Time) error
 }
 
 // tokenCache remembers successful token lookups for a short TTL, so the hot path
@@ -34,6 +37,11 @@ type tokenLookup interface {
 // its expiry is checked on every hit. Failed lookups are not cached, so a new token
 // works immediately. The cache is bounded; when full it drops everything (cheap,
 // and the next requests refill it).
+//
+// A lookup (a miss) also records the token's last_used_at, when the recorded
+// one is older than models.TokenTouchInterval: a hit writes nothing, so the hot
+// path costs no write, and last_used_at is exact to within the larger of the
+// TTL and that interval.
 type tokenCache struct {
 	store tokenLookup
 	ttl   time.Duration
@@ -41,6 +49,9 @@ type tokenCache struct {
 	now   func() time.Time
 	// stats counts hits and misses of well-formed tokens (nil: not counted).
 	stats *metrics.CacheStats
+	// log reports a failed last_used_at write (nil: not reported); the
+	// request is served anyway.
+	log *slog.Logger
 
 	mu      sync.RWMutex
 	entries map[string]cacheEntry
@@ -77,6 +88,7 @@ func (tc *tokenCache) cached(hash string) (p Principal, found bool, err error) {
 // errUnauthorized when there is no live token with that hash.
 func (tc *tokenCache) lookup(ctx context.Context, hash string) (Principal, error) {
 	tc.stats.Miss()
+	now := tc.now()
 	t, err := tc.store.LookupToken(ctx, hash)
 	if errors.Is(err, models.ErrNotFound) {
 		return Principal{}, errUnauthorized
@@ -85,12 +97,17 @@ func (tc *tokenCache) lookup(ctx context.Context, hash string) (Principal, error
 		return Principal{}, err
 	}
 	p := Principal{TokenID: t.ID, TenantID: t.TenantID, Scopes: t.ScopeList(), ExpiresAt: t.ExpiresAt}
+	if t.LastUsedAt == nil || now.Sub(*t.LastUsedAt) >= models.TokenTouchInterval {
+		if err := tc.store.TouchToken(ctx, t.ID, now); err != nil && tc.log != nil {
+			tc.log.WarnContext(ctx, "record token use", "token_id", t.ID, "tenant_id", t.TenantID, "error", err)
+		}
+	}
 	if tc.ttl > 0 {
 		tc.mu.Lock()
 		if len(tc.entries) >= tc.max {
 			clear(tc.entries)
 		}
-		tc.entries[hash] = cacheEntry{p: p, expires: tc.now().Add(tc.ttl)}
+		tc.entries[hash] = cacheEntry{p: p, expires: now.Add(tc.ttl)}
 		tc.mu.Unlock()
 	}
 	return p, nil
@@ -158,6 +175,19 @@ func (a *API) authFailed(key netip.Prefix, reason string, charge bool) error {
 	}
 	a.metrics.AuthFailed(reason)
 	return errUnauthorized
+}
+
+// forget drops the cached lookups of the token with id, so a token revoked
+// through this process stops working here at once (other processes keep it
+// for at most the TTL).
+func (tc *tokenCache) forget(id string) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	for hash, e := range tc.entries {
+		if e.p.TokenID == id {
+			delete(tc.entries, hash)
+		}
+	}
 }
 
 // bearerToken extracts the token of "Authorization: Bearer <token>", or the

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -30,6 +31,11 @@ type Problem struct {
 	Errors    []input.FieldError `json:"errors,omitempty"`
 	// OperationID names the operation in the way, on a 409.
 	OperationID string `json:"operation_id,omitempty"`
+	// Quota names the quota a refused request would exceed (quota-exceeded:
+	// sites, backups, backup_bytes), with its Limit and the Used amount.
+	Quota string `json:"quota,omitempty"`
+	Limit int64  `json:"limit,omitempty"`
+	Used  int64  `json:"used,omitempty"`
 }
 
 // Problem types. They are URNs: stable identifiers, not links.
@@ -47,6 +53,7 @@ const (
 	problemInternal    = "urn:chom:problem:internal"
 	problemMethod      = "urn:chom:problem:method-not-allowed"
 	problemRateLimited = "urn:chom:problem:rate-limited"
+	problemQuota       = "urn:chom:problem:quota-exceeded"
 )
 
 // Errors the handlers raise themselves.
@@ -80,6 +87,7 @@ func (a *API) fail(c *gin.Context, err error) {
 		validErr    *input.ValidationError
 		conflictErr *models.ConflictError
 		limitedErr  *authLimitedError
+		quotaErr    *models.QuotaError
 	)
 	switch {
 	case errors.As(err, &decodeErr):
@@ -131,6 +139,10 @@ func (a *API) fail(c *gin.Context, err error) {
 			p.Errors = []input.FieldError{{Field: conflictErr.Field, Detail: conflictErr.Detail}}
 		}
 		writeProblem(c, p)
+	case errors.As(err, &quotaErr):
+		writeProblem(c, Problem{Type: problemQuota, Title: "Quota exceeded", Status: http.StatusForbidden,
+			Detail: fmt.Sprintf("the tenant has reached its %s quota (%d of %d); nothing was changed", quotaErr.Quota, quotaErr.Used, quotaErr.Limit),
+			Quota:  quotaErr.Quota, Limit: quotaErr.Limit, Used: quotaErr.Used})
 	case errors.Is(err, models.ErrIdempotencyMismatch):
 		writeProblem(c, Problem{Type: problemIdempotency, Title: "Idempotency key reused", Status: http.StatusUnprocessableEntity,
 			Detail: "this Idempotency-Key was used with a different request",

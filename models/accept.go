@@ -176,7 +176,8 @@ type SitePayload struct {
 
 // CreateSite records a new site (pending) and its provision operation in one
 // transaction, with the idempotency key and an audit row. A domain that a live site
-// already uses is a ConflictError and writes nothing. The caller enqueues the
+// already uses is a ConflictError, a tenant at its site quota a QuotaError
+// (counted under the tenant's lock); either writes nothing. The caller enqueues the
 // operation's task after this returns.
 func (s *Store) CreateSite(ctx context.Context, p CreateSiteParams) (*Accepted, error) {
 	now := s.nowUTC()
@@ -197,6 +198,13 @@ func (s *Store) CreateSite(ctx context.Context, p CreateSiteParams) (*Accepted, 
 		}
 		if !ok {
 			return errKeyTaken
+		}
+		admitted, err := s.admitSites(ctx, tx, []batchItem{{p: p}})
+		if err != nil {
+			return err
+		}
+		if admitted[0] != nil {
+			return admitted[0]
 		}
 		res, err := tx.NewInsert().Model(site).On("CONFLICT DO NOTHING").Exec(ctx)
 		if err != nil {

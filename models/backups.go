@@ -165,9 +165,15 @@ func unlockSite(ctx context.Context, tx bun.IDB, siteID, opID string, now time.T
 // CreateBackup records a pending backup of a tenant's active site and its
 // backup.create operation in one transaction, taking the site's mutation lock.
 // A site with a mutation in flight is a ConflictError naming it; an unknown
-// site is ErrNotFound. The caller enqueues the operation's task.
+// site is ErrNotFound; a tenant at its backup or backup-storage quota is a
+// QuotaError (checked under the tenant's lock). The caller enqueues the
+// operation's task. Scheduled backups (BookScheduledBackup) are not held to
+// the quotas: their schedule's keep bounds them.
 func (s *Store) CreateBackup(ctx context.Context, p CreateBackupParams) (*Accepted, error) {
 	return s.recordMutation(ctx, p.Accept, "backup.create", func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
+		if err := s.admitBackup(ctx, tx, p.TenantID); err != nil {
+			return nil, fmt.Errorf("back up site %s: %w", p.SiteID, err)
+		}
 		return createBackup(ctx, tx, p, opID, now)
 	})
 }

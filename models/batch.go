@@ -204,6 +204,13 @@ func (a *SiteAcceptor) commit(ctx context.Context, batch []*pendingSite) {
 	}
 	for i, p := range live {
 		o := outcomes[i]
+		if errors.Is(o.err, ErrQuotaExceeded) && p.p.IdempotencyKey != "" {
+			// Refused before its key was claimed: a retry of a request accepted
+			// before replays it, as CreateSite would; a new request stays refused.
+			if acc, err := a.store.replay(ctx, p.p.Accept); !errors.Is(err, ErrNotFound) {
+				o.acc, o.err = acc, err
+			}
+		}
 		if o.err == errKeyTaken {
 			o.acc, o.err = a.store.replay(ctx, p.p.Accept)
 			if errors.Is(o.err, ErrNotFound) {
@@ -278,16 +285,19 @@ func (s *Store) createSites(ctx context.Context, batch []*pendingSite) ([]siteOu
 
 // createSitesBun writes a prepared batch with bun's portable queries (SQLite):
 // one multi-row INSERT per table. It returns, per item, nil (accepted),
-// errKeyTaken, or a ConflictError for the domain.
+// errKeyTaken, a ConflictError for the domain, or a QuotaError (admitSites,
+// decided first in the same transaction).
 func (s *Store) createSitesBun(ctx context.Context, items []batchItem, now time.Time) ([]error, error) {
 	errs := make([]error, len(items))
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		for i := range errs {
-			errs[i] = nil // a retried transaction starts clean
+		quota, err := s.admitSites(ctx, tx, items)
+		if err != nil {
+			return err
 		}
+		copy(errs, quota) // a retried transaction starts clean
 		var keys []IdempotencyKey
-		for _, it := range items {
-			if it.p.IdempotencyKey != "" {
+		for i, it := range items {
+			if it.p.IdempotencyKey != "" && errs[i] == nil {
 				keys = append(keys, IdempotencyKey{TenantID: it.p.TenantID, Key: it.p.IdempotencyKey,
 					RequestHash: it.p.RequestHash, OperationID: it.op.ID, CreatedAt: now, ExpiresAt: now.Add(s.idempotencyTTL)})
 			}
@@ -316,6 +326,7 @@ func (s *Store) createSitesBun(ctx context.Context, items []batchItem, now time.
 		var release []IdempotencyKey
 		for i, it := range items {
 			switch {
+			case errs[i] != nil: // over its quota: nothing claimed, nothing written
 			case it.p.IdempotencyKey != "" && !claimed[it.op.ID]:
 				errs[i] = errKeyTaken
 			case domainTaken[it.site.Domain]:

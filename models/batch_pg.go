@@ -57,23 +57,34 @@ DELETE FROM idempotency_keys k USING unnest($1::text[], $2::text[], $3::text[]) 
 WHERE k.tenant_id = r.tenant_id AND k.idem_key = r.idem_key AND k.operation_id = r.op_id`
 
 // createSitesPG writes a prepared batch on PostgreSQL. It returns, per item, nil
-// (accepted), errKeyTaken, or a ConflictError for the domain.
+// (accepted), errKeyTaken, a ConflictError for the domain, or a QuotaError
+// (admitSites, decided first in the same transaction).
 func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.Time) ([]error, error) {
 	n := len(items)
-	cols := make([][]string, 11)
-	for c := range cols {
-		cols[c] = make([]string, n)
-	}
-	for i, it := range items {
-		for c, v := range []string{it.op.ID, it.site.ID, it.site.TenantID, it.site.Domain, it.site.SiteType,
-			it.site.PHPVersion, it.op.Payload, it.op.RequestID, it.p.Actor, it.p.IdempotencyKey, it.p.RequestHash} {
-			cols[c][i] = v
-		}
-	}
 	claimed := make(map[string]bool, n)
 	inserted := make(map[string]bool, n)
 	errs := make([]error, n)
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		quota, err := s.admitSites(ctx, tx, items)
+		if err != nil {
+			return err
+		}
+		copy(errs, quota) // a retried transaction starts clean
+		clear(claimed)
+		clear(inserted)
+		cols := make([][]string, 11)
+		for i, it := range items {
+			if errs[i] != nil {
+				continue // over its quota: not written
+			}
+			for c, v := range []string{it.op.ID, it.site.ID, it.site.TenantID, it.site.Domain, it.site.SiteType,
+				it.site.PHPVersion, it.op.Payload, it.op.RequestID, it.p.Actor, it.p.IdempotencyKey, it.p.RequestHash} {
+				cols[c] = append(cols[c], v)
+			}
+		}
+		if len(cols[0]) == 0 {
+			return nil
+		}
 		args := make([]any, 0, 13)
 		for _, c := range cols {
 			args = append(args, c)
@@ -101,6 +112,7 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 		var rel [3][]string
 		for i, it := range items {
 			switch {
+			case errs[i] != nil:
 			case it.p.IdempotencyKey != "" && !claimed[it.op.ID]:
 				errs[i] = errKeyTaken
 			case !inserted[it.op.ID]:

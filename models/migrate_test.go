@@ -14,11 +14,11 @@ import (
 // schemaTables are the tables of every migration, sorted.
 var schemaTables = []string{
 	"api_tokens", "audit_logs", "backup_schedules", "idempotency_keys", "invoice_lines", "invoices", "operations", "outbox_events",
-	"processed_events", "site_backups", "sites", "tenants", "usage_records", "users", "vps_health_checks", "vps_servers",
+	"processed_events", "site_backups", "sites", "tenant_quotas", "tenants", "usage_records", "users", "vps_health_checks", "vps_servers",
 }
 
 // migrationNames are the versions of every migration, in order.
-var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001"}
+var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001", "20261205210001", "20261205210002"}
 
 // keyIndexes are indexes the queries of this package rely on.
 var keyIndexes = []string{

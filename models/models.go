@@ -43,6 +43,10 @@ type APIToken struct {
 	ExpiresAt *time.Time `bun:"expires_at"`
 	RevokedAt *time.Time `bun:"revoked_at"`
 	CreatedAt time.Time  `bun:"created_at"`
+	// LastUsedAt is when the token last authenticated a request, to within
+	// TokenTouchInterval (the ingress records it when it looks the token up,
+	// not on every request). Nil: never used.
+	LastUsedAt *time.Time `bun:"last_used_at"`
 }
 
 // VPS allocation kinds and statuses.

@@ -18,6 +18,9 @@ type Config struct {
 	Now func() time.Time
 	// IdempotencyTTL is how long an Idempotency-Key is remembered; defaults to 24h.
 	IdempotencyTTL time.Duration
+	// QuotaDefaults are the limits of a tenant without an override
+	// (SetQuota); the zero value is unlimited.
+	QuotaDefaults Limits
 }
 
 // Validate reports every missing or invalid field at once.
@@ -25,6 +28,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.DB == nil {
 		errs = append(errs, errors.New("models: Config.DB is required"))
+	}
+	if c.QuotaDefaults.MaxSites < 0 || c.QuotaDefaults.MaxBackups < 0 || c.QuotaDefaults.MaxBackupBytes < 0 {
+		errs = append(errs, errors.New("models: Config.QuotaDefaults must not be negative (0 is unlimited)"))
 	}
 	if c.IdempotencyTTL < 0 {
 		errs = append(errs, errors.New("models: Config.IdempotencyTTL must not be negative"))
@@ -38,6 +44,8 @@ type Store struct {
 	now            func() time.Time
 	idempotencyTTL time.Duration
 	pg             bool
+	quotaDefaults  Limits
+	quotas         quotaCache
 }
 
 // New returns a Store over cfg.DB.
@@ -51,7 +59,8 @@ func New(cfg Config) (*Store, error) {
 	if cfg.IdempotencyTTL == 0 {
 		cfg.IdempotencyTTL = 24 * time.Hour
 	}
-	return &Store{db: cfg.DB, now: cfg.Now, idempotencyTTL: cfg.IdempotencyTTL, pg: IsPostgres(cfg.DB)}, nil
+	return &Store{db: cfg.DB, now: cfg.Now, idempotencyTTL: cfg.IdempotencyTTL, pg: IsPostgres(cfg.DB),
+		quotaDefaults: cfg.QuotaDefaults}, nil
 }
 
 // DB returns the underlying database handle.

@@ -3,6 +3,9 @@ package models
 import (
 	"context"
 	"fmt"
+	"strings"
+
+	"github.com/uptrace/bun"
 )
 
 // EnsureTenant returns the tenant called name, creating it if it does not exist.
@@ -26,4 +29,32 @@ func (s *Store) GetTenant(ctx context.Context, id string) (*Tenant, error) {
 		return nil, notFound(err, "tenant", id)
 	}
 	return t, nil
+}
+
+// FindTenant returns the tenant whose ID or name is ref: an ID (ten_ and 32
+// hex digits) is looked up as an ID, anything else as a name.
+func (s *Store) FindTenant(ctx context.Context, ref string) (*Tenant, error) {
+	col := "name"
+	if isID(ref, PrefixTenant) {
+		col = "id"
+	}
+	t := new(Tenant)
+	if err := s.db.NewSelect().Model(t).Where("? = ?", bun.Ident(col), ref).Scan(ctx); err != nil {
+		return nil, notFound(err, "tenant", ref)
+	}
+	return t, nil
+}
+
+// isID reports whether s is prefix followed by the 32 lowercase hex digits of
+// NewID.
+func isID(s, prefix string) bool {
+	if len(s) != len(prefix)+32 || !strings.HasPrefix(s, prefix) {
+		return false
+	}
+	for _, c := range s[len(prefix):] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

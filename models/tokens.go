@@ -152,3 +152,75 @@ func (s *Store) RevokeToken(ctx context.Context, tenantID, tokenID string) error
 
 // ScopeList splits the stored scopes of t.
 func (t *APIToken) ScopeList() []string { return strings.Split(t.Scopes, ",") }
+
+// TokenTouchInterval is the precision of APIToken.LastUsedAt: TouchToken does
+// not write when the recorded time is younger than this, so a busy token costs
+// at most one write a minute, however many processes look it up.
+const TokenTouchInterval = time.Minute
+
+// TokenFilter selects a page of ListTokens.
+type TokenFilter struct {
+	// TenantID limits the listing to one tenant; empty lists every tenant's.
+	TenantID string
+	// Cursor is the ID of the last token of the previous page (newest first).
+	Cursor string
+	// Limit is the page size; 0 means no limit (the CLI lists everything).
+	Limit int
+}
+
+// ListTokens returns tokens newest first, revoked and expired ones included
+// (the listing is an audit of what was issued). The hashes are in the rows;
+// callers show none of them.
+func (s *Store) ListTokens(ctx context.Context, f TokenFilter) ([]APIToken, error) {
+	var out []APIToken
+	q := s.db.NewSelect().Model(&out).OrderExpr("id DESC")
+	if f.TenantID != "" {
+		q = q.Where("tenant_id = ?", f.TenantID)
+	}
+	if f.Cursor != "" {
+		q = q.Where("id < ?", f.Cursor)
+	}
+	if f.Limit > 0 {
+		q = q.Limit(int64(f.Limit))
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("list tokens of tenant %q: %w", f.TenantID, err)
+	}
+	return out, nil
+}
+
+// GetToken returns the token with id, whatever its state.
+func (s *Store) GetToken(ctx context.Context, id string) (*APIToken, error) {
+	t := new(APIToken)
+	if err := s.db.NewSelect().Model(t).Where("id = ?", id).Scan(ctx); err != nil {
+		return nil, notFound(err, "token", id)
+	}
+	return t, nil
+}
+
+// RevokeTokenByID revokes the token with id, of any tenant (an administrator's
+// act), and returns it. Revoking a revoked token changes nothing and succeeds
+// (the first revocation time is kept); an unknown ID is ErrNotFound.
+func (s *Store) RevokeTokenByID(ctx context.Context, id string) (*APIToken, error) {
+	if _, err := s.db.NewUpdate().Model((*APIToken)(nil)).
+		Set("revoked_at = ?", s.nowUTC()).
+		Where("id = ? AND revoked_at IS NULL", id).
+		Exec(ctx); err != nil {
+		return nil, fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	return s.GetToken(ctx, id)
+}
+
+// TouchToken records that the token with id authenticated a request at at,
+// unless a time less than TokenTouchInterval older is recorded already (the
+// condition is in the UPDATE, so concurrent touches write at most once).
+func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
+	at = at.UTC()
+	if _, err := s.db.NewUpdate().Model((*APIToken)(nil)).
+		Set("last_used_at = ?", at).
+		Where("id = ? AND (last_used_at IS NULL OR last_used_at <= ?)", id, at.Add(-TokenTouchInterval)).
+		Exec(ctx); err != nil {
+		return fmt.Errorf("touch token %s: %w", id, err)
+	}
+	return nil
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -70,30 +72,144 @@ func migrateFlags(fs *flag.FlagSet) func(context.Context, env) error {
 	}
 }
 
-func tokenFlags(fs *flag.FlagSet) func(context.Context, env) error {
+// tokenCommands are the subcommands of chom token.
+func tokenCommands() []command {
+	return []command{
+		{name: "create", args: "--tenant NAME", summary: "issue an API token (creating the tenant if needed) and print it: the only time it is shown", flags: tokenCreateFlags},
+		{name: "list", args: "[--tenant NAME]", summary: "list tokens (every tenant's, or one's), newest first: never their secrets", flags: tokenListFlags},
+		{name: "revoke", args: "ID", summary: "revoke a token; ingress processes refuse it within CHOM_TOKEN_CACHE_TTL", flags: tokenRevokeFlags},
+	}
+}
+
+// openAdminStore opens the admin database (openAdminDB) and a store over it.
+func openAdminStore(ctx context.Context, getenv func(string) string, dataDir string) (*models.Store, func() error, error) {
+	db, err := openAdminDB(ctx, getenv, dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := models.New(models.Config{DB: db})
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return store, db.Close, nil
+}
+
+func tokenCreateFlags(fs *flag.FlagSet) func(context.Context, env) error {
 	tenant := fs.String("tenant", "", "tenant name (created if missing); required")
 	scope := fs.String("scope", "read,write", "comma-separated scopes: read, write, admin (read, write and more), ops (read-only ops UI)")
 	name := fs.String("name", "cli", "a label for the token")
-	expires := fs.Duration("expires", 0, "lifetime, e.g. 720h; 0 = never expires")
+	expires := fs.Duration("expires", 0, "lifetime, e.g. 720h; 0 = never expires; unset = CHOM_TOKEN_DEFAULT_TTL (default 2160h, 90 days)")
 	dataDir := dataDirFlag(fs)
 	return func(ctx context.Context, e env) error {
 		if *tenant == "" {
 			return fmt.Errorf("%w: chom token create: --tenant is required", errUsage)
 		}
-		db, err := openAdminDB(ctx, e.getenv, *dataDir)
+		if len(e.args) > 0 {
+			return fmt.Errorf("%w: chom token create takes no arguments, got %q", errUsage, e.args)
+		}
+		ttl := *expires
+		if !flagSet(fs, "expires") {
+			c, err := stack.LoadConfig(e.getenv)
+			if err != nil {
+				return err
+			}
+			ttl = c.TokenDefaultTTL
+		}
+		store, closeDB, err := openAdminStore(ctx, e.getenv, *dataDir)
 		if err != nil {
 			return err
 		}
-		defer db.Close()
-		store, err := models.New(models.Config{DB: db})
-		if err != nil {
-			return err
-		}
-		token, err := stack.IssueToken(ctx, store, *tenant, *name, strings.Split(*scope, ","), *expires)
+		defer closeDB()
+		token, err := stack.IssueToken(ctx, store, *tenant, *name, strings.Split(*scope, ","), ttl)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(e.stdout, token)
+		return nil
+	}
+}
+
+// flagSet reports whether the command line set the flag called name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func tokenListFlags(fs *flag.FlagSet) func(context.Context, env) error {
+	tenant := fs.String("tenant", "", "only this tenant's tokens (its name or ID)")
+	dataDir := dataDirFlag(fs)
+	return func(ctx context.Context, e env) error {
+		if len(e.args) > 0 {
+			return fmt.Errorf("%w: chom token list takes no arguments, got %q", errUsage, e.args)
+		}
+		store, closeDB, err := openAdminStore(ctx, e.getenv, *dataDir)
+		if err != nil {
+			return err
+		}
+		defer closeDB()
+		var f models.TokenFilter
+		if *tenant != "" {
+			t, err := store.FindTenant(ctx, *tenant)
+			if err != nil {
+				return fmt.Errorf("chom token list --tenant %s: %w", *tenant, err)
+			}
+			f.TenantID = t.ID
+		}
+		list, err := store.ListTokens(ctx, f)
+		if err != nil {
+			return err
+		}
+		return writeTokens(e.stdout, list, time.Now())
+	}
+}
+
+// writeTokens prints tokens as a table: identity and lifecycle, never the
+// secret or its hash.
+func writeTokens(w io.Writer, list []models.APIToken, now time.Time) error {
+	ts := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTENANT\tNAME\tPREFIX\tSCOPES\tSTATE\tCREATED\tEXPIRES\tLAST USED\tREVOKED")
+	for _, t := range list {
+		state := "active"
+		switch {
+		case t.RevokedAt != nil:
+			state = "revoked"
+		case t.ExpiresAt != nil && !now.Before(*t.ExpiresAt):
+			state = "expired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.TenantID, t.Name, t.Prefix, t.Scopes, state,
+			ts(&t.CreatedAt), ts(t.ExpiresAt), ts(t.LastUsedAt), ts(t.RevokedAt))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write tokens: %w", err)
+	}
+	return nil
+}
+
+func tokenRevokeFlags(fs *flag.FlagSet) func(context.Context, env) error {
+	dataDir := dataDirFlag(fs)
+	return func(ctx context.Context, e env) error {
+		if len(e.args) != 1 || !strings.HasPrefix(e.args[0], models.PrefixToken) {
+			return fmt.Errorf("%w: chom token revoke ID (a %s… ID, see chom token list)", errUsage, models.PrefixToken)
+		}
+		store, closeDB, err := openAdminStore(ctx, e.getenv, *dataDir)
+		if err != nil {
+			return err
+		}
+		defer closeDB()
+		t, err := store.RevokeTokenByID(ctx, e.args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "revoked %s (%s) of tenant %s at %s; running ingress processes refuse it within CHOM_TOKEN_CACHE_TTL\n",
+			t.ID, t.Prefix, t.TenantID, t.RevokedAt.UTC().Format(time.RFC3339))
 		return nil
 	}
 }

@@ -63,6 +63,9 @@ type command struct {
 	// flags declares the command's flags on fs and returns its body, run
 	// after they are parsed.
 	flags func(fs *flag.FlagSet) func(ctx context.Context, e env) error
+	// subs are the subcommands (chom token create|list|revoke); a command
+	// with subs has no flags or body of its own.
+	subs []command
 }
 
 func commands() []command {
@@ -96,7 +99,7 @@ func commands() []command {
 		{name: "billing-consumer", summary: "bill usage events from Kafka (the reference consumer)", role: stack.RoleBilling,
 			flags: noFlags(server(stack.BillingProcess))},
 		{name: "migrate", args: "up|down|status", summary: "manage the database schema", role: stack.RoleAdmin, flags: migrateFlags},
-		{name: "token", args: "create --tenant NAME", summary: "issue an API token (creating the tenant if needed)", role: stack.RoleAdmin, flags: tokenFlags},
+		{name: "token", args: "create|list|revoke", summary: "issue, list and revoke API tokens", role: stack.RoleAdmin, subs: tokenCommands()},
 		{name: "version", summary: "print the version and the commit it was built from", flags: noFlags(printVersion)},
 	}
 }
@@ -127,14 +130,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 // run parses the command's flags (--help prints its help to stdout and
 // succeeds; a bad flag is a usage error) and runs it.
 func (cmd command) run(ctx context.Context, args []string, e env) error {
+	if len(cmd.subs) > 0 {
+		return cmd.runSub(ctx, args, e)
+	}
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // help and errors are written below
 	body := cmd.flags(fs)
-	if cmd.name == "token" && len(args) > 0 && args[0] == "create" {
-		args = args[1:]
-	} else if cmd.name == "token" && !wantsHelp(args) {
-		return fmt.Errorf("%w: chom token create --tenant NAME (see chom token --help)", errUsage)
-	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cmd.help(e.stdout, fs)
@@ -148,6 +149,26 @@ func (cmd command) run(ctx context.Context, args []string, e env) error {
 	return body(ctx, e)
 }
 
+// runSub runs the subcommand args[0] names; --help (or help) lists them all.
+func (cmd command) runSub(ctx context.Context, args []string, e env) error {
+	if len(args) > 0 {
+		for _, sub := range cmd.subs {
+			if sub.name == args[0] {
+				sub.name = cmd.name + " " + sub.name
+				if sub.role == 0 {
+					sub.role = cmd.role
+				}
+				return sub.run(ctx, args[1:], e)
+			}
+		}
+		if args[0] == "help" || wantsHelp(args[:1]) {
+			return cmd.help(e.stdout, nil)
+		}
+		return fmt.Errorf("%w: chom %s: unknown subcommand %q, want %s (see chom %s --help)", errUsage, cmd.name, args[0], cmd.args, cmd.name)
+	}
+	return fmt.Errorf("%w: chom %s %s (see chom %s --help)", errUsage, cmd.name, cmd.args, cmd.name)
+}
+
 func wantsHelp(args []string) bool {
 	for _, a := range args {
 		if a == "-h" || a == "-help" || a == "--help" {
@@ -157,15 +178,29 @@ func wantsHelp(args []string) bool {
 	return false
 }
 
-// help writes the command's synopsis, flags and the variables it reads.
+// help writes the command's synopsis, flags (or subcommands with theirs) and
+// the variables it reads. fs is nil for a command with subcommands.
 func (cmd command) help(w io.Writer, fs *flag.FlagSet) error {
 	fmt.Fprintf(w, "Usage: chom %s %s\n\n%s.\n", cmd.name, strings.TrimSpace(cmd.args+" [flags]"), capitalize(cmd.summary))
 	hasFlags := false
-	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if fs != nil {
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+	}
 	if hasFlags {
 		fmt.Fprintln(w, "\nFlags:")
 		fs.SetOutput(w)
 		fs.PrintDefaults()
+	}
+	if len(cmd.subs) > 0 {
+		fmt.Fprintln(w, "\nSubcommands:")
+		for _, sub := range cmd.subs {
+			fmt.Fprintf(w, "\n  chom %s %s\n      %s.\n", cmd.name, strings.TrimSpace(sub.name+" "+sub.args), capitalize(sub.summary))
+			sfs := flag.NewFlagSet(sub.name, flag.ContinueOnError)
+			sub.flags(sfs)
+			sfs.SetOutput(w)
+			sfs.PrintDefaults()
+		}
+		fmt.Fprintf(w, "\n`chom %s <subcommand> --help` shows one of them.\n", cmd.name)
 	}
 	if cmd.role != 0 {
 		fmt.Fprintln(w)

@@ -52,6 +52,25 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		!strings.Contains(stdout.String(), "-tenant") || !strings.Contains(stdout.String(), "-data-dir") {
 		t.Errorf("chom help token: %v\n%s", err, stdout.String())
 	}
+	// chom token --help lists every subcommand with its synopsis.
+	for _, args := range [][]string{{"token", "--help"}, {"token", "-h"}, {"token", "help"}} {
+		stdout.Reset()
+		if err := run(t.Context(), args, &stdout, &bytes.Buffer{}, badEnv); err != nil {
+			t.Errorf("chom %q: %v", args, err)
+		}
+		for _, want := range []string{"chom token create --tenant NAME", "chom token list [--tenant NAME]", "chom token revoke ID", "-expires", "CHOM_TOKEN_DEFAULT_TTL"} {
+			if !strings.Contains(stdout.String(), want) {
+				t.Errorf("chom %q lacks %q:\n%s", args, want, stdout.String())
+			}
+		}
+	}
+	for _, sub := range []string{"create", "list", "revoke"} {
+		stdout.Reset()
+		if err := run(t.Context(), []string{"token", sub, "--help"}, &stdout, &bytes.Buffer{}, badEnv); err != nil ||
+			!strings.HasPrefix(stdout.String(), "Usage: chom token "+sub) || !strings.Contains(stdout.String(), "-data-dir") {
+			t.Errorf("chom token %s --help: %v\n%s", sub, err, stdout.String())
+		}
+	}
 }
 
 // Unknown commands, flags and arguments are usage errors (exit 2), named.
@@ -59,7 +78,9 @@ func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{}, {"serve"}, {"worker", "--bogus"}, {"dev", "--data"}, {"ingress", "extra"}, {"migrate", "sideways"},
-		{"token"}, {"token", "list"}, {"token", "create"}, {"token", "create", "--tenant"},
+		{"token"}, {"token", "frobnicate"}, {"token", "create"}, {"token", "create", "--tenant"},
+		{"token", "create", "--tenant", "a", "extra"}, {"token", "list", "extra"}, {"token", "list", "--bogus"},
+		{"token", "revoke"}, {"token", "revoke", "tok_1", "tok_2"}, {"token", "revoke", "not-an-id"},
 	} {
 		err := run(t.Context(), args, &bytes.Buffer{}, &bytes.Buffer{}, func(string) string { return "" })
 		if !errors.Is(err, errUsage) {

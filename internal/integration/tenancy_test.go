@@ -29,6 +29,10 @@ func TestCrossTenantIsNotFound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		bToken, err := s.store.LookupToken(t.Context(), models.HashToken(s.tokenB))
+		if err != nil {
+			t.Fatal(err)
+		}
 		before := s.snapshot()
 
 		// IDs of tenant B's resources, by route parameter and path prefix.
@@ -39,9 +43,13 @@ func TestCrossTenantIsNotFound(t *testing.T) {
 			if !strings.HasPrefix(rt.Path, "/api/v1/") || strings.HasPrefix(rt.Path, "/api/v1/health") {
 				continue
 			}
-			if strings.HasPrefix(rt.Path, "/api/v1/vps") {
+			if strings.HasPrefix(rt.Path, "/api/v1/vps") || strings.HasPrefix(rt.Path, "/api/v1/tenants/") || strings.HasPrefix(rt.Path, "/api/v1/tokens/") {
 				// Admin routes: a tenant token is refused outright.
 				path := strings.Replace(rt.Path, ":id", s.vpsID, 1)
+				if strings.HasPrefix(rt.Path, "/api/v1/tokens/") {
+					path = strings.Replace(rt.Path, ":id", bToken.ID, 1)
+				}
+				path = strings.Replace(path, ":tenant", s.tenantB, 1)
 				r := s.do(rt.Method, path, s.tokenA, body[rt.Method])
 				assertProblem(t, r, http.StatusForbidden, "")
 				covered++

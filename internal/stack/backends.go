@@ -55,11 +55,15 @@ type BackendOptions struct {
 	// Metrics is the registry every statement is measured in and the roles
 	// built over the backends report to; nil: a new one.
 	Metrics *metrics.Metrics
+	// Quotas are the store's default per-tenant limits (Config.Quotas;
+	// OpenBackends takes them from its Config).
+	Quotas models.Limits
 }
 
 // OpenBackends connects to c's database (migrating it when asked) and Redis.
 // Close releases both.
 func OpenBackends(ctx context.Context, c Config, o BackendOptions) (*Backends, error) {
+	o.Quotas = c.Quotas
 	conns := c.DBMaxConns
 	if o.MaxConns > 0 {
 		conns = min(conns, o.MaxConns)
@@ -108,7 +112,7 @@ func (b *Backends) attach(ctx context.Context, db *bun.DB, rdb redis.UniversalCl
 			return err
 		}
 	}
-	store, err := models.New(models.Config{DB: db})
+	store, err := models.New(models.Config{DB: db, QuotaDefaults: o.Quotas})
 	if err != nil {
 		return err
 	}

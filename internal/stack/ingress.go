@@ -75,6 +75,7 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 		OperationCacheTTL: offIsNegative(c.OpCacheTTL),
 		Backups:           backups,
 		PublicURL:         c.PublicURL,
+		TokenDefaultTTL:   c.TokenDefaultTTL,
 	}
 	if h.Ingress != nil {
 		h.Ingress(&cfg)

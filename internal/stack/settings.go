@@ -80,6 +80,8 @@ type Config struct {
 	Driver           string
 	LocalRoot        string
 	TokenCacheTTL    time.Duration
+	TokenDefaultTTL  time.Duration
+	Quotas           models.Limits // CHOM_QUOTA_*: the default per-tenant limits, 0 = unlimited
 	ReconcileEvery   time.Duration
 	ReconcileGrace   time.Duration
 	MeteringEvery    time.Duration
@@ -251,6 +253,14 @@ func Settings() []Setting {
 			Doc: "URL the local driver's health check GETs for every server (`{id}` becomes the server's ID); unset, HTTP is skipped and not held against the server"},
 		{Env: "CHOM_TOKEN_CACHE_TTL", Default: durText(ingress.DefaultTokenCacheTTL), Roles: RoleIngress, set: signedDuration(func(c *Config) *time.Duration { return &c.TokenCacheTTL }),
 			Doc: "how long the ingress reuses a successful token lookup (a revoked token works for at most this long; negative disables)"},
+		{Env: "CHOM_TOKEN_DEFAULT_TTL", Default: "2160h", Roles: RoleIngress | RoleAdmin, set: duration(func(c *Config) *time.Duration { return &c.TokenDefaultTTL }),
+			Doc: "lifetime of a new API token when its creator names none (`chom token create` without `--expires`, `POST /api/v1/tenants/{tenant}/tokens` without `ttl_seconds`); `2160h` is 90 days; `0` = never expires"},
+		{Env: "CHOM_QUOTA_MAX_SITES", Default: "0", Roles: RoleIngress, set: limit(func(c *Config) *int64 { return &c.Quotas.MaxSites }),
+			Doc: "live sites a tenant may have, unless an admin set its own (`PUT /api/v1/tenants/{tenant}/quota`); beyond it `POST /sites` is 403 `quota-exceeded`; `0` = unlimited"},
+		{Env: "CHOM_QUOTA_MAX_BACKUPS", Default: "0", Roles: RoleIngress, set: limit(func(c *Config) *int64 { return &c.Quotas.MaxBackups }),
+			Doc: "backups (pending, running or completed) a tenant may have, unless set per tenant; `0` = unlimited"},
+		{Env: "CHOM_QUOTA_MAX_BACKUP_BYTES", Default: "0", Roles: RoleIngress, set: limit(func(c *Config) *int64 { return &c.Quotas.MaxBackupBytes }),
+			Doc: "bytes of completed backups a tenant may keep, unless set per tenant; a new backup is refused once they reach it; `0` = unlimited"},
 		{Env: "CHOM_OPERATION_CACHE_TTL", Default: durText(ingress.DefaultOperationCacheTTL), Roles: RoleIngress, set: duration(func(c *Config) *time.Duration { return &c.OpCacheTTL }),
 			Doc: "how long the ingress reuses an unfinished operation read by a poller when no worker announced a change (finished ones are cached 10 min; `0` disables)"},
 		{Env: "CHOM_RATE_LIMIT", Default: "100", Roles: RoleIngress, set: number(func(c *Config) *float64 { return &c.RateLimit }),
@@ -478,6 +488,18 @@ func positive(field func(*Config) *int) func(*Config, string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
 			return errors.New("want a positive integer")
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// limit is a quota: an integer ≥ 0, 0 meaning unlimited.
+func limit(field func(*Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return errors.New("want an integer ≥ 0 (0 = unlimited)")
 		}
 		*field(c) = n
 		return nil

@@ -133,7 +133,7 @@ func Start(t testing.TB, o Options) *Stack {
 	}
 
 	s.WorkerRedis = s.Redis.Client(t)
-	b, err := stack.NewBackends(ctx, o.DB, s.WorkerRedis, stack.BackendOptions{Migrate: true, Metrics: o.Metrics})
+	b, err := stack.NewBackends(ctx, o.DB, s.WorkerRedis, stack.BackendOptions{Migrate: true, Metrics: o.Metrics, Quotas: c.Quotas})
 	if err != nil {
 		t.Fatalf("stacktest: %v", err)
 	}
