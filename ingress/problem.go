@@ -140,6 +140,7 @@ func (a *API) fail(c *gin.Context, err error) {
 		}
 		writeProblem(c, p)
 	case errors.As(err, &quotaErr):
+		a.metrics.SecurityRefused("quota")
 		writeProblem(c, Problem{Type: problemQuota, Title: "Quota exceeded", Status: http.StatusForbidden,
 			Detail: fmt.Sprintf("the tenant has reached its %s quota (%d of %d); nothing was changed", quotaErr.Quota, quotaErr.Used, quotaErr.Limit),
 			Quota:  quotaErr.Quota, Limit: quotaErr.Limit, Used: quotaErr.Used})

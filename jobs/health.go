@@ -189,6 +189,10 @@ type HealthCheckConfig struct {
 	// CheckTimeout bounds one probe; a probe that takes longer is an
 	// unreachable result. Default 10s.
 	CheckTimeout time.Duration
+	// OnHostKeyMismatch, when set, is called once per check refused for its
+	// host key (a key other than the pinned one, or none pinned under the
+	// strict policy): the assembly counts it in chom_security_refusals_total.
+	OnHostKeyMismatch func()
 }
 
 // Validate reports every missing dependency and bad setting.
@@ -343,7 +347,10 @@ func (h *CheckHealth) Check(ctx context.Context, vpsID, key, source string, peri
 	verdict := Classify(report, perr, h.cfg.Thresholds)
 	switch {
 	case verdict.HostKeyMismatch:
-		log.Error("vps host key mismatch: the server presented a key other than the pinned one", "error", perr)
+		log.Error("vps host key refused", "reason", verdict.Reason, "error", perr)
+		if h.cfg.OnHostKeyMismatch != nil {
+			h.cfg.OnHostKeyMismatch()
+		}
 	case perr != nil:
 		log.Warn("health probe failed", "reason", verdict.Reason, "error", perr)
 	}

@@ -126,6 +126,7 @@ func (w *Worker) healthJobs(c Config, b *Backends, log *slog.Logger, h Hooks) er
 	check, err := jobs.NewCheckHealth(jobs.HealthCheckConfig{
 		Store: b.Store, Probe: probe, Logger: log, Notifier: queue.NewNotifier(b.Redis),
 		Thresholds: c.HealthThresholds, Hysteresis: c.HealthHysteresis, CheckTimeout: c.HealthCheckTimeout,
+		OnHostKeyMismatch: func() { b.Metrics.SecurityRefused("host_key_mismatch") },
 	})
 	if err != nil {
 		return err
