@@ -24,8 +24,8 @@ var _ drivers.BackupSource = (*Provisioner)(nil)
 
 // Names inside an archive (drivers.ArchiveFormat).
 const (
-	archiveFilesDir = "files/"
-	archiveDatabase = "database.sql"
+	archiveFilesDir = drivers.ArchiveFilesDir
+	archiveDatabase = drivers.ArchiveDatabase
 )
 
 // Hidden directories beside a site's document root while a restore runs.
@@ -170,7 +170,7 @@ func writeTree(ctx context.Context, tw *tar.Writer, root string, st *archiveStat
 			if err != nil {
 				return err
 			}
-			if !linkStaysInside(rel, link) {
+			if !drivers.LinkStaysInside(rel, link) {
 				st.skip(rel)
 				return nil
 			}
@@ -216,30 +216,6 @@ func copyFile(ctx context.Context, w io.Writer, p string, size int64) (int64, er
 		return n, fmt.Errorf("shrank to %d bytes while archived (was %d)", n, size)
 	}
 	return n, err
-}
-
-// linkStaysInside reports whether a symbolic link at rel (slash-separated,
-// relative to the tree's root, in a directory that is no link itself) with
-// target link resolves inside the tree. Judging by names alone is exact only
-// for targets that climb first and then only descend ("../../img/logo.png",
-// "current", not "a/../.." or "/x"), because a ".." after a name that is
-// itself a link climbs from where that link points, not from the name; any
-// other target is refused.
-func linkStaysInside(rel, link string) bool {
-	if link == "" || path.IsAbs(link) || strings.ContainsAny(link, "\\\x00") || path.Clean(link) != link {
-		return false
-	}
-	climbing := true
-	for _, seg := range strings.Split(link, "/") {
-		switch {
-		case seg == ".." && !climbing:
-			return false
-		case seg != "..":
-			climbing = false
-		}
-	}
-	target := path.Join(path.Dir(rel), link)
-	return target != ".." && !strings.HasPrefix(target, "../")
 }
 
 // Restore replaces the site's document root with the tree an archive read from
@@ -475,7 +451,7 @@ func extract(ctx context.Context, r io.Reader, stage *os.Root) (extractStats, er
 			}
 			continue
 		}
-		rel, err := entryName(hdr.Name)
+		rel, err := drivers.ArchiveEntryName(hdr.Name)
 		if err != nil {
 			return st, err
 		}
@@ -521,7 +497,7 @@ func extract(ctx context.Context, r io.Reader, stage *os.Root) (extractStats, er
 			}
 			_ = stage.Chtimes(rel, hdr.ModTime, hdr.ModTime)
 		case tar.TypeSymlink:
-			if !linkStaysInside(rel, hdr.Linkname) {
+			if !drivers.LinkStaysInside(rel, hdr.Linkname) {
 				return st, fmt.Errorf("%w: entry %q links to %q, outside the document root", drivers.ErrCorruptArchive, hdr.Name, hdr.Linkname)
 			}
 			links[rel] = true
@@ -577,35 +553,6 @@ func writeEntry(stage *os.Root, rel string, mode fs.FileMode, r io.Reader) (int6
 		return n, err
 	}
 	return n, nil
-}
-
-// entryName returns the path under "files/" an entry name stands for ("." for
-// "files/" itself), or an error wrapping drivers.ErrCorruptArchive.
-func entryName(name string) (string, error) {
-	refuse := func(why string) (string, error) {
-		return "", fmt.Errorf("%w: entry %q: %s", drivers.ErrCorruptArchive, name, why)
-	}
-	switch {
-	case strings.HasPrefix(name, "/"):
-		return refuse("absolute path")
-	case strings.Contains(name, "\\") || strings.ContainsRune(name, 0):
-		return refuse("backslash or NUL in the name")
-	case !strings.HasPrefix(name, archiveFilesDir) && name+"/" != archiveFilesDir:
-		return refuse(`outside "files/"`)
-	}
-	rel := strings.TrimSuffix(strings.TrimPrefix(name, archiveFilesDir), "/")
-	if rel == "" {
-		return ".", nil
-	}
-	for _, seg := range strings.Split(rel, "/") {
-		switch seg {
-		case "..":
-			return refuse(`".." in the path`)
-		case "", ".":
-			return refuse("empty or '.' path segment")
-		}
-	}
-	return rel, nil
 }
 
 // source is the archive stream as Restore reads it: it stops when ctx ends

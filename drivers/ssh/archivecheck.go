@@ -7,15 +7,14 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"strings"
 
 	"github.com/chomhq/chom/drivers"
 )
 
 // Names in a backup archive (scriptArchive).
 const (
-	archiveFilesDir = "files/"
-	archiveDatabase = "database.sql"
+	archiveFilesDir = drivers.ArchiveFilesDir
+	archiveDatabase = drivers.ArchiveDatabase
 )
 
 // checkArchive reads a whole tar+gzip backup archive and refuses (an error
@@ -47,7 +46,7 @@ func checkArchive(r io.Reader) error {
 		if hdr.Name == archiveDatabase && (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) {
 			continue
 		}
-		rel, err := archiveEntryName(hdr.Name)
+		rel, err := drivers.ArchiveEntryName(hdr.Name)
 		if err != nil {
 			return err
 		}
@@ -65,7 +64,7 @@ func checkArchive(r io.Reader) error {
 		switch hdr.Typeflag {
 		case tar.TypeDir, tar.TypeReg, tar.TypeRegA:
 		case tar.TypeSymlink:
-			if !linkStaysInside(rel, hdr.Linkname) {
+			if !drivers.LinkStaysInside(rel, hdr.Linkname) {
 				return fmt.Errorf("%w: entry %q links to %q, outside the document root", drivers.ErrCorruptArchive, hdr.Name, hdr.Linkname)
 			}
 			links[rel] = true
@@ -73,55 +72,4 @@ func checkArchive(r io.Reader) error {
 			return fmt.Errorf("%w: entry %q has type %q (only directories, regular files and symbolic links are restored)", drivers.ErrCorruptArchive, hdr.Name, hdr.Typeflag)
 		}
 	}
-}
-
-// archiveEntryName returns an entry's path relative to files/ ("." for
-// files/ itself), or an error wrapping drivers.ErrCorruptArchive.
-func archiveEntryName(name string) (string, error) {
-	refuse := func(why string) (string, error) {
-		return "", fmt.Errorf("%w: entry %q: %s", drivers.ErrCorruptArchive, name, why)
-	}
-	switch {
-	case strings.HasPrefix(name, "/"):
-		return refuse("absolute path")
-	case strings.Contains(name, "\\") || strings.ContainsRune(name, 0):
-		return refuse("backslash or NUL in the name")
-	case !strings.HasPrefix(name, archiveFilesDir) && name+"/" != archiveFilesDir:
-		return refuse(`outside "files/"`)
-	}
-	rel := strings.TrimSuffix(strings.TrimPrefix(name, archiveFilesDir), "/")
-	if rel == "" {
-		return ".", nil
-	}
-	for _, seg := range strings.Split(rel, "/") {
-		switch seg {
-		case "..":
-			return refuse(`".." in the path`)
-		case "", ".":
-			return refuse("empty or '.' path segment")
-		}
-	}
-	return rel, nil
-}
-
-// linkStaysInside reports whether a symbolic link at rel (relative to the
-// document root, in a directory that is no link itself) with target link
-// resolves inside the document root, judging by names alone; that is exact
-// only for targets that climb first and then only descend, so any other
-// target is refused (as drivers/local's linkStaysInside).
-func linkStaysInside(rel, link string) bool {
-	if link == "" || path.IsAbs(link) || strings.ContainsAny(link, "\\\x00") || path.Clean(link) != link {
-		return false
-	}
-	climbing := true
-	for _, seg := range strings.Split(link, "/") {
-		switch {
-		case seg == ".." && !climbing:
-			return false
-		case seg != "..":
-			climbing = false
-		}
-	}
-	target := path.Join(path.Dir(rel), link)
-	return target != ".." && !strings.HasPrefix(target, "../")
 }
