@@ -44,11 +44,8 @@ func (a *API) quotaRoutes(admin *gin.RouterGroup) {
 // tenant's limits and answers 200 with its quota. Lowering a limit below the
 // usage removes nothing; it refuses what would add more.
 func (a *API) putQuota(c *gin.Context) {
-	var raw input.QuotaRequest
-	decodeErr := input.DecodeJSON(c.Request, &raw)
-	req, err := raw.Normalize()
-	if err := input.Join(decodeErr, err); err != nil {
-		a.fail(c, err)
+	req, ok := decodeBody[input.QuotaRequest](a, c)
+	if !ok {
 		return
 	}
 	ten := a.pathTenant(c)

@@ -154,3 +154,23 @@ func oneOf(v *input.ValidationError, field, value string, allowed ...string) {
 	}
 	v.Add(field, "must be one of "+strings.Join(allowed, ", "))
 }
+
+// normalizer is a request body type: Normalize validates every field and
+// returns the canonical request or an error naming every offending field.
+type normalizer[R any] interface {
+	Normalize() (R, error)
+}
+
+// decodeBody decodes the request's JSON body into R and normalizes it. On
+// failure it answers one problem naming every bad field (unknown, repeated
+// and mistyped members with the invalid values) and returns false.
+func decodeBody[R normalizer[R]](a *API, c *gin.Context, extra ...error) (R, bool) {
+	var raw R
+	decodeErr := input.DecodeJSON(c.Request, &raw)
+	req, err := raw.Normalize()
+	if err := input.Join(append([]error{decodeErr, err}, extra...)...); err != nil {
+		a.fail(c, err)
+		return req, false
+	}
+	return req, true
+}

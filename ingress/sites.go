@@ -94,11 +94,8 @@ func (a *API) enqueue(c *gin.Context, op *models.Operation) {
 }
 
 func (a *API) createSite(c *gin.Context) {
-	var raw input.CreateSiteRequest
-	decodeErr := input.DecodeJSON(c.Request, &raw)
-	req, err := raw.Normalize()
-	if err := input.Join(decodeErr, err); err != nil {
-		a.fail(c, err)
+	req, ok := decodeBody[input.CreateSiteRequest](a, c)
+	if !ok {
 		return
 	}
 	acc, err := a.accept(c, req)

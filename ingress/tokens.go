@@ -59,11 +59,8 @@ func (a *API) pathTenant(c *gin.Context) *models.Tenant {
 // and answers 201 with its secret, shown this once. Without ttl_seconds the
 // token expires after TokenDefaultTTL.
 func (a *API) createToken(c *gin.Context) {
-	var raw input.CreateTokenRequest
-	decodeErr := input.DecodeJSON(c.Request, &raw)
-	req, err := raw.Normalize()
-	if err := input.Join(decodeErr, err); err != nil {
-		a.fail(c, err)
+	req, ok := decodeBody[input.CreateTokenRequest](a, c)
+	if !ok {
 		return
 	}
 	ten := a.pathTenant(c)

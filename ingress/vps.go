@@ -13,11 +13,8 @@ import (
 // 201 with it. The hostname is unique, so repeating the request is a 409, unless
 // it carries the same Idempotency-Key: then it answers 200 with the same server.
 func (a *API) registerVPS(c *gin.Context) {
-	var raw input.RegisterVPSRequest
-	decodeErr := input.DecodeJSON(c.Request, &raw)
-	req, err := raw.Normalize()
-	if err := input.Join(decodeErr, err); err != nil {
-		a.fail(c, err)
+	req, ok := decodeBody[input.RegisterVPSRequest](a, c)
+	if !ok {
 		return
 	}
 	acc, err := a.accept(c, req)
@@ -65,11 +62,8 @@ func (a *API) pinVPSHostKey(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var raw input.PinHostKeyRequest
-	decodeErr := input.DecodeJSON(c.Request, &raw)
-	req, err := raw.Normalize()
-	if err := input.Join(decodeErr, err); err != nil {
-		a.fail(c, err)
+	req, ok := decodeBody[input.PinHostKeyRequest](a, c)
+	if !ok {
 		return
 	}
 	ctx, cancel := mutationContext(c)
