@@ -100,3 +100,68 @@ func (h *MigrateLayout) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	log.InfoContext(ctx, "site layout migrated", "vps_id", vps.ID, "changed", changed)
 	return nil
 }
+
+// LayoutEnqueuer is the part of queue.Enqueuer the layout sweep uses; like
+// it, a task already queued (its ID taken) is not an error.
+type LayoutEnqueuer interface {
+	Enqueue(ctx context.Context, task *asynq.Task, opts ...asynq.Option) error
+}
+
+// layoutSweepPage is how many site IDs the sweep reads at once.
+const layoutSweepPage = 500
+
+// MigrateLayoutSweep runs site:migrate_layout_sweep: it enqueues
+// site:migrate_layout for every active site, page by page. A site whose
+// migration is already queued is skipped by its task ID; a migration that
+// finds the site current changes nothing, so sweeping a converged fleet costs
+// one cheap check per site.
+type MigrateLayoutSweep struct {
+	store    *models.Store
+	enqueuer LayoutEnqueuer
+	log      *slog.Logger
+}
+
+// NewMigrateLayoutSweep returns the sweep over store and enqueuer.
+func NewMigrateLayoutSweep(store *models.Store, enqueuer LayoutEnqueuer, log *slog.Logger) (*MigrateLayoutSweep, error) {
+	if store == nil || enqueuer == nil || log == nil {
+		return nil, errors.New("jobs: migrate layout sweep: Store, Enqueuer and Logger are required")
+	}
+	return &MigrateLayoutSweep{store: store, enqueuer: enqueuer, log: log}, nil
+}
+
+// Routes is site:migrate_layout_sweep.
+func (h *MigrateLayoutSweep) Routes() []Route { return []Route{{queue.TypeSiteMigrateLayoutSweep, h}} }
+
+// ProcessTask enqueues every active site's migration; a failed page is
+// returned for backoff after the pages before it were enqueued.
+func (h *MigrateLayoutSweep) ProcessTask(ctx context.Context, _ *asynq.Task) error {
+	n, err := h.Sweep(ctx)
+	h.log.InfoContext(ctx, "layout sweep", "sites", n, "ok", err == nil)
+	return err
+}
+
+// Sweep enqueues site:migrate_layout for every active site and returns how
+// many it enqueued (those already queued included).
+func (h *MigrateLayoutSweep) Sweep(ctx context.Context) (int, error) {
+	n, after := 0, ""
+	for {
+		ids, err := h.store.ActiveSiteIDs(ctx, after, layoutSweepPage)
+		if err != nil {
+			return n, err
+		}
+		for _, id := range ids {
+			task, err := queue.NewSiteMigrateLayoutTask(id)
+			if err != nil {
+				return n, err
+			}
+			if err := h.enqueuer.Enqueue(ctx, task); err != nil {
+				return n, fmt.Errorf("enqueue the layout migration of %s: %w", id, err)
+			}
+			n++
+		}
+		if len(ids) < layoutSweepPage {
+			return n, nil
+		}
+		after = ids[len(ids)-1]
+	}
+}

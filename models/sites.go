@@ -59,3 +59,19 @@ func (s *Store) CountSitesOnVPS(ctx context.Context, vpsID string) (int, error) 
 	}
 	return int(n), nil
 }
+
+// ActiveSiteIDs returns up to limit IDs of active sites on a server, in ID
+// order, after the ID after ("" for the first page): the pages a fleet-wide
+// sweep walks.
+func (s *Store) ActiveSiteIDs(ctx context.Context, after string, limit int) ([]string, error) {
+	var ids []string
+	q := s.db.NewSelect().Model((*Site)(nil)).Column("id").
+		Where("status = ?", SiteStatusActive).Where("vps_id IS NOT NULL")
+	if after != "" {
+		q = q.Where("id > ?", after)
+	}
+	if err := q.OrderExpr("id").Limit(int64(limit)).Scan(ctx, &ids); err != nil {
+		return nil, fmt.Errorf("active sites after %q: %w", after, err)
+	}
+	return ids, nil
+}

@@ -21,6 +21,7 @@ var periodicKinds = []TaskKind{
 	{TypeBackupPrune, QueueLow},
 	{TypeBackupSchedules, QueueDefault},
 	{TypeSiteMigrateLayout, QueueLow},
+	{TypeSiteMigrateLayoutSweep, QueueLow},
 }
 
 // TaskKinds returns every task type of the package with its queue, sorted by

@@ -39,6 +39,7 @@ func TestTaskKinds(t *testing.T) {
 		queue.NewBackupPruneTask(),
 		queue.NewBackupSchedulesTask(),
 		must(queue.NewSiteMigrateLayoutTask("site_0123456789abcdef0123456789abcdef")),
+		queue.NewSiteMigrateLayoutSweepTask(),
 	}
 	for _, opType := range []string{models.OpTypeSiteProvision, models.OpTypeSiteDeprovision, models.OpTypeVPSHealthCheck,
 		models.OpTypeBackupCreate, models.OpTypeBackupRestore, models.OpTypeBackupDelete} {

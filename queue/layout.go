@@ -59,3 +59,14 @@ func DecodeSiteMigrateLayoutPayload(b []byte) (SiteMigrateLayoutPayload, error) 
 	}
 	return p, nil
 }
+
+// TypeSiteMigrateLayoutSweep enqueues site:migrate_layout for every active
+// site; the scheduler enqueues it every CHOM_LAYOUT_MIGRATE_INTERVAL, so
+// sites provisioned under an older layout converge after an upgrade.
+const TypeSiteMigrateLayoutSweep = "site:migrate_layout_sweep"
+
+// NewSiteMigrateLayoutSweepTask builds the periodic site:migrate_layout_sweep
+// task, on the low queue.
+func NewSiteMigrateLayoutSweepTask() *asynq.Task {
+	return asynq.NewTask(TypeSiteMigrateLayoutSweep, nil, asynq.Queue(QueueLow), asynq.MaxRetry(3), asynq.Timeout(10*time.Minute))
+}

@@ -52,6 +52,11 @@ func Schedule(c Config) []workers.Periodic {
 		}},
 		// Prune: expired backups and those beyond a schedule's keep-N.
 		{Name: "backup_prune", Every: c.BackupPruneEvery, NewTask: func(time.Time) (*asynq.Task, error) { return queue.NewBackupPruneTask(), nil }},
+		// Every active site's layout brought to the current one (a no-op for
+		// a converged fleet), so sites provisioned before an upgrade converge.
+		{Name: "layout_migration", Every: c.LayoutMigrateEvery, NewTask: func(time.Time) (*asynq.Task, error) {
+			return queue.NewSiteMigrateLayoutSweepTask(), nil
+		}},
 		// The booking of due scheduled backups.
 		{Name: "backup_schedules", Every: c.BackupScheduleEvery, NewTask: func(time.Time) (*asynq.Task, error) {
 			return queue.NewBackupSchedulesTask(), nil

@@ -134,6 +134,7 @@ type Config struct {
 	BackupRetention                                                    int
 	BackupPruneEvery                                                   time.Duration
 	BackupScheduleEvery                                                time.Duration
+	LayoutMigrateEvery                                                 time.Duration
 
 	VPSMaxJobs    int
 	TenantMaxJobs int
@@ -249,6 +250,8 @@ func Settings() []Setting {
 			Doc: "how often the scheduler enqueues `backup:prune`; at least `1m`"},
 		{Env: "CHOM_BACKUP_SCHEDULE_INTERVAL", Default: "15m", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.BackupScheduleEvery }),
 			Doc: "how often the scheduler books due scheduled backups (`backup:schedules`); a scheduled backup starts within this of its due time; at least `1m`"},
+		{Env: "CHOM_LAYOUT_MIGRATE_INTERVAL", Default: "24h", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.LayoutMigrateEvery }),
+			Doc: "how often the scheduler enqueues `site:migrate_layout_sweep`, which brings every active site's server-side layout to the current one (idempotent: a converged site costs one check); after an upgrade, sites converge within this; at least `1m`"},
 		{Env: "CHOM_LOCAL_HEALTH_URL", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.LocalHealthURL }),
 			Doc: "URL the local driver's health check GETs for every server (`{id}` becomes the server's ID); unset, HTTP is skipped and not held against the server"},
 		{Env: "CHOM_TOKEN_CACHE_TTL", Default: durText(ingress.DefaultTokenCacheTTL), Roles: RoleIngress, set: signedDuration(func(c *Config) *time.Duration { return &c.TokenCacheTTL }),
@@ -412,6 +415,9 @@ func (c Config) validate() []error {
 	if c.BackupPruneEvery < time.Minute || c.BackupScheduleEvery < time.Minute {
 		errs = append(errs, fmt.Errorf("CHOM_BACKUP_PRUNE_INTERVAL=%s, CHOM_BACKUP_SCHEDULE_INTERVAL=%s: want at least 1m",
 			c.BackupPruneEvery, c.BackupScheduleEvery))
+	}
+	if c.LayoutMigrateEvery < time.Minute {
+		errs = append(errs, fmt.Errorf("CHOM_LAYOUT_MIGRATE_INTERVAL=%s: want at least 1m", c.LayoutMigrateEvery))
 	}
 	if c.MeteringEvery < time.Minute {
 		errs = append(errs, fmt.Errorf("CHOM_METERING_INTERVAL=%s: want at least 1m", c.MeteringEvery))

@@ -34,9 +34,11 @@ type Worker struct {
 	MeterSweep  *jobs.MeterSweep
 	Meter       *jobs.MeterUsage
 	Backups     *jobs.Backups
-	// Layout migrates sites to the current server layout; nil when the
-	// driver has no drivers.LayoutMigrator.
-	Layout *jobs.MigrateLayout
+	// Layout migrates sites to the current server layout and LayoutSweep
+	// enqueues that for every active site; nil when the driver has no
+	// drivers.LayoutMigrator.
+	Layout      *jobs.MigrateLayout
+	LayoutSweep *jobs.MigrateLayoutSweep
 }
 
 // NewWorker builds a worker over b: the driver CHOM_DRIVER names (or
@@ -79,6 +81,9 @@ func NewWorker(c Config, b *Backends, log *slog.Logger, h Hooks) (*Worker, error
 			Migrator: drivers.GuardLayoutMigrator(m, guard), Logger: log}); err != nil {
 			return nil, err
 		}
+		if w.LayoutSweep, err = jobs.NewMigrateLayoutSweep(b.Store, queue.NewEnqueuer(b.Redis), log.With("component", "layout")); err != nil {
+			return nil, err
+		}
 	}
 	cfg := workers.Config{
 		Redis: b.Redis, Logger: log, Jobs: w.table(),
@@ -105,7 +110,7 @@ func (w *Worker) table() []workers.Family {
 		t = append(t, w.Backups)
 	}
 	if w.Layout != nil {
-		t = append(t, w.Layout)
+		t = append(t, w.Layout, w.LayoutSweep)
 	}
 	return t
 }
