@@ -126,7 +126,9 @@ func (e *authLimitedError) Error() string {
 // missing, malformed, unknown, revoked or expired token alike, counting the
 // reason, and charges the failure to the client's address; once the address
 // has no attempts left it returns *authLimitedError instead, before any
-// database lookup (a token in the token cache still passes).
+// database lookup (a token in the token cache still passes). Only failures
+// are charged, after the lookup, so valid tokens never use up their
+// address's attempts, however many arrive at once.
 func (a *API) authenticate(c *gin.Context) (Principal, error) {
 	token := bearerToken(c.GetHeader("Authorization"))
 	key := clientKey(c.Request.RemoteAddr)
@@ -146,19 +148,18 @@ func (a *API) authenticate(c *gin.Context) (Principal, error) {
 		return p, nil
 	}
 	if a.failures != nil {
-		if ok, wait := a.failures.take(key); !ok {
+		if ok, wait := a.failures.allow(key); !ok {
 			a.metrics.AuthRateLimited()
 			return Principal{}, &authLimitedError{wait: wait}
 		}
 	}
 	p, err = a.tokens.lookup(c.Request.Context(), hash)
-	switch {
-	case errors.Is(err, errUnauthorized):
-		// The attempt the lookup took stays taken.
+	if errors.Is(err, errUnauthorized) {
+		// The lookup happened: charge it, and answer what it found.
+		if a.failures != nil {
+			a.failures.take(key)
+		}
 		return Principal{}, a.authFailed(key, metrics.AuthUnknown, false)
-	case a.failures != nil:
-		// A live token, or a database failure that is not the client's doing.
-		a.failures.refund(key)
 	}
 	return p, err
 }

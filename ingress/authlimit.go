@@ -68,14 +68,23 @@ func (l *failLimiter) take(key netip.Prefix) (bool, time.Duration) {
 	return true, 0
 }
 
-// refund gives back the attempt a lookup took when the token was live.
-func (l *failLimiter) refund(key netip.Prefix) {
+// allow reports whether key has an attempt left, without taking it: the
+// check before a token lookup. Only a failed lookup is charged (take), so
+// any number of concurrent valid tokens from one address are looked up; the
+// lookups that can fail before the bucket shows empty are at most the burst
+// plus the lookups already in flight when it empties.
+func (l *failLimiter) allow(key netip.Prefix) (bool, time.Duration) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if b, ok := l.buckets[key]; ok {
-		b.tokens, b.last = min(l.burst, l.level(b, now)+1), now
+	b, ok := l.buckets[key]
+	if !ok {
+		return true, 0
 	}
+	if tokens := l.level(b, now); tokens < 1 {
+		return false, time.Duration((1 - tokens) / l.rate * float64(time.Second))
+	}
+	return true, 0
 }
 
 // evict drops the full buckets, or every bucket when none is full. l.mu is held.
