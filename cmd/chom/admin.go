@@ -5,13 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/uptrace/bun"
 
 	"github.com/chomhq/chom/internal/stack"
 	"github.com/chomhq/chom/models"
@@ -29,32 +25,26 @@ func migrateFlags(fs *flag.FlagSet) func(context.Context, env) error {
 		if len(e.args) != 1 || (e.args[0] != "up" && e.args[0] != "down" && e.args[0] != "status") {
 			return fmt.Errorf("%w: chom migrate up|down|status", errUsage)
 		}
-		db, err := openAdminDB(ctx, e.getenv, *dataDir)
+		db, _, err := stack.OpenAdmin(ctx, e.getenv, *dataDir)
 		if err != nil {
 			return err
 		}
 		defer db.Close()
 		switch e.args[0] {
-		case "up":
-			g, err := models.MigrateUp(ctx, db)
-			if err != nil {
+		case "up", "down":
+			migrate, done, none := models.MigrateUp, "applied", "database is up to date"
+			if e.args[0] == "down" {
+				migrate, done, none = models.MigrateDown, "rolled back", "nothing to roll back"
+			}
+			g, err := migrate(ctx, db)
+			switch {
+			case err != nil:
 				return err
+			case g.IsZero():
+				fmt.Fprintln(e.stdout, none)
+			default:
+				fmt.Fprintf(e.stdout, "%s %s\n", done, g)
 			}
-			if g.IsZero() {
-				fmt.Fprintln(e.stdout, "database is up to date")
-				return nil
-			}
-			fmt.Fprintf(e.stdout, "applied %s\n", g)
-		case "down":
-			g, err := models.MigrateDown(ctx, db)
-			if err != nil {
-				return err
-			}
-			if g.IsZero() {
-				fmt.Fprintln(e.stdout, "nothing to roll back")
-				return nil
-			}
-			fmt.Fprintf(e.stdout, "rolled back %s\n", g)
 		case "status":
 			ms, err := models.MigrationStatus(ctx, db)
 			if err != nil {
@@ -81,20 +71,6 @@ func tokenCommands() []command {
 	}
 }
 
-// openAdminStore opens the admin database (openAdminDB) and a store over it.
-func openAdminStore(ctx context.Context, getenv func(string) string, dataDir string) (*models.Store, func() error, error) {
-	db, err := openAdminDB(ctx, getenv, dataDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	store, err := models.New(models.Config{DB: db})
-	if err != nil {
-		db.Close()
-		return nil, nil, err
-	}
-	return store, db.Close, nil
-}
-
 func tokenCreateFlags(fs *flag.FlagSet) func(context.Context, env) error {
 	tenant := fs.String("tenant", "", "tenant name (created if missing); required")
 	scope := fs.String("scope", "read,write", "comma-separated scopes: read, write, admin (read, write and more), ops (read-only ops UI)")
@@ -116,11 +92,11 @@ func tokenCreateFlags(fs *flag.FlagSet) func(context.Context, env) error {
 			}
 			ttl = c.TokenDefaultTTL
 		}
-		store, closeDB, err := openAdminStore(ctx, e.getenv, *dataDir)
+		db, store, err := stack.OpenAdmin(ctx, e.getenv, *dataDir)
 		if err != nil {
 			return err
 		}
-		defer closeDB()
+		defer db.Close()
 		token, err := stack.IssueToken(ctx, store, *tenant, *name, strings.Split(*scope, ","), ttl)
 		if err != nil {
 			return err
@@ -144,11 +120,11 @@ func tokenListFlags(fs *flag.FlagSet) func(context.Context, env) error {
 		if len(e.args) > 0 {
 			return fmt.Errorf("%w: chom token list takes no arguments, got %q", errUsage, e.args)
 		}
-		store, closeDB, err := openAdminStore(ctx, e.getenv, *dataDir)
+		db, store, err := stack.OpenAdmin(ctx, e.getenv, *dataDir)
 		if err != nil {
 			return err
 		}
-		defer closeDB()
+		defer db.Close()
 		var f models.TokenFilter
 		if *tenant != "" {
 			t, err := store.FindTenant(ctx, *tenant)
@@ -199,11 +175,11 @@ func tokenRevokeFlags(fs *flag.FlagSet) func(context.Context, env) error {
 		if len(e.args) != 1 || !strings.HasPrefix(e.args[0], models.PrefixToken) {
 			return fmt.Errorf("%w: chom token revoke ID (a %s… ID, see chom token list)", errUsage, models.PrefixToken)
 		}
-		store, closeDB, err := openAdminStore(ctx, e.getenv, *dataDir)
+		db, store, err := stack.OpenAdmin(ctx, e.getenv, *dataDir)
 		if err != nil {
 			return err
 		}
-		defer closeDB()
+		defer db.Close()
 		t, err := store.RevokeTokenByID(ctx, e.args[0])
 		if err != nil {
 			return err
@@ -212,32 +188,4 @@ func tokenRevokeFlags(fs *flag.FlagSet) func(context.Context, env) error {
 			t.ID, t.Prefix, t.TenantID, t.RevokedAt.UTC().Format(time.RFC3339))
 		return nil
 	}
-}
-
-// openAdminDB opens the database CHOM_DATABASE_URL names (else the SQLite
-// database of the dev data directory dataDir) with the small pool a one-shot
-// command needs.
-func openAdminDB(ctx context.Context, getenv func(string) string, dataDir string) (*bun.DB, error) {
-	c, err := stack.LoadConfig(getenv)
-	if err != nil {
-		return nil, err
-	}
-	if c.DatabaseURL == "" && dataDir != "" {
-		dir, err := filepath.Abs(dataDir)
-		if err != nil {
-			return nil, fmt.Errorf("data dir: %w", err)
-		}
-		if _, err := os.Stat(filepath.Join(dir, "chom.db")); err != nil {
-			return nil, fmt.Errorf("--data-dir %s: no chom dev database there (start `chom dev --data-dir %s` once first): %w", dataDir, dataDir, err)
-		}
-		dc, err := stack.LoadDevConfig(getenv, dir)
-		if err != nil {
-			return nil, err
-		}
-		c.DatabaseURL = dc.DatabaseURL
-	}
-	if err := c.Require("CHOM_DATABASE_URL"); err != nil {
-		return nil, fmt.Errorf("%w (or --data-dir of a chom dev data directory)", err)
-	}
-	return models.Open(ctx, c.DatabaseURL, models.PoolConfig{MaxOpenConns: 2})
 }

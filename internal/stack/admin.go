@@ -1,0 +1,50 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/uptrace/bun"
+
+	"github.com/chomhq/chom/models"
+)
+
+// OpenAdmin opens the database of a one-shot admin command (chom migrate,
+// chom token) with the small pool it needs: CHOM_DATABASE_URL, else the
+// SQLite database of the chom dev data directory dataDir (which must hold
+// one). Closing the returned DB releases both.
+func OpenAdmin(ctx context.Context, getenv func(string) string, dataDir string) (*bun.DB, *models.Store, error) {
+	c, err := LoadConfig(getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.DatabaseURL == "" && dataDir != "" {
+		dir, err := filepath.Abs(dataDir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("data dir: %w", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "chom.db")); err != nil {
+			return nil, nil, fmt.Errorf("--data-dir %s: no chom dev database there (start `chom dev --data-dir %s` once first): %w", dataDir, dataDir, err)
+		}
+		dc, err := LoadDevConfig(getenv, dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.DatabaseURL = dc.DatabaseURL
+	}
+	if err := c.Require("CHOM_DATABASE_URL"); err != nil {
+		return nil, nil, fmt.Errorf("%w (or --data-dir of a chom dev data directory)", err)
+	}
+	db, err := models.Open(ctx, c.DatabaseURL, models.PoolConfig{MaxOpenConns: 2})
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := models.New(models.Config{DB: db})
+	if err != nil {
+		_ = db.Close()
+		return nil, nil, err
+	}
+	return db, store, nil
+}
