@@ -19,7 +19,6 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/chomhq/chom/ingress"
-	"github.com/chomhq/chom/internal/testenv"
 	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/models"
 )
@@ -66,18 +65,7 @@ func randomToken(t *testing.T) string {
 // already in the token cache still works from the limited address.
 func TestUnauthenticatedFloodIsLimitedBeforeTheDatabase(t *testing.T) {
 	t.Parallel()
-	db := testenv.SQLite(t)
-	if _, err := models.MigrateUp(t.Context(), db); err != nil {
-		t.Fatal(err)
-	}
-	store, err := models.New(models.Config{DB: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn, err := store.EnsureTenant(t.Context(), "flood")
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, store, tn := tenantStore(t, "flood")
 	valid, _, err := store.CreateToken(t.Context(), models.NewTokenParams{TenantID: tn.ID, Name: "t", Scopes: []string{models.ScopeRead}})
 	if err != nil {
 		t.Fatal(err)
@@ -208,19 +196,9 @@ func TestUnauthenticatedFloodIsLimitedBeforeTheDatabase(t *testing.T) {
 // burst.
 func TestManyValidTokensFromOneAddress(t *testing.T) {
 	t.Parallel()
-	db := testenv.SQLite(t)
-	if _, err := models.MigrateUp(t.Context(), db); err != nil {
-		t.Fatal(err)
-	}
-	store, err := models.New(models.Config{DB: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn, err := store.EnsureTenant(t.Context(), "behind-lb")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, store, tn := tenantStore(t, "behind-lb")
 	tokens := make([]string, 200)
+	var err error
 	for i := range tokens {
 		if tokens[i], _, err = store.CreateToken(t.Context(), models.NewTokenParams{TenantID: tn.ID, Name: "t", Scopes: []string{models.ScopeRead}}); err != nil {
 			t.Fatal(err)

@@ -17,14 +17,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/chomhq/chom/ingress"
+	"github.com/uptrace/bun"
+
 	"github.com/chomhq/chom/internal/testenv"
 	"github.com/chomhq/chom/metrics"
 	"github.com/chomhq/chom/models"
 )
 
-// newMeteredAPI builds the API over a migrated SQLite file with m, a token cache
-// and a rate of 2 requests per token, and returns it with a read token.
-func newMeteredAPI(t *testing.T, m *metrics.Metrics) (*ingress.API, string) {
+// tenantStore returns a migrated SQLite file, a store over it and a tenant
+// named name in it.
+func tenantStore(t *testing.T, name string) (*bun.DB, *models.Store, *models.Tenant) {
 	t.Helper()
 	db := testenv.SQLite(t)
 	if _, err := models.MigrateUp(t.Context(), db); err != nil {
@@ -34,10 +36,18 @@ func newMeteredAPI(t *testing.T, m *metrics.Metrics) (*ingress.API, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn, err := store.EnsureTenant(t.Context(), "metrics")
+	tn, err := store.EnsureTenant(t.Context(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, store, tn
+}
+
+// newMeteredAPI builds the API over a migrated SQLite file with m, a token cache
+// and a rate of 2 requests per token, and returns it with a read token.
+func newMeteredAPI(t *testing.T, m *metrics.Metrics) (*ingress.API, string) {
+	t.Helper()
+	_, store, tn := tenantStore(t, "metrics")
 	tok, _, err := store.CreateToken(t.Context(), models.NewTokenParams{TenantID: tn.ID, Name: "t", Scopes: []string{models.ScopeRead}})
 	if err != nil {
 		t.Fatal(err)
