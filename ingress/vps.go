@@ -24,7 +24,7 @@ func (a *API) registerVPS(c *gin.Context) {
 	}
 	p := models.RegisterVPSParams{
 		Hostname: req.Hostname, IPAddress: req.IPAddress, SSHPort: *req.SSHPort, Provider: req.Provider,
-		Region: req.Region, Allocation: req.Allocation, SiteCapacity: *req.SiteCapacity, HostKey: req.HostKey,
+		Region: req.Region, Allocation: req.Allocation, SiteCapacity: *req.SiteCapacity, HostKey: input.Pin(req.HostKey),
 	}
 	if req.TenantID != "" {
 		p.TenantID = &req.TenantID
@@ -68,7 +68,7 @@ func (a *API) pinVPSHostKey(c *gin.Context) {
 	}
 	ctx, cancel := mutationContext(c)
 	defer cancel()
-	v, err := a.store.RepinHostKey(ctx, id, req.HostKey)
+	v, err := a.store.RepinHostKey(ctx, id, input.Pin(req.HostKey))
 	if err != nil {
 		a.fail(c, err)
 		return

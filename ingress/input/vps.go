@@ -28,8 +28,8 @@ type RegisterVPSRequest struct {
 	// `ssh-keyscan -t ed25519 HOST` prints it, host name and comment
 	// optional); HostKeySHA256 pins only its fingerprint ("SHA256:…", as
 	// `ssh-keygen -lf` prints it). At most one of the two.
-	HostKey       string `json:"host_key,omitempty"`
-	HostKeySHA256 string `json:"host_key_sha256,omitempty"`
+	HostKey       *string `json:"host_key,omitempty"`
+	HostKeySHA256 *string `json:"host_key_sha256,omitempty"`
 }
 
 // Allocation values: a shared VPS hosts sites of many tenants, a dedicated one
@@ -123,7 +123,9 @@ func (r RegisterVPSRequest) Normalize() (RegisterVPSRequest, error) {
 	}
 
 	out.SiteCapacity = intInRange(&v, "site_capacity", r.SiteCapacity, DefaultSiteCapacity, 1, MaxSiteCapacity)
-	out.HostKey = normalizeHostKey(&v, r.HostKey, r.HostKeySHA256, false)
+	if pin := normalizeHostKey(&v, r.HostKey, r.HostKeySHA256, false); pin != "" {
+		out.HostKey = &pin
+	}
 
 	if err := v.Err(); err != nil {
 		return RegisterVPSRequest{}, err
@@ -171,8 +173,8 @@ func intInRange(v *ValidationError, field string, p *int, def, lo, hi int) *int 
 // server's new SSH host key after a planned change, as the key or its
 // fingerprint (exactly one).
 type PinHostKeyRequest struct {
-	HostKey       string `json:"host_key,omitempty"`
-	HostKeySHA256 string `json:"host_key_sha256,omitempty"`
+	HostKey       *string `json:"host_key,omitempty"`
+	HostKeySHA256 *string `json:"host_key_sha256,omitempty"`
 }
 
 // Normalize returns the pin to store (in HostKey), or a *ValidationError.
@@ -182,8 +184,20 @@ func (r PinHostKeyRequest) Normalize() (PinHostKeyRequest, error) {
 	if err := v.Err(); err != nil {
 		return PinHostKeyRequest{}, err
 	}
-	return PinHostKeyRequest{HostKey: pin}, nil
+	return PinHostKeyRequest{HostKey: &pin}, nil
 }
+
+// Pin is the normalized host-key pin of a request: "" when none was given.
+func Pin(hostKey *string) string {
+	if hostKey == nil {
+		return ""
+	}
+	return *hostKey
+}
+
+// maxHostKeyBytes bounds host_key: an authorized_keys line of a 16384-bit
+// RSA key is under 3 KiB.
+const maxHostKeyBytes = 8 << 10
 
 var fingerprintPattern = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
 
@@ -191,29 +205,29 @@ var fingerprintPattern = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
 // form, with or without a leading host name as ssh-keyscan prints it, and a
 // trailing comment) or as a SHA-256 fingerprint, and returns the pin to
 // store: "type base64" or "SHA256:…"; "" when neither is given (an error
-// when required).
-func normalizeHostKey(v *ValidationError, key, fp string, required bool) string {
+// when required). A member given empty is invalid, not absent.
+func normalizeHostKey(v *ValidationError, key, fp *string, required bool) string {
 	switch {
-	case key != "" && fp != "":
+	case key != nil && fp != nil:
 		v.Add("host_key_sha256", "give host_key or host_key_sha256, not both")
 		return ""
-	case fp != "":
-		if !fingerprintPattern.MatchString(fp) {
+	case fp != nil:
+		if !fingerprintPattern.MatchString(*fp) {
 			v.Add("host_key_sha256", "must be SHA256: and 43 base64 characters, as ssh-keygen -lf prints it")
 			return ""
 		}
-		return fp
-	case key == "":
+		return *fp
+	case key == nil:
 		if required {
 			v.Add("host_key", "is required (or host_key_sha256)")
 		}
 		return ""
 	}
-	if len(key) > 16<<10 {
-		v.Add("host_key", "must be at most 16 KiB")
+	if len(*key) > maxHostKeyBytes {
+		v.Add("host_key", "must be at most 8 KiB")
 		return ""
 	}
-	line := strings.TrimSpace(key)
+	line := strings.TrimSpace(*key)
 	if strings.ContainsAny(line, "\r\n") {
 		v.Add("host_key", "must be one line")
 		return ""
