@@ -197,24 +197,7 @@ func TestKafkaOutageBillsExactlyOnce(t *testing.T) {
 	s := newStore(t, db)
 	tenants := []string{models.NewID(models.PrefixTenant), models.NewID(models.PrefixTenant), models.NewID(models.PrefixTenant)}
 	want := map[string]int64{}
-	insert := func(from, hours int) []models.OutboxEvent {
-		var rows []models.OutboxEvent
-		for h := from; h < from+hours; h++ {
-			for i, ten := range tenants {
-				q := int64(1_000_003*(i+1) + h)
-				rows = append(rows, usage(t, ten, base.Add(time.Duration(h)*time.Hour), q))
-				want[ten] += q
-			}
-		}
-		now := time.Now().UTC()
-		for i := range rows {
-			rows[i].CreatedAt = now
-		}
-		if _, err := db.NewInsert().Model(&rows).Exec(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		return rows
-	}
+	insert := func(from, hours int) []models.OutboxEvent { return insertUsage(t, db, tenants, from, hours, want) }
 	spec := events.TopicSpec{Partitions: 3, ReplicationFactor: 1}
 	first := insert(0, 40)
 	relay, err := events.NewRelay(events.RelayConfig{Store: s, Brokers: srv.Brokers(), Logger: testLogger(), Topics: spec,
@@ -286,4 +269,27 @@ func TestKafkaOutageBillsExactlyOnce(t *testing.T) {
 	if st.Billed != 3*160 || st.DeadLettered != 0 {
 		t.Errorf("consumer Stats = %+v, want %d billed, none dead-lettered", st, 3*160)
 	}
+}
+
+// insertUsage writes to db's outbox one usage.recorded.v1 row per tenant for
+// each hour in [from, from+hours) after base, each a distinct quantity, and
+// adds every quantity to want (by tenant): the ledger the invoices must match.
+func insertUsage(t *testing.T, db *bun.DB, tenants []string, from, hours int, want map[string]int64) []models.OutboxEvent {
+	t.Helper()
+	var rows []models.OutboxEvent
+	for h := from; h < from+hours; h++ {
+		for i, ten := range tenants {
+			q := int64(1_000_003*(i+1) + h)
+			rows = append(rows, usage(t, ten, base.Add(time.Duration(h)*time.Hour), q))
+			want[ten] += q
+		}
+	}
+	now := time.Now().UTC()
+	for i := range rows {
+		rows[i].CreatedAt = now
+	}
+	if _, err := db.NewInsert().Model(&rows).Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return rows
 }

@@ -112,21 +112,7 @@ func TestSASLSSLRelayToBilling(t *testing.T) {
 			s := newStore(t, db)
 			tenants := []string{models.NewID(models.PrefixTenant), models.NewID(models.PrefixTenant)}
 			want := map[string]int64{}
-			var rows []models.OutboxEvent
-			for h := range 30 {
-				for i, ten := range tenants {
-					q := int64(1_000_003*(i+1) + h)
-					rows = append(rows, usage(t, ten, base.Add(time.Duration(h)*time.Hour), q))
-					want[ten] += q
-				}
-			}
-			now := time.Now().UTC()
-			for i := range rows {
-				rows[i].CreatedAt = now
-			}
-			if _, err := db.NewInsert().Model(&rows).Exec(t.Context()); err != nil {
-				t.Fatal(err)
-			}
+			rows := insertUsage(t, db, tenants, 0, 30, want)
 			var logs testenv.SyncBuffer
 			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			spec := events.TopicSpec{Partitions: 2, ReplicationFactor: 1}
