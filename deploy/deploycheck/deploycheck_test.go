@@ -203,7 +203,21 @@ func checkKustomize(t *testing.T, dir string) ([]deploycheck.Object, error) {
 	if err := crd.CheckScaledObjects(objs, rules); err != nil {
 		return nil, err
 	}
-	return objs, vocab.CheckKubernetes(objs)
+	if err := vocab.CheckKubernetes(objs); err != nil {
+		return nil, err
+	}
+	// The connection budget holds against the PostgreSQL settings CHOM ships
+	// (deploy/postgresql.conf, beside the kubernetes directory).
+	deployDir, _, _ := strings.Cut(filepath.ToSlash(dir), "/kubernetes/")
+	conf, err := os.ReadFile(filepath.Join(deployDir, "postgresql.conf"))
+	if err != nil {
+		return nil, err
+	}
+	maxConns, err := deploycheck.MaxConnections(conf)
+	if err != nil {
+		return nil, err
+	}
+	return objs, deploycheck.CheckBudget(objs, maxConns)
 }
 
 func TestKubernetes(t *testing.T) {
@@ -221,6 +235,15 @@ func TestKubernetes(t *testing.T) {
 			t.Errorf("deploy/kubernetes/%s: %v; want 5 Deployments, 1 Job, 1 ScaledObject", dir, kinds)
 		}
 		t.Logf("deploy/kubernetes/%s: %d objects %v built and checked in %s", dir, len(objs), kinds, time.Since(start).Round(time.Millisecond))
+		total, shares, err := deploycheck.ConnectionBudget(objs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var parts []string
+		for _, s := range shares {
+			parts = append(parts, fmt.Sprintf("%s %d×%d", s.Workload, s.Pods, s.PerPod))
+		}
+		t.Logf("deploy/kubernetes/%s: at most %d PostgreSQL connections at full scale (%s)", dir, total, strings.Join(parts, ", "))
 	}
 }
 
