@@ -326,7 +326,8 @@ func (v *Vocabulary) CheckEnvFile(path string, data []byte) error {
 
 // CheckDockerfile checks the chom command lines of a Dockerfile's exec-form
 // ENTRYPOINT, CMD and HEALTHCHECK instructions and the variables of its ENV
-// instructions. CMD is checked as chom's arguments when ENTRYPOINT is chom.
+// instructions (CHOM_* ones). CMD is checked as chom's arguments when
+// ENTRYPOINT is chom.
 func (v *Vocabulary) CheckDockerfile(path string, data []byte) error {
 	var errs []error
 	entrypointChom := false
@@ -364,8 +365,10 @@ func (v *Vocabulary) CheckDockerfile(path string, data []byte) error {
 				check(argv(c))
 			}
 		case "ENV":
+			// Build stages set the toolchain's variables (CGO_ENABLED, GOOS):
+			// only CHOM_* names are chom's to check here.
 			for _, kv := range strings.Fields(rest) {
-				if name, _, ok := strings.Cut(kv, "="); ok {
+				if name, _, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(name, "CHOM_") {
 					if err := v.CheckEnv(name); err != nil {
 						errs = append(errs, fmt.Errorf("%s:%d: %w", path, n, err))
 					}

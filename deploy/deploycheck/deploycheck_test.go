@@ -47,6 +47,9 @@ func setup(m *testing.M) (int, error) {
 		return 0, err
 	}
 	built := time.Since(start)
+	if err := noDeployModules(bin); err != nil {
+		return 0, err
+	}
 	vocab, err = deploycheck.LoadVocabulary(func(args ...string) (string, error) {
 		out, err := exec.Command(bin, args...).Output()
 		return string(out), err
@@ -258,4 +261,76 @@ func TestDeployTree(t *testing.T) {
 		t.Fatalf("checked %d files under deploy/, want the whole tree", n)
 	}
 	t.Logf("%d files under deploy/ name only known settings and commands", n)
+}
+
+// noDeployModules fails when the chom binary links a module only deploycheck
+// should: the validation libraries stay out of the product.
+func noDeployModules(bin string) error {
+	out, err := exec.Command("go", "version", "-m", bin).Output()
+	if err != nil {
+		return fmt.Errorf("go version -m %s: %w", bin, err)
+	}
+	if !strings.Contains(string(out), "\tdep\t") {
+		return fmt.Errorf("go version -m %s lists no dependency:\n%s", bin, out)
+	}
+	return linkedDeployModule(string(out))
+}
+
+// linkedDeployModule reads `go version -m` output.
+func linkedDeployModule(out string) error {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || (f[0] != "dep" && f[0] != "=>") {
+			continue
+		}
+		for _, m := range []string{"k8s.io/", "sigs.k8s.io/", "github.com/compose-spec/", "github.com/kedacore/"} {
+			if strings.HasPrefix(f[1], m) {
+				return fmt.Errorf("the chom binary links %s (go version -m): deployment checks must stay in tests", f[1])
+			}
+		}
+	}
+	return nil
+}
+
+// A Dockerfile's chom command lines and CHOM_* variables are checked; the
+// build stage's toolchain variables are not chom's.
+func TestDockerfile(t *testing.T) {
+	good := `FROM golang:1.26 AS build
+ENV CGO_ENABLED=0 GOOS=linux
+RUN go build -o /chom ./cmd/chom
+FROM scratch
+ENV CHOM_LOG_FORMAT=json
+ENTRYPOINT ["/chom"]
+CMD ["ingress"]
+HEALTHCHECK --interval=10s CMD ["/chom", "version"]
+`
+	if err := vocab.CheckDockerfile("Dockerfile", []byte(good)); err != nil {
+		t.Fatalf("a good Dockerfile: %v", err)
+	}
+	for _, c := range []struct{ old, new, want string }{
+		{`CMD ["ingress"]`, `CMD ["ingres"]`, `unknown subcommand "ingres"`},
+		{`CMD ["/chom", "version"]`, `CMD ["/chom", "version", "--short"]`, "unknown flag -short"},
+		{`CHOM_LOG_FORMAT=json`, `CHOM_LOGFORMAT=json`, "CHOM_LOGFORMAT is not a CHOM setting"},
+	} {
+		bad := strings.Replace(good, c.old, c.new, 1)
+		err := vocab.CheckDockerfile("Dockerfile", []byte(bad))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("planted %q → %q: %v, want %q", c.old, c.new, err, c.want)
+			continue
+		}
+		t.Logf("planted in a Dockerfile: %q → %q; caught: %v", c.old, c.new, err)
+	}
+}
+
+// The binary check can fail: a build that linked k8s.io/api is refused.
+func TestLinkedDeployModuleIsRefused(t *testing.T) {
+	out := "/tmp/chom: go1.26.11\n\tpath\tgithub.com/chomhq/chom/cmd/chom\n\tdep\tgithub.com/hibiken/asynq\tv0.26.0\th1:x=\n\tdep\tk8s.io/api\tv0.37.2\th1:y=\n"
+	err := linkedDeployModule(out)
+	if err == nil || !strings.Contains(err.Error(), "k8s.io/api") {
+		t.Fatalf("%v, want k8s.io/api refused", err)
+	}
+	if err := linkedDeployModule(strings.Replace(out, "k8s.io/api", "golang.org/x/net", 1)); err != nil {
+		t.Fatalf("a binary without deployment modules: %v", err)
+	}
+	t.Logf("caught: %v", err)
 }
