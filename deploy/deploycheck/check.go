@@ -64,6 +64,18 @@ func (v *Vocabulary) CheckCompose(p *types.Project) error {
 	var errs []error
 	for _, name := range p.ServiceNames() {
 		s := p.Services[name]
+		for dep, d := range s.DependsOn {
+			ds, ok := p.Services[dep]
+			switch {
+			case !ok:
+				errs = append(errs, fmt.Errorf("compose service %s: depends on %s, which is not a service", name, dep))
+			case d.Condition == types.ServiceConditionHealthy && (ds.HealthCheck == nil || ds.HealthCheck.Disable) && !isChomImage(ds.Image):
+				// (a chom service's health check is the image's HEALTHCHECK)
+				errs = append(errs, fmt.Errorf("compose service %s: waits for %s to be healthy, which has no health check", name, dep))
+			case d.Condition == types.ServiceConditionCompletedSuccessfully && ds.Restart != "" && ds.Restart != "no":
+				errs = append(errs, fmt.Errorf("compose service %s: waits for %s to complete, which restarts (%s)", name, dep, ds.Restart))
+			}
+		}
 		for _, vol := range s.Volumes {
 			if vol.Type == types.VolumeTypeBind {
 				if _, err := os.Stat(vol.Source); err != nil {
@@ -79,6 +91,9 @@ func (v *Vocabulary) CheckCompose(p *types.Project) error {
 		}
 		if err := v.CheckArgs(s.Command); err != nil {
 			errs = append(errs, fmt.Errorf("compose service %s: %w", name, err))
+		}
+		if len(s.Command) > 0 && s.Command[0] == "worker" && (s.ContainerName != "" || len(s.Ports) > 0) {
+			errs = append(errs, fmt.Errorf("compose service %s: a container name or a published port stops `--scale %s=N`", name, name))
 		}
 		env := map[string]string{}
 		for k, val := range s.Environment {

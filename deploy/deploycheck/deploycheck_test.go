@@ -209,6 +209,9 @@ func checkKustomize(t *testing.T, dir string) ([]deploycheck.Object, error) {
 	if err := vocab.CheckKubernetes(objs); err != nil {
 		return nil, err
 	}
+	if err := deploycheck.CheckSelectors(objs); err != nil {
+		return nil, err
+	}
 	// The connection budget holds against the PostgreSQL settings CHOM ships
 	// (deploy/postgresql.conf, beside the kubernetes directory).
 	deployDir, _, _ := strings.Cut(filepath.ToSlash(dir), "/kubernetes/")
