@@ -252,3 +252,209 @@ func TestReadReplicaLagging(t *testing.T) {
 	s.checkLedger()
 	s.assertRunning(in1, sched, w)
 }
+
+// Injected: the stack (two ingresses, a worker, a scheduler) runs on a
+// multi-host URL (primary, then its synchronous standby;
+// target_session_attrs=read-write) under a steady load of site creates from
+// 8 clients; the primary is killed (SIGKILL of the postmaster and every
+// backend: a lost machine) and the standby promoted at once (pg_ctl
+// promote), as an operator or a failover manager would. No CHOM process is
+// restarted; a client whose create is refused (503, or a dropped connection)
+// retries it with the same Idempotency-Key, as the API asks.
+//
+// Must hold: every process carries on by itself (a 202 from each ingress
+// after the failover, operations finished by the worker after it); every
+// operation a client was given a 202 for exists on the promoted standby
+// (synchronous replication: nothing committed is lost) and reaches a final
+// state; the ledger holds; no process died. Reported: the time from the kill
+// to the promotion, to the first 202, to a 202 from each ingress, and to the
+// first operation finished after the failover.
+func TestPrimaryFailover(t *testing.T) {
+	t.Parallel()
+	primary := testenv.StartPostgresServer(t)
+	standby := testenv.StartPostgresReplica(t, primary, testenv.PostgresReplicaConfig{Synchronous: true})
+	url := testenv.MultiHostURL(primary, standby)
+	s := newStack(t, stackConfig{DatabaseURL: url})
+	apis := []string{s.api}
+	in1 := s.ingress
+	s.startIngress()
+	apis = append(apis, s.api)
+	sched := s.startScheduler()
+	w := s.startWorker()
+	s.createSites("fo-warm", 10)
+	s.waitSettled(60 * time.Second)
+
+	type outcome struct {
+		sent    time.Time // when the request was sent
+		at      time.Time // when its answer came
+		ingress int
+		status  int // -1: transport error
+	}
+	var (
+		mu         sync.Mutex
+		outcomes   []outcome
+		lastBefore = map[int]string{} // client → last operation accepted before the kill
+		killedAt   time.Time
+		stop       = make(chan struct{})
+		wg         sync.WaitGroup
+	)
+	const clients = 4
+	for c := range clients {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				domain := fmt.Sprintf("fo-%d-%04d.faults.example", c, n)
+				// Retry the create with its key until it is accepted (even
+				// once told to stop: a create refused after its commit
+				// reached the database must end accepted, for the ledger).
+				began := time.Now()
+				for {
+					via := (c + n) % 2
+					sent := time.Now()
+					op, r, err := s.createSiteAt(apis[via], domain)
+					status := r.status
+					if err != nil {
+						status = -1
+					}
+					mu.Lock()
+					outcomes = append(outcomes, outcome{sent: sent, at: time.Now(), ingress: via, status: status})
+					if status == http.StatusAccepted && killedAt.IsZero() {
+						lastBefore[c] = op.ID
+					}
+					mu.Unlock()
+					if status == http.StatusAccepted {
+						// About 20 creates a second in all: enough to be
+						// mid-commit at the kill, little enough to settle fast.
+						time.Sleep(200 * time.Millisecond)
+						break
+					}
+					if status != http.StatusServiceUnavailable && status != -1 {
+						t.Errorf("create %s through ingress %d during failover: %d %s (want 202, or 503 to retry)", domain, via+1, status, r.body)
+					}
+					if time.Since(began) > 60*time.Second {
+						t.Errorf("create %s not accepted within 60s of retries", domain)
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+
+	mu.Lock()
+	killedAt = time.Now()
+	mu.Unlock()
+	primary.Kill(t)
+	t.Logf("injected: primary %s killed (SIGKILL) under load; promoting standby %s", primary.Addr, standby.Addr)
+	standby.Promote(t)
+	promoted := time.Since(killedAt)
+	t.Logf("the standby's log of its promotion:\n%s", promotionLog(t, standby))
+
+	// Run until both ingresses have accepted after the failover, then 2s more.
+	recoveredBy := func() (first time.Duration, per [2]time.Duration, ok bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, o := range outcomes {
+			// Only requests sent after the kill: one in flight then may
+			// have committed just before it.
+			if o.status != http.StatusAccepted || !o.sent.After(killedAt) {
+				continue
+			}
+			d := o.at.Sub(killedAt)
+			if first == 0 || d < first {
+				first = d
+			}
+			if per[o.ingress] == 0 || d < per[o.ingress] {
+				per[o.ingress] = d
+			}
+		}
+		return first, per, per[0] > 0 && per[1] > 0
+	}
+	if !waitFor(60*time.Second, func() bool { _, _, ok := recoveredBy(); return ok }) {
+		close(stop)
+		wg.Wait()
+		t.Fatalf("the ingresses did not both accept a create within 60s of the kill")
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	first, per, _ := recoveredBy()
+
+	var (
+		refused, dropped, accepted int
+	)
+	for _, o := range outcomes {
+		switch {
+		case o.status == http.StatusAccepted:
+			accepted++
+		case o.status == -1:
+			dropped++
+		default:
+			refused++
+		}
+	}
+	took := s.waitSettled(90 * time.Second)
+	var workerBack time.Duration
+	var finishedAfter *time.Time
+	if err := s.db.QueryRowContext(t.Context(), "SELECT min(finished_at) FROM operations WHERE finished_at > $1", killedAt.Add(promoted)).Scan(&finishedAfter); err != nil {
+		t.Fatal(err)
+	}
+	if finishedAfter == nil {
+		t.Error("no operation finished after the promotion: the worker did not carry on")
+	} else {
+		workerBack = finishedAfter.Sub(killedAt)
+	}
+	t.Logf("failover: standby promoted %s after the kill; first 202 %s after the kill (%s after the promotion); ingress-1 accepted after %s, ingress-2 after %s; "+
+		"the worker finished an operation %s after the kill; load: %d creates accepted, %d answers 503, %d dropped connections; all settled %s later",
+		promoted.Round(time.Millisecond), first.Round(time.Millisecond), (first - promoted).Round(time.Millisecond), per[0].Round(time.Millisecond), per[1].Round(time.Millisecond),
+		workerBack.Round(time.Millisecond), accepted, refused, dropped, took.Round(100*time.Millisecond))
+
+	// Nothing committed is lost: the last create each client had accepted
+	// before the kill is on the promoted standby (the ledger checks every one).
+	var onStandby int
+	ids := slices.Collect(func(yield func(string) bool) {
+		for _, id := range lastBefore {
+			if !yield(id) {
+				return
+			}
+		}
+	})
+	if err := standby.Scan(t, "SELECT count(*) FROM operations WHERE id = ANY($1)", []any{ids}, &onStandby); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the last create each client had accepted before the kill: %d of %d on the promoted standby", onStandby, len(ids))
+	if onStandby != len(ids) {
+		t.Errorf("%d of the %d operations accepted last before the kill are missing after the failover", len(ids)-onStandby, len(ids))
+	}
+	s.checkLedger()
+	s.assertRunning(in1, sched, w)
+}
+
+// promotionLog returns the lines of a promoted standby's server log that
+// tell how the promotion went, with their timestamps.
+func promotionLog(t *testing.T, standby *testenv.PostgresServer) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(standby.Dir, "server.log"))
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		for _, k := range []string{"promote", "could not connect", "terminating walreceiver", "selected new timeline",
+			"archive recovery complete", "redo done", "checkpoint", "ready to accept"} {
+			if strings.Contains(line, k) {
+				out = append(out, "  "+line)
+				break
+			}
+		}
+	}
+	if len(out) > 20 {
+		out = append(out[:10], append([]string{"  …"}, out[len(out)-10:]...)...)
+	}
+	return strings.Join(out, "\n")
+}
