@@ -3,7 +3,9 @@ package models_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,5 +146,59 @@ func TestReadsConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() on SQLite = %v, want it to name %q", err, want)
 		}
+	}
+}
+
+// TestReadsAfterWriteBySynchronousCommit measures, for each
+// synchronous_commit level a session may run with against a primary with a
+// synchronous standby, what one accept (CreateSite) costs and how often a
+// read right after it can be served by the standby (Reads chooses the
+// replica). It asserts nothing about time (the machine is shared): the
+// figures are logged for docs/operations.md, Scaling out.
+func TestReadsAfterWriteBySynchronousCommit(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	primary := testenv.StartPostgresServer(t)
+	replica := testenv.StartPostgresReplica(t, primary, testenv.PostgresReplicaConfig{Synchronous: true})
+	rdb, err := models.Open(ctx, replica.URL, models.PoolConfig{MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	const n = 150
+	for i, level := range []string{"local", "remote_write", "on", "remote_apply"} {
+		// pgx sends an unknown URL parameter as a run-time setting of the session.
+		pdb, err := models.Open(ctx, primary.URL+"&synchronous_commit="+level, models.PoolConfig{MaxOpenConns: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s *models.Store
+		if i == 0 {
+			s = setup(t, pdb)
+		} else if s, err = models.New(models.Config{DB: pdb}); err != nil {
+			t.Fatal(err)
+		}
+		ten := tenant(t, s, "acme-"+level)
+		reads, err := models.NewReads(models.ReadsConfig{Primary: s, Replica: rdb, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lat := make([]time.Duration, 0, n)
+		onReplica := 0
+		for j := range n {
+			start := time.Now()
+			if _, err := s.CreateSite(ctx, models.CreateSiteParams{Accept: models.Accept{TenantID: ten, Actor: "tok", RequestID: "req"},
+				Domain: fmt.Sprintf("s%d.%s.example", j, strings.ReplaceAll(level, "_", "-")), SiteType: "html"}); err != nil {
+				t.Fatal(err)
+			}
+			lat = append(lat, time.Since(start))
+			if reads.Store(ctx) != s {
+				onReplica++
+			}
+		}
+		slices.Sort(lat)
+		t.Logf("synchronous_commit=%-12s accept p50 %s p99 %s; a read right after it served by the standby %d/%d",
+			level, lat[n/2].Round(10*time.Microsecond), lat[n*99/100].Round(10*time.Microsecond), onReplica, n)
+		_ = pdb.Close()
 	}
 }
