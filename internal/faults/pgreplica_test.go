@@ -346,10 +346,12 @@ func TestPrimaryFailover(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 
+	// The times count from the moment the postmaster and every backend are
+	// gone: until then a backend with an open connection may still commit.
+	primary.Kill(t)
 	mu.Lock()
 	killedAt = time.Now()
 	mu.Unlock()
-	primary.Kill(t)
 	t.Logf("injected: primary %s killed (SIGKILL) under load; promoting standby %s", primary.Addr, standby.Addr)
 	standby.Promote(t)
 	promoted := time.Since(killedAt)
@@ -384,6 +386,19 @@ func TestPrimaryFailover(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	first, per, _ := recoveredBy()
+	// Between the kill and the promotion no database takes writes: a 202
+	// for a request sent after the kill but answered before the standby
+	// chose its new timeline (the first step of a promotion; its log has
+	// millisecond timestamps) would be a write to something else.
+	newTimeline := standbyLogTime(t, standby, "selected new timeline ID")
+	mu.Lock()
+	for _, o := range outcomes {
+		if o.status == http.StatusAccepted && o.sent.After(killedAt) && o.at.Before(newTimeline.Add(-time.Millisecond)) {
+			t.Errorf("a create sent %s after the kill was accepted %s after it, before the standby chose its new timeline (%s after the kill)",
+				o.sent.Sub(killedAt), o.at.Sub(killedAt), newTimeline.Sub(killedAt))
+		}
+	}
+	mu.Unlock()
 
 	var (
 		refused, dropped, accepted int
@@ -409,10 +424,13 @@ func TestPrimaryFailover(t *testing.T) {
 	} else {
 		workerBack = finishedAfter.Sub(killedAt)
 	}
-	t.Logf("failover: standby promoted %s after the kill; first 202 %s after the kill (%s after the promotion); ingress-1 accepted after %s, ingress-2 after %s; "+
-		"the worker finished an operation %s after the kill; load: %d creates accepted, %d answers 503, %d dropped connections; all settled %s later",
-		promoted.Round(time.Millisecond), first.Round(time.Millisecond), (first - promoted).Round(time.Millisecond), per[0].Round(time.Millisecond), per[1].Round(time.Millisecond),
-		workerBack.Round(time.Millisecond), accepted, refused, dropped, took.Round(100*time.Millisecond))
+	writable := standbyLogTime(t, standby, "database system is ready to accept connections").Sub(killedAt)
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	t.Logf("failover, from the kill: the standby took writes after %s (its log; pg_ctl promote --wait returned after %s); "+
+		"first 202 after %s (%s after the standby took writes); ingress-1 after %s, ingress-2 after %s; "+
+		"the worker finished an operation after %s; load: %d creates accepted, %d answers 503, %d dropped connections; all settled %s later",
+		ms(writable), ms(promoted), ms(first), ms(first-writable), ms(per[0]), ms(per[1]),
+		ms(workerBack), accepted, refused, dropped, took.Round(100*time.Millisecond))
 
 	// Nothing committed is lost: the last create each client had accepted
 	// before the kill is on the promoted standby (the ledger checks every one).
@@ -433,6 +451,32 @@ func TestPrimaryFailover(t *testing.T) {
 	}
 	s.checkLedger()
 	s.assertRunning(in1, sched, w)
+}
+
+// standbyLogTime returns the time of the last line of the standby's server
+// log that contains what (its log_line_prefix starts with %m: milliseconds,
+// UTC); it fails the test when there is none.
+func standbyLogTime(t *testing.T, standby *testenv.PostgresServer, what string) time.Time {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(standby.Dir, "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var at time.Time
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if !strings.Contains(line, what) || len(line) < 27 {
+			continue
+		}
+		ts, err := time.Parse("2006-01-02 15:04:05.000 MST", line[:27])
+		if err != nil {
+			t.Fatalf("standby log line %q: %v", line, err)
+		}
+		at = ts
+	}
+	if at.IsZero() {
+		t.Fatalf("the standby's log has no line with %q", what)
+	}
+	return at
 }
 
 // promotionLog returns the lines of a promoted standby's server log that
