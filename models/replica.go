@@ -22,6 +22,11 @@ type ReadsConfig struct {
 	// ProbeTimeout bounds one freshness probe (a round trip to each
 	// database). Default 1s.
 	ProbeTimeout time.Duration
+	// Backoff is how long reads skip the replica, without probing it, after
+	// it could not be reached: a replica that does not answer (a network
+	// partition rather than a refused connection) then costs one
+	// ProbeTimeout per Backoff, not one per read. Default 5s.
+	Backoff time.Duration
 	// Logger reports a replica that cannot be probed, at most once a minute;
 	// required.
 	Logger *slog.Logger
@@ -40,8 +45,8 @@ func (c ReadsConfig) Validate() error {
 	} else if !IsPostgres(c.Replica) {
 		errs = append(errs, errors.New("models: ReadsConfig.Replica must be a PostgreSQL database"))
 	}
-	if c.ProbeTimeout < 0 {
-		errs = append(errs, errors.New("models: ReadsConfig.ProbeTimeout must not be negative"))
+	if c.ProbeTimeout < 0 || c.Backoff < 0 {
+		errs = append(errs, errors.New("models: ReadsConfig.ProbeTimeout and Backoff must not be negative"))
 	}
 	if c.Logger == nil {
 		errs = append(errs, errors.New("models: ReadsConfig.Logger is required"))
@@ -64,12 +69,16 @@ func (c ReadsConfig) Validate() error {
 // its caller's last commit), so under load there is at most one probe in
 // flight and one batch waiting, whatever the request rate. A replica that is
 // behind, down, or no longer in recovery (promoted) sends reads to the
-// primary; a primary that cannot be probed does too, so the read fails the
-// way it would without a replica.
+// primary (one that cannot be reached is not probed again for Backoff); a
+// primary that cannot be probed does too, so the read fails the way it would
+// without a replica.
 type Reads struct {
 	primary, replica *Store
-	timeout          time.Duration
+	timeout, backoff time.Duration
 	log              *slog.Logger
+	// skipUntil is when, in unix nanoseconds, the replica is probed again
+	// after it could not be reached.
+	skipUntil atomic.Int64
 
 	// busy holds the one probe in flight.
 	busy chan struct{}
@@ -96,11 +105,14 @@ func NewReads(cfg ReadsConfig) (*Reads, error) {
 	if cfg.ProbeTimeout == 0 {
 		cfg.ProbeTimeout = time.Second
 	}
+	if cfg.Backoff == 0 {
+		cfg.Backoff = 5 * time.Second
+	}
 	// The replica store shares the primary's clock and quota defaults; it is
 	// only ever read.
 	p := cfg.Primary
 	replica := &Store{db: cfg.Replica, now: p.now, idempotencyTTL: p.idempotencyTTL, pg: true, quotaDefaults: p.quotaDefaults}
-	return &Reads{primary: cfg.Primary, replica: replica, timeout: cfg.ProbeTimeout, log: cfg.Logger,
+	return &Reads{primary: cfg.Primary, replica: replica, timeout: cfg.ProbeTimeout, backoff: cfg.Backoff, log: cfg.Logger,
 		busy: make(chan struct{}, 1)}, nil
 }
 
@@ -126,6 +138,9 @@ func (r *Reads) Routed() (replica, primary uint64) {
 // fresh reports whether the replica has replayed everything the primary had
 // committed when fresh was called.
 func (r *Reads) fresh(ctx context.Context) bool {
+	if time.Now().UnixNano() < r.skipUntil.Load() {
+		return false
+	}
 	r.mu.Lock()
 	p := r.open
 	leader := p == nil
@@ -169,6 +184,7 @@ func (r *Reads) probe(ctx context.Context) bool {
 	err := r.replica.db.QueryRowContext(ctx,
 		"SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() >= ?::pg_lsn, false)", lsn).Scan(&recovering, &replayed)
 	if err != nil {
+		r.skipUntil.Store(time.Now().Add(r.backoff).UnixNano())
 		r.warn("read replica: cannot read its replay position; reads go to the primary", err)
 		return false
 	}

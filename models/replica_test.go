@@ -33,7 +33,8 @@ func (c *probeCounter) AfterQuery(_ context.Context, e *bun.QueryEvent) {
 // replica: caught up, reads go to the replica; with the replica's replay
 // paused, a site created on the primary is invisible on the replica but
 // Reads sends its reads to the primary, so it is found; resumed, reads go
-// back to the replica; promoted, the replica is no longer used.
+// back to the replica; stopped, it gets no reads, and started again it gets
+// them back; promoted, it is no longer used.
 func TestReadsFollowReplay(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -53,7 +54,8 @@ func TestReadsFollowReplay(t *testing.T) {
 	defer rdb.Close()
 	s := setup(t, pdb)
 	ten := tenant(t, s, "acme")
-	reads, err := models.NewReads(models.ReadsConfig{Primary: s, Replica: rdb, Logger: slog.New(slog.DiscardHandler)})
+	reads, err := models.NewReads(models.ReadsConfig{Primary: s, Replica: rdb, Logger: slog.New(slog.DiscardHandler),
+		Backoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +125,21 @@ func TestReadsFollowReplay(t *testing.T) {
 		t.Errorf("%d reads from %d goroutines took %d probes: concurrent reads do not share them", goroutines*each, goroutines, n)
 	}
 
+	// A replica that is down gets no reads; back, it gets them again (after
+	// the backoff).
+	replica.Stop(t)
+	for range 5 {
+		st := reads.Store(ctx)
+		if st != s {
+			t.Fatal("Reads chose a replica that is down")
+		}
+		if _, err := st.GetOperation(ctx, ten, acc.Operation.ID); err != nil {
+			t.Fatalf("GetOperation through Reads while the replica is down: %v", err)
+		}
+	}
+	replica.Start(t)
+	untilReplica("after the replica restarted")
+
 	replica.Promote(t)
 	for range 5 {
 		if reads.Store(ctx) != s {
@@ -134,7 +151,7 @@ func TestReadsFollowReplay(t *testing.T) {
 func TestReadsConfigValidate(t *testing.T) {
 	t.Parallel()
 	err := models.ReadsConfig{ProbeTimeout: -1}.Validate()
-	for _, want := range []string{"Primary is required", "Replica is required", "ProbeTimeout must not be negative", "Logger is required"} {
+	for _, want := range []string{"Primary is required", "Replica is required", "ProbeTimeout and Backoff must not be negative", "Logger is required"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %q", err, want)
 		}
