@@ -47,6 +47,13 @@ type OperationWatcher interface {
 	OnChange(fn func(opID string))
 }
 
+// ReadRouter picks the store a read goes to: models.Reads sends it to a
+// streaming replica when that has replayed every commit the primary had made
+// when the read arrived, else to the primary.
+type ReadRouter interface {
+	Store(ctx context.Context) *models.Store
+}
+
 // OperationNotifier announces an operation changed by the API itself (a cancel) to
 // every ingress process.
 type OperationNotifier interface {
@@ -61,6 +68,11 @@ type Config struct {
 	Logger    *slog.Logger
 	// Sites creates sites; defaults to Store (one transaction per request).
 	Sites SiteCreator
+	// Reads chooses the store of the reads callers repeat most: polls of an
+	// operation (long polls included), listings of operations and sites, and
+	// a site by ID. Optional: without it they read Store. Every other read
+	// (tokens, quotas, backups, servers) and every write uses Store.
+	Reads ReadRouter
 	// Watcher is optional: without it long polls re-read the database every
 	// PollInterval.
 	Watcher OperationWatcher
@@ -179,6 +191,7 @@ func ParsePublicURL(raw string) (string, error) {
 // API is CHOM's HTTP API.
 type API struct {
 	store          *models.Store
+	reads          ReadRouter
 	sites          SiteCreator
 	enqueuer       Enqueuer
 	inspector      QueueInspector
@@ -257,7 +270,7 @@ func New(cfg Config) (*API, error) {
 		cfg.Sites = cfg.Store
 	}
 	a := &API{
-		store: cfg.Store, sites: cfg.Sites, enqueuer: cfg.Enqueuer, inspector: cfg.Inspector, watcher: cfg.Watcher,
+		store: cfg.Store, reads: cfg.Reads, sites: cfg.Sites, enqueuer: cfg.Enqueuer, inspector: cfg.Inspector, watcher: cfg.Watcher,
 		log: cfg.Logger, enqueueTimeout: cfg.EnqueueTimeout, pollInterval: cfg.PollInterval, now: cfg.Now,
 		tokens:  newTokenCache(cfg.Store, cfg.TokenCacheTTL, 100_000, cfg.Now),
 		metrics: cfg.Metrics, opStats: cfg.Metrics.Cache("operation"),
@@ -307,6 +320,15 @@ func New(cfg Config) (*API, error) {
 		cfg.Metrics.InitHTTP(documented)
 	}
 	return a, nil
+}
+
+// reader returns the store a read-your-writes read arriving now uses (see
+// Config.Reads).
+func (a *API) reader(ctx context.Context) *models.Store {
+	if a.reads == nil {
+		return a.store
+	}
+	return a.reads.Store(ctx)
 }
 
 // Handler returns the HTTP handler of the whole API.

@@ -70,7 +70,8 @@ func (a *API) readOperation(c *gin.Context, tenant, id string) (*models.Operatio
 		}
 		a.opStats.Miss()
 	}
-	op, err := a.store.GetOperation(c.Request.Context(), tenant, id)
+	ctx := c.Request.Context()
+	op, err := a.reader(ctx).GetOperation(ctx, tenant, id)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +105,7 @@ func (a *API) awaitChange(c *gin.Context, op *models.Operation, wait time.Durati
 		case <-notify:
 		case <-tick.C:
 		}
-		cur, err := a.store.GetOperation(ctx, op.TenantID, op.ID)
+		cur, err := a.reader(ctx).GetOperation(ctx, op.TenantID, op.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -131,7 +132,8 @@ func (a *API) listOperations(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	ops, err := a.store.ListOperations(c.Request.Context(), principal(c).TenantID, f)
+	ctx := c.Request.Context()
+	ops, err := a.reader(ctx).ListOperations(ctx, principal(c).TenantID, f)
 	if err != nil {
 		a.fail(c, err)
 		return

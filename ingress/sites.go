@@ -125,7 +125,8 @@ func (a *API) getSite(c *gin.Context) {
 	if !ok {
 		return
 	}
-	site, err := a.store.GetSite(c.Request.Context(), principal(c).TenantID, id)
+	ctx := c.Request.Context()
+	site, err := a.reader(ctx).GetSite(ctx, principal(c).TenantID, id)
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -143,7 +144,8 @@ func (a *API) listSites(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	sites, err := a.store.ListSites(c.Request.Context(), principal(c).TenantID,
+	ctx := c.Request.Context()
+	sites, err := a.reader(ctx).ListSites(ctx, principal(c).TenantID,
 		models.SiteFilter{Status: status, Cursor: cursor, Limit: limit})
 	if err != nil {
 		a.fail(c, err)

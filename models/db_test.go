@@ -50,6 +50,9 @@ func TestRedactURL(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"postgres://chom:s3cret@db:5432/chom?sslmode=disable", "postgres://chom:xxxxx@db:5432/chom?sslmode=disable"},
 		{"postgres://chom@db/chom", "postgres://chom@db/chom"},
+		// A primary with standbys (pgx's multi-host form) keeps its hosts.
+		{"postgres://chom:s3cret@10.0.0.1:5432,10.0.0.2:5432/chom?target_session_attrs=read-write",
+			"postgres://chom:xxxxx@10.0.0.1:5432,10.0.0.2:5432/chom?target_session_attrs=read-write"},
 		// Not "database URL": Redis and other URLs go through it too.
 		{"postgres://%zz", "<unparseable URL>"},
 		// net/url's own error would quote the password: nothing of it shows.

@@ -477,6 +477,11 @@ func (r response) json(t testing.TB, v any) {
 // unless nil. headers are name, value pairs. A transport error is returned,
 // not fatal: under a fault it is an observation.
 func (s *stack) do(method, path, token string, body any, headers ...string) (response, error) {
+	return s.doAt(s.api, method, path, token, body, headers...)
+}
+
+// doAt is do on the API at base (http://host:port/api/v1 of one ingress).
+func (s *stack) doAt(base, method, path, token string, body any, headers ...string) (response, error) {
 	var rd io.Reader
 	if body != nil {
 		raw, err := json.Marshal(body)
@@ -485,7 +490,7 @@ func (s *stack) do(method, path, token string, body any, headers ...string) (res
 		}
 		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, s.api+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		return response{}, err
 	}

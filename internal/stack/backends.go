@@ -34,8 +34,11 @@ func NewLogger(w io.Writer, c Config) *slog.Logger {
 // registry, plus the per-server breakers and concurrency limits every job and
 // probe of the process shares.
 type Backends struct {
-	DB      *bun.DB
-	Store   *models.Store
+	DB    *bun.DB
+	Store *models.Store
+	// ReadDB is the streaming replica of CHOM_DATABASE_READ_URL, opened for
+	// the ingress (BackendOptions.Reads); nil without one.
+	ReadDB  *bun.DB
 	Redis   redis.UniversalClient
 	Metrics *metrics.Metrics
 
@@ -50,6 +53,9 @@ type BackendOptions struct {
 	Migrate bool
 	// NoRedis skips Redis (the relay and the billing consumer need none).
 	NoRedis bool
+	// Reads opens the read replica of CHOM_DATABASE_READ_URL too, when it is
+	// set (the ingress's reads use it).
+	Reads bool
 	// MaxConns caps the database pool below CHOM_DB_MAX_CONNS; 0: no cap.
 	MaxConns int
 	// Metrics is the registry every statement is measured in and the roles
@@ -73,6 +79,15 @@ func OpenBackends(ctx context.Context, c Config, o BackendOptions) (*Backends, e
 		return nil, err
 	}
 	b := &Backends{closers: []func(){func() { _ = db.Close() }}}
+	if o.Reads && c.DatabaseReadURL != "" {
+		rdb, err := models.Open(ctx, c.DatabaseReadURL, models.PoolConfig{MaxOpenConns: conns})
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("CHOM_DATABASE_READ_URL: %w", err)
+		}
+		b.closers = append(b.closers, func() { _ = rdb.Close() })
+		b.ReadDB = rdb
+	}
 	var rdb redis.UniversalClient
 	if !o.NoRedis {
 		if rdb, err = queue.NewRedisClient(c.RedisURL, c.RedisPoolSize); err != nil {
@@ -107,6 +122,9 @@ func (b *Backends) attach(ctx context.Context, db *bun.DB, rdb redis.UniversalCl
 	// bun v1.3's AddQueryHook is marked deprecated in favour of an option it
 	// does not have yet; it is the only way to add a hook to an opened DB.
 	db.AddQueryHook(b.Metrics.QueryHook())
+	if b.ReadDB != nil {
+		b.ReadDB.AddQueryHook(b.Metrics.QueryHook())
+	}
 	if o.Migrate {
 		if _, err := models.MigrateUp(ctx, db); err != nil {
 			return err

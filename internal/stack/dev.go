@@ -102,7 +102,7 @@ func (d *Dev) start(ctx context.Context, c *Config, dir string, o DevOptions, st
 		kafkaDesc = k.Addr() + "   (embedded; any Kafka client can read it)"
 	}
 	d.Config = *c
-	proc, err := build(ctx, *c, BackendOptions{Migrate: true}, func(b *Backends) ([]Runner, error) {
+	proc, err := build(ctx, *c, BackendOptions{Migrate: true, Reads: true}, func(b *Backends) ([]Runner, error) {
 		b.TrackPlatform(ctx)
 		if err := d.seed(ctx, b.Store, dir); err != nil {
 			return nil, err

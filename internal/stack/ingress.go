@@ -53,9 +53,20 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 	if c.BackupSigningKey == "" {
 		log.Info("CHOM_BACKUP_SIGNING_KEY is not set: backup download links are signed with a random key and work only on this process")
 	}
+	var reads ingress.ReadRouter
+	if b.ReadDB != nil {
+		r, err := models.NewReads(models.ReadsConfig{Primary: b.Store, Replica: b.ReadDB, Logger: log.With("component", "reads")})
+		if err != nil {
+			return nil, fmt.Errorf("CHOM_DATABASE_READ_URL: %w", err)
+		}
+		reads = r
+		log.Info("reads of operations and sites go to the read replica while it has replayed every prior commit",
+			"read_url", models.RedactURL(c.DatabaseReadURL))
+	}
 	gin.SetMode(gin.ReleaseMode)
 	cfg := ingress.Config{
 		Store:         b.Store,
+		Reads:         reads,
 		Sites:         acceptor,
 		Enqueuer:      queue.NewEnqueuer(b.Redis),
 		Inspector:     queue.NewInspector(b.Redis),

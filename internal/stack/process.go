@@ -45,7 +45,7 @@ func IngressProcess(ctx context.Context, c Config, stderr io.Writer) (*Process, 
 		return nil, err
 	}
 	log := NewLogger(stderr, c).With("process", "ingress")
-	return build(ctx, c, BackendOptions{Migrate: c.AutoMigrate}, func(b *Backends) ([]Runner, error) {
+	return build(ctx, c, BackendOptions{Migrate: c.AutoMigrate, Reads: true}, func(b *Backends) ([]Runner, error) {
 		b.TrackPlatform(ctx)
 		in, err := NewIngress(c, b, log, Hooks{})
 		if err != nil {

@@ -70,6 +70,7 @@ type Setting struct {
 // variable, default and meaning.
 type Config struct {
 	DatabaseURL      string
+	DatabaseReadURL  string
 	RedisURL         string
 	Listen           string
 	PublicURL        string
@@ -149,7 +150,9 @@ type Config struct {
 func Settings() []Setting {
 	return []Setting{
 		{Env: "CHOM_DATABASE_URL", Secret: true, Dev: "sqlite://<data-dir>/chom.db", Roles: roleAll &^ RoleScheduler, set: text(func(c *Config) *string { return &c.DatabaseURL }),
-			Doc: "`postgres://user:pass@host:5432/db?sslmode=…` or `sqlite:///path/file.db`; required by every process but `scheduler`"},
+			Doc: "`postgres://user:pass@host:5432/db?sslmode=…` (a primary with standbys: every host, `postgres://…@h1:5432,h2:5432/db?target_session_attrs=read-write`, so connections follow a promotion) or `sqlite:///path/file.db`; required by every process but `scheduler`"},
+		{Env: "CHOM_DATABASE_READ_URL", Secret: true, Roles: RoleIngress, set: text(func(c *Config) *string { return &c.DatabaseReadURL }),
+			Doc: "`postgres://…` of a streaming replica of `CHOM_DATABASE_URL` (hot standby), for operation polls and listings of operations and sites; a read goes there only when the replica has replayed every commit the primary had made when the read arrived, else to the primary (operations.md, Scaling out); unset: every read goes to `CHOM_DATABASE_URL`"},
 		{Env: "CHOM_REDIS_URL", Secret: true, Dev: "embedded", Roles: RoleDev, set: text(func(c *Config) *string { return &c.RedisURL }),
 			Doc: "`redis://[:pass@]host:6379/0`, `rediss://…`, `redis-sentinel://…` (as asynq parses it); required by `ingress`, `worker` and `scheduler`"},
 		{Env: "CHOM_LISTEN", Default: ":8080", Dev: "127.0.0.1:8080", Roles: RoleIngress, set: text(func(c *Config) *string { return &c.Listen }),
@@ -429,6 +432,9 @@ func (c Config) validate() []error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s=%s: want a positive duration", name, d))
 		}
+	}
+	if u := c.DatabaseReadURL; u != "" && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+		errs = append(errs, fmt.Errorf("CHOM_DATABASE_READ_URL=%s: want a postgres:// URL (a PostgreSQL streaming replica)", models.RedactURL(u)))
 	}
 	if c.PublicURL != "" {
 		if _, err := ingress.ParsePublicURL(c.PublicURL); err != nil {

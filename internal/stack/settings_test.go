@@ -64,6 +64,7 @@ func TestLoadConfigReportsEveryProblem(t *testing.T) {
 		"CHOM_WORKER_CONCURRENCY": "many", "CHOM_RETRY_BASE": "soon", "CHOM_OPS_UI": "perhaps",
 		"CHOM_LOG_LEVEL": "loud", "CHOM_DRIVER": "ftp", "CHOM_RATE_LIMIT": "-1", "CHOM_PUBLIC_URL": "api.example.com",
 		"CHOM_KAFKA_TOPIC_PREFIX": "bad prefix!", "CHOM_BACKUP_SIGNING_KEY": "short",
+		"CHOM_DATABASE_READ_URL": "sqlite:///replica.db",
 	}
 	_, err := LoadConfig(func(k string) string { return bad[k] })
 	if err == nil {

@@ -64,6 +64,9 @@
 // ends. Their Stop, Kill and Start methods take the server down, cleanly or
 // not, and bring it back on the same port with the same data. A missing
 // binary skips the test on a developer machine and fails it when CI is set.
+// [StartPostgresReplica] adds a hot standby of such a primary (pg_basebackup,
+// optionally synchronous) that a test can pause (PauseReplay) or promote
+// (Promote); [MultiHostURL] is the failover URL over both.
 //
 // [Backends] runs one test body against PostgreSQL and SQLite, for the code
 // that `chom dev` runs on SQLite and production runs on PostgreSQL.
