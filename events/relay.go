@@ -41,7 +41,8 @@ type RelayConfig struct {
 	// TopicPrefix starts every topic name: rows of "sites.v1" go to
 	// "<prefix>.sites.v1". Default DefaultTopicPrefix ("chom"); "-" means none.
 	TopicPrefix string
-	// Topics is how missing topics are created. Default 6 partitions, 3 replicas.
+	// Topics is how missing topics are created. Default 6 partitions, 3
+	// replicas, min.insync.replicas 2 (see DefaultMinInSyncReplicas).
 	Topics TopicSpec
 
 	// BatchSize is the most rows read and published at once. Default 500.
@@ -135,6 +136,9 @@ func (c *RelayConfig) setDefaults() {
 	}
 	if c.Topics.ReplicationFactor == 0 {
 		c.Topics.ReplicationFactor = DefaultReplicationFactor
+	}
+	if c.Topics.MinInSyncReplicas == 0 {
+		c.Topics.MinInSyncReplicas = DefaultMinInSyncReplicas(c.Topics.ReplicationFactor)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
