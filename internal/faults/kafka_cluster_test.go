@@ -431,16 +431,18 @@ func (k *kafkaRun) checkLedger(db *bun.DB, s *usageStream, topic string) {
 			}
 		}
 	}
-	wrongTotals := 0
+	var wrongTotals []string
 	for ten, q := range s.want {
 		if billed[ten] != q {
-			wrongTotals++
-			t.Errorf("tenant %s billed %d, want exactly %d", ten, billed[ten], q)
+			wrongTotals = append(wrongTotals, fmt.Sprintf("tenant %s billed %d, want exactly %d", ten, billed[ten], q))
 		}
+	}
+	if len(wrongTotals) > 0 {
+		t.Errorf("%d tenants' invoice totals differ from their usage sums, such as %v", len(wrongTotals), head(wrongTotals, 3))
 	}
 	rows := s.rows()
 	t.Logf("ledger: %d outbox rows; on %s %d records: %d events missing, %d duplicate records; billing: %d lines, %d events unbilled, %d billed twice, %d tenants' totals wrong of %d; consumer billed %d, absorbed %d duplicates, dead-lettered %d; relay acknowledged %d records, %d failed attempts",
-		rows, topic, len(records), missing, dupRecords, len(lines), unbilled, twice, wrongTotals, len(s.want),
+		rows, topic, len(records), missing, dupRecords, len(lines), unbilled, twice, len(wrongTotals), len(s.want),
 		k.billed, k.duplicates, k.deadLettered, k.published, k.failed)
 	t.Logf("order: %d tenants' events out of outbox order on Kafka (first copies), %d out of order on the invoices", len(kafkaOrder), len(lineOrder))
 	if missing > 0 || unbilled > 0 || twice > 0 || len(lines) != rows {
