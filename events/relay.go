@@ -41,7 +41,8 @@ type RelayConfig struct {
 	// TopicPrefix starts every topic name: rows of "sites.v1" go to
 	// "<prefix>.sites.v1". Default DefaultTopicPrefix ("chom"); "-" means none.
 	TopicPrefix string
-	// Topics is how missing topics are created. Default 6 partitions, 3 replicas.
+	// Topics is how missing topics are created. Default 6 partitions, 3
+	// replicas, min.insync.replicas 2 (see DefaultMinInSyncReplicas).
 	Topics TopicSpec
 
 	// BatchSize is the most rows read and published at once. Default 500.
@@ -136,6 +137,9 @@ func (c *RelayConfig) setDefaults() {
 	if c.Topics.ReplicationFactor == 0 {
 		c.Topics.ReplicationFactor = DefaultReplicationFactor
 	}
+	if c.Topics.MinInSyncReplicas == 0 {
+		c.Topics.MinInSyncReplicas = DefaultMinInSyncReplicas(c.Topics.ReplicationFactor)
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -179,8 +183,21 @@ func (c *RelayConfig) setDefaults() {
 //
 // When Kafka is unreachable, publish calls fail, a circuit breaker opens after
 // BreakerFailures of them and the relay probes again every BreakerTimeout; the
-// outbox grows meanwhile and drains when Kafka is back. Published rows older
-// than Retention are pruned by the leader.
+// outbox grows meanwhile and drains when Kafka is back. A call that some
+// partitions acknowledged (one broker of a cluster lost, its partitions
+// changing leader) is progress, not an outage: it does not count towards the
+// breaker and is retried after the shortest back-off, so the other partitions
+// keep flowing. Published rows older than Retention are pruned by the leader.
+//
+// Duplicates, not idempotence: kafka-go (v0.4.51) has no idempotent producer
+// (its produce requests carry no producer ID or sequence numbers), so a batch
+// whose acknowledgement is lost (a leader killed after appending it, a
+// timeout) is appended again by the writer's or the relay's retry. With
+// acks=all, min.insync.replicas 2 and no unclean leader election, an
+// acknowledged batch survives the loss of its leader, and a tenant's next rows
+// are sent only after an earlier copy of theirs was acknowledged, so the first
+// copy of each event on a partition is in outbox order; later copies carry the
+// same event ID, and consumers drop them (see events/billing).
 type Relay struct {
 	cfg       RelayConfig
 	log       *slog.Logger
@@ -226,18 +243,33 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		Transport:              r.transport,
 	}
 	r.admin = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: cfg.WriteTimeout, Transport: r.transport}
-	r.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        "kafka",
-		MaxRequests: 1,
-		Timeout:     cfg.BreakerTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.BreakerFailures },
-		// The context of a stopping relay is no fault of Kafka's.
-		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			r.log.Warn("kafka circuit breaker", "from", from.String(), "to", to.String())
-		},
+	r.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerTimeout, func(from, to gobreaker.State) {
+		r.log.Warn("kafka circuit breaker", "from", from.String(), "to", to.String())
 	})
 	return r, nil
+}
+
+// newBreaker returns the relay's circuit breaker: open after failures publish
+// calls in a row wrote nothing, probing again every timeout (zero: gobreaker's
+// 60s); onChange, if not nil, hears every change of state.
+func newBreaker(failures uint32, timeout time.Duration, onChange func(from, to gobreaker.State)) *gobreaker.CircuitBreaker[struct{}] {
+	return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "kafka",
+		MaxRequests: 1,
+		Timeout:     timeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		// The context of a stopping relay is no fault of Kafka's.
+		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+		// A call that some partitions acknowledged reached Kafka: one broker of
+		// a cluster is away and its partitions are moving to other leaders.
+		// Opening the circuit then would stop the healthy partitions too.
+		IsSuccessful: func(err error) bool { return err == nil || partlyWritten(err) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if onChange != nil {
+				onChange(from, to)
+			}
+		},
+	})
 }
 
 // RelayStats are the relay's counters since it started, for metrics.
@@ -357,6 +389,11 @@ func (r *Relay) lead(ctx context.Context, lease *models.OutboxLease) error {
 			return err
 		case err != nil:
 			failures++
+			if errors.Is(err, errPartial) {
+				// Progress: the failed partitions' leaders are moving (a broker
+				// lost); retry them soon, and let the writer's own back-off pace it.
+				failures = 1
+			}
 			d := backoff(failures, r.cfg.BreakerTimeout)
 			if !errors.Is(err, gobreaker.ErrOpenState) {
 				r.log.Warn("publish failed; backing off", "error", err, "rows", len(rows), "retry_in", d.String())
@@ -403,6 +440,9 @@ func (r *Relay) publish(ctx context.Context, lease *models.OutboxLease, rows []m
 			if !errors.Is(err, gobreaker.ErrOpenState) {
 				r.failed.Add(uint64(n - len(ok)))
 			}
+			if len(ok) > 0 {
+				return fmt.Errorf("publish %d events: %w: %w", n, errPartial, err)
+			}
 			return fmt.Errorf("publish %d events: %w", n, err)
 		}
 	}
@@ -432,6 +472,20 @@ func recordSize(m kafka.Message) int {
 		n += 10 + len(h.Key) + len(h.Value)
 	}
 	return n
+}
+
+// errPartial marks a publish call that Kafka acknowledged for some partitions
+// and not others.
+var errPartial = errors.New("partly acknowledged")
+
+// partlyWritten reports whether err is a kafka-go write error in which some
+// records were written.
+func partlyWritten(err error) bool {
+	var werrs kafka.WriteErrors
+	if !errors.As(err, &werrs) {
+		return false
+	}
+	return slices.ContainsFunc(werrs, func(e error) bool { return e == nil })
 }
 
 // chunkSucceeded returns the IDs of the rows of chunk that Kafka acknowledged

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,32 @@ type TopicSpec struct {
 	Partitions int
 	// ReplicationFactor is the number of replicas of each partition.
 	ReplicationFactor int
+	// MinInSyncReplicas is the topic's min.insync.replicas: how many replicas,
+	// the leader included, must hold a record before a produce with acks=all
+	// (the relay's) succeeds; with fewer in sync the partition refuses writes
+	// (NOT_ENOUGH_REPLICAS) rather than keep a record on too few brokers. Zero
+	// means DefaultMinInSyncReplicas(ReplicationFactor).
+	MinInSyncReplicas int
+}
+
+// DefaultMinInSyncReplicas is the min.insync.replicas CHOM gives a topic of
+// replicationFactor replicas when none is configured: 2 from 3 replicas up, so
+// an acknowledged record is on two brokers and survives the loss of any one of
+// them while the topic still takes writes with one broker down; 1 below 3,
+// where 2 would stop all writes whenever one broker of two is away.
+func DefaultMinInSyncReplicas(replicationFactor int) int {
+	if replicationFactor >= 3 {
+		return 2
+	}
+	return 1
+}
+
+// minInSync is s.MinInSyncReplicas, or its default when zero.
+func (s TopicSpec) minInSync() int {
+	if s.MinInSyncReplicas == 0 {
+		return DefaultMinInSyncReplicas(s.ReplicationFactor)
+	}
+	return s.MinInSyncReplicas
 }
 
 // Validate reports every invalid field at once.
@@ -28,11 +55,16 @@ func (s TopicSpec) Validate() error {
 	if s.ReplicationFactor <= 0 {
 		errs = append(errs, errors.New("topic spec: ReplicationFactor must be positive"))
 	}
+	if s.MinInSyncReplicas < 0 || (s.ReplicationFactor > 0 && s.MinInSyncReplicas > s.ReplicationFactor) {
+		errs = append(errs, fmt.Errorf("topic spec: MinInSyncReplicas (%d) must be between 1 and ReplicationFactor (%d): more could never be in sync, and every write would fail",
+			s.MinInSyncReplicas, s.ReplicationFactor))
+	}
 	return errors.Join(errs...)
 }
 
 // EnsureTopics creates each of topics (full names) that does not exist yet with
-// spec; existing topics are left as they are. It returns once client's
+// spec (partitions, replicas and min.insync.replicas); existing topics are left
+// as they are, whatever their settings. It returns once client's
 // transport knows a leader for every partition of every topic and each leader
 // serves its partition, so a writer sharing that transport can write to all of
 // them right away. A topic the broker has just created may list partitions
@@ -47,6 +79,7 @@ func EnsureTopics(ctx context.Context, client *kafka.Client, spec TopicSpec, top
 	for _, t := range topics {
 		req.Topics = append(req.Topics, kafka.TopicConfig{
 			Topic: t, NumPartitions: spec.Partitions, ReplicationFactor: spec.ReplicationFactor,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "min.insync.replicas", ConfigValue: strconv.Itoa(spec.minInSync())}},
 		})
 	}
 	// A metadata request first: when the transport cannot reach, authenticate

@@ -23,13 +23,27 @@
 #                                                    in as; every user gets PLAIN and
 #                                                    SCRAM-SHA-512 credentials
 #                                      (internal/testenv's StartKafkaSASLServer writes them).
+#   scripts/kafka.sh start-cluster DIR [N]
+#                                      start an N-node cluster (default 3) in DIR/node1..N:
+#                                      every node is a broker and a controller (combined
+#                                      KRaft, N voters), CHOM's internal topics (consumer
+#                                      offsets, transactions) get min(N,3) replicas and min
+#                                      ISR 2. The nodes start in parallel (one alone never
+#                                      finishes starting: it waits for a quorum). Prints the
+#                                      bootstrap list (host:port,host:port,...), node 1 first.
+#                                      Starting again on the same DIR restarts the stopped
+#                                      nodes with their data and ports.
+#   scripts/kafka.sh start DIR/nodeK   (re)start node K of a cluster alone, same port and data
 #   scripts/kafka.sh stop DIR          stop the broker of DIR (SIGTERM, SIGKILL after 30s)
-#   scripts/kafka.sh kill DIR          SIGKILL the broker of DIR (a crash)
+#   scripts/kafka.sh stop-cluster DIR  stop every node of the cluster in DIR, in parallel
+#   scripts/kafka.sh kill DIR          SIGKILL the broker of DIR (a crash); DIR/nodeK for
+#                                      one node of a cluster
 #
 # Knobs (environment):
 #   CHOM_KAFKA_VERSION     org.apache.kafka:kafka_2.13 version (default 4.1.1)
 #   CHOM_KAFKA_CACHE       where the jars are kept (default ~/.cache/chom/kafka); never in git
-#   CHOM_KAFKA_HEAP        the broker's -Xmx (default 512m)
+#   CHOM_KAFKA_HEAP        each broker's -Xmx (default 512m)
+#   CHOM_KAFKA_JVM_OPTS    more java options (default -XX:TieredStopAtLevel=1)
 #   CHOM_TEST_KAFKA_PORT   first port to try (default 59092)
 #
 # Needs java (17+) and mvn: as root, `apt-get install openjdk-17-jre-headless maven`;
@@ -40,6 +54,9 @@ readonly version="${CHOM_KAFKA_VERSION:-4.1.1}"
 readonly cache="${CHOM_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chom/kafka}"
 readonly libs="$cache/$version/libs"
 readonly heap="${CHOM_KAFKA_HEAP:-512m}"
+# C1 only: a test broker starts in about half the CPU time (the JIT's second
+# tier is most of a start's work on two busy cores) and serves tests as fast.
+readonly jvm_opts="${CHOM_KAFKA_JVM_OPTS:--XX:TieredStopAtLevel=1}"
 # log4j-slf4j-impl routes the broker's logs to DIR/server.log; the version is the
 # log4j that kafka_2.13 itself depends on.
 readonly log4j_version=2.24.3
@@ -124,8 +141,12 @@ broker_pid() {
 mode=plaintext
 
 write_config() {
-	local dir="$1" port="$2" cport="$3"
-	if [[ "$mode" == sasl ]]; then
+	local dir="$1" port="$2" cport="$3" internal_rf=1 internal_isr=1
+	if [[ -s "$dir/cluster.env" ]]; then
+		write_cluster_config "$dir" "$port" "$cport"
+		internal_rf=$((cluster_nodes < 3 ? cluster_nodes : 3))
+		internal_isr=$((internal_rf < 2 ? internal_rf : 2))
+	elif [[ "$mode" == sasl ]]; then
 		write_sasl_config "$dir" "$port" "$cport"
 	else
 		cat >"$dir/server.properties" <<-EOF
@@ -147,13 +168,13 @@ write_config() {
 		num.partitions=1
 		auto.create.topics.enable=false
 		delete.topic.enable=true
-		offsets.topic.replication.factor=1
+		offsets.topic.replication.factor=$internal_rf
 		offsets.topic.num.partitions=4
-		transaction.state.log.replication.factor=1
-		transaction.state.log.min.isr=1
+		transaction.state.log.replication.factor=$internal_rf
+		transaction.state.log.min.isr=$internal_isr
 		transaction.state.log.num.partitions=4
-		share.coordinator.state.topic.replication.factor=1
-		share.coordinator.state.topic.min.isr=1
+		share.coordinator.state.topic.replication.factor=$internal_rf
+		share.coordinator.state.topic.min.isr=$internal_isr
 		group.initial.rebalance.delay.ms=0
 		group.consumer.min.session.timeout.ms=6000
 		group.min.session.timeout.ms=2000
@@ -172,6 +193,44 @@ write_config() {
 		logger.kafka.level = info
 		logger.apache.name = org.apache.kafka
 		logger.apache.level = warn
+	EOF
+}
+
+# Filled by load_cluster from DIR/cluster.env, which start-cluster writes for
+# each node: its id, the cluster's size, id and voters, and the node's ports.
+cluster_node="" cluster_nodes="" cluster_id="" cluster_voters="" cluster_port="" cluster_cport=""
+
+load_cluster() {
+	local dir="$1" key value
+	while IFS='=' read -r key value; do
+		case "$key" in
+		node) cluster_node="$value" ;;
+		nodes) cluster_nodes="$value" ;;
+		id) cluster_id="$value" ;;
+		voters) cluster_voters="$value" ;;
+		port) cluster_port="$value" ;;
+		cport) cluster_cport="$value" ;;
+		esac
+	done <"$dir/cluster.env"
+	[[ -n "$cluster_node" && -n "$cluster_nodes" && -n "$cluster_id" && -n "$cluster_voters" &&
+		-n "$cluster_port" && -n "$cluster_cport" ]] || die "$dir/cluster.env is incomplete"
+}
+
+# write_cluster_config writes the listener part of one node of a cluster: a
+# broker and a controller (combined mode), every node a voter.
+write_cluster_config() {
+	local dir="$1" port="$2" cport="$3"
+	cat >"$dir/server.properties" <<-EOF
+		# Written by scripts/kafka.sh start-cluster: node $cluster_node of $cluster_nodes,
+		# each a broker and a controller, loopback only, sized for tests.
+		process.roles=broker,controller
+		node.id=$cluster_node
+		controller.quorum.voters=$cluster_voters
+		listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+		advertised.listeners=PLAINTEXT://127.0.0.1:$port
+		controller.listener.names=CONTROLLER
+		inter.broker.listener.name=PLAINTEXT
+		listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 	EOF
 }
 
@@ -248,6 +307,13 @@ cmd_start() {
 		return 0
 	fi
 	cmd_fetch >/dev/null
+	local member=""
+	if [[ -s "$dir/cluster.env" ]]; then
+		# A node of a cluster: its ports are in the other nodes' voters list.
+		load_cluster "$dir"
+		member=1 port="$cluster_port"
+		printf '%s\n' "$cluster_cport" >"$dir/controller-port"
+	fi
 	# A restart reuses the ports of the first start, so clients reconnect.
 	if [[ -z "$port" && -s "$dir/address" ]]; then
 		port="$(sed 's/.*://' "$dir/address")"
@@ -263,23 +329,26 @@ cmd_start() {
 		fi
 		write_config "$dir" "$port" "$cport"
 		if [[ ! -f "$dir/data/meta.properties" ]]; then
-			local cluster_id extra=()
+			local extra=()
 			mapfile -t extra < <(format_args "$dir")
-			# A Kafka UUID: 16 random bytes, URL-safe base64 without padding.
-			cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+			if [[ -z "$member" ]]; then
+				cluster_id="$(new_cluster_id)"
+			fi
 			java -Xmx256m -cp "$libs/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
 				kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${extra[@]}" \
 				>"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "kafka-storage format failed"; }
 		fi
 		: >"$dir/server.log"
 		# setsid: the broker outlives this script and gets signals only from stop/kill.
-		setsid java -Xms128m -Xmx"$heap" -XX:+UseSerialGC -Djava.awt.headless=true \
+		# shellcheck disable=SC2086 # CHOM_KAFKA_JVM_OPTS is a list of options
+		setsid java -Xms128m -Xmx"$heap" -XX:+UseSerialGC $jvm_opts -Djava.awt.headless=true \
 			-Dlog4j2.configurationFile="$dir/log4j2.properties" \
 			-cp "$libs/*" kafka.Kafka "$dir/server.properties" \
 			>>"$dir/stdout.log" 2>&1 </dev/null &
 		pid=$!
 		printf '%s\n' "$pid" >"$dir/kafka.pid"
-		for ((i = 0; i < 240; i++)); do
+		# 120s: three JVMs starting at once on two busy cores take a while.
+		for ((i = 0; i < 480; i++)); do
 			if grep -q 'Kafka Server started' "$dir/server.log" 2>/dev/null; then
 				printf '%s\n' "$cport" >"$dir/controller-port"
 				printf '127.0.0.1:%s\n' "$port" >"$dir/address"
@@ -292,10 +361,11 @@ cmd_start() {
 		if kill -0 "$pid" 2>/dev/null; then
 			kill -KILL "$pid" 2>/dev/null || true
 			tail -n 40 "$dir/server.log" "$dir/stdout.log" >&2 || true
-			die "the broker did not start within 60s"
+			die "the broker did not start within 120s"
 		fi
 		# It died: most likely a port taken between the check and the bind.
-		if grep -qi 'Address already in use' "$dir/server.log" "$dir/stdout.log" 2>/dev/null && [[ ! -s "$dir/address" ]]; then
+		# A cluster node cannot move (start-cluster retries with new ports).
+		if [[ -z "$member" ]] && grep -qi 'Address already in use' "$dir/server.log" "$dir/stdout.log" 2>/dev/null && [[ ! -s "$dir/address" ]]; then
 			port=$((port + 1))
 			rm -f "$dir/controller-port"
 			continue
@@ -332,6 +402,105 @@ cmd_kill() {
 	rm -f "$dir/kafka.pid"
 }
 
+# new_cluster_id prints a Kafka UUID: 16 random bytes, URL-safe base64 without padding.
+new_cluster_id() {
+	head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='
+}
+
+# plan_cluster writes DIR/nodeK/cluster.env for K in 1..N: free client ports
+# from CHOM_TEST_KAFKA_PORT (or 59092) and controller ports 1000 above, all
+# distinct, and one cluster ID.
+plan_cluster() {
+	local dir="$1" n="$2" id i next cnext voters=""
+	local ports=() cports=()
+	id="$(new_cluster_id)"
+	next="${CHOM_TEST_KAFKA_PORT:-59092}"
+	cnext=$((next + 1000))
+	for ((i = 1; i <= n; i++)); do
+		ports[i]="$(free_port "$next")"
+		next=$((ports[i] + 1))
+		cports[i]="$(free_port "$cnext")"
+		cnext=$((cports[i] + 1))
+		voters+="${voters:+,}$i@127.0.0.1:${cports[i]}"
+	done
+	for ((i = 1; i <= n; i++)); do
+		mkdir -p "$dir/node$i"
+		printf 'node=%s\nnodes=%s\nid=%s\nvoters=%s\nport=%s\ncport=%s\n' \
+			"$i" "$n" "$id" "$voters" "${ports[i]}" "${cports[i]}" >"$dir/node$i/cluster.env"
+	done
+}
+
+# cluster_nodes_of prints the node directories of the cluster in DIR, in order.
+cluster_nodes_of() {
+	local dir="$1" i=1
+	while [[ -s "$dir/node$i/cluster.env" ]]; do
+		printf '%s\n' "$dir/node$i"
+		i=$((i + 1))
+	done
+}
+
+cmd_start_cluster() {
+	local dir="${1:-}" n="${2:-3}" attempt fresh node failed addrs pids=()
+	[[ -n "$dir" ]] || usage
+	[[ "$n" =~ ^[1-9]$ ]] || die "start-cluster: N must be 1 to 9"
+	mkdir -p "$dir"
+	dir="$(cd "$dir" && pwd)"
+	cmd_fetch >/dev/null
+	for attempt in 1 2 3; do
+		fresh=""
+		if [[ ! -s "$dir/node1/cluster.env" ]]; then
+			plan_cluster "$dir" "$n"
+			fresh=1
+		fi
+		pids=()
+		while read -r node; do
+			# Each node in its own process: a node starts only once a quorum of
+			# voters runs, so they must all be starting at once.
+			bash "${BASH_SOURCE[0]}" start "$node" >"$node/start.out" 2>"$node/start.err" &
+			pids+=($!)
+		done < <(cluster_nodes_of "$dir")
+		failed=""
+		for pid in "${pids[@]}"; do
+			wait "$pid" || failed=1
+		done
+		if [[ -z "$failed" ]]; then
+			addrs=""
+			while read -r node; do
+				addrs+="${addrs:+,}$(cat "$node/address")"
+			done < <(cluster_nodes_of "$dir")
+			printf '%s\n' "$addrs"
+			return 0
+		fi
+		while read -r node; do
+			cmd_kill "$node"
+		done < <(cluster_nodes_of "$dir")
+		# A port taken between the check and the bind: plan again with new ports.
+		if [[ -n "$fresh" ]] && cat "$dir"/node*/server.log "$dir"/node*/stdout.log 2>/dev/null | grep -qi 'Address already in use'; then
+			log "start-cluster: a port was taken; trying again with others"
+			rm -rf "$dir"/node*
+			continue
+		fi
+		break
+	done
+	for node in "$dir"/node*; do
+		log "== $node"
+		cat "$node/start.err" >&2 2>/dev/null || true
+	done
+	die "the cluster in $dir did not start (see above)"
+}
+
+cmd_stop_cluster() {
+	local dir="${1:-}" node pids=()
+	[[ -n "$dir" ]] || usage
+	while read -r node; do
+		cmd_stop "$node" &
+		pids+=($!)
+	done < <(cluster_nodes_of "$dir")
+	for pid in "${pids[@]}"; do
+		wait "$pid" || true
+	done
+}
+
 main() {
 	local cmd="${1:-}"
 	shift || true
@@ -342,7 +511,9 @@ main() {
 		mode=sasl
 		cmd_start "$@"
 		;;
+	start-cluster) cmd_start_cluster "$@" ;;
 	stop) cmd_stop "$@" ;;
+	stop-cluster) cmd_stop_cluster "$@" ;;
 	kill) cmd_kill "$@" ;;
 	*) usage ;;
 	esac

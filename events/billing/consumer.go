@@ -52,7 +52,8 @@ type Config struct {
 	// "-" means none.
 	TopicPrefix string
 	// Topics is how the consumer creates its topics when they are missing (it
-	// may start before the relay). Default 6 partitions, 3 replicas.
+	// may start before the relay). Default 6 partitions, 3 replicas,
+	// min.insync.replicas 2 (see events.DefaultMinInSyncReplicas).
 	Topics events.TopicSpec
 
 	// MaxBatch is the most records applied in one database transaction.
@@ -112,6 +113,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Topics.ReplicationFactor == 0 {
 		c.Topics.ReplicationFactor = events.DefaultReplicationFactor
+	}
+	if c.Topics.MinInSyncReplicas == 0 {
+		c.Topics.MinInSyncReplicas = events.DefaultMinInSyncReplicas(c.Topics.ReplicationFactor)
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 500

@@ -17,8 +17,13 @@
 // with SIGTERM during work, the queue's Redis killed and restarted (AOF) and
 // flushed, PostgreSQL stopped under the API, and the VPS sites are placed on
 // becoming unreachable (TestVPSUnreachable: its breaker opens, tasks are
-// deferred without burning retries, and all succeed once it is back). Kafka
-// comes with the relay.
+// deferred without burning retries, and all succeed once it is back). On a
+// three-broker Kafka cluster, TestKafkaBrokerKilled kills the active
+// controller (a partition leader too) while the relay publishes a stream of
+// usage events and the billing consumer bills them; its ledger is every
+// outbox row on Kafka at least once and billed exactly once, each tenant's
+// events in outbox order on Kafka and on the invoices, and totals equal to the
+// usage sum.
 //
 // The package holds tests only. It builds cmd/chom once per test binary (in
 // TestMain) and finds its servers like every integration test (internal/testenv):

@@ -28,7 +28,7 @@ func NewRelay(ctx context.Context, c Config, b *Backends, log *slog.Logger) (*Re
 		Logger:         log,
 		Security:       c.KafkaSecurity,
 		TopicPrefix:    c.KafkaTopicPrefix,
-		Topics:         events.TopicSpec{Partitions: c.KafkaPartitions, ReplicationFactor: c.KafkaReplication},
+		Topics:         c.topicSpec(),
 		BatchSize:      c.RelayBatch,
 		PollInterval:   c.RelayPollInterval,
 		BreakerTimeout: c.RelayBreakerTimeout,
@@ -63,7 +63,7 @@ func NewBillingConsumer(c Config, b *Backends, log *slog.Logger) (*BillingConsum
 		Security:    c.KafkaSecurity,
 		GroupID:     c.BillingGroup,
 		TopicPrefix: c.KafkaTopicPrefix,
-		Topics:      events.TopicSpec{Partitions: c.KafkaPartitions, ReplicationFactor: c.KafkaReplication},
+		Topics:      c.topicSpec(),
 	})
 	if err != nil {
 		return nil, err
@@ -74,3 +74,8 @@ func NewBillingConsumer(c Config, b *Backends, log *slog.Logger) (*BillingConsum
 
 // Run consumes until ctx ends.
 func (bc *BillingConsumer) Run(ctx context.Context) error { return bc.Consumer.Run(ctx) }
+
+// topicSpec is how the relay and the billing consumer create missing topics.
+func (c Config) topicSpec() events.TopicSpec {
+	return events.TopicSpec{Partitions: c.KafkaPartitions, ReplicationFactor: c.KafkaReplication, MinInSyncReplicas: c.KafkaMinInSync}
+}

@@ -106,6 +106,7 @@ type Config struct {
 	KafkaTopicPrefix    string
 	KafkaPartitions     int
 	KafkaReplication    int
+	KafkaMinInSync      int // 0: events.DefaultMinInSyncReplicas(KafkaReplication)
 	KafkaSecurity       events.KafkaSecurity
 	RelayBatch          int
 	RelayPollInterval   time.Duration
@@ -298,6 +299,9 @@ func Settings() []Setting {
 			Doc: "partitions of a topic the relay or the consumer creates; never change it on an existing topic (a tenant's key would move)"},
 		{Env: "CHOM_KAFKA_REPLICATION", Default: itoa(events.DefaultReplicationFactor), Dev: "1", Roles: RoleRelay | RoleBilling, set: positive(func(c *Config) *int { return &c.KafkaReplication }),
 			Doc: "replication factor of a topic they create"},
+		{Env: "CHOM_KAFKA_MIN_INSYNC_REPLICAS", DefaultNote: "2 when `CHOM_KAFKA_REPLICATION` ≥ 3, else 1", Roles: RoleRelay | RoleBilling,
+			set: optional(positive(func(c *Config) *int { return &c.KafkaMinInSync })),
+			Doc: "`min.insync.replicas` of a topic they create: replicas that must hold an event before the relay's write (acks=all) succeeds; at most `CHOM_KAFKA_REPLICATION`. Topics that already exist keep theirs (see docs/operations.md, Kafka)"},
 		{Env: "CHOM_KAFKA_TLS", Default: "false", Roles: RoleRelay | RoleBilling, set: boolean(func(c *Config) *bool { return &c.KafkaSecurity.TLS }),
 			Doc: "connect to the brokers over TLS (the broker's certificate must name the host the bootstrap list or the broker's metadata gives); see docs/events.md, Broker security"},
 		{Env: "CHOM_KAFKA_TLS_CA_FILE", DefaultNote: "the system roots", Roles: RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.KafkaSecurity.CAFile }),
@@ -441,6 +445,10 @@ func (c Config) validate() []error {
 			errs = append(errs, fmt.Errorf("CHOM_PUBLIC_URL: %w", err))
 		}
 	}
+	if c.KafkaMinInSync > c.KafkaReplication && c.KafkaReplication > 0 {
+		errs = append(errs, fmt.Errorf("CHOM_KAFKA_MIN_INSYNC_REPLICAS=%d: at most CHOM_KAFKA_REPLICATION (%d), or no write could ever succeed",
+			c.KafkaMinInSync, c.KafkaReplication))
+	}
 	if err := c.KafkaSecurity.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -503,6 +511,17 @@ func positive(field func(*Config) *int) func(*Config, string) error {
 		}
 		*field(c) = n
 		return nil
+	}
+}
+
+// optional is set for a setting whose default is derived from others: unset
+// (empty) leaves the field zero, for the code that derives it.
+func optional(set func(*Config, string) error) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" {
+			return nil
+		}
+		return set(c, v)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chomhq/chom/events"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/configuration.md from the settings table")
@@ -138,6 +140,43 @@ func TestDurText(t *testing.T) {
 		}
 		if back, err := time.ParseDuration(want); err != nil || back != d {
 			t.Errorf("%q does not parse back to %s", want, d)
+		}
+	}
+}
+
+// CHOM_KAFKA_MIN_INSYNC_REPLICAS: unset, the events package's default for the
+// replication factor (2 of 3); more than the replicas is refused at start-up,
+// since no acks=all write could then succeed.
+func TestKafkaMinInSyncReplicas(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env     map[string]string
+		want    int // of the topic spec
+		refused bool
+	}{
+		{map[string]string{}, 2, false},
+		{map[string]string{"CHOM_KAFKA_REPLICATION": "1"}, 1, false},
+		{map[string]string{"CHOM_KAFKA_MIN_INSYNC_REPLICAS": "3"}, 3, false},
+		{map[string]string{"CHOM_KAFKA_MIN_INSYNC_REPLICAS": "4"}, 0, true},
+		{map[string]string{"CHOM_KAFKA_MIN_INSYNC_REPLICAS": "0"}, 0, true},
+	} {
+		c, err := LoadConfig(func(k string) string { return tc.env[k] })
+		if tc.refused {
+			if err == nil || !strings.Contains(err.Error(), "CHOM_KAFKA_MIN_INSYNC_REPLICAS") {
+				t.Errorf("%v: error %v, want one naming CHOM_KAFKA_MIN_INSYNC_REPLICAS", tc.env, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%v: %v", tc.env, err)
+			continue
+		}
+		spec := c.topicSpec()
+		if spec.MinInSyncReplicas == 0 {
+			spec.MinInSyncReplicas = events.DefaultMinInSyncReplicas(spec.ReplicationFactor)
+		}
+		if spec.MinInSyncReplicas != tc.want || spec.Validate() != nil {
+			t.Errorf("%v: topic spec %+v (%v), want min.insync.replicas %d", tc.env, spec, spec.Validate(), tc.want)
 		}
 	}
 }
