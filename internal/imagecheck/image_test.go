@@ -99,6 +99,8 @@ func TestImage(t *testing.T) {
 	// No shell: running one fails, whatever the image's entrypoint.
 	if b, err := docker.Command(ctx, "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", tag, "-c", "true").CombinedOutput(); err == nil {
 		t.Errorf("/bin/sh ran in the image:\n%s", b)
+	} else {
+		t.Logf("docker run --entrypoint /bin/sh: %s", bytes.TrimSpace(b))
 	}
 
 	// chom dev, on a free loopback port of the host's network, with a
@@ -300,7 +302,7 @@ func waitHealthy(t *testing.T, ctx context.Context, docker *testenv.DockerDaemon
 			return strings.TrimSpace(st.Health.Log[len(st.Health.Log)-1].Output)
 		}
 		if !st.Running || time.Now().After(deadline) {
-			t.Fatalf("container not healthy after %s (running %v): %+v", within, st.Running, st.Health)
+			t.Fatalf("container not healthy (running %v, waited at most %s): %+v", st.Running, within, st.Health)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
