@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/chomhq/chom/internal/healthcheck"
 	"github.com/chomhq/chom/internal/stack"
 	"github.com/chomhq/chom/models"
 )
@@ -186,6 +187,30 @@ func tokenRevokeFlags(fs *flag.FlagSet) func(context.Context, env) error {
 		}
 		fmt.Fprintf(e.stdout, "revoked %s (%s) of tenant %s at %s; running ingress processes refuse it within CHOM_TOKEN_CACHE_TTL\n",
 			t.ID, t.Prefix, t.TenantID, t.RevokedAt.UTC().Format(time.RFC3339))
+		return nil
+	}
+}
+
+// healthcheckFlags is `chom healthcheck`: the image has no shell or curl, so
+// its HEALTHCHECK runs this. Without --url it tries every endpoint the
+// environment's CHOM_LISTEN and CHOM_METRICS_LISTEN give (stack.HealthURLs).
+func healthcheckFlags(fs *flag.FlagSet) func(context.Context, env) error {
+	url := fs.String("url", "", "probe only this URL (default: the API's and every /metrics listener's health endpoint, from CHOM_LISTEN and CHOM_METRICS_LISTEN)")
+	timeout := fs.Duration("timeout", healthcheck.DefaultTimeout, "give up after this long")
+	return func(ctx context.Context, e env) error {
+		c := healthcheck.Config{URLs: []string{*url}, Timeout: *timeout}
+		if *url == "" {
+			cfg, err := stack.LoadConfig(e.getenv)
+			if err != nil {
+				return err
+			}
+			c.URLs = stack.HealthURLs(cfg)
+		}
+		u, err := healthcheck.Probe(ctx, c)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, "healthy:", u)
 		return nil
 	}
 }

@@ -61,6 +61,15 @@ func TestMetricsServer(t *testing.T) {
 	if res.StatusCode != 200 || !strings.Contains(string(body), "go_goroutines") {
 		t.Errorf("GET /metrics: %d %.300s", res.StatusCode, body)
 	}
+	if res, err := http.Get("http://" + addr + HealthPath); err != nil {
+		t.Errorf("GET %s: %v", HealthPath, err)
+	} else {
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !strings.Contains(string(body), `"ok"`) {
+			t.Errorf("GET %s: %d %s", HealthPath, res.StatusCode, body)
+		}
+	}
 	if res, err := http.Get("http://" + addr + "/other"); err == nil {
 		res.Body.Close()
 		if res.StatusCode != http.StatusNotFound {

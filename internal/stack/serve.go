@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -97,6 +98,21 @@ func metricsAddr(c Config, def string) string {
 	return c.MetricsListen
 }
 
+// HealthPath is the liveness endpoint of the processes without an API
+// (worker, scheduler, relay, billing-consumer), served beside /metrics on
+// their CHOM_METRICS_LISTEN listener. It answers 200 while the process serves
+// HTTP: a liveness signal for a container's HEALTHCHECK or a supervisor, not
+// a readiness check of the database or Redis (the ingress's
+// /api/v1/health/detailed is that).
+const HealthPath = "/health"
+
+// serveLiveness answers HealthPath.
+func serveLiveness(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
+}
+
 // metricsServer listens on addr now (so a taken port fails the start) and
 // returns the runner that serves m at GET /metrics there until ctx ends; none
 // when addr is "" (disabled).
@@ -110,6 +126,7 @@ func metricsServer(addr string, m *metrics.Metrics, shutdown time.Duration, log 
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
-	log.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
+	mux.HandleFunc("GET "+HealthPath, serveLiveness)
+	log.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics", "health", HealthPath)
 	return []Runner{func(ctx context.Context) error { return ServeHTTP(ctx, ln, mux, shutdown, log) }}, nil
 }

@@ -325,3 +325,24 @@ func TestMissingServer(t *testing.T) {
 		}
 	}
 }
+
+// Without dockerd, StartDocker skips the test on a developer machine and
+// fails it when CI is set (the image test must run in CI). Not parallel: it
+// changes the environment.
+func TestMissingDocker(t *testing.T) {
+	for _, ci := range []string{"", "true"} {
+		t.Run(fmt.Sprintf("CI=%q", ci), func(t *testing.T) {
+			t.Setenv("PATH", t.TempDir()) // no dockerd, no docker
+			t.Setenv(testenv.EnvCI, ci)
+			r := &recordingTB{TB: t}
+			r.run(func(tb testing.TB) { testenv.StartDocker(tb) })
+			wantFatal := ci != ""
+			if r.fataled != wantFatal || r.skipped == wantFatal {
+				t.Errorf("fatal = %v, skip = %v (%q); want fatal = %v", r.fataled, r.skipped, r.msg, wantFatal)
+			}
+			if !strings.Contains(r.msg, "docker.io") {
+				t.Errorf("message %q does not say what to install", r.msg)
+			}
+		})
+	}
+}
