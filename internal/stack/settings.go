@@ -314,7 +314,7 @@ func Settings() []Setting {
 			Doc: "`scram-sha-512`, `plain` (only with `CHOM_KAFKA_TLS=true`: it sends the password as it is) or empty for no SASL"},
 		{Env: "CHOM_KAFKA_SASL_USERNAME", Roles: RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.KafkaSecurity.Username }),
 			Doc: "SASL user; give the relay and the billing consumer users of their own (the broker's ACLs tell them apart)"},
-		{Env: "CHOM_KAFKA_SASL_PASSWORD", Roles: RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.KafkaSecurity.Password }),
+		{Env: "CHOM_KAFKA_SASL_PASSWORD", Secret: true, Roles: RoleRelay | RoleBilling, set: text(func(c *Config) *string { return &c.KafkaSecurity.Password }),
 			Doc: "SASL password; never logged nor shown in an error"},
 		{Env: "CHOM_RELAY_BATCH_SIZE", Default: itoa(events.DefaultRelayBatchSize), Roles: RoleRelay, set: positive(func(c *Config) *int { return &c.RelayBatch }),
 			Doc: "outbox rows read and published at once"},
