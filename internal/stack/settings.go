@@ -151,7 +151,7 @@ func Settings() []Setting {
 		{Env: "CHOM_DATABASE_URL", Secret: true, Dev: "sqlite://<data-dir>/chom.db", Roles: roleAll &^ RoleScheduler, set: text(func(c *Config) *string { return &c.DatabaseURL }),
 			Doc: "`postgres://user:pass@host:5432/db?sslmode=…` or `sqlite:///path/file.db`; required by every process but `scheduler`"},
 		{Env: "CHOM_REDIS_URL", Secret: true, Dev: "embedded", Roles: RoleDev, set: text(func(c *Config) *string { return &c.RedisURL }),
-			Doc: "`redis://[:pass@]host:6379/0`, `rediss://…`, `redis-sentinel://…` (as asynq parses it); required by `ingress`, `worker` and `scheduler`"},
+			Doc: "`redis://[:pass@]host:6379/0`, `rediss://…`, or under Sentinel `redis-sentinel://[:pass@]host1:26379,host2:26379,host3:26379/0?master=NAME[&sentinel_password=…]` (the user information is the master's password, `sentinel_password` the sentinels' own; see docs/operations.md, Redis under Sentinel); required by `ingress`, `worker` and `scheduler`"},
 		{Env: "CHOM_LISTEN", Default: ":8080", Dev: "127.0.0.1:8080", Roles: RoleIngress, set: text(func(c *Config) *string { return &c.Listen }),
 			Doc: "HTTP listen address of the API (`chom dev`: its `--listen` flag)"},
 		{Env: "CHOM_PUBLIC_URL", Secret: true, Roles: RoleIngress, set: text(func(c *Config) *string { return &c.PublicURL }),
