@@ -30,7 +30,9 @@ type SentinelOptions struct {
 func (o SentinelOptions) MasterName() string { return o.opt.MasterName }
 
 // SentinelAddrs are the sentinels' host:port addresses, in the URL's order.
-func (o SentinelOptions) SentinelAddrs() []string { return append([]string(nil), o.opt.SentinelAddrs...) }
+func (o SentinelOptions) SentinelAddrs() []string {
+	return append([]string(nil), o.opt.SentinelAddrs...)
+}
 
 // DB is the database number selected on the master.
 func (o SentinelOptions) DB() int { return o.opt.DB }
