@@ -157,19 +157,5 @@ func TestRedisFlushed(t *testing.T) {
 // queueDepth returns the depth of the default queue of the Redis at addr.
 func queueDepth(t *testing.T, addr string) queue.QueueDepth {
 	t.Helper()
-	rc, err := queue.NewRedisClient("redis://"+addr+"/0", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	depths, err := queue.NewInspector(rc).Depths(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range depths {
-		if d.Queue == queue.QueueDefault {
-			return d
-		}
-	}
-	return queue.QueueDepth{}
+	return queueDepthAt(t, "redis://"+addr+"/0")
 }
