@@ -79,8 +79,9 @@ func (a *API) mutateByID(c *gin.Context, prefix, field string, do func(context.C
 }
 
 // enqueue puts the operation's task on the queue after its row committed. A
-// failure is logged, not returned: the operation is safe in the database and the
-// reconciler enqueues it later (DESIGN.md, invariant 2).
+// failure is logged, not returned: the operation is safe in the database; the
+// assembly's enqueuer (queue.Backlog) retries it in the background, and the
+// reconciler enqueues it later if that fails too (DESIGN.md, invariant 2).
 func (a *API) enqueue(c *gin.Context, op *models.Operation) {
 	if op.Status != models.OpPending {
 		return
@@ -88,7 +89,7 @@ func (a *API) enqueue(c *gin.Context, op *models.Operation) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), a.enqueueTimeout)
 	defer cancel()
 	if err := a.enqueuer.EnqueueOperation(ctx, op); err != nil {
-		a.log.Warn("enqueue failed; the reconciler will retry", "operation_id", op.ID,
+		a.log.Warn("enqueue failed; retried in the background, then by the reconciler", "operation_id", op.ID,
 			"request_id", c.GetString(ctxRequestID), "error", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	neturl "net/url"
+	"strings"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -12,14 +13,30 @@ import (
 	"github.com/chomhq/chom/models"
 )
 
-// RedisOptions parses a Redis URL (redis://, rediss://, redis-socket:// or
-// redis-sentinel://, as asynq.ParseRedisURI accepts) into connection options.
-// Its error names the URL with the password redacted and never wraps the
-// parser's own error, whose text may quote the URL whole (net/url's does).
+// RedisOptions parses a Redis URL into connection options: redis://,
+// rediss:// and redis-socket:// as asynq.ParseRedisURI reads them, and
+// redis-sentinel:// as SentinelOptions documents (CHOM's own parser). Every
+// Redis client of a process (asynq's client, server, inspector and
+// scheduler, the limits, the notifier, asynqmon) is built from these, so
+// under Sentinel each one follows the master through a failover. Its error
+// names the URL with the password redacted and never wraps the parser's own
+// error, whose text may quote the URL whole (net/url's does).
 func RedisOptions(url string) (asynq.RedisConnOpt, error) {
-	opt, err := asynq.ParseRedisURI(url)
+	var (
+		opt asynq.RedisConnOpt
+		err error
+	)
+	if strings.HasPrefix(url, "redis-sentinel:") {
+		opt, err = parseSentinelURL(url)
+	} else {
+		opt, err = asynq.ParseRedisURI(url)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("queue: parse redis URL %s: %s", models.RedactURL(url), redactedCause(err))
+		shown := models.RedactURL(url)
+		if strings.HasPrefix(url, "redis-sentinel:") {
+			shown = redactSentinelURL(url)
+		}
+		return nil, fmt.Errorf("queue: parse redis URL %s: %s", shown, redactedCause(err))
 	}
 	return opt, nil
 }
@@ -47,9 +64,8 @@ func NewRedisClient(url string, poolSize int) (redis.UniversalClient, error) {
 		case asynq.RedisClientOpt:
 			o.PoolSize = poolSize
 			opt = o
-		case asynq.RedisFailoverClientOpt:
-			o.PoolSize = poolSize
-			opt = o
+		case SentinelOptions:
+			opt = o.withPoolSize(poolSize)
 		case asynq.RedisClusterClientOpt:
 			// go-redis sizes cluster pools per node itself.
 		}

@@ -15,7 +15,8 @@
 //
 // The faults: a worker killed with SIGKILL mid-provision, a worker stopped
 // with SIGTERM during work, the queue's Redis killed and restarted (AOF) and
-// flushed, PostgreSQL stopped under the API, and the VPS sites are placed on
+// flushed, the master of a Sentinel-managed Redis killed under load,
+// PostgreSQL stopped under the API, and the VPS sites are placed on
 // becoming unreachable (TestVPSUnreachable: its breaker opens, tasks are
 // deferred without burning retries, and all succeed once it is back). On a
 // three-broker Kafka cluster, TestKafkaBrokerKilled kills the active

@@ -21,6 +21,7 @@ type Ingress struct {
 	API      *ingress.API
 	watcher  *queue.Watcher
 	acceptor *models.SiteAcceptor
+	backlog  *queue.Backlog // nil: failed enqueues are the reconciler's
 	ln       net.Listener
 	shutdown time.Duration
 	log      *slog.Logger
@@ -46,6 +47,19 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 		opsUI = queue.NewOpsUI(opt, false, c.PrometheusURL)
 		opsUIReadOnly = queue.NewOpsUI(opt, true, c.PrometheusURL)
 	}
+	// An enqueue that fails (Redis away: a Sentinel failover, a restart) is
+	// retried in the background for the reconciler's grace, the time the
+	// reconciler leaves it to this enqueue; CHOM_RECONCILE_GRACE=0 leaves it
+	// to the reconciler at once.
+	var enqueuer ingress.Enqueuer = queue.NewEnqueuer(b.Redis)
+	var backlog *queue.Backlog
+	if c.ReconcileGrace > 0 {
+		if backlog, err = queue.NewBacklog(queue.BacklogConfig{Redis: b.Redis, Logger: log.With("component", "enqueue_backlog"),
+			RetryFor: c.ReconcileGrace}); err != nil {
+			return nil, err
+		}
+		enqueuer = backlog
+	}
 	backups, err := backupAPIConfig(c)
 	if err != nil {
 		return nil, err
@@ -68,7 +82,7 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 		Store:         b.Store,
 		Reads:         reads,
 		Sites:         acceptor,
-		Enqueuer:      queue.NewEnqueuer(b.Redis),
+		Enqueuer:      enqueuer,
 		Inspector:     queue.NewInspector(b.Redis),
 		Watcher:       watcher,
 		Notifier:      queue.NewNotifier(b.Redis),
@@ -99,7 +113,7 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
-	return &Ingress{API: api, watcher: watcher, acceptor: acceptor, ln: ln, shutdown: c.ShutdownTimeout, log: log}, nil
+	return &Ingress{API: api, watcher: watcher, acceptor: acceptor, backlog: backlog, ln: ln, shutdown: c.ShutdownTimeout, log: log}, nil
 }
 
 // Addr is the address the API listens on.
@@ -114,6 +128,12 @@ func (i *Ingress) Run(ctx context.Context) error {
 	return RunAll(ctx,
 		func(ctx context.Context) error { i.watcher.Run(ctx); return nil },
 		i.acceptor.Run,
+		func(ctx context.Context) error {
+			if i.backlog != nil {
+				i.backlog.Run(ctx)
+			}
+			return nil
+		},
 		func(ctx context.Context) error { return ServeHTTP(ctx, i.ln, i.API.Handler(), i.shutdown, i.log) },
 	)
 }

@@ -168,7 +168,19 @@ type Slot struct {
 	stop  chan struct{}
 	done  chan struct{}
 	once  sync.Once
+	// expires is when the lease runs out unless renewed: set by Acquire and
+	// by each renewal, read by Release once the renewals have stopped.
+	expires time.Time
 }
+
+// How Release retries: every releaseEvery, each call bounded by
+// releaseTimeout, for at most releaseRetryFor and never past the lease (by
+// then the slot is free anyway).
+const (
+	releaseEvery    = 200 * time.Millisecond
+	releaseTimeout  = 2 * time.Second
+	releaseRetryFor = 15 * time.Second
+)
 
 // Acquire takes one slot of vpsID's semaphore and one of tenantID's, both or
 // neither, without waiting. A full semaphore is an error wrapping ErrBusy (and
@@ -214,13 +226,21 @@ func (l *Limiter) Acquire(ctx context.Context, vpsID, tenantID string) (*Slot, e
 		}
 		l.log.WarnContext(ctx, "concurrency limits unavailable (Redis unreachable): running without a slot",
 			"vps_id", vpsID, "tenant_id", tenantID, "error", err)
-		return &Slot{l: l}, nil
+		// The script may have run and only its answer been lost (the master
+		// died before replying, and its replica, promoted, has the slot):
+		// Release still removes the token, which is a no-op if it never
+		// got there, so such a slot does not hold a place until its lease.
+		done := make(chan struct{})
+		close(done)
+		return &Slot{l: l, keys: keys, token: token, stop: make(chan struct{}), done: done,
+			expires: time.Now().Add(l.cfg.Lease)}, nil
 	}
 	if full > 0 {
 		s := sems[full-1]
 		return nil, fmt.Errorf("%w: %s %s runs %d jobs already", ErrBusy, s.kind, s.id, s.max)
 	}
-	slot := &Slot{l: l, keys: keys, token: token, stop: make(chan struct{}), done: make(chan struct{})}
+	slot := &Slot{l: l, keys: keys, token: token, stop: make(chan struct{}), done: make(chan struct{}),
+		expires: time.Now().Add(l.cfg.Lease)}
 	go slot.renew(context.WithoutCancel(ctx))
 	return slot, nil
 }
@@ -238,8 +258,12 @@ func (s *Slot) renew(ctx context.Context) {
 		case <-t.C:
 		}
 		rctx, cancel := context.WithTimeout(ctx, every)
+		sent := time.Now()
 		lost, err := renewScript.Run(rctx, s.l.rdb, s.keys, s.token, s.l.cfg.Lease.Milliseconds()).Int()
 		cancel()
+		if err == nil {
+			s.expires = sent.Add(s.l.cfg.Lease)
+		}
 		switch {
 		case err != nil:
 			s.l.log.WarnContext(ctx, "could not renew concurrency slot; it frees itself if this lasts", "keys", s.keys, "error", err)
@@ -249,8 +273,13 @@ func (s *Slot) renew(ctx context.Context) {
 	}
 }
 
-// Release gives the slot back. It is safe to call more than once; an error
-// is logged, not returned: the lease frees the slot anyway.
+// Release gives the slot back. It is safe to call more than once. When Redis
+// does not answer (a Sentinel failover: the master is gone and no replica is
+// promoted yet) it retries every 200ms, for up to 15s and never past the
+// slot's lease, so a slot does not stay taken on the new master until its
+// lease runs out: a failover would otherwise cost the fleet every slot held
+// at that moment for up to a lease (30s), deferring tasks that could run. A
+// failure after that is logged, not returned: the lease frees the slot.
 func (s *Slot) Release(ctx context.Context) {
 	if s == nil || len(s.keys) == 0 {
 		return
@@ -259,10 +288,28 @@ func (s *Slot) Release(ctx context.Context) {
 		close(s.stop)
 		<-s.done
 		ctx := context.WithoutCancel(ctx)
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := releaseScript.Run(rctx, s.l.rdb, s.keys, s.token).Err(); err != nil {
-			s.l.log.WarnContext(ctx, "could not release concurrency slot; its lease frees it", "keys", s.keys, "error", err)
+		deadline := time.Now().Add(releaseRetryFor)
+		if s.expires.Before(deadline) {
+			deadline = s.expires
+		}
+		start := time.Now()
+		for attempt := 1; ; attempt++ {
+			rctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+			err := releaseScript.Run(rctx, s.l.rdb, s.keys, s.token).Err()
+			cancel()
+			switch {
+			case err == nil && attempt > 1:
+				s.l.log.InfoContext(ctx, "concurrency slot released once Redis answered", "keys", s.keys,
+					"attempts", attempt, "waited", time.Since(start).Round(time.Millisecond).String())
+				return
+			case err == nil:
+				return
+			case time.Now().Add(releaseEvery).After(deadline):
+				s.l.log.WarnContext(ctx, "could not release concurrency slot; its lease frees it", "keys", s.keys,
+					"attempts", attempt, "error", err)
+				return
+			}
+			time.Sleep(releaseEvery)
 		}
 	})
 }
