@@ -402,9 +402,17 @@ cmd_kill() {
 	rm -f "$dir/kafka.pid"
 }
 
-# new_cluster_id prints a Kafka UUID: 16 random bytes, URL-safe base64 without padding.
+# new_cluster_id prints a Kafka UUID: 16 random bytes, URL-safe base64 without padding,
+# never starting with "-" (as Kafka's own Uuid.randomUuid avoids): kafka-storage's
+# argument parser takes "-t -abc…" for a missing value and an unknown option, so one
+# start in 64 failed ("argument --cluster-id/-t: expected one argument").
 new_cluster_id() {
-	head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='
+	local id
+	while :; do
+		id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+		[[ "$id" == -* ]] || break
+	done
+	printf '%s\n' "$id"
 }
 
 # plan_cluster writes DIR/nodeK/cluster.env for K in 1..N: free client ports
