@@ -24,13 +24,17 @@ type RedisClusterConfig struct {
 	// before the others mark it failed and its replica takes over. Default
 	// 1s (production: see docs/operations.md, Redis Cluster).
 	NodeTimeout time.Duration
+	// RequireFullCoverage sets cluster-require-full-coverage yes: the whole
+	// cluster refuses commands while any slot has no master. Default no, as
+	// docs/operations.md advises.
+	RequireFullCoverage bool
 }
 
 // RedisCluster is a Redis Cluster private to one test: six redis-server
 // processes with cluster-enabled yes on loopback ports (three masters, each
 // with one replica), with AOF (appendfsync always), maxmemory-policy
-// noeviction and cluster-require-full-coverage no, as docs/operations.md
-// advises, in temporary directories removed when the test ends.
+// noeviction and cluster-require-full-coverage no (unless configured), as
+// docs/operations.md advises, in temporary directories removed when the test ends.
 type RedisCluster struct {
 	// Nodes are the six servers as started; which are masters is decided by
 	// redis-cli --cluster create and changes with each failover (Master).
@@ -58,9 +62,13 @@ func StartRedisCluster(tb testing.TB, cfg RedisClusterConfig) *RedisCluster {
 		missingBinary(tb, "redis-cli", "redis-tools (apt-get install redis-tools)")
 	}
 	c := &RedisCluster{cfg: cfg}
+	coverage := "no"
+	if cfg.RequireFullCoverage {
+		coverage = "yes"
+	}
 	args := []string{
 		"--cluster-node-timeout", strconv.FormatInt(cfg.NodeTimeout.Milliseconds(), 10),
-		"--cluster-require-full-coverage", "no",
+		"--cluster-require-full-coverage", coverage,
 		"--maxmemory-policy", "noeviction",
 		// A replica's first sync starts at once, not after the default 5s
 		// wait for more replicas to share the transfer.
