@@ -37,16 +37,23 @@ func RedisOptions(url string) (asynq.RedisConnOpt, error) {
 		opt, err = asynq.ParseRedisURI(url)
 	}
 	if err != nil {
-		shown := models.RedactURL(url)
-		switch {
-		case strings.HasPrefix(url, "redis-sentinel:"):
-			shown = redactSentinelURL(url)
-		case strings.HasPrefix(url, "redis-cluster:"):
-			shown = redactClusterURL(url)
-		}
-		return nil, fmt.Errorf("queue: parse redis URL %s: %s", shown, redactedCause(err))
+		return nil, fmt.Errorf("queue: parse redis URL %s: %s", RedactURL(url), redactedCause(err))
 	}
 	return opt, nil
+}
+
+// RedactURL is a Redis URL of any form RedisOptions reads, for a message or
+// a log line: its password (and a Sentinel URL's parameters but master, a
+// cluster URL's query) replaced by xxxxx, its host list kept.
+func RedactURL(url string) string {
+	switch {
+	case strings.HasPrefix(url, "redis-sentinel:"):
+		return redactSentinelURL(url)
+	case strings.HasPrefix(url, "redis-cluster:"):
+		return redactClusterURL(url)
+	default:
+		return models.RedactURL(url)
+	}
 }
 
 // redactedCause is err's text without the URL a *url.Error carries.

@@ -86,3 +86,24 @@ func TestNewRedisClientCluster(t *testing.T) {
 		t.Errorf("password %q, want the URL's", got)
 	}
 }
+
+// TestRedactURL: every form of Redis URL is shown with its hosts and without
+// its password; a cluster URL's host list survives (net/url alone cannot
+// parse it).
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ url, want string }{
+		{"redis://:Secret-pw@10.0.0.1:6379/2", "redis://:xxxxx@10.0.0.1:6379/2"},
+		{"redis-sentinel://:Secret-pw@s1:26379,s2:26379/0?master=chom&sentinel_password=Secret-pw", "redis-sentinel://:xxxxx@s1:26379,s2:26379/0?master=chom&sentinel_password=xxxxx"},
+		{"redis-cluster://chom:Secret-pw@h1:7000,h2:7001,h3:7002", "redis-cluster://chom:xxxxx@h1:7000,h2:7001,h3:7002"},
+		{"redis-cluster://:Secret-pw@h1:7000?password=Secret-pw", "redis-cluster://:xxxxx@h1:7000?xxxxx"},
+	} {
+		got := RedactURL(tc.url)
+		if got != tc.want {
+			t.Errorf("RedactURL(%s) = %s, want %s", tc.url, got, tc.want)
+		}
+		if strings.Contains(got, "Secret-pw") {
+			t.Errorf("RedactURL(%s) = %s shows the password", tc.url, got)
+		}
+	}
+}
