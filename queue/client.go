@@ -14,11 +14,13 @@ import (
 )
 
 // RedisOptions parses a Redis URL into connection options: redis://,
-// rediss:// and redis-socket:// as asynq.ParseRedisURI reads them, and
-// redis-sentinel:// as SentinelOptions documents (CHOM's own parser). Every
-// Redis client of a process (asynq's client, server, inspector and
-// scheduler, the limits, the notifier, asynqmon) is built from these, so
-// under Sentinel each one follows the master through a failover. Its error
+// rediss:// and redis-socket:// as asynq.ParseRedisURI reads them,
+// redis-sentinel:// as SentinelOptions documents and redis-cluster:// as
+// ClusterOptions does (CHOM's own parsers). Every Redis client of a process
+// (asynq's client, server, inspector and scheduler, the limits, the
+// notifier, asynqmon) is built from these, so under Sentinel each one follows
+// the master through a failover, and on a cluster each one follows the slot
+// map. Its error
 // names the URL with the password redacted and never wraps the parser's own
 // error, whose text may quote the URL whole (net/url's does).
 func RedisOptions(url string) (asynq.RedisConnOpt, error) {
@@ -26,19 +28,32 @@ func RedisOptions(url string) (asynq.RedisConnOpt, error) {
 		opt asynq.RedisConnOpt
 		err error
 	)
-	if strings.HasPrefix(url, "redis-sentinel:") {
+	switch {
+	case strings.HasPrefix(url, "redis-sentinel:"):
 		opt, err = parseSentinelURL(url)
-	} else {
+	case strings.HasPrefix(url, "redis-cluster:"):
+		opt, err = parseClusterURL(url)
+	default:
 		opt, err = asynq.ParseRedisURI(url)
 	}
 	if err != nil {
-		shown := models.RedactURL(url)
-		if strings.HasPrefix(url, "redis-sentinel:") {
-			shown = redactSentinelURL(url)
-		}
-		return nil, fmt.Errorf("queue: parse redis URL %s: %s", shown, redactedCause(err))
+		return nil, fmt.Errorf("queue: parse redis URL %s: %s", RedactURL(url), redactedCause(err))
 	}
 	return opt, nil
+}
+
+// RedactURL is a Redis URL of any form RedisOptions reads, for a message or
+// a log line: its password (and a Sentinel URL's parameters but master, a
+// cluster URL's query) replaced by xxxxx, its host list kept.
+func RedactURL(url string) string {
+	switch {
+	case strings.HasPrefix(url, "redis-sentinel:"):
+		return redactSentinelURL(url)
+	case strings.HasPrefix(url, "redis-cluster:"):
+		return redactClusterURL(url)
+	default:
+		return models.RedactURL(url)
+	}
 }
 
 // redactedCause is err's text without the URL a *url.Error carries.
@@ -52,8 +67,9 @@ func redactedCause(err error) string {
 
 // NewRedisClient opens a Redis client from a URL. It is shared by the enqueuer,
 // the inspector, the notifier and, in workers, the asynq server. poolSize bounds
-// its connections (0 keeps go-redis's default of 10 per CPU): an ingress enqueues
-// a whole committed batch at once, and too small a pool queues those enqueues.
+// its connections (per node on a cluster; 0 keeps go-redis's default of 10 per
+// CPU): an ingress enqueues a whole committed batch at once, and too small a
+// pool queues those enqueues.
 func NewRedisClient(url string, poolSize int) (redis.UniversalClient, error) {
 	opt, err := RedisOptions(url)
 	if err != nil {
@@ -66,8 +82,8 @@ func NewRedisClient(url string, poolSize int) (redis.UniversalClient, error) {
 			opt = o
 		case SentinelOptions:
 			opt = o.withPoolSize(poolSize)
-		case asynq.RedisClusterClientOpt:
-			// go-redis sizes cluster pools per node itself.
+		case ClusterOptions:
+			opt = o.withPoolSize(poolSize) // per node
 		}
 	}
 	rc, ok := opt.MakeRedisClient().(redis.UniversalClient)

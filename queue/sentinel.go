@@ -64,7 +64,7 @@ func parseSentinelURL(raw string) (SentinelOptions, error) {
 	// net/url takes what follows a host's last colon for its port, so a
 	// host list whose last entry has no port ("a:26379,b") does not parse:
 	// the list is cut out first and the rest parsed with a placeholder host.
-	hosts, rest, err := cutSentinelHosts(raw)
+	hosts, rest, err := cutHosts(raw)
 	if err != nil {
 		return SentinelOptions{}, err
 	}
@@ -118,12 +118,16 @@ func parseSentinelURL(raw string) (SentinelOptions, error) {
 	return o, nil
 }
 
-// cutSentinelHosts splits a redis-sentinel:// URL into its comma-separated
-// host list and the URL with that list replaced by a placeholder host.
-func cutSentinelHosts(raw string) (hosts, rest string, err error) {
+// hostsPlaceholder stands for a URL's host list while net/url parses the rest.
+const hostsPlaceholder = "chom-hosts.invalid"
+
+// cutHosts splits a redis-sentinel:// or redis-cluster:// URL into its
+// comma-separated host list and the URL with that list replaced by a
+// placeholder host.
+func cutHosts(raw string) (hosts, rest string, err error) {
 	scheme, after, ok := strings.Cut(raw, "://")
 	if !ok {
-		return "", "", errors.New("want redis-sentinel://host:port,…?master=NAME")
+		return "", "", errors.New("want redis-sentinel://host:port,…?master=NAME or redis-cluster://host:port,…")
 	}
 	end := strings.IndexAny(after, "/?#")
 	if end < 0 {
@@ -136,14 +140,14 @@ func cutSentinelHosts(raw string) (hosts, rest string, err error) {
 	} else {
 		hosts = authority
 	}
-	return hosts, scheme + "://" + userinfo + "sentinel-hosts.invalid" + tail, nil
+	return hosts, scheme + "://" + userinfo + hostsPlaceholder + tail, nil
 }
 
 // redactSentinelURL is url for an error message: its password and the value
 // of every parameter but master hidden, so a misspelt sentinel_password is
 // not shown either.
 func redactSentinelURL(raw string) string {
-	hosts, rest, err := cutSentinelHosts(raw)
+	hosts, rest, err := cutHosts(raw)
 	if err != nil {
 		return "<unparseable URL>"
 	}
@@ -164,5 +168,5 @@ func redactSentinelURL(raw string) string {
 			u.RawQuery = q.Encode()
 		}
 	}
-	return strings.Replace(u.Redacted(), "sentinel-hosts.invalid", hosts, 1)
+	return strings.Replace(u.Redacted(), hostsPlaceholder, hosts, 1)
 }

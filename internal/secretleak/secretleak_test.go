@@ -110,6 +110,10 @@ func TestNoSecretInStartupOutput(t *testing.T) {
 			"CHOM_REDIS_URL=rediss+tls://:" + redisPassword + "@" + redisHost}, 0},
 		{"redis sentinel URL", []string{"ingress"}, []string{"CHOM_DATABASE_URL=" + dsn,
 			"CHOM_REDIS_URL=redis-sentinel://:" + redisPassword + "@127.0.0.1:1,127.0.0.1:2?master=m&sentinel_password=" + sentinelPassword}, 6 * time.Second},
+		{"redis cluster URL, no node answers", []string{"ingress"}, []string{"CHOM_DATABASE_URL=" + dsn,
+			"CHOM_REDIS_URL=redis-cluster://:" + redisPassword + "@127.0.0.1:1,127.0.0.1:2"}, 6 * time.Second},
+		{"malformed redis cluster URL", []string{"ingress"}, []string{"CHOM_DATABASE_URL=" + dsn,
+			"CHOM_REDIS_URL=redis-cluster://:" + redisPassword + "@127.0.0.1:1/3?password=" + sentinelPassword}, 0},
 		// The server answers WRONGPASS on every connection; the worker keeps
 		// retrying (and logging) until it is stopped.
 		{"wrong redis password", []string{"worker"}, []string{"CHOM_DATABASE_URL=" + dsn, "CHOM_LOCAL_ROOT=" + t.TempDir(),

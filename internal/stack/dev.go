@@ -16,6 +16,7 @@ import (
 
 	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/models"
+	"github.com/chomhq/chom/queue"
 )
 
 // Dev seeds: the demo tenant, the platform tenant that owns the admin token,
@@ -147,7 +148,7 @@ Try:
   curl -s -X POST %[1]s/api/v1/sites -H "Authorization: Bearer $(cat %[6]s)" \
        -H 'Content-Type: application/json' -d '{"domain":"hello.example","site_type":"html"}'
 Press Ctrl-C to stop.
-`, d.Ingress.URL(), models.RedactURL(c.DatabaseURL), models.RedactURL(c.RedisURL), c.LocalRoot, d.DemoToken, filepath.Join(dir, "dev-token"),
+`, d.Ingress.URL(), models.RedactURL(c.DatabaseURL), queue.RedactURL(c.RedisURL), c.LocalRoot, d.DemoToken, filepath.Join(dir, "dev-token"),
 		d.AdminToken, filepath.Join(dir, "admin-token"), kafkaDesc, devTopics(c.KafkaTopicPrefix), c.MeteringEvery)
 	return nil
 }

@@ -121,6 +121,13 @@ type RedisServerConfig struct {
 	// Password, when set, is required of every client (requirepass); URL
 	// carries it.
 	Password string
+	// ClusterBus, when set, starts the server as a Redis Cluster node with
+	// its cluster bus on a free port of its own (BusAddr) rather than on
+	// port+10000, which may be taken or out of range.
+	ClusterBus bool
+	// Args are further redis-server options, e.g. "--cluster-node-timeout",
+	// "1000".
+	Args []string
 }
 
 // RedisServer is a redis-server process private to one test.
@@ -131,6 +138,8 @@ type RedisServer struct {
 	URL string
 	// Dir holds the server's data (the AOF) and its log, redis.log.
 	Dir string
+	// BusAddr is the cluster bus's 127.0.0.1:port (with ClusterBus only).
+	BusAddr string
 
 	bin      string
 	args     []string
@@ -187,6 +196,13 @@ func StartRedisServer(tb testing.TB, cfg RedisServerConfig) *RedisServer {
 		} else {
 			r.args = append(r.args, "--appendonly", "no")
 		}
+		if cfg.ClusterBus {
+			bus := freePort(tb)
+			r.BusAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(bus))
+			r.args = append(r.args, "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
+				"--cluster-config-file", filepath.Join(dir, "nodes.conf"))
+		}
+		r.args = append(r.args, cfg.Args...)
 		err := r.start()
 		if err == nil {
 			return r

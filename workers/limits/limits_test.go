@@ -19,6 +19,7 @@ import (
 
 	"github.com/chomhq/chom/drivers"
 	"github.com/chomhq/chom/internal/testenv"
+	"github.com/chomhq/chom/queue"
 	"github.com/chomhq/chom/workers"
 	"github.com/chomhq/chom/workers/limits"
 )
@@ -81,8 +82,8 @@ type job struct {
 	Site, Tenant, VPS string
 }
 
-// fleet runs `servers` asynq servers (each with its own Redis client, as
-// separate worker processes would) whose handler provisions through p, with
+// fleet runs `servers` asynq servers (each with its own Redis client from
+// newClient, as separate worker processes would) whose handler provisions through p, with
 // the workers package's real IsFailure and RetryDelay.
 type fleet struct {
 	client   *asynq.Client
@@ -91,9 +92,9 @@ type fleet struct {
 	done     sync.WaitGroup
 }
 
-func startFleet(t *testing.T, db testenv.RedisDB, servers, concurrency int, p drivers.Provisioner) *fleet {
+func startFleet(t *testing.T, newClient func() redis.UniversalClient, servers, concurrency int, p drivers.Provisioner) *fleet {
 	t.Helper()
-	f := &fleet{client: asynq.NewClientFromRedisClient(db.Client(t))}
+	f := &fleet{client: asynq.NewClientFromRedisClient(newClient())}
 	t.Cleanup(func() { _ = f.client.Close() })
 	handler := asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
 		var j job
@@ -114,7 +115,7 @@ func startFleet(t *testing.T, db testenv.RedisDB, servers, concurrency int, p dr
 		return err
 	})
 	for range servers {
-		srv := asynq.NewServerFromRedisClient(db.Client(t), asynq.Config{
+		srv := asynq.NewServerFromRedisClient(newClient(), asynq.Config{
 			Concurrency:              concurrency,
 			IsFailure:                workers.IsFailure,
 			RetryDelayFunc:           workers.RetryDelay(time.Second, time.Second, 60*time.Millisecond),
@@ -129,6 +130,11 @@ func startFleet(t *testing.T, db testenv.RedisDB, servers, concurrency int, p dr
 		t.Cleanup(srv.Shutdown)
 	}
 	return f
+}
+
+// dbClients makes a new client of db for each call.
+func dbClients(t *testing.T, db testenv.RedisDB) func() redis.UniversalClient {
+	return func() redis.UniversalClient { return db.Client(t) }
 }
 
 func (f *fleet) enqueue(t *testing.T, j job) {
@@ -160,7 +166,7 @@ func TestVPSLimitAcrossWorkers(t *testing.T) {
 	const n, k = 3, 7
 	l := newLimiter(t, db.Client(t), limits.Config{VPSMax: n, TenantMax: 100})
 	g := newGauge(150 * time.Millisecond)
-	f := startFleet(t, db, 2, 6, l.Provisioner(g))
+	f := startFleet(t, dbClients(t, db), 2, 6, l.Provisioner(g))
 	for i := range n + k {
 		f.enqueue(t, job{Site: fmt.Sprintf("site_%d", i), Tenant: fmt.Sprintf("ten_%d", i), VPS: "vps_one"})
 	}
@@ -188,7 +194,7 @@ func TestTenantBurstDoesNotStarve(t *testing.T) {
 	db := testenv.Redis(t)
 	l := newLimiter(t, db.Client(t), limits.Config{VPSMax: 100, TenantMax: 2})
 	g := newGauge(200 * time.Millisecond)
-	f := startFleet(t, db, 2, 2, l.Provisioner(g))
+	f := startFleet(t, dbClients(t, db), 2, 2, l.Provisioner(g))
 	for i := range 50 {
 		f.enqueue(t, job{Site: fmt.Sprintf("site_a%d", i), Tenant: "ten_a", VPS: fmt.Sprintf("vps_%d", i%5)})
 	}
@@ -383,4 +389,71 @@ func TestReleaseRetriesWhileRedisIsAway(t *testing.T) {
 	} else {
 		s.Release(t.Context())
 	}
+}
+
+// TestLimitsOnRedisCluster: the limits and the queue on a Redis Cluster of
+// three masters and three replicas, through CHOM's redis-cluster:// client.
+// Two worker processes with 6 slots each run 12 tasks of two tenants, all on
+// one server whose limit is 3 and each tenant's 2: never more than 3 run at
+// once on the server nor 2 for a tenant, and both limits are reached. The
+// acquire script takes keys of a VPS and of a tenant in one call: outside one
+// hash slot it would fail with CROSSSLOT, and Acquire, which fails open when
+// Redis errs, would let every task through.
+func TestLimitsOnRedisCluster(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	rc := testenv.StartRedisCluster(t, testenv.RedisClusterConfig{Password: "limits-pw"})
+	up := time.Since(start)
+	newClient := func() redis.UniversalClient {
+		c, err := queue.NewRedisClient(rc.URL, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	const vpsMax, tenantMax, n = 3, 2, 12
+	l := newLimiter(t, newClient(), limits.Config{VPSMax: vpsMax, TenantMax: tenantMax})
+	g := newGauge(150 * time.Millisecond)
+	f := startFleet(t, newClient, 2, 6, l.Provisioner(g))
+	for i := range n {
+		f.enqueue(t, job{Site: fmt.Sprintf("site_%d", i), Tenant: fmt.Sprintf("ten_%d", i%2), VPS: "vps_one"})
+	}
+	f.wait(t, 60*time.Second)
+	if p := g.peak.Load(); p != vpsMax {
+		t.Errorf("peak concurrency on the server = %d, want exactly the limit %d", p, vpsMax)
+	}
+	g.mu.Lock()
+	reached := false
+	for ten, m := range g.tenMax {
+		if m > tenantMax {
+			t.Errorf("tenant %s peaked at %d jobs at once, over its limit %d", ten, m, tenantMax)
+		}
+		reached = reached || m == tenantMax
+	}
+	g.mu.Unlock()
+	if !reached {
+		t.Errorf("no tenant reached its limit %d", tenantMax)
+	}
+	if f.deferred.Load() == 0 {
+		t.Error("no attempt met a busy limit; the test proves nothing")
+	}
+	ctx := t.Context()
+	for _, k := range []struct{ kind, id string }{{limits.KindVPS, "vps_one"}, {limits.KindTenant, "ten_0"}, {limits.KindTenant, "ten_1"}} {
+		if got, err := l.InUse(ctx, k.kind, k.id); err != nil || got != 0 {
+			t.Errorf("%s %s: slots held after all tasks = %d, %v; want 0", k.kind, k.id, got, err)
+		}
+	}
+	// Where the keys live: the semaphores share one slot, the queue's keys
+	// another (asynq's "{default}" tag).
+	lm, _, err := rc.Owners(ctx, "{chom:limits}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	qm, _, err := rc.Owners(ctx, "asynq:{default}:pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cluster up in %s; %d tasks of 2 tenants on one server (limits %d per server, %d per tenant): peak %d, %d deferred attempts, retried %d; "+
+		"limits on master %s, default queue on master %s", up.Round(time.Millisecond), n, vpsMax, tenantMax, g.peak.Load(), f.deferred.Load(), f.retried.Load(), lm.Addr, qm.Addr)
 }
