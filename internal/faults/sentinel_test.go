@@ -1,21 +1,12 @@
 package faults
 
 import (
-	"encoding/json"
-	"fmt"
-	"net/http"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chomhq/chom/internal/testenv"
 	"github.com/chomhq/chom/queue"
 )
-
-// sentinelGoal is how soon after the master's death every operation accepted
-// before and during the failover should have finished (issue 11).
-const sentinelGoal = 30 * time.Second
 
 // Injected: the queue's Redis runs under Sentinel (a master and a replica,
 // both AOF with appendfsync always, three sentinels, quorum 2,
@@ -49,165 +40,32 @@ func TestSentinelMasterKilled(t *testing.T) {
 	s.createSites("sentinel-first", 20)
 	s.waitSettled(60 * time.Second)
 
-	// The load: four clients, each posting a create every 400ms or so, about
-	// 10 a second: under what two workers finish (the tenant's 8 slots), so
-	// what shows after the kill is the failover's cost, not a backlog.
-	var (
-		stop                     atomic.Bool
-		wg                       sync.WaitGroup
-		n202, n503, nOther, nErr atomic.Int64
-		mu                       sync.Mutex
-		acceptedAt               = map[string]time.Time{}
-		otherSeen                []string
-	)
-	var seq atomic.Int64
-	for range 4 {
-		wg.Go(func() {
-			for !stop.Load() {
-				domain := fmt.Sprintf("sentinel-load-%04d.faults.example", seq.Add(1))
-				r, err := s.createSite(domain)
-				switch {
-				case err != nil:
-					nErr.Add(1)
-					mu.Lock()
-					otherSeen = append(otherSeen, fmt.Sprintf("%s: %v", domain, err))
-					mu.Unlock()
-				case r.status == http.StatusAccepted:
-					n202.Add(1)
-					var op opView
-					_ = json.Unmarshal(r.body, &op) // createSite decoded it already
-					mu.Lock()
-					acceptedAt[op.ID] = time.Now()
-					mu.Unlock()
-				case r.status == http.StatusServiceUnavailable:
-					n503.Add(1)
-				default:
-					nOther.Add(1)
-					mu.Lock()
-					otherSeen = append(otherSeen, fmt.Sprintf("%s: %d %s", domain, r.status, r.body))
-					mu.Unlock()
-				}
-				time.Sleep(400 * time.Millisecond)
-			}
-		})
-	}
+	// The load: four clients, about 10 creates a second.
+	load := s.startCreateLoad("sentinel", 4)
 	time.Sleep(3 * time.Second)
-	before := n202.Load()
+	before := load.n202.Load()
 
 	master := sn.Master(t)
 	master.Kill(t)
 	killed := time.Now()
-	var promoted time.Duration
 	if !waitFor(30*time.Second, func() bool {
 		addr, err := sn.MasterAddr(t.Context())
 		return err == nil && addr != master.Addr
 	}) {
 		t.Fatalf("no sentinel promoted the replica within 30s of the master's SIGKILL")
 	}
-	promoted = time.Since(killed)
+	promoted := time.Since(killed)
 	// Creates go on for as long again as the failover took, and 5s more.
 	time.Sleep(promoted + 5*time.Second)
-	stop.Store(true)
-	wg.Wait()
+	load.halt()
 	loadEnd := time.Since(killed)
 	t.Logf("sentinel kit up in %s; master %s killed with %d creates accepted under load; promotion after %s; load stopped %s after the kill",
 		kitUp.Round(time.Millisecond), master.Addr, before, promoted.Round(time.Millisecond), loadEnd.Round(time.Millisecond))
-	t.Logf("creates under load: %d accepted (202), %d refused (503), %d other answers, %d transport errors",
-		n202.Load(), n503.Load(), nOther.Load(), nErr.Load())
-	for _, o := range otherSeen {
-		t.Errorf("create answered neither 202 nor 503: %s", o)
-	}
+	load.report(s)
 
 	took := s.waitSettled(2 * time.Minute)
 	t.Logf("all operations finished %s after the load stopped; %v", took.Round(100*time.Millisecond), s.opCounts())
-
-	// The timeline, from the database's finish times.
-	mu.Lock()
-	var afterKill []string
-	for id, at := range acceptedAt {
-		if at.After(killed) {
-			afterKill = append(afterKill, id)
-		}
-	}
-	mu.Unlock()
-	var upToPromotion []string // accepted before the kill and during the failover
-	mu.Lock()
-	for id, at := range acceptedAt {
-		if at.Before(killed.Add(promoted)) {
-			upToPromotion = append(upToPromotion, id)
-		}
-	}
-	mu.Unlock()
-	firstAny := s.finishedAfter(killed, nil, "min")
-	firstNew := s.finishedAfter(killed, afterKill, "min")
-	lastOld := s.finishedAfter(killed, upToPromotion, "max")
-	last := s.finishedAfter(killed, nil, "max")
-	t.Logf("timeline from the kill: promotion %s; first operation finished %s; first of the %d accepted after the kill finished %s; "+
-		"last of the %d accepted before the promotion finished %s (goal: within %s); last of all finished %s (the load ran until %s)",
-		promoted.Round(time.Millisecond), firstAny.Round(time.Millisecond), len(afterKill), firstNew.Round(time.Millisecond),
-		len(upToPromotion), lastOld.Round(time.Millisecond), sentinelGoal, last.Round(time.Millisecond), loadEnd.Round(time.Millisecond))
-	// Accept-to-finish latency of the load's creates: before the kill, during
-	// the failover, and after it, so the cost is seen against the baseline.
-	loadStart := killed.Add(-3 * time.Second)
-	for _, w := range []struct {
-		name     string
-		from, to time.Time
-	}{
-		{"before the kill", loadStart, killed},
-		{"kill to promotion", killed, killed.Add(promoted)},
-		{"after the promotion", killed.Add(promoted), killed.Add(loadEnd)},
-	} {
-		p50, worst, n := s.latencies(w.from, w.to)
-		t.Logf("  creates accepted %s: %d, accept to finish p50 %s, max %s", w.name, n, p50.Round(time.Millisecond), worst.Round(time.Millisecond))
-	}
-	if len(afterKill) == 0 {
-		t.Error("no create was accepted after the kill: the ingress did not keep accepting through the failover")
-	}
-	if lastOld > sentinelGoal {
-		t.Errorf("the last operation accepted before the promotion finished %s after the master's death, want within %s",
-			lastOld.Round(time.Millisecond), sentinelGoal)
-	}
-
-	// What the failover cost: tasks the reconciler had to put back because
-	// the new master never got them (asynchronous replication, or an
-	// enqueue that failed during the failover and left the row pending).
-	reenqueued := map[string]bool{}
-	for _, w := range []*proc{w1, w2} {
-		for id := range w.logValues("re-enqueued operation whose task was missing", "operation_id") {
-			reenqueued[id] = true
-		}
-	}
-	mu.Lock()
-	lostBefore := 0 // accepted (and enqueued) before the kill: lost with the master
-	for id := range reenqueued {
-		if at, ok := acceptedAt[id]; ok && at.Before(killed) {
-			lostBefore++
-		}
-	}
-	mu.Unlock()
-	// Enqueues the ingress saw refused during the failover: its backlog must
-	// have put each back as soon as the new master answered, none left to
-	// the reconciler's grace and pass.
-	refused := s.ingress.logValues("enqueue failed; retried in the background, then by the reconciler", "operation_id")
-	retried := s.ingress.logValues("enqueued operation after retrying", "operation_id")
-	for id := range refused {
-		if !retried[id] {
-			t.Errorf("operation %s: its enqueue was refused during the failover and the ingress did not retry it (reconciler: %v)", id, reenqueued[id])
-		}
-	}
-	t.Logf("enqueues refused during the failover: %d, retried by the ingress once the new master answered: %d; the reconciler re-enqueued %d operations (%d accepted before the kill: their task lost with the master)",
-		len(refused), len(retried), len(reenqueued), lostBefore)
-	s.logSlowest(killed, reenqueued, 5)
-
-	// Every process followed the new master by itself.
-	for _, w := range []*proc{w1, w2} {
-		if n := w.linesAfter("task done", killed.Add(promoted)); n == 0 {
-			t.Errorf("%s finished no task after the promotion: it did not follow the new master", w.name)
-		}
-	}
-	if n := s.reconcilesAfter([]*proc{w1, w2}, killed.Add(promoted)); n == 0 {
-		t.Errorf("no reconcile task ran after the promotion: the scheduler did not follow the new master")
-	}
+	s.checkRedisFailover(load, killed, promoted, loadEnd, []*proc{w1, w2})
 	depth := queueDepthAt(t, sn.URL)
 	t.Logf("the new master %s holds %d pending, %d active, %d retry tasks with every operation finished",
 		sn.Master(t).Addr, depth.Pending, depth.Active, depth.Retry)
