@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	neturl "net/url"
-	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -95,22 +94,8 @@ func parseClusterURL(raw string) (ClusterOptions, error) {
 		o.opt.Username = u.User.Username()
 		o.opt.Password, _ = u.User.Password()
 	}
-	var errs []error
-	for _, h := range strings.Split(hosts, ",") {
-		if h == "" {
-			errs = append(errs, errors.New("empty cluster node address"))
-			continue
-		}
-		host, port, err := net.SplitHostPort(h)
-		if err != nil {
-			host, port = h, "6379"
-		}
-		if _, err := strconv.ParseUint(port, 10, 16); err != nil || host == "" {
-			errs = append(errs, fmt.Errorf("bad cluster node address %q", h))
-			continue
-		}
-		o.opt.Addrs = append(o.opt.Addrs, net.JoinHostPort(host, port))
-	}
+	addrs, errs := hostList(hosts, "6379", "cluster node")
+	o.opt.Addrs = addrs
 	if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
 		errs = append(errs, fmt.Errorf("database %q: a Redis Cluster has database 0 only", db))
 	}

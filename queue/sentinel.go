@@ -77,22 +77,8 @@ func parseSentinelURL(raw string) (SentinelOptions, error) {
 		o.opt.Username = u.User.Username()
 		o.opt.Password, _ = u.User.Password()
 	}
-	var errs []error
-	for _, h := range strings.Split(hosts, ",") {
-		if h == "" {
-			errs = append(errs, errors.New("empty sentinel address"))
-			continue
-		}
-		host, port, err := net.SplitHostPort(h)
-		if err != nil {
-			host, port = h, "26379"
-		}
-		if _, err := strconv.ParseUint(port, 10, 16); err != nil || host == "" {
-			errs = append(errs, fmt.Errorf("bad sentinel address %q", h))
-			continue
-		}
-		o.opt.SentinelAddrs = append(o.opt.SentinelAddrs, net.JoinHostPort(host, port))
-	}
+	addrs, errs := hostList(hosts, "26379", "sentinel")
+	o.opt.SentinelAddrs = addrs
 	if db := strings.Trim(u.Path, "/"); db != "" {
 		if o.opt.DB, err = strconv.Atoi(db); err != nil || o.opt.DB < 0 {
 			errs = append(errs, fmt.Errorf("bad database number %q", db))
@@ -141,6 +127,28 @@ func cutHosts(raw string) (hosts, rest string, err error) {
 		hosts = authority
 	}
 	return hosts, scheme + "://" + userinfo + hostsPlaceholder + tail, nil
+}
+
+// hostList splits a comma-separated host list (as cutHosts cut it out) into
+// host:port addresses, a port left out being defaultPort; what names the
+// hosts in its errors ("sentinel", "cluster node").
+func hostList(hosts, defaultPort, what string) (addrs []string, errs []error) {
+	for _, h := range strings.Split(hosts, ",") {
+		if h == "" {
+			errs = append(errs, fmt.Errorf("empty %s address", what))
+			continue
+		}
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			host, port = h, defaultPort
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil || host == "" {
+			errs = append(errs, fmt.Errorf("bad %s address %q", what, h))
+			continue
+		}
+		addrs = append(addrs, net.JoinHostPort(host, port))
+	}
+	return addrs, errs
 }
 
 // redactSentinelURL is url for an error message: its password and the value
