@@ -189,7 +189,10 @@ func StartRedisServer(tb testing.TB, cfg RedisServerConfig) *RedisServer {
 			"--save", "", "--databases", "16",
 		}
 		if cfg.Password != "" {
-			r.args = append(r.args, "--requirepass", cfg.Password)
+			// masterauth too: a server that comes back as a replica (a killed
+			// Sentinel master, which the sentinels turn into the new master's
+			// replica) authenticates to its master with the same password.
+			r.args = append(r.args, "--requirepass", cfg.Password, "--masterauth", cfg.Password)
 		}
 		if cfg.AppendOnly {
 			r.args = append(r.args, "--appendonly", "yes", "--appendfsync", "always")
