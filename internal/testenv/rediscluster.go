@@ -217,14 +217,5 @@ func (c *RedisCluster) node(addr string) *RedisServer {
 func (c *RedisCluster) Role(ctx context.Context, addr string) (string, error) {
 	rc := c.nodeClient(addr)
 	defer rc.Close()
-	info, err := rc.Info(ctx, "replication").Result()
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "role:"); ok {
-			return v, nil
-		}
-	}
-	return "", fmt.Errorf("no role in INFO replication of %s", addr)
+	return replicationRole(ctx, rc, addr)
 }

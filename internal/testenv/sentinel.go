@@ -250,16 +250,7 @@ func (s *Sentinel) Master(tb testing.TB) *RedisServer {
 func (s *Sentinel) Role(ctx context.Context, addr string) (string, error) {
 	rc := s.serverClient(addr)
 	defer rc.Close()
-	info, err := rc.Info(ctx, "replication").Result()
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "role:"); ok {
-			return v, nil
-		}
-	}
-	return "", fmt.Errorf("no role in INFO replication of %s", addr)
+	return replicationRole(ctx, rc, addr)
 }
 
 // ServerClient returns a client of database 0 of the Redis server at addr
@@ -300,4 +291,19 @@ func waitUntil(ctx context.Context, cond func() (bool, error)) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// replicationRole returns the role ("master" or "slave") in the INFO
+// replication answer of the server rc reaches (addr names it in errors).
+func replicationRole(ctx context.Context, rc *redis.Client, addr string) (string, error) {
+	info, err := rc.Info(ctx, "replication").Result()
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "role:"); ok {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("no role in INFO replication of %s", addr)
 }
