@@ -211,6 +211,13 @@ type proc struct {
 // It is stopped (SIGTERM, then SIGKILL) when the test ends.
 func (s *stack) start(name string, args ...string) *proc {
 	s.t.Helper()
+	return s.startEnv(name, nil, args...)
+}
+
+// startEnv is start with extra KEY=value settings for this process only
+// (they override the stack's).
+func (s *stack) startEnv(name string, extra []string, args ...string) *proc {
+	s.t.Helper()
 	path := filepath.Join(s.logDir, name+".log")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -218,7 +225,7 @@ func (s *stack) start(name string, args ...string) *proc {
 	}
 	defer f.Close()
 	cmd := exec.Command(chomBin, args...)
-	cmd.Env = s.env
+	cmd.Env = append(append([]string(nil), s.env...), extra...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start chom %s: %v", strings.Join(args, " "), err)
