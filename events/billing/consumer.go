@@ -150,6 +150,8 @@ type Consumer struct {
 	transport *kafka.Transport
 	dialer    *kafka.Dialer
 	dlqTopic  string
+	// pause waits between two attempts (sleep; tests record the waits).
+	pause func(ctx context.Context, d time.Duration) bool
 
 	billed       atomic.Uint64
 	duplicates   atomic.Uint64
@@ -177,6 +179,7 @@ func New(cfg Config) (*Consumer, error) {
 		transport: transport,
 		dialer:    dialer,
 		dlqTopic:  events.FullTopic(cfg.TopicPrefix, events.TopicBillingDLQ),
+		pause:     sleep,
 	}, nil
 }
 
@@ -280,10 +283,31 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return err
 }
 
+// fetchRetryPause is how long the consumer waits after a failed fetch. It is
+// short and fixed, not a growing backoff: kafka-go's reader already paces its
+// own reconnects (ReadBackoffMin..Max per partition, JoinGroupBackoff for the
+// group) and queues one error per failed attempt on the channel FetchMessage
+// reads, behind which the records wait. A consumer that slept a backoff of its
+// own, growing to 10s, for every queued error spent minutes reading stale
+// "connection refused" errors after a Kafka broker came back, billing nothing
+// meanwhile (TestFleet found it; see TestFetchErrorsDoNotStallTheConsumer).
+const fetchRetryPause = 25 * time.Millisecond
+
+// fetchLogEvery bounds the fetch-failure warnings: one line at the first
+// failure, then at most one per interval with the count since the last line.
+const fetchLogEvery = 5 * time.Second
+
+// messageReader is the part of *kafka.Reader that consume uses.
+type messageReader interface {
+	FetchMessage(ctx context.Context) (kafka.Message, error)
+	CommitMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
 // consume is Run's loop: fetch a batch, apply it (retrying until it is
 // applied), commit its offsets.
-func (c *Consumer) consume(ctx context.Context, reader *kafka.Reader, dlq *kafka.Writer) error {
-	fetchFailures := 0
+func (c *Consumer) consume(ctx context.Context, reader messageReader, dlq *kafka.Writer) error {
+	var unlogged int       // fetch failures since the last warning
+	var loggedAt time.Time // when the last warning was written
 	for {
 		batch, err := c.fetch(ctx, reader)
 		switch {
@@ -293,16 +317,21 @@ func (c *Consumer) consume(ctx context.Context, reader *kafka.Reader, dlq *kafka
 			return fmt.Errorf("billing: fetch: reader closed: %w", err)
 		case err != nil:
 			// Kafka unreachable or the group rebalancing: the reader reconnects
-			// and rejoins by itself; wait and fetch again.
-			fetchFailures++
-			d := backoff(fetchFailures)
-			c.log.Warn("fetch failed; retrying", "error", err, "retry_in", d.String())
-			if !sleep(ctx, d) {
+			// and rejoins by itself; read on (see fetchRetryPause).
+			unlogged++
+			if time.Since(loggedAt) >= fetchLogEvery {
+				c.log.Warn("fetch failed; retrying", "error", err, "failures", unlogged)
+				unlogged, loggedAt = 0, time.Now()
+			}
+			if !c.pause(ctx, fetchRetryPause) {
 				return nil
 			}
 			continue
 		}
-		fetchFailures = 0
+		if unlogged > 0 || !loggedAt.IsZero() {
+			c.log.Info("fetching again", "failures_since_last_warning", unlogged)
+			unlogged, loggedAt = 0, time.Time{}
+		}
 		for attempt := 1; ; attempt++ {
 			err := c.apply(ctx, batch, dlq)
 			if err == nil {
@@ -313,7 +342,7 @@ func (c *Consumer) consume(ctx context.Context, reader *kafka.Reader, dlq *kafka
 			}
 			d := backoff(attempt)
 			c.log.Warn("apply batch; retrying", "error", err, "records", len(batch), "retry_in", d.String())
-			if !sleep(ctx, d) {
+			if !c.pause(ctx, d) {
 				return nil
 			}
 		}
@@ -330,7 +359,7 @@ func (c *Consumer) consume(ctx context.Context, reader *kafka.Reader, dlq *kafka
 
 // fetch blocks for one record, then takes whatever else arrives within Linger,
 // up to MaxBatch records.
-func (c *Consumer) fetch(ctx context.Context, reader *kafka.Reader) ([]kafka.Message, error) {
+func (c *Consumer) fetch(ctx context.Context, reader messageReader) ([]kafka.Message, error) {
 	m, err := reader.FetchMessage(ctx)
 	if err != nil {
 		return nil, err
