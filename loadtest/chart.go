@@ -23,12 +23,16 @@ var (
 	colUsers  = color.RGBA{R: 148, G: 103, B: 189, A: 255}
 	colHeap   = color.RGBA{R: 127, G: 127, B: 127, A: 255}
 	colStages = color.RGBA{R: 170, G: 170, B: 170, A: 255}
+	colMark   = color.RGBA{R: 255, G: 165, B: 0, A: 60}
+	colMarkTx = color.RGBA{R: 160, G: 82, B: 45, A: 255}
 )
 
-// chartRow is one row of the chart: a run and its title.
+// chartRow is one row of the chart: a run, its title and the marks that
+// fall in it.
 type chartRow struct {
 	title string
 	r     *ScenarioResult
+	marks []MarkFigures
 }
 
 // WriteChart draws the per-second series of every scenario (and of the accept
@@ -36,15 +40,22 @@ type chartRow struct {
 // and errors, and users (and the Go heap) over time; dashed lines mark stages.
 func (r *Report) WriteChart(path string) error {
 	var rows []chartRow
+	marks := r.FigureMarks()
 	for _, s := range r.Scenarios {
-		rows = append(rows, chartRow{fmt.Sprintf("%s (%s)", s.Scenario.Name, shortStages(s.Scenario)), s})
+		row := chartRow{title: fmt.Sprintf("%s (%s)", s.Scenario.Name, shortStages(s.Scenario)), r: s}
+		for _, m := range marks {
+			if m.Scenario == s.Scenario.Name {
+				row.marks = append(row.marks, m)
+			}
+		}
+		rows = append(rows, row)
 	}
 	if a := r.Accept; a != nil {
 		if a.CHOM != nil {
-			rows = append(rows, chartRow{fmt.Sprintf("accept: CHOM POST /sites (%d users)", a.Users), a.CHOM})
+			rows = append(rows, chartRow{title: fmt.Sprintf("accept: CHOM POST /sites (%d users)", a.Users), r: a.CHOM})
 		}
 		if a.Baseline != nil {
-			rows = append(rows, chartRow{fmt.Sprintf("accept: naive baseline (%d users)", a.Users), a.Baseline})
+			rows = append(rows, chartRow{title: fmt.Sprintf("accept: naive baseline (%d users)", a.Users), r: a.Baseline})
 		}
 	}
 	if len(rows) == 0 {
@@ -171,8 +182,38 @@ func rowPlots(row chartRow) ([]*plot.Plot, error) {
 			l.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
 			p.Add(l)
 		}
+		if err := addMarks(p, row.marks, top); err != nil {
+			return nil, err
+		}
 	}
 	return []*plot.Plot{lat, rps, users}, nil
+}
+
+// addMarks shades each mark's span on p (a thin band for an instant) and
+// writes its name, numbered from the top so neighbouring names do not
+// overlap.
+func addMarks(p *plot.Plot, marks []MarkFigures, top float64) error {
+	for i, m := range marks {
+		to := max(m.ToSecond, m.FromSecond+0.5)
+		band, err := plotter.NewPolygon(plotter.XYs{{X: m.FromSecond, Y: 0}, {X: to, Y: 0}, {X: to, Y: top}, {X: m.FromSecond, Y: top}})
+		if err != nil {
+			return err
+		}
+		band.Color = colMark
+		band.LineStyle.Width = 0
+		p.Add(band)
+		y := top * (0.95 - 0.07*float64(i%4))
+		labels, err := plotter.NewLabels(plotter.XYLabels{XYs: plotter.XYs{{X: m.FromSecond, Y: y}}, Labels: []string{m.Mark.Name}})
+		if err != nil {
+			return err
+		}
+		for j := range labels.TextStyle {
+			labels.TextStyle[j].Color = colMarkTx
+			labels.TextStyle[j].Font.Size = vg.Points(7)
+		}
+		p.Add(labels)
+	}
+	return nil
 }
 
 // plainTicks are gonum's default ticks labelled without trailing zeros

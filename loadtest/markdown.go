@@ -178,6 +178,17 @@ func (r *Report) Markdown() string {
 	for _, s := range r.Scenarios {
 		r.scenarioMarkdown(&b, s)
 	}
+	if marks := r.FigureMarks(); len(marks) > 0 {
+		w("## Faults\n\n")
+		w("Each fault's time on its run's axis (shaded on the chart), and the load's requests, errors and worst per-second p99 while it lasted and in the %d s after it.\n\n", markAfter)
+		w("| fault | run | from (s) | to (s) | requests during | errors during | p99 during (max/s) | requests after | errors after | p99 after (max/s) |\n")
+		w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, m := range marks {
+			w("| %s | %s | %.1f | %.1f | %d | %d | %s | %d | %d | %s |\n", m.Mark.Name, m.Scenario, m.FromSecond, m.ToSecond,
+				m.During.Requests, m.During.Errors, fmtMS(m.During.MaxP99), m.After.Requests, m.After.Errors, fmtMS(m.After.MaxP99))
+		}
+		w("\n")
+	}
 	if len(r.Notes) > 0 {
 		w("## Notes\n\n")
 		for _, n := range r.Notes {

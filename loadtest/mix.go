@@ -40,6 +40,7 @@ const maxBody = 1 << 20
 // opView is the part of an operation the harness reads.
 type opView struct {
 	ID         string `json:"id"`
+	Type       string `json:"type"`
 	Status     string `json:"status"`
 	TargetType string `json:"target_type"`
 	TargetID   string `json:"target_id"`
@@ -193,11 +194,57 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// domain is the domain of the n-th site of the run.
+func (s *session) domain(n uint64) string { return fmt.Sprintf("n%d.r%s.lt.example", n, s.r.runID) }
+
 // createBody is the POST /sites body of the n-th site of the run.
 func (s *session) createBody(n uint64) ([]byte, string) {
-	domain := fmt.Sprintf("n%d.r%s.lt.example", n, s.r.runID)
-	body, _ := json.Marshal(map[string]string{"domain": domain, "site_type": siteTypes[n%uint64(len(siteTypes))]})
+	body, _ := json.Marshal(map[string]string{"domain": s.domain(n), "site_type": siteTypes[n%uint64(len(siteTypes))]})
 	return body, fmt.Sprintf("lt-%s-%d", s.r.runID, n)
+}
+
+// accept puts an operation answered 202 in the ledger and, when the runner
+// keeps a journal, in the journal.
+func (s *session) accept(op opView, domain string) {
+	s.ledger.accepted(op.ID)
+	s.r.journal(AcceptedOp{ID: op.ID, Type: op.Type, TargetID: op.TargetID, Domain: domain})
+}
+
+// resendPause is how long a request whose answer was lost waits before it is
+// sent again.
+const resendPause = 200 * time.Millisecond
+
+// sendIdempotent sends a request that carries an Idempotency-Key and sends it
+// again, with the same key, while its answer is lost (see answerLost), as a
+// careful API client does: the key makes the resend of a request that had
+// committed answer that same operation, so nothing is done twice and no
+// operation exists that the client was not told about. Every attempt is a
+// sample of its own. It gives up once the operation timeout has passed since
+// the first attempt, or when ctx ends.
+func (s *session) sendIdempotent(ctx context.Context, token, route, method, path string, body []byte, idemKey string) response {
+	res := s.send(ctx, token, route, method, path, body, idemKey)
+	return s.untilAnswered(ctx, res, func() response { return s.send(ctx, token, route, method, path, body, idemKey) })
+}
+
+// untilAnswered calls resend while res's answer is lost, pausing resendPause
+// between attempts, for at most the operation timeout.
+func (s *session) untilAnswered(ctx context.Context, res response, resend func() response) response {
+	deadline := time.Now().Add(s.r.cfg.OpTimeout)
+	for !res.cut && answerLost(res) && time.Now().Before(deadline) {
+		if sleep(ctx, resendPause); ctx.Err() != nil {
+			return response{cut: true}
+		}
+		res = resend()
+	}
+	return res
+}
+
+// answerLost reports whether a response leaves the request's outcome unknown
+// or says to come back: a transport error (a connection refused or reset, a
+// timeout), 429, or a 5xx (a balancer's 502/503/504 when an ingress died
+// mid-request, or a server error after the request may have committed).
+func answerLost(res response) bool {
+	return res.err != nil || res.status == http.StatusTooManyRequests || res.status >= 500
 }
 
 // acceptOnce sends one POST /sites; it reports whether it got a 202.
@@ -206,7 +253,7 @@ func (s *session) acceptOnce(stop, hard context.Context, token string, n uint64)
 		return true
 	}
 	body, key := s.createBody(n)
-	res := s.send(hard, token, RouteCreateSite, http.MethodPost, "/api/v1/sites", body, key)
+	res := s.sendIdempotent(hard, token, RouteCreateSite, http.MethodPost, "/api/v1/sites", body, key)
 	if res.status == http.StatusAccepted {
 		s.accepted.Add(1)
 		return true
@@ -217,7 +264,7 @@ func (s *session) acceptOnce(stop, hard context.Context, token string, n uint64)
 // iteration runs the user mix once; it reports whether every step succeeded.
 func (s *session) iteration(stop, hard context.Context, token string, n uint64) bool {
 	body, key := s.createBody(n)
-	res := s.send(hard, token, RouteCreateSite, http.MethodPost, "/api/v1/sites", body, key)
+	res := s.sendIdempotent(hard, token, RouteCreateSite, http.MethodPost, "/api/v1/sites", body, key)
 	if res.status != http.StatusAccepted {
 		return res.cut
 	}
@@ -225,7 +272,7 @@ func (s *session) iteration(stop, hard context.Context, token string, n uint64) 
 	if err := json.Unmarshal(res.body, &op); err != nil || op.ID == "" {
 		return false
 	}
-	s.ledger.accepted(op.ID)
+	s.accept(op, s.domain(n))
 	done, ok := s.await(stop, token, op.ID)
 	if !ok {
 		return stop.Err() != nil
@@ -252,14 +299,14 @@ func (s *session) iteration(stop, hard context.Context, token string, n uint64) 
 	if stop.Err() != nil {
 		return true
 	}
-	res = s.send(hard, token, RouteDeleteSite, http.MethodDelete, "/api/v1/sites/"+siteID, nil, key+"-delete")
+	res = s.sendIdempotent(hard, token, RouteDeleteSite, http.MethodDelete, "/api/v1/sites/"+siteID, nil, key+"-delete")
 	if res.status != http.StatusAccepted {
 		return res.cut
 	}
 	if err := json.Unmarshal(res.body, &op); err != nil || op.ID == "" {
 		return false
 	}
-	s.ledger.accepted(op.ID)
+	s.accept(op, s.domain(n))
 	_, ok = s.await(stop, token, op.ID)
 	return ok || stop.Err() != nil
 }
@@ -329,8 +376,8 @@ func (s *session) backup(stop, hard context.Context, token, siteID string, n uin
 	}
 	stage := int(s.stage.Load())
 	body := []byte(`{"type":"full","retention_days":1}`)
-	res := s.call(hard, token, RouteCreateBackup, http.MethodPost, "/api/v1/sites/"+siteID+"/backups", body,
-		fmt.Sprintf("lt-%s-%d-backup", s.r.runID, n))
+	path, key := "/api/v1/sites/"+siteID+"/backups", fmt.Sprintf("lt-%s-%d-backup", s.r.runID, n)
+	res := s.call(hard, token, RouteCreateBackup, http.MethodPost, path, body, key)
 	if !res.cut && (res.status == http.StatusNotFound || res.status == http.StatusMethodNotAllowed) {
 		b.mu.Lock()
 		if b.note == "" {
@@ -341,6 +388,9 @@ func (s *session) backup(stop, hard context.Context, token, siteID string, n uin
 		return true
 	}
 	s.record(stage, res)
+	res = s.untilAnswered(hard, res, func() response {
+		return s.send(hard, token, RouteCreateBackup, http.MethodPost, path, body, key)
+	})
 	if res.status != http.StatusAccepted {
 		return res.cut
 	}
@@ -349,7 +399,7 @@ func (s *session) backup(stop, hard context.Context, token, siteID string, n uin
 	if err := json.Unmarshal(res.body, &op); err != nil || op.ID == "" {
 		return false
 	}
-	s.ledger.accepted(op.ID)
+	s.accept(op, s.domain(n))
 	_, ok := s.await(stop, token, op.ID)
 	return ok || stop.Err() != nil
 }

@@ -289,7 +289,10 @@ type Report struct {
 	Machine   Machine           `json:"machine"`
 	Scenarios []*ScenarioResult `json:"scenarios"`
 	Accept    *AcceptComparison `json:"accept,omitempty"`
-	Notes     []string          `json:"notes,omitempty"`
+	// Marks are the faults (or other events) a script injected during the
+	// run (chom-loadtest --marks), drawn on the chart's time axis.
+	Marks []Mark   `json:"marks,omitempty"`
+	Notes []string `json:"notes,omitempty"`
 }
 
 // LedgerOK reports whether every scenario's accepted operations all finished.

@@ -53,6 +53,20 @@ type Config struct {
 	Progress io.Writer
 	// Logger is required.
 	Logger *slog.Logger
+	// Accepted, when set, gets one JSON line (an AcceptedOp) for every
+	// operation the API answered 202, as the answer arrives: the client's side
+	// of a ledger that a fault test compares with the server's.
+	Accepted io.Writer
+}
+
+// AcceptedOp is one operation the API answered 202 for, as Config.Accepted
+// records it.
+type AcceptedOp struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	TargetID string `json:"target_id"`
+	// Domain is the domain of the site the operation is about.
+	Domain string `json:"domain"`
 }
 
 // Validate fills the defaults and reports every problem.
@@ -134,6 +148,36 @@ type Runner struct {
 	client  *http.Client
 	seq     atomic.Uint64
 	backups backupHook
+
+	journalMu  sync.Mutex
+	journalErr error // the first write error of Config.Accepted
+}
+
+// journal writes op to Config.Accepted, if set. A write error is kept for
+// Run to return and stops further writes.
+func (r *Runner) journal(op AcceptedOp) {
+	if r.cfg.Accepted == nil {
+		return
+	}
+	line, err := json.Marshal(op)
+	if err != nil {
+		return // AcceptedOp has only strings: cannot fail
+	}
+	r.journalMu.Lock()
+	defer r.journalMu.Unlock()
+	if r.journalErr == nil {
+		if _, err := r.cfg.Accepted.Write(append(line, '\n')); err != nil {
+			r.journalErr = fmt.Errorf("loadtest: write accepted operations: %w", err)
+		}
+	}
+}
+
+// journalError is the first error writing Config.Accepted, or nil: Run
+// returns it, as a journal with holes would fail a ledger for no reason.
+func (r *Runner) journalError() error {
+	r.journalMu.Lock()
+	defer r.journalMu.Unlock()
+	return r.journalErr
 }
 
 // New validates cfg and builds a Runner.
@@ -318,7 +362,7 @@ func (r *Runner) Run(ctx context.Context, sc Scenario, mix Mix) (*ScenarioResult
 		res.Breaking = FindBreakingPoint(res.Stages)
 	}
 	res.Recovery = FindRecovery(res)
-	return res, runErr
+	return res, errors.Join(runErr, r.journalError())
 }
 
 func (r *Runner) progress(format string, args ...any) {

@@ -23,6 +23,12 @@ type fakeAPI struct {
 	ops     map[string]int // operation ID → polls so far
 	n       int
 	failing map[string]bool
+	// lost, when positive, is how many times a create with a new
+	// Idempotency-Key commits but answers 503 (an answer lost on the way)
+	// before a resend with that key gets its operation.
+	lost  int
+	keyed map[string]string // Idempotency-Key → operation ID
+	sends map[string]int    // Idempotency-Key → creates received
 }
 
 func newFakeAPI(t *testing.T, failing ...string) (*fakeAPI, string) {
@@ -55,11 +61,24 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == "POST" && path == "/sites":
 		_, _ = io.Copy(io.Discard, r.Body)
-		if r.Header.Get("Idempotency-Key") == "" {
+		key := r.Header.Get("Idempotency-Key")
+		if key == "" {
 			reply(400, map[string]string{"title": "no key"})
 			return
 		}
-		reply(202, opView{ID: f.newOp(), Status: "pending", TargetType: "site", TargetID: "site_" + fmt.Sprint(f.n)})
+		if f.keyed == nil {
+			f.keyed, f.sends = map[string]string{}, map[string]int{}
+		}
+		id, ok := f.keyed[key]
+		if !ok {
+			id = f.newOp()
+			f.keyed[key] = id
+		}
+		if f.sends[key]++; f.sends[key] <= f.lost {
+			reply(503, map[string]string{"title": "Service unavailable"})
+			return
+		}
+		reply(202, opView{ID: id, Type: "site.provision", Status: "pending", TargetType: "site", TargetID: "site_" + strings.TrimPrefix(id, "op_")})
 	case r.Method == "GET" && strings.HasPrefix(path, "/operations/"):
 		id := strings.TrimPrefix(path, "/operations/")
 		polls, ok := f.ops[id]

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -164,4 +165,33 @@ func (s Scenario) Validate() error {
 func AcceptScenario(users int, d time.Duration) Scenario {
 	return Scenario{Name: "accept", Purpose: fmt.Sprintf("accept path: %d users sending only POST /sites", users),
 		Stages: []Stage{{Users: users, Duration: d}}}
+}
+
+// ScenarioCustom is the name of a scenario given as stages (ParseStages).
+const ScenarioCustom = "custom"
+
+// ParseStages reads a custom scenario from stages written USERSxDURATION and
+// separated by commas, e.g. "4x90s" or "10x30s,50x1m,10x30s". Every problem
+// is named at once.
+func ParseStages(spec string) (Scenario, error) {
+	sc := Scenario{Name: ScenarioCustom, Purpose: "stages given on the command line: " + strings.TrimSpace(spec)}
+	var errs []error
+	for part := range strings.SplitSeq(spec, ",") {
+		part = strings.TrimSpace(part)
+		users, dur, ok := strings.Cut(part, "x")
+		n, nerr := strconv.Atoi(users)
+		d, derr := time.ParseDuration(dur)
+		switch {
+		case !ok || nerr != nil || derr != nil:
+			errs = append(errs, fmt.Errorf("stage %q: want USERSxDURATION, e.g. 4x90s", part))
+		case n <= 0 || d < MinStageDuration:
+			errs = append(errs, fmt.Errorf("stage %q: want at least 1 user for at least %s", part, MinStageDuration))
+		default:
+			sc.Stages = append(sc.Stages, Stage{Users: n, Duration: d})
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Scenario{}, fmt.Errorf("loadtest: stages: %w", err)
+	}
+	return sc, nil
 }

@@ -48,6 +48,10 @@ type loadtestOptions struct {
 	think          time.Duration
 	servers        int
 	keep           bool
+	marks          string
+	accepted       string
+	// acceptedTo is the open --accepted file.
+	acceptedTo io.Writer
 }
 
 func main() {
@@ -95,6 +99,14 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	}
 	defer logFile.Close()
 	log := stack.NewLogger(logFile, c).With("process", "loadtest")
+	if o.accepted != "" {
+		f, err := os.Create(o.accepted)
+		if err != nil {
+			return fmt.Errorf("loadtest: --accepted: %w", err)
+		}
+		defer f.Close()
+		o.acceptedTo = f
+	}
 
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -108,6 +120,11 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		err = loadInProcess(ctx, o, c, rep, runID, log, stdout, getenv)
 	}
 	rep.Finished = time.Now().UTC()
+	if o.marks != "" {
+		marks, merr := readMarks(o.marks)
+		err = errors.Join(err, merr)
+		rep.Marks = marks
+	}
 	if len(rep.Scenarios) > 0 || rep.Accept != nil {
 		if werr := rep.WriteFiles(o.out); werr != nil {
 			return errors.Join(err, werr)
@@ -129,6 +146,16 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	return nil
 }
 
+// readMarks reads the --marks file.
+func readMarks(path string) ([]loadtest.Mark, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: --marks: %w", err)
+	}
+	defer f.Close()
+	return loadtest.ReadMarks(f)
+}
+
 func parseLoadtestFlags(args []string, stderr io.Writer) (loadtestOptions, error) {
 	var o loadtestOptions
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
@@ -138,6 +165,9 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (loadtestOptions, error
 		fs.PrintDefaults()
 	}
 	scenario := fs.String("scenario", "all", "scenarios to run: all, or names separated by commas (ramp-up, sustained, spike, soak, stress)")
+	stages := fs.String("stages", "", "run one custom scenario of these stages instead of --scenario: USERSxDURATION separated by commas (4x90s, or 10x30s,50x1m)")
+	fs.StringVar(&o.marks, "marks", "", "a file of fault marks (one JSON object per line: name, from, to) to draw on the chart and list in the report; read when the report is written")
+	fs.StringVar(&o.accepted, "accepted", "", "write every operation answered 202 to this file, one JSON object per line (id, type, target_id, domain), as the answers arrive")
 	fs.Float64Var(&o.scale, "scale", 1, "multiply every stage duration by this (0.05 for a short run; stages last at least 1s)")
 	fs.StringVar(&o.out, "out", "loadtest-out", "directory for result.json, report.md, chart.png and stack.log")
 	fs.StringVar(&o.url, "url", "", "load a running CHOM at this base URL (http://127.0.0.1:8080) instead of an in-process stack")
@@ -160,7 +190,13 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (loadtestOptions, error
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
 	var err error
-	if o.scenarios, err = loadtest.Lookup(*scenario); err != nil {
+	if *stages != "" {
+		sc, err := loadtest.ParseStages(*stages)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		o.scenarios = []loadtest.Scenario{sc}
+	} else if o.scenarios, err = loadtest.Lookup(*scenario); err != nil {
 		errs = append(errs, err)
 	}
 	if err := loadtest.ValidateScale(o.scale); err != nil {
@@ -198,7 +234,8 @@ func (o loadtestOptions) acceptDuration() time.Duration {
 
 func (o loadtestOptions) runnerConfig(base string, tokens []string, runID string, log *slog.Logger, progress io.Writer) loadtest.Config {
 	return loadtest.Config{BaseURL: base, Tokens: tokens, AllowRemote: o.allowRemote, RequestTimeout: o.requestTimeout,
-		OpTimeout: o.opTimeout, Drain: o.drain, Think: o.think, RunID: runID, Progress: progress, Logger: log}
+		OpTimeout: o.opTimeout, Drain: o.drain, Think: o.think, RunID: runID, Progress: progress, Logger: log,
+		Accepted: o.acceptedTo}
 }
 
 // runScenarios plays every scenario with runner, appending to rep as it goes.

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/chomhq/chom/internal/testenv"
 	"github.com/chomhq/chom/loadtest"
@@ -92,11 +97,73 @@ func TestLoadtestFlags(t *testing.T) {
 		{"--url", "http://192.0.2.1:8080", "--token", "chom_x"}, // not loopback
 		{"--token", "chom_x"},                                   // token without url
 		{"--accept-users", "0"},
+		{"--stages", "4x90"}, // no unit
+		{"--stages", "0x10s"},
 	} {
 		var stderr bytes.Buffer
 		err := runLoadtest(t.Context(), args, &bytes.Buffer{}, &stderr, func(string) string { return "" })
 		if err == nil || !strings.Contains(err.Error(), "usage") {
 			t.Errorf("loadtest %v: %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestLoadtestMarksAndAccepted runs a custom stage against a fake API with
+// --accepted and --marks: the journal lists the 202s, the report the fault.
+func TestLoadtestMarksAndAccepted(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	n := 0
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/api/v1/health":
+			_, _ = w.Write([]byte(`{"status":"ok"}`))
+		case r.Method == http.MethodPost && r.URL.Path == "/api/v1/sites":
+			n++
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = fmt.Fprintf(w, `{"id":"op_%d","type":"site.provision","status":"pending","target_type":"site","target_id":"site_%d"}`, n, n)
+		case strings.HasPrefix(r.URL.Path, "/api/v1/operations/"):
+			id := strings.TrimPrefix(r.URL.Path, "/api/v1/operations/")
+			_, _ = fmt.Fprintf(w, `{"id":%q,"status":"failed"}`, id) // failed: the user stops there
+		default:
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte(`{"data":[]}`))
+		}
+	}))
+	defer api.Close()
+	dir := t.TempDir()
+	marks := filepath.Join(dir, "marks.jsonl")
+	now := time.Now()
+	if err := os.WriteFile(marks, fmt.Appendf(nil, "{\"name\":\"redis master\",\"from\":%q,\"to\":%q}\n",
+		now.Add(500*time.Millisecond).Format(time.RFC3339Nano), now.Add(1500*time.Millisecond).Format(time.RFC3339Nano)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	accepted := filepath.Join(dir, "accepted.jsonl")
+	out := filepath.Join(dir, "out")
+	var stdout bytes.Buffer
+	err := runLoadtest(t.Context(), []string{"--url", api.URL, "--token", "chom_x", "--stages", "2x2s", "--baseline=false",
+		"--marks", marks, "--accepted", accepted, "--out", out}, &stdout, &bytes.Buffer{}, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("loadtest: %v\n%s", err, stdout.String())
+	}
+	journal, err := os.ReadFile(accepted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	creates := n
+	mu.Unlock()
+	if lines := strings.Count(string(journal), "\n"); creates == 0 || lines != creates || !strings.Contains(string(journal), `"type":"site.provision"`) {
+		t.Errorf("%d creates answered 202, journal:\n%s", creates, journal)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "## Faults") || !strings.Contains(string(md), "| redis master | custom |") {
+		t.Errorf("report.md does not list the mark:\n%s", md)
 	}
 }
