@@ -23,7 +23,7 @@ var (
 	colUsers  = color.RGBA{R: 148, G: 103, B: 189, A: 255}
 	colHeap   = color.RGBA{R: 127, G: 127, B: 127, A: 255}
 	colStages = color.RGBA{R: 170, G: 170, B: 170, A: 255}
-	colMark   = color.RGBA{R: 255, G: 165, B: 0, A: 60}
+	colMark   = color.NRGBA{R: 255, G: 165, B: 0, A: 70} // translucent: the lines show through
 	colMarkTx = color.RGBA{R: 160, G: 82, B: 45, A: 255}
 )
 
@@ -201,6 +201,7 @@ func addMarks(p *plot.Plot, marks []MarkFigures, top float64) error {
 		}
 		band.Color = colMark
 		band.LineStyle.Width = 0
+		band.LineStyle.Color = color.Transparent
 		p.Add(band)
 		y := top * (0.95 - 0.07*float64(i%4))
 		labels, err := plotter.NewLabels(plotter.XYLabels{XYs: plotter.XYs{{X: m.FromSecond, Y: y}}, Labels: []string{m.Mark.Name}})

@@ -53,6 +53,12 @@ type Config struct {
 	Progress io.Writer
 	// Logger is required.
 	Logger *slog.Logger
+	// Finish, when set and closed, ends the stage running at once and skips
+	// the later ones, as if the scenario's time were up: the users stop and
+	// the ledger is checked as usual. A fault test whose faults take a time
+	// it cannot know in advance gives its load a long stage and closes Finish
+	// when the last fault is over.
+	Finish <-chan struct{}
 	// Accepted, when set, gets one JSON line (an AcceptedOp) for every
 	// operation the API answered 202, as the answer arrives: the client's side
 	// of a ledger that a fault test compares with the server's.
@@ -292,8 +298,12 @@ func (r *Runner) Run(ctx context.Context, sc Scenario, mix Mix) (*ScenarioResult
 			users = users[:len(users)-1]
 		}
 		t := time.NewTimer(st.Duration)
+		finished := false
 		select {
 		case <-t.C:
+		case <-r.cfg.Finish:
+			t.Stop()
+			finished = true
 		case <-ctx.Done():
 			t.Stop()
 			runErr = fmt.Errorf("loadtest: %s interrupted in stage %d: %w", sc.Name, i+1, ctx.Err())
@@ -305,6 +315,12 @@ func (r *Runner) Run(ctx context.Context, sc Scenario, mix Mix) (*ScenarioResult
 		r.progress("%-9s stage %d/%d  %4d users %7.1fs  %8.1f req/s  p95 %7.1f ms  p99 %7.1f ms  errors %.2f%%",
 			sc.Name, i+1, len(sc.Stages), st.Users, wall.Seconds(), f.Throughput, f.LatencyMS.P95, f.LatencyMS.P99, 100*f.ErrorRate)
 		if runErr != nil {
+			break
+		}
+		if finished {
+			if i+1 < len(sc.Stages) {
+				res.StoppedEarly = fmt.Sprintf("finished by the caller in stage %d; later stages not run", i+1)
+			}
 			break
 		}
 		if sc.StopOnBreak && Breaks(f) != "" {

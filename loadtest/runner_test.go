@@ -258,3 +258,28 @@ func TestLoopbackOnly(t *testing.T) {
 		t.Errorf("dial to 192.0.2.10: %v, want ErrNotLoopback", err)
 	}
 }
+
+// TestRunFinish closes Config.Finish during a long first stage: the run ends
+// then, skips its second stage and still checks its ledger.
+func TestRunFinish(t *testing.T) {
+	t.Parallel()
+	_, base := newFakeAPI(t)
+	finish := make(chan struct{})
+	r, err := New(Config{BaseURL: base, Tokens: []string{"a"}, Logger: slog.New(slog.DiscardHandler),
+		RequestTimeout: 2 * time.Second, OpTimeout: 2 * time.Second, Drain: 2 * time.Second, Finish: finish})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	time.AfterFunc(500*time.Millisecond, func() { close(finish) })
+	res, err := r.Run(t.Context(), Scenario{Name: "long", Stages: []Stage{{2, time.Hour}, {4, time.Hour}}}, MixUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Stages) != 1 || res.Seconds > 60 || !strings.Contains(res.StoppedEarly, "finished by the caller in stage 1") {
+		t.Errorf("stages %d, %.1fs, stopped early %q: want the first stage ended by Finish, the second not run", len(res.Stages), res.Seconds, res.StoppedEarly)
+	}
+	if !res.Ledger.OK() || res.Ledger.Accepted == 0 {
+		t.Errorf("ledger %+v", res.Ledger)
+	}
+}

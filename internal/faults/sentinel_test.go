@@ -98,17 +98,31 @@ func (s *stack) finishedAfter(t0 time.Time, ids []string, agg string) time.Durat
 
 // linesAfter counts the process's log lines with msg logged after t0.
 func (p *proc) linesAfter(msg string, t0 time.Time) int {
-	n := 0
+	return len(p.timesAfter(msg, t0))
+}
+
+// firstAfter is when the process first logged msg after t0 (zero: never).
+func (p *proc) firstAfter(msg string, t0 time.Time) time.Time {
+	if at := p.timesAfter(msg, t0); len(at) > 0 {
+		return at[0]
+	}
+	return time.Time{}
+}
+
+// timesAfter are the times of the process's log lines with msg logged after
+// t0, in log order.
+func (p *proc) timesAfter(msg string, t0 time.Time) []time.Time {
+	var out []time.Time
 	for _, l := range p.logLines() {
 		if l["msg"] != msg {
 			continue
 		}
 		ts, _ := l["time"].(string)
 		if at, err := time.Parse(time.RFC3339Nano, ts); err == nil && at.After(t0) {
-			n++
+			out = append(out, at)
 		}
 	}
-	return n
+	return out
 }
 
 // reconcilesAfter counts the reconcile tasks the workers finished after t0.
