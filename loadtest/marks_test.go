@@ -8,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/chomhq/chom/internal/testenv"
 )
 
 func TestReadMarks(t *testing.T) {
@@ -105,18 +106,6 @@ func TestMarksInReport(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the runner's users.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
 // TestResendsLostAnswers: every create commits but its first two answers are
 // lost (503). The harness sends it again with its Idempotency-Key and gets
 // the operation the first send created: each operation is journaled once,
@@ -125,7 +114,7 @@ func TestResendsLostAnswers(t *testing.T) {
 	t.Parallel()
 	f, base := newFakeAPI(t)
 	f.lost = 2
-	var journal syncBuffer
+	var journal testenv.SyncBuffer
 	r, err := New(Config{BaseURL: base, Tokens: []string{"a"}, Logger: slog.New(slog.DiscardHandler),
 		RequestTimeout: 2 * time.Second, OpTimeout: 5 * time.Second, Drain: 2 * time.Second, Accepted: &journal})
 	if err != nil {
@@ -137,7 +126,7 @@ func TestResendsLostAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]int{}
-	sc := bufio.NewScanner(&journal.b)
+	sc := bufio.NewScanner(strings.NewReader(journal.String()))
 	for sc.Scan() {
 		var op AcceptedOp
 		if err := json.Unmarshal(sc.Bytes(), &op); err != nil {

@@ -8,10 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -31,9 +29,6 @@ import (
 // ones billing bills.
 const totalEvents = `SELECT count(*) FROM outbox_events e WHERE e.event_type = 'usage.recorded.v1'
 	AND coalesce(e.data::jsonb->>'site_id', '') = ''`
-
-// haproxyBin is where Debian's haproxy package installs the balancer.
-const haproxyBin = "/usr/sbin/haproxy"
 
 // fleetScale is FLEET_SCALE (default 1): how many times longer each fault
 // stays injected and the load runs around it. CI runs 1 (each fault about 5s
@@ -86,12 +81,6 @@ func TestFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the fault suite takes minutes; skipped with -short")
 	}
-	if _, err := os.Stat(haproxyBin); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("haproxy is missing (apt-get install haproxy): %v", err)
-		}
-		t.Skipf("haproxy is missing (apt-get install haproxy): %v", err)
-	}
 	began := time.Now()
 	scale := fleetScale(t)
 	down := time.Duration(scale) * 5 * time.Second
@@ -102,7 +91,7 @@ func TestFleet(t *testing.T) {
 	standby := testenv.StartPostgresReplica(t, primary, testenv.PostgresReplicaConfig{Synchronous: true})
 	enginesUp := time.Since(began)
 
-	ports := []int{freeTCPPort(t), freeTCPPort(t)}
+	ports := []int{testenv.FreePort(t), testenv.FreePort(t)}
 	s := newStack(t, stackConfig{
 		DatabaseURL: testenv.MultiHostURL(primary, standby),
 		RedisURL:    sn.URL,
@@ -127,7 +116,7 @@ func TestFleet(t *testing.T) {
 	scheds := []*proc{s.startScheduler(), s.startScheduler()}
 	relays := []*proc{s.start("relay-1", "relay"), s.start("relay-2", "relay")}
 	billing := s.start("billing-1", "billing-consumer")
-	lb := startHAProxy(t, ports)
+	lb := testenv.StartHAProxy(t, fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1]))
 	t.Logf("fleet up in %s (engines %s): haproxy %s over ingresses :%d, :%d; 3 workers, 2 schedulers, 2 relays, 1 billing consumer; redis %s; kafka %s; postgres %s, %s",
 		time.Since(began).Round(100*time.Millisecond), enginesUp.Round(100*time.Millisecond), lb, ports[0], ports[1],
 		queue.RedactURL(sn.URL), strings.Join(kafka.Brokers(), ","), primary.Addr, standby.Addr)
@@ -377,98 +366,6 @@ func (s *stack) countRows(query string) int {
 		s.t.Fatalf("%s: %v", query, err)
 	}
 	return n
-}
-
-// freeTCPPort returns a loopback port free at the time of the call.
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// haproxyConfig is the balancer in front of the ingresses, as
-// docs/operations.md (The fleet) gives it: round robin; a health check
-// every 500ms that takes an ingress out after two failures (about a second)
-// and back after one success; a request whose connection to an ingress
-// fails is retried (up to 3 times) on the other (option redispatch) —
-// `retry-on conn-failure empty-response`: a POST may be sent twice only when
-// the first ingress closed without answering, and the Idempotency-Key makes
-// that second send return the first's operation.
-const haproxyConfig = `global
-	maxconn 2000
-defaults
-	mode http
-	timeout connect 1s
-	timeout client 30s
-	timeout server 30s
-	timeout check 1s
-	retries 3
-	retry-on conn-failure empty-response
-	option redispatch 1
-frontend api
-	bind 127.0.0.1:%d
-	default_backend ingresses
-backend ingresses
-	balance roundrobin
-	option httpchk GET /api/v1/health
-	http-check expect status 200
-	default-server inter 500ms fall 2 rise 1
-	server ingress-1 127.0.0.1:%d check
-	server ingress-2 127.0.0.1:%d check
-`
-
-// startHAProxy runs haproxy in the foreground over the two ingress ports and
-// returns its http://host:port once both servers are up in its checks.
-func startHAProxy(t *testing.T, ingressPorts []int) string {
-	t.Helper()
-	dir := t.TempDir()
-	port := freeTCPPort(t)
-	cfg := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, haproxyConfig, port, ingressPorts[0], ingressPorts[1]), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(haproxyBin, "-c", "-f", cfg).CombinedOutput(); err != nil {
-		t.Fatalf("haproxy -c: %v\n%s", err, out)
-	}
-	logPath := filepath.Join(dir, "haproxy.log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command(haproxyBin, "-db", "-f", cfg)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start haproxy: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	client := &http.Client{Timeout: 2 * time.Second}
-	if !waitFor(30*time.Second, func() bool {
-		res, err := client.Get(url + "/api/v1/health")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	}) {
-		t.Fatalf("haproxy on %s did not pass a health check through within 30s; its log:\n%s", url, testenv.Tail(logPath, 30))
-	}
-	return url
 }
 
 // fleetUsers is the load's virtual users: what the fleet's three workers
