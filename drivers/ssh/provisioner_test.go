@@ -366,6 +366,11 @@ func TestProvisionerOnRealServers(t *testing.T) {
 		testMetering(t, b)
 	})
 
+	t.Run("tls: challenge, deploy, replace under load, reject, remove", func(t *testing.T) {
+		t.Parallel()
+		testTLS(t, b)
+	})
+
 	t.Run("changed host key refused", func(t *testing.T) {
 		t.Parallel()
 		ctx := t.Context()
