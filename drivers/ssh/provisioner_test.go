@@ -393,6 +393,9 @@ func TestProvisionerOnRealServers(t *testing.T) {
 				_, err := b.prov.Bandwidth(ctx, site, time.Now().Add(-time.Hour), time.Now())
 				return err
 			}(),
+			b.prov.PutChallenge(ctx, site, tokenA, keyAuthA),
+			b.prov.RemoveChallenge(ctx, site, tokenA),
+			b.prov.RemoveCertificate(ctx, site),
 		} {
 			if !errors.Is(err, drivers.ErrHostKeyMismatch) {
 				t.Errorf("got %v, want ErrHostKeyMismatch", err)

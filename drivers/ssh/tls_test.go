@@ -491,6 +491,35 @@ func testTLSAttacks(t *testing.T, b *realBundle) {
 	if strings.Contains(f.body, "PRIVATE KEY") || !strings.Contains(f.body, "bool(false)") {
 		t.Errorf("PHP of the site read its key: %q", f.body)
 	}
-	t.Logf("refused: 9 path tokens, 8 broken key authorizations; the site user cannot read, list, plant or link a token, nor read its key (shell: permission denied; PHP: %s); A's token is 404 on B's domain; a token planted in the document root is 404",
+	// A real nginx -t failure (a neighbour's broken block, which stops nginx
+	// reloading for every site) leaves B as it was: no TLS files, its block
+	// unchanged. This runs here, in the sequential suite, because a broken
+	// block would fail every other test's reload on a shared VPS.
+	blockB := filepath.Join(v.NginxAvailable, siteB.Domain+".conf")
+	beforeB := fileHash(t, blockB)
+	broken := filepath.Join(v.NginxEnabled, "zz-broken.example.conf")
+	if err := os.WriteFile(broken, []byte("server {\n    listen 127.0.0.1:1;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	certB := ca.Issue(t, siteB.ServerNames(), tlstest.LeafOptions{})
+	err := b.prov.DeployCertificate(ctx, siteB, certB.Cert, drivers.TLSOptions{})
+	if rmErr := os.Remove(broken); rmErr != nil {
+		t.Fatal(rmErr)
+	}
+	if !errors.Is(err, drivers.ErrConfigRejected) || !strings.Contains(err.Error(), "zz-broken") {
+		t.Errorf("deploy while real nginx -t fails: %v, want ErrConfigRejected naming the broken file", err)
+	}
+	tlsDirB := filepath.Join(v.StateDir, siteB.ID, "tls")
+	if after := fileHash(t, blockB); after != beforeB {
+		t.Error("a deploy nginx -t refused changed B's server block")
+	}
+	if entries, _ := os.ReadDir(tlsDirB); len(entries) > 0 {
+		t.Errorf("a deploy nginx -t refused left %d files in %s (a first deploy has nothing to put back)", len(entries), tlsDirB)
+	}
+	if f, err := fetch(ctx, plain, "http://"+siteB.Domain+"/"); err != nil || f.status != 200 {
+		t.Errorf("B after a refused first deploy: %d, %v; want still served over HTTP", f.status, err)
+	}
+
+	t.Logf("refused: 9 path tokens, 8 broken key authorizations; the site user cannot read, list, plant or link a token, nor read its key (shell: permission denied; PHP: %s); A's token is 404 on B's domain; a token planted in the document root is 404; a first deploy that real nginx -t refused (a neighbour's broken block) left B on HTTP with nothing written",
 		strings.TrimSpace(f.body))
 }
