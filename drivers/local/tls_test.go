@@ -117,6 +117,20 @@ func TestTLSDeployer(t *testing.T) {
 		t.Errorf("Provision changed the TLS block to:\n%s", got)
 	}
 
+	// The reload check loads the pair as nginx would: a key changed on disk
+	// behind the driver's back fails it.
+	keyPath := filepath.Join(tlsDir, "privkey.pem")
+	good := read(t, keyPath)
+	if err := os.WriteFile(keyPath, ca.Issue(t, site.ServerNames(), tlstest.LeafOptions{}).Cert.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.prov.Provision(ctx, site, nil); err == nil || !strings.Contains(err.Error(), "load certificate") {
+		t.Errorf("Provision with a key that does not match the chain on disk: %v, want the reload check to fail", err)
+	}
+	if err := os.WriteFile(keyPath, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	// Replace with HSTS.
 	cert2 := ca.Issue(t, site.ServerNames(), tlstest.LeafOptions{})
 	if err := b.prov.DeployCertificate(ctx, site, cert2.Cert, drivers.TLSOptions{HSTS: true}); err != nil {
