@@ -219,8 +219,9 @@ func (p *Provisioner) start(site drivers.SiteSpec) (sitePaths, *session, error) 
 // database and user (wordpress, laravel; the password is generated on the
 // server and stays in <StateDir>/<site>/db.env, 0600), its php-fpm pool
 // (checked with PHPFPMCheck, then reloaded; pools of the domain under other
-// PHP versions are removed) and its nginx server block, then checks nginx and
-// reloads it. A configuration the server's check rejects is put back as it
+// PHP versions are removed) and its nginx server block (with the HTTPS block
+// when the site's certificate is deployed: the TLS state is read from the
+// server, see DeployCertificate), then checks nginx and reloads it. A configuration the server's check rejects is put back as it
 // was and the error wraps drivers.ErrConfigRejected (permanent). progress
 // (may be nil) is called after each step.
 //
@@ -426,7 +427,8 @@ func (p *Provisioner) check(ctx context.Context, s *session, what, file, link st
 // reloads nginx, so it stops routing first), its php-fpm pools under every
 // PHP version (reloading those php-fpm) and socket, its database and user
 // (when the type has one or a db.env exists), its directories (site root,
-// logs, state) and its system user. What is already gone is skipped, so a
+// logs, state with the certificate and key, ACME challenges) and its system
+// user. What is already gone is skipped, so a
 // site that is not there is not an error.
 func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) error {
 	sp, s, err := p.start(site)
