@@ -523,3 +523,35 @@ func testTLSAttacks(t *testing.T, b *realBundle) {
 	t.Logf("refused: 9 path tokens, 8 broken key authorizations; the site user cannot read, list, plant or link a token, nor read its key (shell: permission denied; PHP: %s); A's token is 404 on B's domain; a token planted in the document root is 404; a first deploy that real nginx -t refused (a neighbour's broken block) left B on HTTP with nothing written",
 		strings.TrimSpace(f.body))
 }
+
+// HTTP/2 syntax follows the server's nginx: the listen parameter before
+// 1.25.1 (and when the version is unknown), "http2 on;" from 1.25.1.
+func TestHTTP2Listen(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]bool{"1.22.1": true, "1.18.0": true, "1.25.0": true, "1.25.1": false, "1.26.3": false,
+		"1.27.0": false, "2.0.0": false, "0.9.9": true, "": true, "1.x.1": true, "1.25": true} {
+		if got := ssh.HTTP2Listen(v); got != want {
+			t.Errorf("HTTP2Listen(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+// The server's answer is read strictly: a certificate counts as deployed only
+// with both recorded choices, values are digits, resolvers IP addresses.
+func TestParseTLSState(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		out  string
+		want ssh.TLSState
+	}{
+		{"tls HSTS_MAX_AGE=3600\ntls OCSP=1\nnginx nginx version: nginx/1.22.1\nns 192.0.2.53\nns 2001:db8::1\n",
+			ssh.TLSState{Deployed: true, HSTSMaxAge: 3600, OCSP: true, Nginx: "1.22.1", Resolvers: []string{"192.0.2.53", "[2001:db8::1]"}}},
+		{"tls HSTS_MAX_AGE=0\nnginx nginx version: nginx/1.27.4 (Ubuntu)\n", ssh.TLSState{HSTSMaxAge: 0, Nginx: "1.27.4"}},
+		{"tls HSTS_MAX_AGE=x\ntls OCSP=0\nnginx sh: 1: nginx: not found\nns resolver.example\nns 10.0.0.1;\n", ssh.TLSState{}},
+	} {
+		got := ssh.ParseTLSState(c.out)
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("ParseTLSState(%q) = %+v, want %+v", c.out, got, c.want)
+		}
+	}
+}
