@@ -32,15 +32,16 @@ var HTTP2Listen = http2Listen
 
 // TLSState is what parseTLSState read from the server's answer.
 type TLSState struct {
-	Deployed   bool
-	HSTSMaxAge int64
-	OCSP       bool
-	Nginx      string
-	Resolvers  []string
+	Provisioned bool
+	Deployed    bool
+	HSTSMaxAge  int64
+	OCSP        bool
+	Nginx       string
+	Resolvers   []string
 }
 
 // ParseTLSState exposes parseTLSState to the tests.
 func ParseTLSState(out string) TLSState {
 	st := parseTLSState(out)
-	return TLSState{Deployed: st.deployed, HSTSMaxAge: st.hstsMaxAge, OCSP: st.ocsp, Nginx: st.nginx, Resolvers: st.resolvers}
+	return TLSState{Provisioned: st.provisioned, Deployed: st.deployed, HSTSMaxAge: st.hstsMaxAge, OCSP: st.ocsp, Nginx: st.nginx, Resolvers: st.resolvers}
 }

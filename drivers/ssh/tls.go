@@ -31,20 +31,23 @@ const (
 // deployed (and the choices it was deployed with), which nginx it runs and the
 // nameservers it resolves with.
 type tlsState struct {
-	deployed   bool
-	hstsMaxAge int64
-	ocsp       bool
-	nginx      string // "1.22.1"; empty when `nginx -v` said nothing we could read
-	resolvers  []string
+	provisioned bool // the site's server block is there
+	deployed    bool
+	hstsMaxAge  int64
+	ocsp        bool
+	nginx       string // "1.22.1"; empty when `nginx -v` said nothing we could read
+	resolvers   []string
 }
 
-// scriptTLSState prints "tls KEY=digits" for each line of the site's tls.env
-// when its chain, key and tls.env are all there, "nginx <first line of nginx
-// -v>", and "ns <address>" for each nameserver of /etc/resolv.conf. Args: TLS
-// dir, nginx -v argv….
+// scriptTLSState prints "block yes" when the site's server block exists, "tls
+// KEY=digits" for each line of the site's tls.env when its chain, key and
+// tls.env are all there, "nginx <first line of nginx -v>", and "ns <address>"
+// for each nameserver of /etc/resolv.conf. Args: server block, TLS dir, nginx
+// -v argv….
 const scriptTLSState = `set -u
-dir=$1
-shift
+block=$1 dir=$2
+shift 2
+if [ -f "$block" ]; then echo "block yes"; fi
 if [ -f "$dir/` + tlsChain + `" ] && [ -f "$dir/` + tlsKey + `" ] && [ -f "$dir/` + tlsEnv + `" ]; then
 	sed -n 's/^\([A-Z_]\{1,32\}=[0-9]\{1,12\}\)$/tls \1/p' "$dir/` + tlsEnv + `"
 fi
@@ -158,8 +161,8 @@ func (p *Provisioner) tlsPaths(site drivers.SiteSpec, sp sitePaths) (tlsPaths, e
 }
 
 // readTLSState asks the server for the site's TLS state (scriptTLSState).
-func (p *Provisioner) readTLSState(ctx context.Context, s *session, tp tlsPaths) (tlsState, error) {
-	out, err := s.run(ctx, scriptTLSState, runOpts{}, append([]string{tp.dir}, p.layout.NginxVersion...)...)
+func (p *Provisioner) readTLSState(ctx context.Context, s *session, sp sitePaths, tp tlsPaths) (tlsState, error) {
+	out, err := s.run(ctx, scriptTLSState, runOpts{}, append([]string{sp.avail, tp.dir}, p.layout.NginxVersion...)...)
 	if err != nil {
 		return tlsState{}, fmt.Errorf("read TLS state: %w", err)
 	}
@@ -178,6 +181,8 @@ func parseTLSState(out string) tlsState {
 	for _, line := range strings.Split(out, "\n") {
 		kind, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
 		switch kind {
+		case "block":
+			st.provisioned = rest == "yes"
 		case "tls":
 			k, v, _ := strings.Cut(rest, "=")
 			n, err := strconv.ParseInt(v, 10, 64)
@@ -266,7 +271,7 @@ func (p *Provisioner) renderSite(ctx context.Context, s *session, site drivers.S
 	if err != nil {
 		return siteconf.Files{}, err
 	}
-	st, err := p.readTLSState(ctx, s, tp)
+	st, err := p.readTLSState(ctx, s, sp, tp)
 	if err != nil {
 		return siteconf.Files{}, err
 	}
@@ -371,14 +376,12 @@ func (p *Provisioner) DeployCertificate(ctx context.Context, site drivers.SiteSp
 	fail := func(what string, err error) error {
 		return fmt.Errorf("ssh: deploy certificate for %s: %s: %w", site.Domain, what, err)
 	}
-	if has, err := s.run(ctx, scriptHasFile, runOpts{}, sp.avail); err != nil {
-		return fail("look for the server block", err)
-	} else if has != "yes" {
-		return fail("look for the server block", fmt.Errorf("%s is not there: provision the site first", sp.avail))
-	}
-	st, err := p.readTLSState(ctx, s, tp)
+	st, err := p.readTLSState(ctx, s, sp, tp)
 	if err != nil {
 		return fail("read state", err)
+	}
+	if !st.provisioned {
+		return fail("look for the server block", fmt.Errorf("%s is not there: provision the site first", sp.avail))
 	}
 	st.ocsp, st.hstsMaxAge = vt.OCSP, vt.HSTSMaxAgeSeconds
 	v := p.values(site, sp, tp)

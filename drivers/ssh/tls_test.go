@@ -544,8 +544,8 @@ func TestParseTLSState(t *testing.T) {
 		out  string
 		want ssh.TLSState
 	}{
-		{"tls HSTS_MAX_AGE=3600\ntls OCSP=1\nnginx nginx version: nginx/1.22.1\nns 192.0.2.53\nns 2001:db8::1\n",
-			ssh.TLSState{Deployed: true, HSTSMaxAge: 3600, OCSP: true, Nginx: "1.22.1", Resolvers: []string{"192.0.2.53", "[2001:db8::1]"}}},
+		{"block yes\ntls HSTS_MAX_AGE=3600\ntls OCSP=1\nnginx nginx version: nginx/1.22.1\nns 192.0.2.53\nns 2001:db8::1\n",
+			ssh.TLSState{Provisioned: true, Deployed: true, HSTSMaxAge: 3600, OCSP: true, Nginx: "1.22.1", Resolvers: []string{"192.0.2.53", "[2001:db8::1]"}}},
 		{"tls HSTS_MAX_AGE=0\nnginx nginx version: nginx/1.27.4 (Ubuntu)\n", ssh.TLSState{HSTSMaxAge: 0, Nginx: "1.27.4"}},
 		{"tls HSTS_MAX_AGE=x\ntls OCSP=0\nnginx sh: 1: nginx: not found\nns resolver.example\nns 10.0.0.1;\n", ssh.TLSState{}},
 	} {
