@@ -7,6 +7,10 @@
 // payload that may be old, replayed or hand-edited, so ValidateSiteSpec checks it
 // again, strictly, here. Drivers must call it first and render only validated values.
 //
+// TLSDeployer serves a site over HTTPS: ACME HTTP-01 tokens, a certificate
+// checked by ParseTLSCertificate before any driver writes it, and the nginx TLS
+// block.
+//
 // UsageProbe measures a site's disk and bandwidth for metering; ScanAccessLog is the
 // streaming nginx combined-format parser every implementation shares.
 //

@@ -58,7 +58,23 @@ type SiteSpec struct {
 	Domain     string // ASCII hostname already normalised by ingress (lowercase, punycode)
 	SiteType   string // wordpress|laravel|php|html
 	PHPVersion string // "8.1"|"8.2"|"8.3"|"8.4"; empty for html
-	Server     Server
+	// Aliases are the site's other server names ("www.example.com", extra
+	// domains), served by the same nginx server block and covered by the same
+	// certificate as Domain. Each is validated like Domain; at most MaxAliases,
+	// no duplicates, none equal to Domain.
+	Aliases []string
+	Server  Server
+}
+
+// MaxAliases is how many aliases a SiteSpec may carry. Twenty covers www. and a
+// handful of extra domains; more than that on one certificate and one server block
+// is a sign of abuse (a site collecting names), not of a real site.
+const MaxAliases = 20
+
+// ServerNames returns Domain followed by the aliases: every name the site's server
+// block answers and its certificate must cover.
+func (s SiteSpec) ServerNames() []string {
+	return append([]string{s.Domain}, s.Aliases...)
 }
 
 // UsesPHP reports whether the site runs PHP (everything but html).
@@ -143,6 +159,7 @@ func ValidateSiteSpec(s SiteSpec) error {
 	if why := domainProblem(s.Domain); why != "" {
 		problems = append(problems, fmt.Sprintf("domain %s: %s", quote(s.Domain), why))
 	}
+	problems = append(problems, aliasProblems(s.Domain, s.Aliases)...)
 	switch s.SiteType {
 	case SiteTypeWordPress, SiteTypeLaravel, SiteTypePHP:
 		if !slices.Contains(supportedPHPVersions, s.PHPVersion) {
@@ -160,6 +177,29 @@ func ValidateSiteSpec(s SiteSpec) error {
 		return fmt.Errorf("%w: %s", ErrInvalidSpec, strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// aliasProblems names each alias that is not a valid hostname, repeats another
+// name of the site, or exceeds MaxAliases.
+func aliasProblems(domain string, aliases []string) []string {
+	var problems []string
+	if len(aliases) > MaxAliases {
+		problems = append(problems, fmt.Sprintf("aliases: %d given, the limit is %d", len(aliases), MaxAliases))
+		aliases = aliases[:MaxAliases] // still name what is wrong with the rest
+	}
+	seen := map[string]bool{domain: true}
+	for i, a := range aliases {
+		switch why := domainProblem(a); {
+		case why != "":
+			problems = append(problems, fmt.Sprintf("aliases[%d] %s: %s", i, quote(a), why))
+		case a == domain:
+			problems = append(problems, fmt.Sprintf("aliases[%d] %s: is the site's domain", i, quote(a)))
+		case seen[a]:
+			problems = append(problems, fmt.Sprintf("aliases[%d] %s: is listed twice", i, quote(a)))
+		}
+		seen[a] = true
+	}
+	return problems
 }
 
 // ValidateDomain applies the hostname rules of ValidateSiteSpec to one name, for

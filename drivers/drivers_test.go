@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"regexp"
 	"slices"
@@ -45,6 +46,8 @@ func TestValidateSiteSpec(t *testing.T) {
 		{"digits in non-final label", func(s *drivers.SiteSpec) { s.Domain = "1.2.3.example" }},
 		{"64 char ids", func(s *drivers.SiteSpec) { s.ID, s.TenantID = strings.Repeat("a", 64), strings.Repeat("_", 64) }},
 		{"server fields other than id are not rendered", func(s *drivers.SiteSpec) { s.Server.Hostname = "anything; really" }},
+		{"aliases", func(s *drivers.SiteSpec) { s.Aliases = []string{"www.example.com", "example.org"} }},
+		{"20 aliases", func(s *drivers.SiteSpec) { s.Aliases = manyAliases(drivers.MaxAliases) }},
 	}
 	for _, tt := range good {
 		t.Run("good/"+tt.name, func(t *testing.T) {
@@ -106,6 +109,13 @@ func TestValidateSiteSpec(t *testing.T) {
 		{"unknown php version", func(s *drivers.SiteSpec) { s.PHPVersion = "7.4" }, "php_version"},
 		{"php version injection", func(s *drivers.SiteSpec) { s.PHPVersion = "8.3;" }, "php_version"},
 		{"php version on html", func(s *drivers.SiteSpec) { s.SiteType, s.PHPVersion = "html", "8.3" }, "php_version"},
+		{"alias injection", func(s *drivers.SiteSpec) { s.Aliases = []string{"www.example.com", "a.com;\n}\nserver {"} }, "aliases[1]"},
+		{"alias wildcard", func(s *drivers.SiteSpec) { s.Aliases = []string{"*.example.com"} }, "aliases[0]"},
+		{"alias is the domain", func(s *drivers.SiteSpec) { s.Aliases = []string{"example.com"} }, "aliases[0]"},
+		{"alias twice", func(s *drivers.SiteSpec) { s.Aliases = []string{"www.example.com", "www.example.com"} }, "aliases[1]"},
+		{"alias empty", func(s *drivers.SiteSpec) { s.Aliases = []string{""} }, "aliases[0]"},
+		{"alias ip", func(s *drivers.SiteSpec) { s.Aliases = []string{"10.0.0.1"} }, "aliases[0]"},
+		{"21 aliases", func(s *drivers.SiteSpec) { s.Aliases = manyAliases(drivers.MaxAliases + 1) }, "aliases:"},
 	}
 	for _, tt := range bad {
 		t.Run("bad/"+tt.name, func(t *testing.T) {
@@ -130,6 +140,15 @@ func TestValidateSiteSpec(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manyAliases returns n distinct aliases of example.com.
+func manyAliases(n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("a%d.example.com", i))
+	}
+	return out
 }
 
 func TestValidateSiteSpecNamesEveryField(t *testing.T) {

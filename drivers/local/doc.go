@@ -11,6 +11,9 @@
 //	nginx/reload-requested                       touched after every reload check
 //	php/<version>/fpm/pool.d/<domain>.conf       php-fpm pool (not for html)
 //	run/php-<system-user>.sock                   the pool's socket (created by php-fpm)
+//	acme/<domain>/<token>                        ACME HTTP-01 key authorizations (PutChallenge)
+//	tls/<domain>/fullchain.pem, privkey.pem      the deployed certificate (0700, files 0600)
+//	tls/<domain>/tls.env                         its HSTS/OCSP choices, so Provision keeps TLS
 //
 // Files are written atomically and only when their content changes, so Provision
 // converges: running it again, or after a crash half-way, leaves the same files. The

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -155,8 +156,14 @@ func inside(base, path string) bool {
 	return rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
-func (p *Provisioner) values(site drivers.SiteSpec, sp sitePaths) siteValues {
+// values are what the templates render for site; with TLS when its
+// certificate is deployed (tls/<domain>/ holds a chain, a key and tls.env), so
+// a Provision of a TLS site keeps serving it over HTTPS.
+func (p *Provisioner) values(site drivers.SiteSpec, sp sitePaths, tp tlsPaths) siteValues {
 	return siteValues{
+		Aliases:         site.Aliases,
+		ChallengeDir:    tp.challenges,
+		TLS:             tlsState(tp),
 		SiteID:          site.ID,
 		TenantID:        site.TenantID,
 		Domain:          site.Domain,
@@ -190,8 +197,7 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 	if err != nil {
 		return drivers.Result{}, fmt.Errorf("local: provision %s: %w", site.Domain, err)
 	}
-	vals := p.values(site, sp)
-	files, err := render(vals)
+	tp, err := p.tlsPaths(site, sp)
 	if err != nil {
 		return drivers.Result{}, fmt.Errorf("local: provision %s: %w", site.Domain, err)
 	}
@@ -208,6 +214,12 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 		return drivers.Result{}, fmt.Errorf("local: provision %s: wait for server %s: %w", site.Domain, site.Server.ID, err)
 	}
 	defer unlock()
+	// Rendered under the lock, so a concurrent DeployCertificate is seen whole.
+	vals := p.values(site, sp, tp)
+	files, err := render(vals)
+	if err != nil {
+		return drivers.Result{}, fmt.Errorf("local: provision %s: %w", site.Domain, err)
+	}
 
 	steps := []struct {
 		name     string
@@ -324,18 +336,28 @@ func (p *Provisioner) reload(sp sitePaths, v siteValues) error {
 			return fmt.Errorf("nginx config %s: %w", path, err)
 		}
 		for _, n := range names {
-			if other, ok := owners[n]; ok && n == v.Domain {
+			// A site's HTTP and HTTPS blocks share a file and its names.
+			if other, ok := owners[n]; ok && other != path && (n == v.Domain || slices.Contains(v.Aliases, n)) {
 				return fmt.Errorf("nginx config: server_name %s is claimed by both %s and %s", n, other, path)
 			}
 			owners[n] = path
 		}
 	}
-	if owners[v.Domain] != sp.nginxConf {
-		return fmt.Errorf("nginx config %s: server_name %s not found", sp.nginxConf, v.Domain)
+	for _, n := range append([]string{v.Domain}, v.Aliases...) {
+		if owners[n] != sp.nginxConf {
+			return fmt.Errorf("nginx config %s: server_name %s not found", sp.nginxConf, n)
+		}
 	}
 
+	serverName := "server_name " + strings.Join(append([]string{v.Domain}, v.Aliases...), " ") + ";"
 	want := map[string][]string{
-		sp.nginxConf: {"server_name " + v.Domain + ";", "root " + v.DocumentRoot + ";"},
+		sp.nginxConf: {serverName, "root " + v.DocumentRoot + ";", "alias " + v.ChallengeDir + "/;"},
+	}
+	if v.TLS != nil {
+		want[sp.nginxConf] = append(want[sp.nginxConf], "ssl_certificate "+v.TLS.Certificate+";", "ssl_certificate_key "+v.TLS.Key+";")
+		if err := checkTLSFiles(v.TLS); err != nil {
+			return err
+		}
 	}
 	if v.PHP {
 		want[sp.nginxConf] = append(want[sp.nginxConf], "fastcgi_pass unix:"+v.Socket+";")
@@ -372,7 +394,8 @@ func containsLines(path string, lines []string) error {
 }
 
 // Deprovision removes the site's nginx server block, its php-fpm pools (under every
-// PHP version), its socket and its site directory (document root included), then
+// PHP version), its socket, its site directory (document root included), its
+// certificate (tls/<domain>/) and its ACME challenges (acme/<domain>/), then
 // requests a reload. Files already gone are not an error, so it may run any number
 // of times. It stops when ctx ends; running it again finishes the job.
 func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) error {
@@ -411,6 +434,15 @@ func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) er
 	// document root cannot lead it outside the site directory.
 	if err := os.RemoveAll(sp.siteDir); err != nil {
 		return fmt.Errorf("local: deprovision %s: remove site directory: %w", site.Domain, err)
+	}
+	tp, err := p.tlsPaths(site, sp)
+	if err != nil {
+		return fmt.Errorf("local: deprovision %s: %w", site.Domain, err)
+	}
+	for _, dir := range []string{tp.dir, tp.challenges} {
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("local: deprovision %s: remove %s: %w", site.Domain, dir, err)
+		}
 	}
 	// Request a reload only on a server that has an nginx directory: deprovisioning
 	// from a server that never had a site creates nothing.

@@ -567,7 +567,11 @@ func TestValuesCheckRejectsInjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := b.prov.values(site, sp)
+	tp, err := b.prov.tlsPaths(site, sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := b.prov.values(site, sp, tp)
 	if err := good.check(); err != nil {
 		t.Fatalf("check of good values: %v", err)
 	}

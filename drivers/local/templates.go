@@ -29,6 +29,10 @@ type siteValues struct {
 	TmpDir       string
 	Socket       string
 
+	Aliases      []string
+	ChallengeDir string
+	TLS          *siteconf.TLS // nil: plain HTTP
+
 	PHP             bool // php-fpm pool and a PHP location block
 	FrontController bool // unknown paths go to /index.php (laravel, wordpress)
 }
@@ -64,6 +68,14 @@ func (v siteValues) check() error {
 		{"log dir", v.LogDir, pathPattern.MatchString(v.LogDir)},
 		{"tmp dir", v.TmpDir, pathPattern.MatchString(v.TmpDir)},
 		{"socket", v.Socket, pathPattern.MatchString(v.Socket)},
+		{"challenge dir", v.ChallengeDir, pathPattern.MatchString(v.ChallengeDir)},
+	}
+	for _, a := range v.Aliases {
+		fields = append(fields, field{"alias", a, drivers.ValidateDomain(a) == nil})
+	}
+	if t := v.TLS; t != nil {
+		fields = append(fields, field{"certificate", t.Certificate, pathPattern.MatchString(t.Certificate)},
+			field{"key", t.Key, pathPattern.MatchString(t.Key)})
 	}
 	for _, f := range fields {
 		if !f.ok || strings.ContainsAny(f.value, forbidden) {
@@ -84,7 +96,7 @@ func (v siteValues) phpVersionOK() bool {
 const phpProbe htmltemplate.HTML = `<?= htmlspecialchars(PHP_VERSION) ?> is running`
 
 // render checks v and renders its files (drivers/siteconf): nginx on port 80 of
-// IPv4 and IPv6, the pool socket usable by www-data.
+// IPv4 and IPv6 (and, with TLS, 443), the pool socket usable by www-data.
 func render(v siteValues) (siteconf.Files, error) {
 	if err := v.check(); err != nil {
 		return siteconf.Files{}, err
@@ -96,7 +108,7 @@ func render(v siteValues) (siteconf.Files, error) {
 		// One user runs everything here: sessions and PHP's errors go
 		// beside the site's temporary files and logs.
 		SessionDir: v.TmpDir, PHPLogDir: v.LogDir,
-		Listen: []string{"80", "[::]:80"}, PHP: v.PHP, FrontController: v.FrontController, PHPProbe: phpProbe,
+		Listen: []string{"80", "[::]:80"}, Aliases: v.Aliases, ChallengeDir: v.ChallengeDir, TLS: v.TLS, PHP: v.PHP, FrontController: v.FrontController, PHPProbe: phpProbe,
 	})
 }
 

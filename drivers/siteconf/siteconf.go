@@ -31,6 +31,13 @@ type Values struct {
 	SessionDir, PHPLogDir string
 	// Listen are the server block's listen addresses ("80", "[::]:80").
 	Listen []string
+	// Aliases are the site's other server names, after Domain in server_name.
+	Aliases []string
+	// ChallengeDir is the site's directory of ACME HTTP-01 tokens (root's,
+	// outside SiteRoot), served at /.well-known/acme-challenge/.
+	ChallengeDir string
+	// TLS, when not nil, serves the site over HTTPS and redirects HTTP to it.
+	TLS *TLS
 	// PHP adds the php-fpm pool and a PHP location block; FrontController
 	// sends unknown paths to /index.php (laravel, wordpress).
 	PHP, FrontController bool
@@ -38,6 +45,30 @@ type Values struct {
 	// constant of the driver's, rendered as trusted HTML (html/template would
 	// escape its "<?"), never a value from a request.
 	PHPProbe htmltemplate.HTML
+}
+
+// TLS is what the HTTPS server block renders.
+type TLS struct {
+	// Listen are the TLS listen addresses ("443", "[::]:443").
+	Listen []string
+	// HTTP2Listen enables HTTP/2 with "listen … ssl http2" (nginx before
+	// 1.25.1, e.g. Debian 12's 1.22) instead of "http2 on;" (1.25.1 and
+	// later, which deprecate the listen parameter).
+	HTTP2Listen bool
+	// Certificate (leaf, then intermediates) and Key are the files nginx's
+	// master reads as root.
+	Certificate, Key string
+	// Ciphers is the TLS 1.2 cipher list; Ciphers (the constant) unless a
+	// driver has reason to differ.
+	Ciphers string
+	// OCSP turns stapling on (only when the leaf names a responder and the
+	// chain holds its issuer); Resolvers, when set, are nginx's resolvers for
+	// the responder's name.
+	OCSP      bool
+	Resolvers []string
+	// HSTSMaxAge, when not zero, adds Strict-Transport-Security with this
+	// max-age in seconds.
+	HSTSMaxAge int64
 }
 
 // Files are a site's rendered files, produced before anything is written so a
@@ -69,15 +100,62 @@ func Render(v Values) (Files, error) {
 	return f, nil
 }
 
-// nginxTemplate is one server block. Keep braces out of comments and regexes:
-// the local driver's reload check counts them.
+// nginxTemplate is the site's server blocks: one on the HTTP ports serving the
+// site (no TLS) or, with TLS, one answering only ACME challenges and redirecting
+// everything else to HTTPS, plus one on the TLS ports serving the site. Keep
+// braces out of comments and regexes: the local driver's reload check counts
+// them.
 var nginxTemplate = template.Must(template.New("nginx").Option("missingkey=error").Parse(`# Managed by CHOM: site {{.SiteID}} of tenant {{.TenantID}} ({{.SiteType}}).
 # Changes here are overwritten on the next provision.
 server {
 {{- range .Listen}}
     listen {{.}};
 {{- end}}
-    server_name {{.Domain}};
+{{- if .TLS}}
+    server_name {{.Domain}}{{range .Aliases}} {{.}}{{end}};
+
+    access_log {{.LogDir}}/access.log;
+    error_log {{.LogDir}}/error.log;
+{{- template "acme" .}}
+
+    # Everything but ACME challenges moves to HTTPS; $host is one of the
+    # names above, since nginx picked this block by it.
+    location / {
+        return 301 https://$host$request_uri;
+    }
+}
+
+server {
+{{- range .TLS.Listen}}
+    listen {{.}} ssl{{if $.TLS.HTTP2Listen}} http2{{end}};
+{{- end}}
+{{- if not .TLS.HTTP2Listen}}
+    http2 on;
+{{- end}}
+{{- end}}
+    server_name {{.Domain}}{{range .Aliases}} {{.}}{{end}};
+{{- with .TLS}}
+
+    ssl_certificate {{.Certificate}};
+    ssl_certificate_key {{.Key}};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers {{.Ciphers}};
+    ssl_prefer_server_ciphers off;
+    ssl_session_timeout 1d;
+    ssl_session_cache shared:chom_tls:10m;
+    ssl_session_tickets off;
+{{- if .OCSP}}
+    ssl_stapling on;
+    ssl_stapling_verify on;
+{{- if .Resolvers}}
+    resolver{{range .Resolvers}} {{.}}{{end}} valid=300s;
+    resolver_timeout 5s;
+{{- end}}
+{{- end}}
+{{- if .HSTSMaxAge}}
+    add_header Strict-Transport-Security "max-age={{.HSTSMaxAge}}" always;
+{{- end}}
+{{- end}}
 
     root {{.DocumentRoot}};
     index {{if .PHP}}index.php {{end}}index.html;
@@ -88,6 +166,7 @@ server {
 
     access_log {{.LogDir}}/access.log;
     error_log {{.LogDir}}/error.log;
+{{- template "acme" .}}
 
     location / {
 {{- if .FrontController}}
@@ -111,7 +190,24 @@ server {
         deny all;
     }
 }
+{{- define "acme"}}
+
+    # HTTP-01 challenges come from a directory of root's outside the
+    # document root: the site's code can neither plant nor read a token.
+    location ^~ /.well-known/acme-challenge/ {
+        alias {{.ChallengeDir}}/;
+        default_type text/plain;
+    }
+{{- end}}
 `))
+
+// Ciphers are the TLS 1.2 cipher suites of the TLS block, strongest first: the
+// ECDHE AEAD suites of Mozilla's "intermediate" profile (TLS 1.3 suites are not
+// configurable in nginx and are all good). The DHE suites of that profile are
+// left out: they need a dhparam file and every client that speaks TLS 1.2 has
+// ECDHE.
+const Ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:" +
+	"ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 // disabledFunctions are the PHP functions no site's pool may call: every way
 // to run a program (exec, shell_exec, system, passthru, proc_open, popen,

@@ -1,8 +1,10 @@
 // Package ssh reaches real VPS servers over SSH with golang.org/x/crypto/ssh:
 // Probe implements drivers.HealthProbe, and Provisioner (NewProvisioner)
-// implements drivers.Provisioner, drivers.BackupSource and drivers.UsageProbe
+// implements drivers.Provisioner, drivers.BackupSource, drivers.UsageProbe
 // (metering: a `find` of the document root, and the access logs streamed
-// through drivers.ScanAccessLog).
+// through drivers.ScanAccessLog) and drivers.TLSDeployer (tls.go: ACME HTTP-01
+// tokens served by the site's nginx, certificates deployed root-only and the
+// HTTPS block checked with nginx -t; docs/operations.md, TLS on the server).
 //
 // # Provisioner
 //

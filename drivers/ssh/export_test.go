@@ -26,3 +26,22 @@ func (p *Provisioner) ScanLog(ctx context.Context, site drivers.SiteSpec, name s
 	}
 	return p.scanLog(ctx, s, path.Join(sp.logDir, name), start, end, map[string]bool{})
 }
+
+// HTTP2Listen exposes http2Listen to the tests.
+var HTTP2Listen = http2Listen
+
+// TLSState is what parseTLSState read from the server's answer.
+type TLSState struct {
+	Provisioned bool
+	Deployed    bool
+	HSTSMaxAge  int64
+	OCSP        bool
+	Nginx       string
+	Resolvers   []string
+}
+
+// ParseTLSState exposes parseTLSState to the tests.
+func ParseTLSState(out string) TLSState {
+	st := parseTLSState(out)
+	return TLSState{Provisioned: st.provisioned, Deployed: st.deployed, HSTSMaxAge: st.hstsMaxAge, OCSP: st.ocsp, Nginx: st.nginx, Resolvers: st.resolvers}
+}

@@ -276,6 +276,9 @@ func TestIsolationOnRealServers(t *testing.T) {
 	t.Run("attack suite: tenant A against tenant B", func(t *testing.T) {
 		testAttackSuite(t, b)
 	})
+	t.Run("tls: tokens, keys and challenges out of a tenant's reach", func(t *testing.T) {
+		testTLSAttacks(t, b)
+	})
 }
 
 // layoutState is what MigrateLayout may change of a site: owners, modes and

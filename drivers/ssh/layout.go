@@ -43,11 +43,25 @@ type Layout struct {
 	// Listen are the nginx listen addresses of every server block. Default
 	// "80" and "[::]:80".
 	Listen []string
+	// ListenTLS are the listen addresses of a site's HTTPS server block, once
+	// a certificate is deployed. Default "443" and "[::]:443".
+	ListenTLS []string
+	// ChallengeDir holds one directory per site, <domain>/, of ACME HTTP-01
+	// tokens: root's, readable by WebGroup (nginx's workers) only, outside
+	// every site's tree. Default /var/lib/chom-acme.
+	ChallengeDir string
+	// Resolvers are the DNS servers nginx asks for a certificate's OCSP
+	// responder (only rendered when stapling is on). Empty means the
+	// nameservers of the server's /etc/resolv.conf at deploy time.
+	Resolvers []string
 
 	// NginxCheck and NginxReload are argv vectors (no shell): check the whole
 	// configuration, then reload it. Default `nginx -t` and `systemctl reload
 	// nginx`.
 	NginxCheck, NginxReload []string
+	// NginxVersion prints nginx's version ("nginx version: nginx/1.22.1"),
+	// which decides how HTTP/2 is switched on. Default `nginx -v`.
+	NginxVersion []string
 	// PHPFPMCheck and PHPFPMReload do the same for php-fpm, {version} being
 	// replaced in every element. Default `php-fpm{version} -t` and
 	// `systemctl reload php{version}-fpm`.
@@ -71,6 +85,9 @@ func DefaultLayout() Layout {
 		StateDir:       "/var/lib/chom",
 		WebGroup:       "www-data",
 		Listen:         []string{"80", "[::]:80"},
+		ListenTLS:      []string{"443", "[::]:443"},
+		ChallengeDir:   "/var/lib/chom-acme",
+		NginxVersion:   []string{"nginx", "-v"},
 		NginxCheck:     []string{"nginx", "-t"},
 		NginxReload:    []string{"systemctl", "reload", "nginx"},
 		PHPFPMCheck:    []string{"php-fpm{version}", "-t"},
@@ -102,6 +119,9 @@ func (l Layout) withDefaults() Layout {
 	str(&l.StateDir, d.StateDir)
 	str(&l.WebGroup, d.WebGroup)
 	argv(&l.Listen, d.Listen)
+	argv(&l.ListenTLS, d.ListenTLS)
+	str(&l.ChallengeDir, d.ChallengeDir)
+	argv(&l.NginxVersion, d.NginxVersion)
 	argv(&l.NginxCheck, d.NginxCheck)
 	argv(&l.NginxReload, d.NginxReload)
 	argv(&l.PHPFPMCheck, d.PHPFPMCheck)
@@ -125,7 +145,7 @@ func (l Layout) Validate() error {
 	dirs := []struct{ name, v string }{
 		{"WebRoot", l.WebRoot}, {"NginxAvailable", l.NginxAvailable}, {"NginxEnabled", l.NginxEnabled},
 		{"PHPPoolDir", strings.ReplaceAll(l.PHPPoolDir, versionPlaceholder, "8.2")},
-		{"RunDir", l.RunDir}, {"LogDir", l.LogDir}, {"StateDir", l.StateDir},
+		{"RunDir", l.RunDir}, {"LogDir", l.LogDir}, {"StateDir", l.StateDir}, {"ChallengeDir", l.ChallengeDir},
 	}
 	for _, d := range dirs {
 		switch {
@@ -146,11 +166,21 @@ func (l Layout) Validate() error {
 			errs = append(errs, fmt.Errorf("layout Listen %q: want PORT, IPv4:PORT or [IPv6]:PORT", a))
 		}
 	}
+	for _, a := range l.ListenTLS {
+		if !listenAddr.MatchString(a) {
+			errs = append(errs, fmt.Errorf("layout ListenTLS %q: want PORT, IPv4:PORT or [IPv6]:PORT", a))
+		}
+	}
+	for _, r := range l.Resolvers {
+		if resolverAddr(r) == "" {
+			errs = append(errs, fmt.Errorf("layout Resolvers %q: want an IPv4 or IPv6 address", r))
+		}
+	}
 	cmds := []struct {
 		name string
 		argv []string
 	}{
-		{"NginxCheck", l.NginxCheck}, {"NginxReload", l.NginxReload}, {"PHPFPMCheck", l.PHPFPMCheck},
+		{"NginxCheck", l.NginxCheck}, {"NginxReload", l.NginxReload}, {"NginxVersion", l.NginxVersion}, {"PHPFPMCheck", l.PHPFPMCheck},
 		{"PHPFPMReload", l.PHPFPMReload}, {"MySQL", l.MySQL}, {"MySQLDump", l.MySQLDump},
 	}
 	for _, c := range cmds {

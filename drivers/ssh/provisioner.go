@@ -161,8 +161,9 @@ func directlyIn(dir, p string) bool {
 	return path.Dir(p) == path.Clean(dir) && base != "." && base != ".." && base != "/"
 }
 
-func (p *Provisioner) values(site drivers.SiteSpec, sp sitePaths) siteValues {
+func (p *Provisioner) values(site drivers.SiteSpec, sp sitePaths, tp tlsPaths) siteValues {
 	return siteValues{
+		Aliases: site.Aliases, ChallengeDir: tp.challenges,
 		SiteID: site.ID, TenantID: site.TenantID, Domain: site.Domain, SiteType: site.SiteType,
 		PHPVersion: site.PHPVersion, User: sp.user, WebGroup: p.layout.WebGroup,
 		SiteRoot: sp.siteRoot, DocumentRoot: sp.docRoot, LogDir: sp.logDir, TmpDir: sp.tmp, Socket: sp.socket,
@@ -218,8 +219,9 @@ func (p *Provisioner) start(site drivers.SiteSpec) (sitePaths, *session, error) 
 // database and user (wordpress, laravel; the password is generated on the
 // server and stays in <StateDir>/<site>/db.env, 0600), its php-fpm pool
 // (checked with PHPFPMCheck, then reloaded; pools of the domain under other
-// PHP versions are removed) and its nginx server block, then checks nginx and
-// reloads it. A configuration the server's check rejects is put back as it
+// PHP versions are removed) and its nginx server block (with the HTTPS block
+// when the site's certificate is deployed: the TLS state is read from the
+// server, see DeployCertificate), then checks nginx and reloads it. A configuration the server's check rejects is put back as it
 // was and the error wraps drivers.ErrConfigRejected (permanent). progress
 // (may be nil) is called after each step.
 //
@@ -231,9 +233,8 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 	if err != nil {
 		return drivers.Result{}, fmt.Errorf("ssh: provision: %w", err)
 	}
-	files, err := render(p.values(site, sp))
-	if err != nil {
-		return drivers.Result{}, fmt.Errorf("ssh: provision %s: %w", site.Domain, err)
+	if _, err := p.tlsPaths(site, sp); err != nil {
+		return drivers.Result{}, fmt.Errorf("ssh: provision: %w", err)
 	}
 	if progress == nil {
 		progress = func(context.Context, drivers.Step) error { return nil }
@@ -244,6 +245,12 @@ func (p *Provisioner) Provision(ctx context.Context, site drivers.SiteSpec, prog
 		return drivers.Result{}, fmt.Errorf("ssh: provision %s: wait for server %s: %w", site.Domain, site.Server.ID, err)
 	}
 	defer unlock()
+	// Rendered under the lock, from the server's TLS state: a site with a
+	// deployed certificate keeps its HTTPS block (see DeployCertificate).
+	files, err := p.renderSite(ctx, s, site, sp)
+	if err != nil {
+		return drivers.Result{}, fmt.Errorf("ssh: provision %s: %w", site.Domain, err)
+	}
 
 	l := p.layout
 	nginxChanged := false
@@ -317,15 +324,15 @@ func (p *Provisioner) MigrateLayout(ctx context.Context, site drivers.SiteSpec) 
 	if err != nil {
 		return false, fmt.Errorf("ssh: migrate layout: %w", err)
 	}
-	files, err := render(p.values(site, sp))
-	if err != nil {
-		return false, fmt.Errorf("ssh: migrate layout of %s: %w", site.Domain, err)
-	}
 	unlock, err := p.locks.Lock(ctx, site.Server.ID)
 	if err != nil {
 		return false, fmt.Errorf("ssh: migrate layout of %s: wait for server %s: %w", site.Domain, site.Server.ID, err)
 	}
 	defer unlock()
+	files, err := p.renderSite(ctx, s, site, sp)
+	if err != nil {
+		return false, fmt.Errorf("ssh: migrate layout of %s: %w", site.Domain, err)
+	}
 	l := p.layout
 	fail := func(what string, err error) (bool, error) {
 		return false, fmt.Errorf("ssh: migrate layout of %s: %s: %w", site.Domain, what, err)
@@ -420,7 +427,8 @@ func (p *Provisioner) check(ctx context.Context, s *session, what, file, link st
 // reloads nginx, so it stops routing first), its php-fpm pools under every
 // PHP version (reloading those php-fpm) and socket, its database and user
 // (when the type has one or a db.env exists), its directories (site root,
-// logs, state) and its system user. What is already gone is skipped, so a
+// logs, state with the certificate and key, ACME challenges) and its system
+// user. What is already gone is skipped, so a
 // site that is not there is not an error.
 func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) error {
 	sp, s, err := p.start(site)
@@ -472,7 +480,11 @@ func (p *Provisioner) Deprovision(ctx context.Context, site drivers.SiteSpec) er
 			return fail("drop database", err)
 		}
 	}
-	if _, err := s.run(ctx, scriptRemoveSite, runOpts{}, sp.user, sp.lock, sp.siteRoot, sp.logDir, sp.stateDir); err != nil {
+	tp, err := p.tlsPaths(site, sp)
+	if err != nil {
+		return fail("challenge directory", err)
+	}
+	if _, err := s.run(ctx, scriptRemoveSite, runOpts{}, sp.user, sp.lock, sp.siteRoot, sp.logDir, sp.stateDir, tp.challenges); err != nil {
 		return fail("remove files and user", err)
 	}
 	p.cfg.Logger.InfoContext(ctx, "site deprovisioned",

@@ -366,6 +366,11 @@ func TestProvisionerOnRealServers(t *testing.T) {
 		testMetering(t, b)
 	})
 
+	t.Run("tls: challenge, deploy, replace under load, reject, remove", func(t *testing.T) {
+		t.Parallel()
+		testTLS(t, b)
+	})
+
 	t.Run("changed host key refused", func(t *testing.T) {
 		t.Parallel()
 		ctx := t.Context()
@@ -388,6 +393,9 @@ func TestProvisionerOnRealServers(t *testing.T) {
 				_, err := b.prov.Bandwidth(ctx, site, time.Now().Add(-time.Hour), time.Now())
 				return err
 			}(),
+			b.prov.PutChallenge(ctx, site, tokenA, keyAuthA),
+			b.prov.RemoveChallenge(ctx, site, tokenA),
+			b.prov.RemoveCertificate(ctx, site),
 		} {
 			if !errors.Is(err, drivers.ErrHostKeyMismatch) {
 				t.Errorf("got %v, want ErrHostKeyMismatch", err)

@@ -21,12 +21,18 @@ type siteValues struct {
 	SiteRoot, DocumentRoot, LogDir, TmpDir, Socket string
 	SessionDir, PHPLogDir                          string
 	Listen                                         []string
+	Aliases                                        []string
+	ChallengeDir                                   string
+	TLS                                            *siteconf.TLS // nil: plain HTTP
 
 	PHP             bool // php-fpm pool and a PHP location block
 	FrontController bool // unknown paths go to /index.php (laravel, wordpress)
 }
 
-var userPattern = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+var (
+	userPattern = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	cipherList  = regexp.MustCompile(`^[A-Z0-9-]+(:[A-Z0-9-]+)*$`)
+)
 
 // forbidden are characters that could end a directive, open a block, start a
 // variable or a comment, or break out of a value in nginx or php-fpm syntax.
@@ -50,11 +56,26 @@ func (v siteValues) check() error {
 		{"php log dir", v.PHPLogDir, layoutPath.MatchString(v.PHPLogDir)},
 		{"socket", v.Socket, layoutPath.MatchString(v.Socket)},
 	}
+	type field = struct {
+		name, value string
+		ok          bool
+	}
+	vals = append(vals, field{"challenge dir", v.ChallengeDir, layoutPath.MatchString(v.ChallengeDir)})
 	for _, l := range v.Listen {
-		vals = append(vals, struct {
-			name, value string
-			ok          bool
-		}{"listen", l, listenAddr.MatchString(l)})
+		vals = append(vals, field{"listen", l, listenAddr.MatchString(l)})
+	}
+	for _, a := range v.Aliases {
+		vals = append(vals, field{"alias", a, drivers.ValidateDomain(a) == nil})
+	}
+	if t := v.TLS; t != nil {
+		vals = append(vals, field{"certificate", t.Certificate, layoutPath.MatchString(t.Certificate)},
+			field{"key", t.Key, layoutPath.MatchString(t.Key)}, field{"ciphers", t.Ciphers, cipherList.MatchString(t.Ciphers)})
+		for _, l := range t.Listen {
+			vals = append(vals, field{"tls listen", l, listenAddr.MatchString(l)})
+		}
+		for _, r := range t.Resolvers {
+			vals = append(vals, field{"resolver", r, r != "" && resolverAddr(strings.Trim(r, "[]")) == r})
+		}
 	}
 	for _, f := range vals {
 		if !f.ok || strings.ContainsAny(f.value, forbidden) {
@@ -78,6 +99,6 @@ func render(v siteValues) (siteconf.Files, error) {
 		User: v.User, WebGroup: v.WebGroup,
 		SiteRoot: v.SiteRoot, DocumentRoot: v.DocumentRoot, LogDir: v.LogDir, TmpDir: v.TmpDir, Socket: v.Socket,
 		SessionDir: v.SessionDir, PHPLogDir: v.PHPLogDir,
-		Listen: v.Listen, PHP: v.PHP, FrontController: v.FrontController, PHPProbe: phpProbe,
+		Listen: v.Listen, Aliases: v.Aliases, ChallengeDir: v.ChallengeDir, TLS: v.TLS, PHP: v.PHP, FrontController: v.FrontController, PHPProbe: phpProbe,
 	})
 }

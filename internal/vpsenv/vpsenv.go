@@ -61,9 +61,12 @@ type VPS struct {
 	User    string       // root
 
 	HTTPPort int // nginx listens on 127.0.0.1:HTTPPort; unknown hosts get 404
+	// HTTPSPort is the TLS port of the sites' HTTPS blocks (127.0.0.1); a
+	// handshake for a name no site serves is refused (ssl_reject_handshake).
+	HTTPSPort int
 
 	// Layout directories (empty, created by Start).
-	WebRoot, NginxAvailable, NginxEnabled, PHPPoolDir, RunDir, LogDir, StateDir string
+	WebRoot, NginxAvailable, NginxEnabled, PHPPoolDir, RunDir, LogDir, StateDir, ChallengeDir string
 
 	// Service control, as argv vectors.
 	NginxCheck, NginxReload   []string
@@ -84,7 +87,9 @@ func (v *VPS) SSHLayout() ssh.Layout {
 	return ssh.Layout{
 		WebRoot: v.WebRoot, NginxAvailable: v.NginxAvailable, NginxEnabled: v.NginxEnabled,
 		PHPPoolDir: v.PHPPoolDirPattern(), RunDir: v.RunDir, LogDir: v.LogDir, StateDir: v.StateDir,
-		Listen:     []string{"127.0.0.1:" + strconv.Itoa(v.HTTPPort)},
+		Listen:       []string{"127.0.0.1:" + strconv.Itoa(v.HTTPPort)},
+		ListenTLS:    []string{"127.0.0.1:" + strconv.Itoa(v.HTTPSPort)},
+		ChallengeDir: v.ChallengeDir, NginxVersion: []string{"/usr/sbin/nginx", "-v"},
 		NginxCheck: v.NginxCheck, NginxReload: v.NginxReload,
 		PHPFPMCheck: v.PHPFPMCheck, PHPFPMReload: v.PHPFPMReload,
 		MySQL: v.MySQL, MySQLDump: v.MySQLDump,
@@ -135,6 +140,7 @@ func Start(tb testing.TB) *VPS {
 		RunDir:         filepath.Join(dir, "run"),
 		LogDir:         filepath.Join(dir, "log"),
 		StateDir:       filepath.Join(dir, "state"),
+		ChallengeDir:   filepath.Join(dir, "acme"),
 	}
 	for _, d := range []string{v.WebRoot, v.NginxAvailable, v.NginxEnabled, v.PHPPoolDir, v.RunDir, v.LogDir, v.StateDir,
 		filepath.Join(dir, "nginx", "conf"), filepath.Join(dir, "nginx", "logs"), filepath.Join(dir, "nginx", "tmp")} {
@@ -307,6 +313,9 @@ func (v *VPS) startNginx(tb testing.TB) error {
 	if v.HTTPPort, err = freePort(); err != nil {
 		return err
 	}
+	if v.HTTPSPort, err = freePort(); err != nil {
+		return err
+	}
 	prefix := filepath.Join(v.Dir, "nginx")
 	params, err := os.ReadFile("/etc/nginx/fastcgi_params")
 	if err != nil {
@@ -333,9 +342,14 @@ http {
         listen 127.0.0.1:%[3]d default_server;
         return 404;
     }
+    # A name no site serves gets no certificate (not the first site's).
+    server {
+        listen 127.0.0.1:%[5]d ssl default_server;
+        ssl_reject_handshake on;
+    }
     include %[4]s/*.conf;
 }
-`, prefix, tmp, v.HTTPPort, v.NginxEnabled), 0o644)
+`, prefix, tmp, v.HTTPPort, v.NginxEnabled, v.HTTPSPort), 0o644)
 	if err != nil {
 		return err
 	}
