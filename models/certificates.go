@@ -501,4 +501,3 @@ func (c *CertificateStore) BudgetUse(ctx context.Context, kind, key string) (int
 	}
 	return int(n), nil
 }
-
