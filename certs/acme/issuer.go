@@ -331,6 +331,8 @@ func (i *Issuer) Issue(ctx context.Context, r Request) (*certs.Certificate, erro
 	}
 	req := certificate.ObtainRequest{Domains: r.Domains, KeyType: certcrypto.EC256, Bundle: true}
 	if r.Replaces != nil {
+		// lego orders again without it when the CA answers alreadyReplaced
+		// (a renewal retried after its answer was lost).
 		if id, err := api.MakeARICertID(r.Replaces); err == nil {
 			req.ReplacesCertID = id
 		}

@@ -209,7 +209,7 @@ func TestMain(m *testing.M) {
 func setup(t *testing.T) *testBundle {
 	t.Helper()
 	dns := testenv.StartChallTestSrv(t)
-	p := testenv.StartPebble(t, dns, testenv.PebbleOptions{DomainBlocklist: []string{"blocked.test"}})
+	p := testenv.StartPebble(t, dns, testenv.PebbleOptions{DomainBlocklist: []string{"blocked.test"}, CertificateValidity: 30 * 24 * time.Hour})
 	web := &webroot{tokens: map[string]string{}}
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.HTTPPort)))
 	if err != nil {
@@ -291,6 +291,9 @@ func TestIssuerPebble(t *testing.T) {
 		}
 		t.Logf("HTTP-01 issuance of 2 domains took %v", time.Since(start))
 		leaf = b.verify(t, cert, "a.example.test", "www.a.example.test")
+		if life := cert.NotAfter.Sub(cert.NotBefore); life < 30*24*time.Hour-time.Minute || life > 30*24*time.Hour+time.Minute {
+			t.Errorf("lifetime %v; want the 30 days Pebble was configured with", life)
+		}
 		if b.web.present != 2 || len(b.web.tokens) != 0 {
 			t.Errorf("presented %d, %d tokens left; want 2 presented, all cleaned up", b.web.present, len(b.web.tokens))
 		}
@@ -378,6 +381,27 @@ func TestIssuerPebble(t *testing.T) {
 		b.newAcct.mu.Unlock()
 		if u1 == "" || u1 != u2 || n != 1 || accounts.creates != 1 {
 			t.Errorf("accounts %q and %q, %d registered, %d stored; want one account registered and stored once", u1, u2, n, accounts.creates)
+		}
+	})
+	t.Run("ari replacement", func(t *testing.T) {
+		if leaf == nil {
+			t.Skip("no certificate from the http-01 subtest")
+		}
+		// A renewal names the certificate it replaces; a second renewal of
+		// the same one is refused by the CA (alreadyReplaced) and lego orders
+		// again without it: both succeed.
+		for i := range 2 {
+			cert, err := iss.Issue(ctx, acme.Request{SiteID: "s1", Domains: []string{"a.example.test", "www.a.example.test"},
+				Challenge: acme.HTTP01, HTTP01: b.web, Replaces: leaf})
+			if err != nil {
+				t.Fatalf("renewal %d: %v", i+1, err)
+			}
+			if renewed := b.verify(t, cert, "a.example.test"); renewed.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
+				t.Fatalf("renewal %d returned the old certificate", i+1)
+			}
+		}
+		if !strings.Contains(testenv.Tail(b.pebble.Log, 200), "is a replacement of") {
+			t.Errorf("Pebble logged no ARI replacement:\n%s", testenv.Tail(b.pebble.Log, 20))
 		}
 	})
 	t.Run("ari window", func(t *testing.T) {
