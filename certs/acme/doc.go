@@ -11,7 +11,7 @@
 //
 // Every failure comes back as an *Error with a stable Code (CodeRateLimited,
 // CodeCARefused, CodeChallengeFailed, CodeChallengeTimeout,
-// CodeCAUnreachable, ...) and a message a job can put on the operation;
+// CodeCAUnreachable, CodeInternal, ...) and a message a job can put on the operation;
 // Error.Temporary says whether retrying later can succeed, and a reservation
 // the rate-limit Budget denied comes back as CodeDeferred with the time to
 // retry at.

@@ -37,6 +37,9 @@ const (
 	// CodeInvalidRequest: the request cannot be issued as asked (a wildcard
 	// without DNS-01, no domains); permanent.
 	CodeInvalidRequest = "invalid_request"
+	// CodeInternal: CHOM's own side failed (the database holding the
+	// account or the budget, an unexpected error); temporary.
+	CodeInternal = "internal_error"
 )
 
 // Error is a classified issuance failure.
@@ -152,7 +155,12 @@ func classify(err error, domains []string, now time.Time) *Error {
 	if p := problem(err); p != nil {
 		return &Error{Code: CodeCARefused, Err: err, Message: "the CA refused the request: " + p.Detail}
 	}
-	return &Error{Code: CodeCAUnreachable, Temporary: true, Err: err, Message: msg}
+	return &Error{Code: CodeInternal, Temporary: true, Err: err, Message: msg}
+}
+
+// internal wraps an error of CHOM's own side (store, budget).
+func internal(what string, err error) *Error {
+	return &Error{Code: CodeInternal, Temporary: true, Err: err, Message: what + ": " + err.Error()}
 }
 
 // problem finds the most specific ACME problem in err's tree: a challenge or

@@ -181,15 +181,17 @@ func (i *Issuer) ensureAccount(ctx context.Context) error {
 		return nil
 	}
 	acc, err := i.cfg.Accounts.LoadAccount(ctx, i.cfg.DirectoryURL, i.cfg.Email)
-	if errors.Is(err, ErrNoAccount) {
-		acc, err = i.register(ctx)
-	}
-	if err != nil {
-		return err
+	switch {
+	case errors.Is(err, ErrNoAccount):
+		if acc, err = i.register(ctx); err != nil {
+			return err
+		}
+	case err != nil:
+		return internal("load the acme account", err)
 	}
 	key, err := certs.ParseKey(acc.KeyPEM)
 	if err != nil {
-		return fmt.Errorf("acme: account key: %w", err)
+		return internal("the acme account key", err)
 	}
 	u := &user{email: acc.Email, key: key, reg: &legoacme.ExtendedAccount{Location: acc.URI}}
 	h, err := i.client(u)
@@ -259,7 +261,7 @@ func (i *Issuer) register(ctx context.Context) (*Account, error) {
 		KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("acme: store account: %w", err)
+		return nil, internal("store the acme account", err)
 	}
 	i.cfg.Logger.InfoContext(ctx, "acme account registered", "directory", i.cfg.DirectoryURL, "account", acc.URI)
 	return acc, nil
@@ -318,7 +320,7 @@ func (i *Issuer) Issue(ctx context.Context, r Request) (*certs.Certificate, erro
 				return nil, &Error{Code: CodeDeferred, Temporary: true, RetryAt: ra.RetryAt(), Err: err,
 					Message: fmt.Sprintf("the rate-limit budget is spent until %s: %v", ra.RetryAt().UTC().Format(time.RFC3339), err)}
 			}
-			return nil, fmt.Errorf("acme: reserve budget: %w", err)
+			return nil, internal("reserve the rate-limit budget", err)
 		}
 	}
 
