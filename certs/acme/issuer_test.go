@@ -404,6 +404,30 @@ func TestIssuerPebble(t *testing.T) {
 			t.Errorf("Pebble logged no ARI replacement:\n%s", testenv.Tail(b.pebble.Log, 20))
 		}
 	})
+	t.Run("concurrent", func(t *testing.T) {
+		// One Issuer shared by a worker's concurrent jobs.
+		const n = 4
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i := range n {
+			wg.Go(func() {
+				d := fmt.Sprintf("c%d.example.test", i)
+				var cert *certs.Certificate
+				cert, errs[i] = iss.Issue(ctx, acme.Request{SiteID: d, Domains: []string{d}, Challenge: acme.HTTP01, HTTP01: b.web})
+				if errs[i] == nil && !certs.Covers(cert.Domains, d) {
+					errs[i] = fmt.Errorf("certificate for %v, want %s", cert.Domains, d)
+				}
+			})
+		}
+		wg.Wait()
+		t.Logf("%d concurrent issuances took %v", n, time.Since(start))
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("issuance %d: %v", i, err)
+			}
+		}
+	})
 	t.Run("ari window", func(t *testing.T) {
 		if leaf == nil {
 			t.Skip("no certificate from the http-01 subtest")
@@ -420,6 +444,20 @@ func TestIssuerPebble(t *testing.T) {
 		if at.Before(w.Start.Truncate(time.Second)) || at.After(w.End) {
 			t.Errorf("RenewAfter = %v; want inside the window", at)
 		}
+	})
+	t.Run("ca down", func(t *testing.T) {
+		// Last: Pebble forgets its accounts when it stops.
+		n := len(b.budget.settled)
+		t.Logf("inject: Pebble stopped (SIGTERM) before an issuance")
+		b.pebble.Stop(t)
+		start := time.Now()
+		_, err := iss.Issue(ctx, acme.Request{SiteID: "s9", Domains: []string{"f.example.test"}, Challenge: acme.HTTP01, HTTP01: b.web})
+		e := wantCode(t, err, acme.CodeCAUnreachable, true)
+		t.Logf("CA down: %s (after %v)", e.Message, time.Since(start))
+		if len(b.budget.settled) != n+1 || b.budget.last().orderSeen {
+			t.Errorf("settlement = %+v; want the reservation given back (the CA never saw the order)", b.budget.last())
+		}
+		b.pebble.Start(t)
 	})
 }
 
