@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chomhq/chom/certs/acme"
+	"github.com/chomhq/chom/certs/seal"
 	"github.com/chomhq/chom/drivers/breaker"
 	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/events/billing"
@@ -142,6 +144,8 @@ type Config struct {
 	TenantMaxJobs int
 	JobSlotLease  time.Duration
 	JobDeferDelay time.Duration
+
+	ACME ACMESettings // CHOM_ACME_*, CHOM_CERT_*: issue 13, part A
 }
 
 // Settings is the table of every CHOM_* variable, in the order the docs list
@@ -326,7 +330,100 @@ func Settings() []Setting {
 			Doc: "published outbox rows older than this are pruned"},
 		{Env: "CHOM_BILLING_GROUP", Default: billing.DefaultGroupID, Roles: RoleBilling, set: text(func(c *Config) *string { return &c.BillingGroup }),
 			Doc: "consumer group of `billing-consumer`, and its name in `processed_events`"},
+
+		// Issue 13, part A: certificates (certs/acme, certs/seal; docs/certificates.md).
+		{Env: "CHOM_CERT_ENCRYPTION_KEYS", Secret: true, Roles: RoleIngress | RoleWorker | RoleAdmin, set: sealKeys,
+			Doc: "key ring sealing ACME account keys and certificate keys at rest: comma-separated `id:base64(32 bytes)` (`k2026:$(openssl rand -base64 32)`); the first seals, all open. Rotate by putting a new key first, re-sealing, then dropping the old one (docs/certificates.md, Key rotation)"},
+		{Env: "CHOM_ACME_DIRECTORY_URL", Default: acme.LetsEncryptProduction, Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.DirectoryURL }),
+			Doc: "the CA's ACME directory; Let's Encrypt's staging CA (`" + acme.LetsEncryptStaging + "`) for trying a setup out"},
+		{Env: "CHOM_ACME_EMAIL", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.Email }),
+			Doc: "contact of the platform's ACME account; a new email makes a new account"},
+		{Env: "CHOM_ACME_TIMEOUT", Default: "5m", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.ACME.Timeout }),
+			Doc: "longest one issuance may take (order, challenges, certificate); past it the operation fails with `challenge_timeout` and is retried"},
+		{Env: "CHOM_ACME_DNS_PROVIDER", Roles: RoleWorker, set: dnsProvider,
+			Doc: "how DNS-01 challenges (wildcards) are answered: `rfc2136` (BIND, PowerDNS, Knot: dynamic updates), `challtestsrv` (tests and development only) or empty (DNS-01 off: wildcards are refused)"},
+		{Env: "CHOM_ACME_DNS_RFC2136_NAMESERVER", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.RFC2136Nameserver }),
+			Doc: "`host:port` of the primary server taking the updates"},
+		{Env: "CHOM_ACME_DNS_RFC2136_ZONE", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.RFC2136Zone }),
+			Doc: "the zone the updates are for (`example.com.`); every DNS-01 domain must be in it"},
+		{Env: "CHOM_ACME_DNS_RFC2136_TSIG", Secret: true, Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.RFC2136TSIG }),
+			Doc: "TSIG key signing the updates: `name:base64secret` (hmac-sha256) or `name:algorithm:base64secret`; empty sends them unsigned"},
+		{Env: "CHOM_ACME_DNS_CHALLTESTSRV_URL", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.ChallTestSrvURL }),
+			Doc: "management API of pebble-challtestsrv, with `CHOM_ACME_DNS_PROVIDER=challtestsrv`"},
+		{Env: "CHOM_ACME_DNS_RESOLVERS", DefaultNote: "the zone's authoritative servers, found through the system resolver", Roles: RoleWorker,
+			set: func(c *Config, v string) error { c.ACME.DNSResolvers = list(v); return nil },
+			Doc: "comma-separated `host:port` resolvers where a DNS-01 record must be visible before the CA is asked to look"},
+		{Env: "CHOM_ACME_DNS_PROPAGATION_TIMEOUT", Default: "2m", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.ACME.DNSPropagationTimeout }),
+			Doc: "longest wait for a DNS-01 record to be visible there"},
+		{Env: "CHOM_ACME_ORDERS_PER_ACCOUNT", Default: "300", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.ACME.Budget.OrdersPerAccount }),
+			Doc: "new orders the fleet sends per account per `CHOM_ACME_ORDERS_WINDOW` (Let's Encrypt: 300 per 3 h); beyond it issuance is deferred, not failed"},
+		{Env: "CHOM_ACME_ORDERS_WINDOW", Default: "3h", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.ACME.Budget.OrdersWindow }),
+			Doc: "window of that limit"},
+		{Env: "CHOM_ACME_CERTS_PER_DOMAIN", Default: "50", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.ACME.Budget.CertsPerDomain }),
+			Doc: "certificates the fleet issues per registered domain (`example.co.uk` for `shop.example.co.uk`) per `CHOM_ACME_CERTS_WINDOW` (Let's Encrypt: 50 per 7 days)"},
+		{Env: "CHOM_ACME_CERTS_WINDOW", Default: "168h", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.ACME.Budget.CertsWindow }),
+			Doc: "window of that limit"},
 	}
+}
+
+// ACMESettings are the certificate settings (CHOM_ACME_*, CHOM_CERT_*):
+// issue 13, part A. The processes read them from the next session on.
+type ACMESettings struct {
+	EncryptionKeys        string // CHOM_CERT_ENCRYPTION_KEYS, checked by seal.ParseKeys
+	DirectoryURL          string
+	Email                 string
+	Timeout               time.Duration
+	DNSProvider           string // "", "rfc2136" or "challtestsrv"
+	RFC2136Nameserver     string
+	RFC2136Zone           string
+	RFC2136TSIG           string
+	ChallTestSrvURL       string
+	DNSResolvers          []string
+	DNSPropagationTimeout time.Duration
+	Budget                models.BudgetLimits
+}
+
+// sealKeys checks the key ring's syntax at start-up (the error names the
+// key, never its bytes).
+func sealKeys(c *Config, v string) error {
+	if v != "" {
+		if _, err := seal.ParseKeys(v); err != nil {
+			return err
+		}
+	}
+	c.ACME.EncryptionKeys = v
+	return nil
+}
+
+// dnsProvider reads CHOM_ACME_DNS_PROVIDER.
+func dnsProvider(c *Config, v string) error {
+	switch v {
+	case "", "rfc2136", "challtestsrv":
+		c.ACME.DNSProvider = v
+		return nil
+	}
+	return errors.New("want rfc2136, challtestsrv or empty")
+}
+
+// validate checks the certificate settings that go together.
+func (a ACMESettings) validate() []error {
+	var errs []error
+	switch a.DNSProvider {
+	case "rfc2136":
+		if _, err := acme.NewRFC2136(acme.RFC2136Config{Nameserver: a.RFC2136Nameserver, Zone: a.RFC2136Zone}); err != nil {
+			errs = append(errs, fmt.Errorf("CHOM_ACME_DNS_PROVIDER=rfc2136 needs CHOM_ACME_DNS_RFC2136_NAMESERVER and _ZONE: %w", err))
+		}
+		if a.RFC2136TSIG != "" {
+			if _, _, _, err := acme.ParseTSIG(a.RFC2136TSIG); err != nil {
+				errs = append(errs, fmt.Errorf("CHOM_ACME_DNS_RFC2136_TSIG: %w", err))
+			}
+		}
+	case "challtestsrv":
+		if a.ChallTestSrvURL == "" {
+			errs = append(errs, errors.New("CHOM_ACME_DNS_PROVIDER=challtestsrv needs CHOM_ACME_DNS_CHALLTESTSRV_URL"))
+		}
+	}
+	return errs
 }
 
 // LoadConfig reads every CHOM_* variable through getenv (os.Getenv in
@@ -387,6 +484,7 @@ func load(getenv func(string) string, devDir string) (Config, error) {
 // validate checks what one setting alone cannot: the settings that go together.
 func (c Config) validate() []error {
 	var errs []error
+	errs = append(errs, c.ACME.validate()...)
 	if c.Driver == "ssh" && c.SSHKeyFile == "" {
 		errs = append(errs, errors.New("CHOM_DRIVER=ssh needs CHOM_SSH_KEY_FILE (the private key the driver logs in with)"))
 	}
