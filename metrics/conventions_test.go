@@ -30,6 +30,9 @@ func fed(t *testing.T) *metrics.Metrics {
 	})
 	counts := func(context.Context) (map[string]int, error) { return map[string]int{"active": 1}, nil }
 	m.TrackStatuses(ctx, counts, counts)
+	m.TrackCertificates(ctx, func(context.Context) ([]metrics.CertificateExpiry, error) {
+		return []metrics.CertificateExpiry{{SiteID: "site_x", Source: "acme", NotAfter: time.Unix(1_800_000_000, 0)}}, nil
+	})
 	m.TrackFleet(ctx, counts, func(context.Context) (int, time.Duration, bool, error) { return 2, time.Second, true, nil })
 	m.TrackRelay(ctx, func() metrics.RelayStats { return metrics.RelayStats{Breaker: "closed"} },
 		func(context.Context) (time.Duration, error) { return 0, nil })

@@ -108,3 +108,29 @@ func TestTrackBreakers(t *testing.T) {
 		t.Error("an unknown state was reported")
 	}
 }
+
+func TestTrackCertificates(t *testing.T) {
+	t.Parallel()
+	m := metrics.New()
+	if _, ok := lookup(t, m, "chom_certificate_expiry_timestamp_seconds"); ok {
+		t.Fatal("certificate series before TrackCertificates")
+	}
+	expires := time.Date(2027, 3, 5, 12, 0, 0, 0, time.UTC)
+	m.TrackCertificates(t.Context(), func(context.Context) ([]metrics.CertificateExpiry, error) {
+		return []metrics.CertificateExpiry{{SiteID: "site_a", Source: "acme", NotAfter: expires},
+			{SiteID: "site_b", Source: "upload", NotAfter: expires.Add(time.Hour)}}, nil
+	})
+	if got := sample(t, m, "chom_certificate_expiry_timestamp_seconds", "site_id", "site_a", "source", "acme").value; got != float64(expires.Unix()) {
+		t.Errorf("expiry{site_a} = %v, want %d", got, expires.Unix())
+	}
+	if got := sample(t, m, "chom_certificate_expiry_timestamp_seconds", "site_id", "site_b", "source", "upload").value; got != float64(expires.Unix()+3600) {
+		t.Errorf("expiry{site_b} = %v, want %d", got, expires.Unix()+3600)
+	}
+	m.TrackCertificates(t.Context(), func(context.Context) ([]metrics.CertificateExpiry, error) { return nil, errors.New("database down") })
+	if _, ok := lookup(t, m, "chom_certificate_expiry_timestamp_seconds"); ok {
+		t.Error("expiry series after a failed read")
+	}
+	if got := sample(t, m, "chom_metrics_source_errors_total", "source", "certificates").value; got != 1 {
+		t.Errorf("source errors{certificates} = %v, want 1", got)
+	}
+}

@@ -53,6 +53,7 @@ type Metrics struct {
 
 	queues   *queueCollector
 	statuses *statusCollector
+	certs    *certCollector
 	relay    *relayCollector
 	breakers *breakerCollector
 	fleet    *fleetCollector
@@ -122,11 +123,12 @@ func New() *Metrics {
 		m.securityRefusals.WithLabelValues(r)
 	}
 	m.sourceErrors = counterVec(m, "chom_metrics_source_errors_total",
-		"Scrape-time reads that failed or timed out (sites, backups, outbox_lag); the series they feed are left out of that scrape.",
+		"Scrape-time reads that failed or timed out (sites, backups, certificates, outbox_lag, vps, sweep); the series they feed are left out of that scrape.",
 		"source")
 
 	m.queues = newQueueCollector()
 	m.statuses = newStatusCollector(m.sourceErrors)
+	m.certs = newCertCollector(m.sourceErrors)
 	m.relay = newRelayCollector(m.sourceErrors)
 	m.breakers = newBreakerCollector()
 	m.fleet = newFleetCollector(m.sourceErrors)
@@ -141,7 +143,7 @@ func New() *Metrics {
 	for _, c := range []interface {
 		prometheus.Collector
 		familyNames() []string
-	}{m.queues, m.statuses, m.relay, m.breakers, m.fleet, m.healthChecks, m.usageRecords, m.meterRuns, m.billingEvents} {
+	}{m.queues, m.statuses, m.certs, m.relay, m.breakers, m.fleet, m.healthChecks, m.usageRecords, m.meterRuns, m.billingEvents} {
 		m.mustRegister(c, c.familyNames()...)
 	}
 	return m

@@ -501,3 +501,28 @@ func (c *CertificateStore) BudgetUse(ctx context.Context, kind, key string) (int
 	}
 	return int(n), nil
 }
+
+// CertificateExpiry is when a site's current certificate expires.
+type CertificateExpiry struct {
+	SiteID   string    `bun:"site_id"`
+	Source   string    `bun:"source"`
+	NotAfter time.Time `bun:"not_after"`
+}
+
+// CertificateExpiries lists the current certificate of every site that is
+// not deleted, across every tenant, for the platform's operational metrics
+// (chom_certificate_expiry_timestamp_seconds); it reads no key and needs no
+// key ring. A site whose only attempts failed has no certificate and is not
+// listed.
+func (s *Store) CertificateExpiries(ctx context.Context) ([]CertificateExpiry, error) {
+	var out []CertificateExpiry
+	err := s.db.NewSelect().TableExpr("site_certificates AS c").
+		ColumnExpr("c.site_id, c.source, c.not_after").
+		Join("JOIN sites AS s ON s.id = c.site_id").
+		Where("c.not_after IS NOT NULL AND s.status <> ?", SiteStatusDeleted).
+		OrderExpr("c.site_id").Scan(ctx, &out)
+	if err != nil {
+		return nil, fmt.Errorf("list certificate expiries: %w", err)
+	}
+	return out, nil
+}

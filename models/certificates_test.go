@@ -383,3 +383,46 @@ func TestBudgetConcurrent(t *testing.T) {
 		}
 	})
 }
+
+// TestCertificateExpiries lists the certificate of every live site, for the
+// expiry metric: not a site whose attempts all failed, not a deleted site.
+func TestCertificateExpiries(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s, _ := setupClock(t, db)
+		cs := certStore(t, s, keyRing(t, keySpec(t, "k1")), models.BudgetLimits{})
+		ten := tenant(t, s, "alpha")
+		a, b, d, e := activeSite(t, s, ten, "a.example"), activeSite(t, s, ten, "b.example"), activeSite(t, s, ten, "d.example"), activeSite(t, s, ten, "e.example")
+		up := issuedCert(d, epoch.Add(10*24*time.Hour))
+		up.Source = models.SourceUpload
+		for _, r := range []models.SiteCertificate{issuedCert(a, epoch.Add(40*24*time.Hour)), up, issuedCert(e, epoch.Add(5*24*time.Hour))} {
+			if err := cs.PutCertificate(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cs.RecordCertificateError(ctx, b, "ca_refused", "no", epoch.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.NewUpdate().Table("sites").Set("status = ?", models.SiteStatusDeleted).Where("id = ?", e).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.CertificateExpiries(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]models.CertificateExpiry{
+			a: {SiteID: a, Source: models.SourceACME, NotAfter: epoch.Add(40 * 24 * time.Hour)},
+			d: {SiteID: d, Source: models.SourceUpload, NotAfter: epoch.Add(10 * 24 * time.Hour)},
+		}
+		if len(got) != len(want) {
+			t.Fatalf("expiries = %+v, want a's and d's only", got)
+		}
+		for _, g := range got {
+			w, ok := want[g.SiteID]
+			if !ok || g.Source != w.Source || !g.NotAfter.Equal(w.NotAfter) {
+				t.Errorf("expiry %+v, want %+v", g, w)
+			}
+		}
+	})
+}

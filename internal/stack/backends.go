@@ -158,7 +158,7 @@ func (b *Backends) WithRedis(rdb redis.UniversalClient) *Backends {
 
 // TrackPlatform makes the process's metrics report the platform-wide figures
 // read at scrape time: queue depths from Redis and site, backup and server
-// counts from the database. ctx is the process's lifetime.
+// counts and certificate expiries from the database. ctx is the process's lifetime.
 func (b *Backends) TrackPlatform(ctx context.Context) {
 	insp := queue.NewInspector(b.Redis)
 	b.Metrics.TrackQueues(ctx, queue.Names(), func(ctx context.Context) ([]metrics.QueueDepth, error) {
@@ -174,6 +174,17 @@ func (b *Backends) TrackPlatform(ctx context.Context) {
 		return out, nil
 	})
 	b.Metrics.TrackStatuses(ctx, b.Store.CountSitesByStatus, b.Store.CountBackupsByStatus)
+	b.Metrics.TrackCertificates(ctx, func(ctx context.Context) ([]metrics.CertificateExpiry, error) {
+		es, err := b.Store.CertificateExpiries(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]metrics.CertificateExpiry, len(es))
+		for i, e := range es {
+			out[i] = metrics.CertificateExpiry{SiteID: e.SiteID, Source: e.Source, NotAfter: e.NotAfter}
+		}
+		return out, nil
+	})
 	b.Metrics.TrackFleet(ctx, b.Store.CountVPSByHealth, func(ctx context.Context) (int, time.Duration, bool, error) {
 		s, ok, err := b.Store.LastCompleteSweep(ctx)
 		return s.Servers, s.Duration, ok, err
