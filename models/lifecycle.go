@@ -56,6 +56,9 @@ func (s *Store) AbandonProvision(ctx context.Context, opID, siteID string, out O
 		q := tx.NewUpdate().Model((*Site)(nil)).Set("operation_id = NULL").Set("updated_at = ?", now).Where("id = ?", siteID)
 		if out.Status == OpCancelled {
 			q = q.Set("status = ?", SiteStatusDeleted).Set("deleted_at = ?", now)
+			if err := deleteClaims(ctx, tx, siteID); err != nil {
+				return err
+			}
 		} else {
 			q = q.Set("status = ?", SiteStatusFailed)
 		}
@@ -72,6 +75,9 @@ func (s *Store) CompleteDeprovision(ctx context.Context, opID, siteID string, ev
 	return s.finish(ctx, opID, Outcome{Status: OpSucceeded, Result: map[string]string{"site_id": siteID}}, events,
 		func(ctx context.Context, tx bun.Tx, now time.Time) error {
 			if err := releaseSlot(ctx, tx, siteID, now); err != nil {
+				return err
+			}
+			if err := deleteClaims(ctx, tx, siteID); err != nil {
 				return err
 			}
 			_, err := tx.NewUpdate().Model((*Site)(nil)).
@@ -176,6 +182,9 @@ func (s *Store) CancelOperation(ctx context.Context, tenantID, opID string) (*Ca
 func (s *Store) abandonPendingProvision(ctx context.Context, opID, siteID string, out Outcome) (bool, error) {
 	return s.finishPendingWith(ctx, opID, out, func(ctx context.Context, tx bun.Tx, now time.Time) error {
 		if err := releaseSlot(ctx, tx, siteID, now); err != nil {
+			return err
+		}
+		if err := deleteClaims(ctx, tx, siteID); err != nil {
 			return err
 		}
 		_, err := tx.NewUpdate().Model((*Site)(nil)).
