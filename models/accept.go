@@ -178,7 +178,7 @@ func (s *Store) recordMutationTx(ctx context.Context, tx bun.Tx, a Accept, actio
 
 // SitePayload is the payload recorded on a site operation.
 type SitePayload struct {
-	SiteID         string `json:"site_id"`
+	SiteID         string   `json:"site_id"`
 	Domain         string   `json:"domain"`
 	Aliases        []string `json:"aliases,omitempty"`
 	SiteType       string   `json:"site_type,omitempty"`
