@@ -423,7 +423,7 @@ func (s *Store) ProveClaims(ctx context.Context, opID, siteID string, domains []
 				res.Released = append(res.Released, c.SiteID)
 			}
 			if _, err := tx.NewUpdate().Model((*DomainClaim)(nil)).
-				Set("state = ?", ClaimProven).Set("proven_at = ?", now).
+				Set("state = ?", ClaimProven).Set("proven_at = COALESCE(proven_at, ?)", now).
 				Where("site_id = ? AND domain IN (?)", siteID, bun.In(domains)).Exec(ctx); err != nil {
 				return fmt.Errorf("prove claims of site %s: %w", siteID, err)
 			}
@@ -553,6 +553,19 @@ func (s *Store) CompleteUnserve(ctx context.Context, opID, siteID string, events
 			}
 			return nil
 		})
+}
+
+// ProvisionHeld reports whether operation opID is a pending provision of a
+// site that waits for domain verification: its task must not run yet.
+func (s *Store) ProvisionHeld(ctx context.Context, opID string) (bool, error) {
+	n, err := s.db.NewSelect().Model((*Operation)(nil)).
+		Join("JOIN sites ON sites.id = operation.target_id").
+		Where("operation.id = ? AND operation.op_type = ? AND operation.status = ?", opID, OpTypeSiteProvision, OpPending).
+		Where("sites.status = ?", SiteStatusPendingVerification).Count(ctx)
+	if err != nil {
+		return false, fmt.Errorf("hold of operation %s: %w", opID, err)
+	}
+	return n > 0, nil
 }
 
 // provisionHeld reports whether op is the provision of a site that waits for

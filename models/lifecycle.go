@@ -132,6 +132,12 @@ func (s *Store) CancelOperation(ctx context.Context, tenantID, opID string) (*Ca
 	}
 	var payload SitePayload
 	_ = json.Unmarshal([]byte(op.Payload), &payload)
+	if op.Type == OpTypeSiteDeprovision && payload.Unserve {
+		// Taking a site off its server after another account proved its
+		// domain is not the tenant's to undo.
+		return nil, fmt.Errorf("cancel operation %s: %w", opID, &ConflictError{
+			Reason: "the site is being taken off its server until its domain is verified; this cannot be cancelled", OperationID: op.ID})
+	}
 	cancelled := Outcome{Status: OpCancelled, ErrorCode: "cancelled", ErrorMessage: "cancelled at the caller's request"}
 	var done bool
 	if op.Status == OpPending {
