@@ -114,7 +114,7 @@ func setupDomains(t *testing.T, db *bun.DB, mode string, timeout time.Duration, 
 		Notifier: jobs.NopNotifier{}, Logger: log, Timeout: timeout, Backoff: 100 * time.Millisecond, MaxBackoff: 400 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	deps := jobs.Deps{Store: b.store, Provisioner: b.prov, Notifier: jobs.NopNotifier{}, Logger: log}
+	deps := jobs.Deps{Store: b.store, Provisioner: b.prov, Notifier: jobs.NopNotifier{}, Logger: log, Enqueuer: b.enq}
 	prov, err := jobs.NewProvisionSite(deps)
 	if err != nil {
 		t.Fatal(err)

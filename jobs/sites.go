@@ -287,13 +287,22 @@ func (h *DeprovisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		// Another account proved the domain: the site is off its server and
 		// waits, pending_verification, for its tenant to prove it (never
 		// deleted, so no site.deleted event).
-		done, err := h.d.Store.CompleteUnserve(ctx, op.ID, site.ID, nil)
+		done, ready, err := h.d.Store.CompleteUnserve(ctx, op.ID, site.ID, nil)
 		if err != nil {
 			return err
 		}
 		h.d.Notifier.OperationChanged(ctx, op.ID)
 		if done {
 			log.InfoContext(ctx, "site taken off its server until its domain is verified", "site_id", site.ID, "domain", site.Domain)
+		}
+		for _, next := range ready { // the owner's provision, which waited for this
+			if h.d.Enqueuer == nil {
+				break // the reconciler enqueues it
+			}
+			if err := h.d.Enqueuer.EnqueueOperation(ctx, next); err != nil {
+				log.WarnContext(ctx, "enqueue of a released provision failed; the reconciler will retry",
+					"next_operation_id", next.ID, "error", err)
+			}
 		}
 		return nil
 	}

@@ -381,8 +381,12 @@ const ReleaseActor = "system:domain-verification"
 //     on no server changes status at once; one with an operation in flight
 //     makes the whole proof ErrReleaseBusy (retry later), so no site is ever
 //     left serving a domain it lost;
-//   - once no claim of the site is pending, a pending_verification site moves
-//     to pending with its held provision operation, or a new one.
+//   - once no claim of the site is pending and no other site that claims one
+//     of its domains is still on a server, a pending_verification site moves
+//     to pending with its held provision operation, or a new one. When a
+//     released site is still on a server, the site waits for its unserve
+//     (CompleteUnserve releases it then), so the two never hold the same
+//     domain on a server at once (the server's files are named after it).
 func (s *Store) ProveClaims(ctx context.Context, opID, siteID string, domains []string) (*ProofResult, error) {
 	res := &ProofResult{}
 	done, err := s.finish(ctx, opID, Outcome{Status: OpSucceeded, Result: map[string]any{"site_id": siteID, "verified": domains}}, nil,
@@ -501,6 +505,18 @@ func (s *Store) releaseHold(ctx context.Context, tx bun.Tx, site *Site, now time
 	if n > 0 {
 		return nil, nil
 	}
+	// Another site that claims one of these domains and is still on a server
+	// (a released site being taken off it) goes first.
+	busy, err := tx.NewSelect().Model((*Site)(nil)).
+		Where("id <> ? AND vps_id IS NOT NULL AND deleted_at IS NULL", site.ID).
+		Where("id IN (SELECT c.site_id FROM domain_claims AS c WHERE c.domain IN (SELECT o.domain FROM domain_claims AS o WHERE o.site_id = ?))", site.ID).
+		Count(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sites on the domains of site %s: %w", site.ID, err)
+	}
+	if busy > 0 {
+		return nil, nil
+	}
 	if site.OperationID != nil {
 		op := new(Operation)
 		if err := tx.NewSelect().Model(op).Where("id = ?", *site.OperationID).Scan(ctx); err != nil {
@@ -536,11 +552,15 @@ func (s *Store) releaseHold(ctx context.Context, tx bun.Tx, site *Site, now time
 
 // CompleteUnserve ends a site.deprovision that took a released site off its
 // server (SitePayload.Unserve): the server slot is freed and the site waits,
-// pending_verification, for its tenant to prove the domain. Returns false when
-// the operation had already finished.
-func (s *Store) CompleteUnserve(ctx context.Context, opID, siteID string, events []OutboxEvent) (bool, error) {
-	return s.finish(ctx, opID, Outcome{Status: OpSucceeded, Result: map[string]string{"site_id": siteID, "status": SiteStatusPendingVerification}}, events,
+// pending_verification, for its tenant to prove the domain. The sites that
+// waited for it to leave (their domains proven) are released in the same
+// transaction: their provision operations are returned, to enqueue. Returns
+// false when the operation had already finished.
+func (s *Store) CompleteUnserve(ctx context.Context, opID, siteID string, events []OutboxEvent) (bool, []*Operation, error) {
+	var ready []*Operation
+	done, err := s.finish(ctx, opID, Outcome{Status: OpSucceeded, Result: map[string]string{"site_id": siteID, "status": SiteStatusPendingVerification}}, events,
 		func(ctx context.Context, tx bun.Tx, now time.Time) error {
+			ready = nil
 			if err := releaseSlot(ctx, tx, siteID, now); err != nil {
 				return err
 			}
@@ -551,8 +571,28 @@ func (s *Store) CompleteUnserve(ctx context.Context, opID, siteID string, events
 			if err != nil {
 				return fmt.Errorf("hold site %s: %w", siteID, err)
 			}
+			var waiting []Site
+			if err := tx.NewSelect().Model(&waiting).
+				Where("id <> ? AND status = ? AND deleted_at IS NULL", siteID, SiteStatusPendingVerification).
+				Where("id IN (SELECT c.site_id FROM domain_claims AS c WHERE c.domain IN (SELECT o.domain FROM domain_claims AS o WHERE o.site_id = ?))", siteID).
+				OrderExpr("id").Scan(ctx); err != nil {
+				return fmt.Errorf("sites waiting for site %s: %w", siteID, err)
+			}
+			for i := range waiting {
+				op, err := s.releaseHold(ctx, tx, &waiting[i], now)
+				if err != nil {
+					return err
+				}
+				if op != nil {
+					ready = append(ready, op)
+				}
+			}
 			return nil
 		})
+	if err != nil || !done {
+		return done, nil, err
+	}
+	return true, ready, nil
 }
 
 // ProvisionHeld reports whether operation opID is a pending provision of a

@@ -187,24 +187,27 @@ func TestProveClaims(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ProveClaims: %v", err)
 		}
-		if !res.Finished || len(res.Enqueue) != 2 || res.Enqueue[0].ID != held.Operation.ID ||
-			res.Enqueue[1].Type != models.OpTypeSiteDeprovision || res.Enqueue[1].TargetID != squatSite {
-			t.Fatalf("ProveClaims = %+v; want the owner's provision then the squatter's deprovision", res)
+		// The squatter's site is on a server: it is taken off first, and the
+		// owner's provision waits for that.
+		if !res.Finished || len(res.Enqueue) != 1 ||
+			res.Enqueue[0].Type != models.OpTypeSiteDeprovision || res.Enqueue[0].TargetID != squatSite {
+			t.Fatalf("ProveClaims = %+v; want the squatter's deprovision only", res)
 		}
+		unserve := res.Enqueue[0]
 		if op := opRow(t, s, verify.ID); op.Status != models.OpSucceeded {
 			t.Errorf("verify operation %s", op.Status)
 		}
-		if got := siteRow(t, s, ownerSite).Status; got != models.SiteStatusPending {
-			t.Errorf("owner site %s, want pending", got)
+		if got := siteRow(t, s, ownerSite).Status; got != models.SiteStatusPendingVerification {
+			t.Errorf("owner site %s, want pending_verification until the squatter's site is off its server", got)
 		}
 		sq := siteRow(t, s, squatSite)
-		if sq.Status != models.SiteStatusDeprovisioning || sq.OperationID == nil || *sq.OperationID != res.Enqueue[1].ID {
+		if sq.Status != models.SiteStatusDeprovisioning || sq.OperationID == nil || *sq.OperationID != unserve.ID {
 			t.Errorf("squatter site = %s op %v", sq.Status, sq.OperationID)
 		}
 		if diff := cmp.Diff([]claimRow{{"bigbank.example", models.ClaimPending}}, claimStates(t, s, squatSite)); diff != "" {
 			t.Errorf("squatter claims (-want +got):\n%s", diff)
 		}
-		payload := decodeJSON[models.SitePayload](t, res.Enqueue[1].Payload)
+		payload := decodeJSON[models.SitePayload](t, unserve.Payload)
 		if !payload.Unserve {
 			t.Errorf("deprovision payload %+v lacks unserve", payload)
 		}
@@ -215,11 +218,15 @@ func TestProveClaims(t *testing.T) {
 		}
 
 		// The unserve deprovision completes: off the server, pending_verification.
-		if _, err := s.StartOperation(ctx, res.Enqueue[1].ID); err != nil {
+		if _, err := s.StartOperation(ctx, unserve.ID); err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := s.CompleteUnserve(ctx, res.Enqueue[1].ID, squatSite, nil); err != nil || !ok {
-			t.Fatalf("CompleteUnserve = %v, %v", ok, err)
+		ok, ready, err := s.CompleteUnserve(ctx, unserve.ID, squatSite, nil)
+		if err != nil || !ok || len(ready) != 1 || ready[0].ID != held.Operation.ID {
+			t.Fatalf("CompleteUnserve = %v, %v, %v; want the owner's held provision released", ok, ready, err)
+		}
+		if got := siteRow(t, s, ownerSite).Status; got != models.SiteStatusPending {
+			t.Errorf("owner site %s after the unserve, want pending", got)
 		}
 		sq = siteRow(t, s, squatSite)
 		if sq.Status != models.SiteStatusPendingVerification || sq.VPSID != nil || sq.OperationID != nil || sq.DeletedAt != nil {

@@ -56,7 +56,7 @@ func NewWorker(c Config, b *Backends, log *slog.Logger, h Hooks) (*Worker, error
 	}
 	w := &Worker{}
 	deps := jobs.Deps{Store: b.Store, Provisioner: drivers.GuardProvisioner(drv.Provisioner, guard),
-		Notifier: queue.NewNotifier(b.Redis), Logger: log}
+		Notifier: queue.NewNotifier(b.Redis), Logger: log, Enqueuer: queue.NewEnqueuer(b.Redis)}
 	if w.Provision, err = jobs.NewProvisionSite(deps); err != nil {
 		return nil, err
 	}
