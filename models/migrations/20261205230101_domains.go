@@ -15,13 +15,14 @@ import (
 // nobody else claimed the domain, in contested mode), 'pending' (waits for
 // proof; its site does not provision) or 'proven'. At most one claim per
 // domain may serve ('open' or 'proven'), and a tenant claims a domain once.
+// domain_claims_tenant_key leads with domain: every lookup of the accept path
+// is by domain.
 // Sites' domains are unique per tenant among live sites, no longer across the
 // platform: another tenant's domain is a claim to prove, not a 409.
 var domainsUp = []string{
 	`ALTER TABLE sites ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'`,
 	`DROP INDEX sites_domain_live_key`,
 	`CREATE UNIQUE INDEX sites_tenant_domain_live_key ON sites (tenant_id, domain) WHERE deleted_at IS NULL`,
-	`CREATE INDEX sites_domain_idx ON sites (domain)`,
 	`CREATE TABLE domain_claims (
 		site_id TEXT NOT NULL REFERENCES sites (id),
 		tenant_id TEXT NOT NULL REFERENCES tenants (id),
@@ -33,13 +34,12 @@ var domainsUp = []string{
 		PRIMARY KEY (site_id, domain),
 		CHECK (state IN ('open', 'pending', 'proven'))
 	)`,
-	`CREATE UNIQUE INDEX domain_claims_tenant_key ON domain_claims (tenant_id, domain)`,
+	`CREATE UNIQUE INDEX domain_claims_tenant_key ON domain_claims (domain, tenant_id)`,
 	`CREATE UNIQUE INDEX domain_claims_serving_key ON domain_claims (domain) WHERE state IN ('open', 'proven')`,
 }
 
 var domainsDown = []string{
 	`DROP TABLE domain_claims`,
-	`DROP INDEX sites_domain_idx`,
 	`DROP INDEX sites_tenant_domain_live_key`,
 	`CREATE UNIQUE INDEX sites_domain_live_key ON sites (domain) WHERE deleted_at IS NULL`,
 	`ALTER TABLE sites DROP COLUMN aliases`,
