@@ -275,8 +275,9 @@ func newBatchItem(p CreateSiteParams, now time.Time) batchItem {
 }
 
 // DeleteSite records the deprovision of a tenant's site. A site with a mutation in
-// flight is a ConflictError naming that operation; a deleted or unknown site is
-// ErrNotFound.
+// flight is a ConflictError naming that operation, except the provision a
+// pending_verification site holds (nothing ran), which is cancelled in the same
+// transaction; a deleted or unknown site is ErrNotFound.
 func (s *Store) DeleteSite(ctx context.Context, a Accept, siteID string) (*Accepted, error) {
 	return s.recordMutation(ctx, a, "site.delete", func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
 		site := new(Site)
@@ -291,6 +292,20 @@ func (s *Store) DeleteSite(ctx context.Context, a Accept, siteID string) (*Accep
 			return nil, err
 		}
 		op.ID = opID
+		if site.Status == SiteStatusPendingVerification && site.OperationID != nil {
+			held, err := s.finishOp(ctx, tx, *site.OperationID, Outcome{Status: OpCancelled, ErrorCode: "cancelled",
+				ErrorMessage: "the site was deleted before its domain was verified"}, now)
+			if err != nil {
+				return nil, err
+			}
+			if held {
+				site.OperationID = nil
+				if _, err := tx.NewUpdate().Model((*Site)(nil)).Set("operation_id = NULL").
+					Where("id = ? AND status = ?", siteID, SiteStatusPendingVerification).Exec(ctx); err != nil {
+					return nil, fmt.Errorf("drop held provision of site %s: %w", siteID, err)
+				}
+			}
+		}
 		if site.OperationID != nil {
 			return nil, fmt.Errorf("delete site %s: %w", siteID, &ConflictError{
 				Reason: "the site has an operation in progress", OperationID: *site.OperationID})

@@ -285,3 +285,36 @@ func TestProveClaimsBusy(t *testing.T) {
 		}
 	})
 }
+
+// TestDeleteHeldSite: deleting a site that waits for verification cancels its
+// held provision and records the deprovision; its claims go with it.
+func TestDeleteHeldSite(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s := setup(t, db)
+		owner, other := tenant(t, s, "owner"), tenant(t, s, "other")
+		createSite(t, s, owner, "held.example")
+		held, err := s.CreateSite(ctx, siteParams(accept(other, "", ""), "held.example"))
+		if err != nil || !held.Held {
+			t.Fatal(err)
+		}
+		siteID := held.Operation.TargetID
+		del, err := s.DeleteSite(ctx, accept(other, "", ""), siteID)
+		if err != nil {
+			t.Fatalf("DeleteSite of a held site: %v", err)
+		}
+		if op := opRow(t, s, held.Operation.ID); op.Status != models.OpCancelled {
+			t.Errorf("held provision %s, want cancelled", op.Status)
+		}
+		if _, err := s.StartOperation(ctx, del.Operation.ID); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.CompleteDeprovision(ctx, del.Operation.ID, siteID, nil); err != nil || !ok {
+			t.Fatalf("CompleteDeprovision = %v, %v", ok, err)
+		}
+		if n := count(t, db, "domain_claims", "site_id = ?", siteID); n != 0 {
+			t.Errorf("%d claims left on the deleted site", n)
+		}
+	})
+}
