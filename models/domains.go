@@ -604,28 +604,37 @@ func (s *Store) CompleteUnserve(ctx context.Context, opID, siteID string, events
 			if err != nil {
 				return fmt.Errorf("hold site %s: %w", siteID, err)
 			}
-			var waiting []Site
-			if err := tx.NewSelect().Model(&waiting).
-				Where("id <> ? AND status = ? AND deleted_at IS NULL", siteID, SiteStatusPendingVerification).
-				Where("id IN (SELECT c.site_id FROM domain_claims AS c WHERE c.domain IN (SELECT o.domain FROM domain_claims AS o WHERE o.site_id = ?))", siteID).
-				OrderExpr("id").Scan(ctx); err != nil {
-				return fmt.Errorf("sites waiting for site %s: %w", siteID, err)
-			}
-			for i := range waiting {
-				op, err := s.releaseHold(ctx, tx, &waiting[i], now)
-				if err != nil {
-					return err
-				}
-				if op != nil {
-					ready = append(ready, op)
-				}
-			}
-			return nil
+			ready, err = s.releaseWaiting(ctx, tx, siteID, now)
+			return err
 		})
 	if err != nil || !done {
 		return done, nil, err
 	}
 	return true, ready, nil
+}
+
+// releaseWaiting releases the pending_verification sites that claim one of
+// site siteID's domains and waited for it to leave its server (releaseHold),
+// once it has (unserved or deleted). It returns their provision operations.
+func (s *Store) releaseWaiting(ctx context.Context, tx bun.Tx, siteID string, now time.Time) ([]*Operation, error) {
+	var waiting []Site
+	if err := tx.NewSelect().Model(&waiting).
+		Where("id <> ? AND status = ? AND deleted_at IS NULL", siteID, SiteStatusPendingVerification).
+		Where("id IN (SELECT c.site_id FROM domain_claims AS c WHERE c.domain IN (SELECT o.domain FROM domain_claims AS o WHERE o.site_id = ?))", siteID).
+		OrderExpr("id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("sites waiting for site %s: %w", siteID, err)
+	}
+	var ready []*Operation
+	for i := range waiting {
+		op, err := s.releaseHold(ctx, tx, &waiting[i], now)
+		if err != nil {
+			return nil, err
+		}
+		if op != nil {
+			ready = append(ready, op)
+		}
+	}
+	return ready, nil
 }
 
 // ProvisionHeld reports whether operation opID is a pending provision of a

@@ -318,3 +318,53 @@ func TestDeleteHeldSite(t *testing.T) {
 		}
 	})
 }
+
+// TestUnserveFailedThenDeleted: the released site's unserve fails for good
+// (the site stays failed on its server) and the prover waits; deleting the
+// released site lets the prover's provision go.
+func TestUnserveFailedThenDeleted(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s := setup(t, db)
+		owner, squatter := tenant(t, s, "owner"), tenant(t, s, "squatter")
+		vps := registerVPS(t, s, "web1.example", 10)
+		squatSite := siteOnServer(t, s, squatter, "stuck.example", vps)
+		held, err := s.CreateSite(ctx, siteParams(accept(owner, "", ""), "stuck.example"))
+		if err != nil || !held.Held {
+			t.Fatal(err)
+		}
+		ownerSite := held.Operation.TargetID
+		res, err := s.ProveClaims(ctx, startVerify(t, s, owner, ownerSite).ID, ownerSite, []string{"stuck.example"})
+		if err != nil || len(res.Enqueue) != 1 {
+			t.Fatalf("ProveClaims = %+v, %v", res, err)
+		}
+		unserve := res.Enqueue[0]
+		if _, err := s.StartOperation(ctx, unserve.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AbandonDeprovision(ctx, unserve.ID, squatSite, models.SiteStatusActive,
+			models.Outcome{Status: models.OpFailed, ErrorCode: "deprovisioning_failed"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := siteRow(t, s, ownerSite).Status; got != models.SiteStatusPendingVerification {
+			t.Fatalf("owner site %s while the released site is still on its server", got)
+		}
+		del, err := s.DeleteSite(ctx, accept(squatter, "", ""), squatSite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.StartOperation(ctx, del.Operation.ID); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.CompleteDeprovision(ctx, del.Operation.ID, squatSite, nil); err != nil || !ok {
+			t.Fatalf("CompleteDeprovision = %v, %v", ok, err)
+		}
+		if got := siteRow(t, s, ownerSite); got.Status != models.SiteStatusPending || got.OperationID == nil || *got.OperationID != held.Operation.ID {
+			t.Errorf("owner site after the released site was deleted = %+v, want pending with its provision", got)
+		}
+		if held, err := s.ProvisionHeld(ctx, held.Operation.ID); err != nil || held {
+			t.Errorf("ProvisionHeld = %v, %v; want released", held, err)
+		}
+	})
+}

@@ -70,11 +70,19 @@ func (s *Store) AbandonProvision(ctx context.Context, opID, siteID string, out O
 }
 
 // CompleteDeprovision ends a deprovision successfully: the site is deleted, its
-// server slot freed, events written. Returns false when already finished.
+// server slot freed, its domain claims dropped, events written; a site that
+// waited for it to leave its server (domains.go) is released. Returns false
+// when already finished.
 func (s *Store) CompleteDeprovision(ctx context.Context, opID, siteID string, events []OutboxEvent) (bool, error) {
 	return s.finish(ctx, opID, Outcome{Status: OpSucceeded, Result: map[string]string{"site_id": siteID}}, events,
 		func(ctx context.Context, tx bun.Tx, now time.Time) error {
 			if err := releaseSlot(ctx, tx, siteID, now); err != nil {
+				return err
+			}
+			// A site that proved one of its domains and waited for this one
+			// to leave its server goes ahead; the reconciler enqueues its
+			// provision (pending, no longer held).
+			if _, err := s.releaseWaiting(ctx, tx, siteID, now); err != nil {
 				return err
 			}
 			if err := deleteClaims(ctx, tx, siteID); err != nil {
