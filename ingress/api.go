@@ -364,6 +364,8 @@ func (a *API) routes(opsUI, opsUIReadOnly http.Handler) *gin.Engine {
 	read.GET("/sites", a.listSites)
 	read.GET("/sites/:id", a.getSite)
 	write.DELETE("/sites/:id", a.deleteSite)
+	read.GET("/sites/:id/verification", a.getVerification)
+	write.POST("/sites/:id/verification", a.startVerification)
 
 	read.GET("/operations", a.listOperations)
 	read.GET("/operations/:id", a.getOperation)

@@ -107,13 +107,17 @@ func (a *API) createSite(c *gin.Context) {
 	ctx, cancel := mutationContext(c)
 	defer cancel()
 	res, err := a.sites.CreateSite(ctx, models.CreateSiteParams{
-		Accept: acc, Domain: req.Domain, SiteType: req.SiteType, PHPVersion: req.PHPVersion,
+		Accept: acc, Domain: req.Domain, Aliases: req.Aliases, SiteType: req.SiteType, PHPVersion: req.PHPVersion,
 	})
 	if err != nil {
 		a.fail(c, err)
 		return
 	}
-	a.enqueue(c, res.Operation)
+	if !res.Held {
+		// A held provision waits for domain verification: the verification
+		// enqueues it once the domains are proven.
+		a.enqueue(c, res.Operation)
+	}
 	writeAccepted(c, res.Operation)
 }
 
@@ -139,7 +143,7 @@ func (a *API) listSites(c *gin.Context) {
 	var v input.ValidationError
 	cursor, limit := pageParams(c, models.PrefixSite, &v)
 	status := c.Query("status")
-	oneOf(&v, "status", status, models.SiteStatusPending, models.SiteStatusProvisioning, models.SiteStatusActive,
+	oneOf(&v, "status", status, models.SiteStatusPending, models.SiteStatusPendingVerification, models.SiteStatusProvisioning, models.SiteStatusActive,
 		models.SiteStatusFailed, models.SiteStatusDeprovisioning, models.SiteStatusDeleted)
 	if err := v.Err(); err != nil {
 		a.fail(c, err)

@@ -29,6 +29,10 @@ type Deps struct {
 	Provisioner drivers.Provisioner
 	Notifier    Notifier
 	Logger      *slog.Logger
+	// Enqueuer enqueues the operations a job releases (the provision that
+	// waited for an unserve). Optional: without it the reconciler enqueues
+	// them after CHOM_RECONCILE_GRACE.
+	Enqueuer OperationEnqueuer
 }
 
 // Validate reports every missing dependency.

@@ -39,6 +39,18 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.d.Logger.With("operation_id", p.OperationID, "tenant_id", p.TenantID)
+	held, err := h.d.Store.ProvisionHeld(ctx, p.OperationID)
+	if err != nil {
+		return err
+	}
+	if held {
+		// Never enqueued on purpose (the ingress and the reconciler leave a
+		// held provision alone): provisioning must not start before the
+		// site's domains are proven. Archived without running; once the
+		// proof releases it, the reconciler runs the archived task again.
+		log.WarnContext(ctx, "provision held for domain verification; not started")
+		return skipRetry(fmt.Errorf("provision %s: held for domain verification", p.OperationID))
+	}
 	op, err := beginOperation(ctx, h.d.Store, h.d.Notifier, log, p.OperationID)
 	if op == nil || err != nil {
 		return err
@@ -245,7 +257,7 @@ func (h *DeprovisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		h.d.Notifier.OperationChanged(ctx, op.ID)
 		return errors.Join(skipRetry(err), ferr)
 	}
-	if op.CancelRequestedAt != nil {
+	if op.CancelRequestedAt != nil && !payload.Unserve {
 		_, err := h.d.Store.AbandonDeprovision(ctx, op.ID, site.ID, payload.PreviousStatus,
 			models.Outcome{Status: models.OpCancelled, ErrorCode: "cancelled", ErrorMessage: "cancelled at the caller's request"}, nil)
 		h.d.Notifier.OperationChanged(ctx, op.ID)
@@ -270,6 +282,29 @@ func (h *DeprovisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	}
 	if err := h.d.Store.SetProgress(ctx, op.ID, 90); err != nil {
 		return err
+	}
+	if payload.Unserve {
+		// Another account proved the domain: the site is off its server and
+		// waits, pending_verification, for its tenant to prove it (never
+		// deleted, so no site.deleted event).
+		done, ready, err := h.d.Store.CompleteUnserve(ctx, op.ID, site.ID, nil)
+		if err != nil {
+			return err
+		}
+		h.d.Notifier.OperationChanged(ctx, op.ID)
+		if done {
+			log.InfoContext(ctx, "site taken off its server until its domain is verified", "site_id", site.ID, "domain", site.Domain)
+		}
+		for _, next := range ready { // the owner's provision, which waited for this
+			if h.d.Enqueuer == nil {
+				break // the reconciler enqueues it
+			}
+			if err := h.d.Enqueuer.EnqueueOperation(ctx, next); err != nil {
+				log.WarnContext(ctx, "enqueue of a released provision failed; the reconciler will retry",
+					"next_operation_id", next.ID, "error", err)
+			}
+		}
+		return nil
 	}
 	event, err := events.SiteOutbox(events.TypeSiteDeleted, siteEvent(site, op, vpsID, models.SiteStatusDeleted, "", ""))
 	if err != nil {

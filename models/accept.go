@@ -28,12 +28,19 @@ type Accepted struct {
 	// Replayed is true when an earlier request with the same Idempotency-Key and
 	// body created the operation; nothing new was written.
 	Replayed bool
+	// Held is true for the provision of a site that waits for domain
+	// verification (pending_verification): its task must not be enqueued;
+	// the verification enqueues it once the domains are proven.
+	Held bool
 }
 
 // CreateSiteParams describes a site to create. Values are already validated.
 type CreateSiteParams struct {
 	Accept
-	Domain     string
+	Domain string
+	// Aliases are the site's other host names, normalised, without
+	// duplicates or Domain; each one is a domain claim like Domain.
+	Aliases    []string
 	SiteType   string
 	PHPVersion string
 }
@@ -77,7 +84,11 @@ func (s *Store) replay(ctx context.Context, a Accept) (*Accepted, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Accepted{Operation: op, Replayed: true}, nil
+	held, err := s.provisionHeld(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	return &Accepted{Operation: op, Replayed: true, Held: held}, nil
 }
 
 // idempotencyRecord returns the record of a's key, or ErrIdempotencyMismatch when
@@ -167,30 +178,33 @@ func (s *Store) recordMutationTx(ctx context.Context, tx bun.Tx, a Accept, actio
 
 // SitePayload is the payload recorded on a site operation.
 type SitePayload struct {
-	SiteID         string `json:"site_id"`
-	Domain         string `json:"domain"`
-	SiteType       string `json:"site_type,omitempty"`
-	PHPVersion     string `json:"php_version,omitempty"`
-	PreviousStatus string `json:"previous_status,omitempty"`
+	SiteID         string   `json:"site_id"`
+	Domain         string   `json:"domain"`
+	Aliases        []string `json:"aliases,omitempty"`
+	SiteType       string   `json:"site_type,omitempty"`
+	PHPVersion     string   `json:"php_version,omitempty"`
+	PreviousStatus string   `json:"previous_status,omitempty"`
+	// Unserve marks the site.deprovision of a site whose domain another
+	// tenant proved: it takes the site off its server and leaves it
+	// pending_verification (Store.CompleteUnserve) instead of deleting it.
+	Unserve bool `json:"unserve,omitempty"`
 }
 
-// CreateSite records a new site (pending) and its provision operation in one
-// transaction, with the idempotency key and an audit row. A domain that a live site
-// already uses is a ConflictError, a tenant at its site quota a QuotaError
-// (counted under the tenant's lock); either writes nothing. The caller enqueues the
-// operation's task after this returns.
+// CreateSite records a new site and its provision operation in one
+// transaction, with its domain claims (domains.go), the idempotency key and an
+// audit row. A domain or alias that a live site of the same tenant already
+// claims is a ConflictError naming the field, a tenant at its site quota a
+// QuotaError (counted under the tenant's lock); either writes nothing. A site
+// with a claim to prove starts pending_verification and its operation is Held.
+// The caller enqueues the operation's task after this returns, unless Held.
 func (s *Store) CreateSite(ctx context.Context, p CreateSiteParams) (*Accepted, error) {
 	now := s.nowUTC()
-	site := &Site{
-		ID: NewID(PrefixSite), TenantID: p.TenantID, Domain: p.Domain, SiteType: p.SiteType,
-		PHPVersion: p.PHPVersion, Status: SiteStatusPending, CreatedAt: now, UpdatedAt: now,
-	}
-	op, err := newOperation(p.Accept, OpTypeSiteProvision, TargetSite, site.ID,
-		SitePayload{SiteID: site.ID, Domain: p.Domain, SiteType: p.SiteType, PHPVersion: p.PHPVersion}, now)
+	item := newBatchItem(p, now)
+	op, err := item.op, item.err
 	if err != nil {
 		return nil, err
 	}
-	site.OperationID = &op.ID
+	site := &item.site
 	err = s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		ok, err := s.claimKey(ctx, tx, p.Accept, op.ID, now)
 		if err != nil {
@@ -199,19 +213,31 @@ func (s *Store) CreateSite(ctx context.Context, p CreateSiteParams) (*Accepted, 
 		if !ok {
 			return errKeyTaken
 		}
-		admitted, err := s.admitSites(ctx, tx, []batchItem{{p: p}})
+		items := []batchItem{item}
+		admitted, err := s.admitSites(ctx, tx, items)
 		if err != nil {
 			return err
 		}
 		if admitted[0] != nil {
 			return admitted[0]
 		}
+		if err := s.planClaims(ctx, tx, items, admitted, now); err != nil {
+			return err
+		}
+		if admitted[0] != nil {
+			return admitted[0]
+		}
+		item = items[0]
+		site = &item.site
 		res, err := tx.NewInsert().Model(site).On("CONFLICT DO NOTHING").Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("insert site %s: %w", p.Domain, err)
 		}
 		if affected(res) == 0 {
 			return fmt.Errorf("create site %s: %w", p.Domain, errDomainTaken())
+		}
+		if err := insertClaims(ctx, tx, item.claims); err != nil {
+			return err
 		}
 		if _, err := tx.NewInsert().Model(op).Exec(ctx); err != nil {
 			return fmt.Errorf("insert operation: %w", err)
@@ -227,12 +253,31 @@ func (s *Store) CreateSite(ctx context.Context, p CreateSiteParams) (*Accepted, 
 	if err != nil {
 		return nil, err
 	}
-	return &Accepted{Operation: op}, nil
+	return &Accepted{Operation: op, Held: item.held}, nil
+}
+
+// newBatchItem prepares the rows of one site creation (its error, if the
+// operation cannot be encoded, in err).
+func newBatchItem(p CreateSiteParams, now time.Time) batchItem {
+	aliases := Aliases(p.Aliases)
+	if aliases == nil {
+		aliases = Aliases{}
+	}
+	site := Site{ID: NewID(PrefixSite), TenantID: p.TenantID, Domain: p.Domain, Aliases: aliases, SiteType: p.SiteType,
+		PHPVersion: p.PHPVersion, Status: SiteStatusPending, CreatedAt: now, UpdatedAt: now}
+	op, err := newOperation(p.Accept, OpTypeSiteProvision, TargetSite, site.ID, SitePayload{SiteID: site.ID,
+		Domain: p.Domain, Aliases: p.Aliases, SiteType: p.SiteType, PHPVersion: p.PHPVersion}, now)
+	if err != nil {
+		return batchItem{err: err}
+	}
+	site.OperationID = &op.ID
+	return batchItem{p: p, site: site, op: op}
 }
 
 // DeleteSite records the deprovision of a tenant's site. A site with a mutation in
-// flight is a ConflictError naming that operation; a deleted or unknown site is
-// ErrNotFound.
+// flight is a ConflictError naming that operation, except the provision a
+// pending_verification site holds (nothing ran), which is cancelled in the same
+// transaction; a deleted or unknown site is ErrNotFound.
 func (s *Store) DeleteSite(ctx context.Context, a Accept, siteID string) (*Accepted, error) {
 	return s.recordMutation(ctx, a, "site.delete", func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
 		site := new(Site)
@@ -247,6 +292,20 @@ func (s *Store) DeleteSite(ctx context.Context, a Accept, siteID string) (*Accep
 			return nil, err
 		}
 		op.ID = opID
+		if site.Status == SiteStatusPendingVerification && site.OperationID != nil {
+			held, err := s.finishOp(ctx, tx, *site.OperationID, Outcome{Status: OpCancelled, ErrorCode: "cancelled",
+				ErrorMessage: "the site was deleted before its domain was verified"}, now)
+			if err != nil {
+				return nil, err
+			}
+			if held {
+				site.OperationID = nil
+				if _, err := tx.NewUpdate().Model((*Site)(nil)).Set("operation_id = NULL").
+					Where("id = ? AND status = ?", siteID, SiteStatusPendingVerification).Exec(ctx); err != nil {
+					return nil, fmt.Errorf("drop held provision of site %s: %w", siteID, err)
+				}
+			}
+		}
 		if site.OperationID != nil {
 			return nil, fmt.Errorf("delete site %s: %w", siteID, &ConflictError{
 				Reason: "the site has an operation in progress", OperationID: *site.OperationID})

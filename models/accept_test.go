@@ -53,7 +53,7 @@ func TestCreateSite(t *testing.T) {
 
 		site := siteRow(t, s, op.TargetID)
 		wantSite := &models.Site{
-			ID: op.TargetID, TenantID: ten, Domain: "blog.example", SiteType: "wordpress", PHPVersion: "8.3",
+			ID: op.TargetID, TenantID: ten, Domain: "blog.example", Aliases: models.Aliases{}, SiteType: "wordpress", PHPVersion: "8.3",
 			Status: models.SiteStatusPending, OperationID: &op.ID, CreatedAt: epoch, UpdatedAt: epoch,
 		}
 		if diff := cmp.Diff(wantSite, site); diff != "" {
@@ -164,10 +164,10 @@ func TestCreateSiteDomainConflict(t *testing.T) {
 		siteID, prov := createSite(t, s, acme, "taken.example")
 		want := rowCounts{Sites: 1, Operations: 1, Audit: 1}
 
+		// The same tenant again: a conflict, as always.
 		for _, a := range []models.Accept{
 			accept(acme, "", ""),
 			accept(acme, "key-a", "h"),
-			accept(other, "key-o", "h"),
 		} {
 			acc, err := s.CreateSite(ctx, siteParams(a, "taken.example"))
 			if err != nil {
@@ -178,6 +178,18 @@ func TestCreateSiteDomainConflict(t *testing.T) {
 			if diff := cmp.Diff(want, counts(t, db)); diff != "" {
 				t.Fatalf("rows after conflict (-want +got):\n%s", diff)
 			}
+		}
+		// Another tenant: accepted, held for verification (domains_test.go
+		// covers the claims).
+		held, err := s.CreateSite(ctx, siteParams(accept(other, "key-o", "h"), "taken.example"))
+		if err != nil || !held.Held {
+			t.Fatalf("CreateSite of another tenant's domain = %+v, %v; want a held site", held, err)
+		}
+		if got := siteRow(t, s, held.Operation.TargetID).Status; got != models.SiteStatusPendingVerification {
+			t.Fatalf("held site status = %s, want %s", got, models.SiteStatusPendingVerification)
+		}
+		if _, err := s.CreateSite(ctx, siteParams(accept(other, "", ""), "taken.example")); err == nil {
+			t.Fatal("a tenant claimed the same domain twice")
 		}
 
 		// Delete the site: the domain is free again, for any tenant.
@@ -190,21 +202,24 @@ func TestCreateSiteDomainConflict(t *testing.T) {
 			t.Fatalf("DeleteSite: %v", err)
 		}
 		// Still live while deprovisioning.
-		if _, err := s.CreateSite(ctx, siteParams(accept(other, "", ""), "taken.example")); err == nil {
+		if _, err := s.CreateSite(ctx, siteParams(accept(acme, "", ""), "taken.example")); err == nil {
 			t.Fatal("domain of a deprovisioning site was reused")
 		}
 		if ok, err := s.CompleteDeprovision(ctx, del.Operation.ID, siteID, nil); err != nil || !ok {
 			t.Fatalf("CompleteDeprovision = %v, %v", ok, err)
 		}
-		acc, err := s.CreateSite(ctx, siteParams(accept(other, "key-o", "h"), "taken.example"))
+		acc, err := s.CreateSite(ctx, siteParams(accept(acme, "key-a2", "h"), "taken.example"))
 		if err != nil || acc.Replayed {
 			t.Fatalf("CreateSite after delete = %+v, %v; want a new site", acc, err)
 		}
-		if n := count(t, db, "sites", "domain = ?", "taken.example"); n != 2 {
-			t.Fatalf("%d sites with the domain, want 2 (one deleted, one new)", n)
+		if n := count(t, db, "sites", "domain = ? AND tenant_id = ?", "taken.example", acme); n != 2 {
+			t.Fatalf("%d sites of acme with the domain, want 2 (one deleted, one new)", n)
 		}
-		if n := count(t, db, "sites", "domain = ? AND deleted_at IS NULL", "taken.example"); n != 1 {
-			t.Fatalf("%d live sites with the domain, want 1", n)
+		if n := count(t, db, "sites", "domain = ? AND deleted_at IS NULL AND tenant_id = ?", "taken.example", acme); n != 1 {
+			t.Fatalf("%d live sites of acme with the domain, want 1", n)
+		}
+		if n := count(t, db, "domain_claims", "domain = ?", "taken.example"); n != 2 {
+			t.Fatalf("%d claims on the domain, want 2 (acme's new site and other's held one)", n)
 		}
 	})
 }

@@ -204,9 +204,11 @@ func (a *SiteAcceptor) commit(ctx context.Context, batch []*pendingSite) {
 	}
 	for i, p := range live {
 		o := outcomes[i]
-		if errors.Is(o.err, ErrQuotaExceeded) && p.p.IdempotencyKey != "" {
-			// Refused before its key was claimed: a retry of a request accepted
-			// before replays it, as CreateSite would; a new request stays refused.
+		if (errors.Is(o.err, ErrQuotaExceeded) || errors.Is(o.err, ErrConflict)) && p.p.IdempotencyKey != "" {
+			// Refused before its key was claimed (over its quota, or a domain
+			// its tenant claims already, which is also what a retry of an
+			// accepted request finds): a retry of a request accepted before
+			// replays it, as CreateSite would; a new request stays refused.
 			if acc, err := a.store.replay(ctx, p.p.Accept); !errors.Is(err, ErrNotFound) {
 				o.acc, o.err = acc, err
 			}
@@ -228,6 +230,10 @@ type batchItem struct {
 	p    CreateSiteParams
 	site Site
 	op   *Operation
+	err  error // the operation could not be encoded
+	// claims and held are decided in the transaction (planClaims).
+	claims []DomainClaim
+	held   bool
 }
 
 // createSites is CreateSite for many requests in one transaction. It returns one
@@ -250,15 +256,11 @@ func (s *Store) createSites(ctx context.Context, batch []*pendingSite) ([]siteOu
 			}
 			seen[id] = true
 		}
-		site := Site{ID: NewID(PrefixSite), TenantID: p.p.TenantID, Domain: p.p.Domain, SiteType: p.p.SiteType,
-			PHPVersion: p.p.PHPVersion, Status: SiteStatusPending, CreatedAt: now, UpdatedAt: now}
-		op, err := newOperation(p.p.Accept, OpTypeSiteProvision, TargetSite, site.ID,
-			SitePayload{SiteID: site.ID, Domain: p.p.Domain, SiteType: p.p.SiteType, PHPVersion: p.p.PHPVersion}, now)
-		if err != nil {
-			return nil, err
+		it := newBatchItem(p.p, now)
+		if it.err != nil {
+			return nil, it.err
 		}
-		site.OperationID = &op.ID
-		items = append(items, batchItem{p: p.p, site: site, op: op})
+		items = append(items, it)
 		index = append(index, i)
 	}
 	if len(items) == 0 {
@@ -278,7 +280,7 @@ func (s *Store) createSites(ctx context.Context, batch []*pendingSite) ([]siteOu
 			out[i].err = errs[j]
 			continue
 		}
-		out[i].acc = &Accepted{Operation: it.op}
+		out[i].acc = &Accepted{Operation: it.op, Held: it.held}
 	}
 	return out, nil
 }
@@ -295,6 +297,9 @@ func (s *Store) createSitesBun(ctx context.Context, items []batchItem, now time.
 			return err
 		}
 		copy(errs, quota) // a retried transaction starts clean
+		if err := s.planClaims(ctx, tx, items, errs, now); err != nil {
+			return err
+		}
 		var keys []IdempotencyKey
 		for i, it := range items {
 			if it.p.IdempotencyKey != "" && errs[i] == nil {
@@ -326,16 +331,16 @@ func (s *Store) createSitesBun(ctx context.Context, items []batchItem, now time.
 		var release []IdempotencyKey
 		for i, it := range items {
 			switch {
-			case errs[i] != nil: // over its quota: nothing claimed, nothing written
+			case errs[i] != nil: // over its quota or domain in use: nothing claimed, nothing written
 			case it.p.IdempotencyKey != "" && !claimed[it.op.ID]:
 				errs[i] = errKeyTaken
-			case domainTaken[it.site.Domain]:
+			case domainTaken[it.site.TenantID+"\x00"+it.site.Domain]:
 				errs[i] = fmt.Errorf("create site %s: %w", it.site.Domain, errDomainTaken())
 				if it.p.IdempotencyKey != "" {
 					release = append(release, IdempotencyKey{TenantID: it.p.TenantID, Key: it.p.IdempotencyKey})
 				}
 			default:
-				domainTaken[it.site.Domain] = true
+				domainTaken[it.site.TenantID+"\x00"+it.site.Domain] = true
 				candidates = append(candidates, it.site)
 			}
 		}
@@ -352,6 +357,7 @@ func (s *Store) createSitesBun(ctx context.Context, items []batchItem, now time.
 		}
 		var accepted []*Operation
 		var audits []AuditLog
+		var claims []DomainClaim
 		for i, it := range items {
 			if errs[i] != nil {
 				continue
@@ -365,6 +371,7 @@ func (s *Store) createSitesBun(ctx context.Context, items []batchItem, now time.
 			}
 			accepted = append(accepted, it.op)
 			audits = append(audits, *newAudit(it.p.Accept, "site.create", it.op, now))
+			claims = append(claims, it.claims...)
 		}
 		// A request refused for its domain writes nothing: give back its key.
 		for _, k := range release {
@@ -382,7 +389,7 @@ func (s *Store) createSitesBun(ctx context.Context, items []batchItem, now time.
 		if _, err := tx.NewInsert().Model(&audits).Exec(ctx); err != nil {
 			return fmt.Errorf("insert %d audit logs: %w", len(audits), err)
 		}
-		return nil
+		return insertClaims(ctx, tx, claims)
 	})
 	if err != nil {
 		return nil, err

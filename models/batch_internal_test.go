@@ -102,6 +102,8 @@ func outcome(r batchResult) string {
 	switch {
 	case r.err == nil && r.acc.Replayed:
 		return "replay"
+	case r.err == nil && r.acc.Held:
+		return "held"
 	case r.err == nil:
 		return "new"
 	case errors.As(r.err, &ce):
@@ -173,22 +175,23 @@ func TestSiteAcceptorSameDomainInOneBatch(t *testing.T) {
 			reqs = append(reqs, req(ten, fmt.Sprintf("k%d", i), "h", "same.example"))
 		}
 		res := oneBatch(t, s, reqs)
-		want := []string{"new", "conflict", "conflict", "conflict", "conflict"}
+		// Each tenant gets the domain once; the second tenant's claim waits for proof.
+		want := []string{"new", "held", "conflict", "conflict", "conflict"}
 		if diff := cmp.Diff(want, outcomes(res)); diff != "" {
 			t.Fatalf("outcomes (-want +got):\n%s", diff)
 		}
-		if diff := cmp.Diff(tableCounts{1, 1, 1, 1}, tableRows(t, db)); diff != "" {
+		if diff := cmp.Diff(tableCounts{2, 2, 2, 2}, tableRows(t, db)); diff != "" {
 			t.Errorf("rows (-want +got):\n%s", diff)
 		}
 		// The losers retry: still a conflict (not "not found"), and still nothing written.
-		for _, p := range reqs[1:] {
+		for _, p := range reqs[2:] {
 			_, err := s.CreateSite(ctx, p)
 			var ce *ConflictError
 			if !errors.As(err, &ce) {
 				t.Errorf("retry of %s/%s = %v, want a ConflictError", p.TenantID, p.IdempotencyKey, err)
 			}
 		}
-		if diff := cmp.Diff(tableCounts{1, 1, 1, 1}, tableRows(t, db)); diff != "" {
+		if diff := cmp.Diff(tableCounts{2, 2, 2, 2}, tableRows(t, db)); diff != "" {
 			t.Errorf("rows after retries (-want +got):\n%s", diff)
 		}
 	})
@@ -200,8 +203,8 @@ func TestSiteAcceptorRepeatedKeyRefused(t *testing.T) {
 	t.Parallel()
 	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
 		ctx := t.Context()
-		s, acme, other := batchSetup(t, db)
-		if _, err := s.CreateSite(ctx, req(other, "", "", "taken.example")); err != nil {
+		s, acme, _ := batchSetup(t, db)
+		if _, err := s.CreateSite(ctx, req(acme, "", "", "taken.example")); err != nil {
 			t.Fatal(err)
 		}
 		res := oneBatch(t, s, []CreateSiteParams{
@@ -336,6 +339,55 @@ func TestSiteAcceptorAfterStop(t *testing.T) {
 		n, err := db.NewSelect().Table("sites").Count(t.Context())
 		if err != nil || int(n) != len(results) {
 			t.Fatalf("sites = %d (%v), want %d", n, err, len(results))
+		}
+	})
+}
+
+// TestSiteAcceptorClaims: the batch writes each site's claims, aliases
+// included, decides open or pending per domain in batch order, and refuses a
+// tenant's second claim on a domain, as CreateSite does.
+func TestSiteAcceptorClaims(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s, acme, other := batchSetup(t, db)
+		withAliases := func(p CreateSiteParams, aliases ...string) CreateSiteParams { p.Aliases = aliases; return p }
+		res := oneBatch(t, s, []CreateSiteParams{
+			withAliases(req(acme, "k1", "h1", "a.example"), "www.a.example"), // new: both open
+			req(other, "k2", "h2", "www.a.example"),                          // held: acme claims it
+			withAliases(req(acme, "k3", "h3", "b.example"), "a.example"),     // conflict on aliases[0]
+		})
+		if diff := cmp.Diff([]string{"new", "held", "conflict"}, outcomes(res)); diff != "" {
+			t.Fatalf("outcomes (-want +got):\n%s", diff)
+		}
+		var ce *ConflictError
+		if errors.As(res[2].err, &ce) && ce.Field != "aliases[0]" {
+			t.Errorf("conflict field %q, want aliases[0]", ce.Field)
+		}
+		var claims []DomainClaim
+		if err := db.NewSelect().Model(&claims).OrderExpr("domain, tenant_id").Scan(ctx); err != nil {
+			t.Fatal(err)
+		}
+		type row struct{ Tenant, Domain, State string }
+		var got []row
+		for _, c := range claims {
+			got = append(got, row{c.TenantID, c.Domain, c.State})
+		}
+		want := []row{{acme, "a.example", ClaimOpen}}
+		www := []row{{acme, "www.a.example", ClaimOpen}, {other, "www.a.example", ClaimPending}}
+		if acme > other {
+			www[0], www[1] = www[1], www[0]
+		}
+		want = append(want, www...)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("claims (-want +got):\n%s", diff)
+		}
+		site, err := s.SiteByID(ctx, res[0].acc.Operation.TargetID)
+		if err != nil || !cmp.Equal(site.Aliases, Aliases{"www.a.example"}) {
+			t.Errorf("site aliases = %v, %v", site.Aliases, err)
+		}
+		if held, err := s.SiteByID(ctx, res[1].acc.Operation.TargetID); err != nil || held.Status != SiteStatusPendingVerification {
+			t.Errorf("held site = %+v, %v", held, err)
 		}
 	})
 }

@@ -11,17 +11,22 @@ import (
 // insertSitesPG is the PostgreSQL form of a batch: one statement, prepared once per
 // connection, whose rows arrive as arrays (unnest), claims the idempotency keys,
 // inserts the sites whose key was claimed (or that have none), and the operations
-// and audit rows of the sites that went in. Its result says, per operation ID,
-// whether its key was claimed ('k') and whether its site was inserted ('s').
+// and audit rows of the sites that went in, and their domain claims (decided
+// before, by planClaims). Its result says, per operation ID, whether its key was
+// claimed ('k') and whether its site was inserted ('s').
 //
-// A domain used twice in one batch goes to the first request (WITH ORDINALITY keeps
-// the batch order); later ones, like a domain taken by an existing site, are skipped
-// by ON CONFLICT DO NOTHING.
+// A domain used twice in one batch by one tenant goes to the first request (WITH
+// ORDINALITY keeps the batch order; planClaims refuses the later ones first);
+// later ones, like a domain taken by an existing site of the tenant, are skipped
+// by ON CONFLICT DO NOTHING. A claim that collides with one committed meanwhile
+// by a concurrent transaction fails the statement: the batch then falls back to
+// one request at a time (SiteAcceptor.commit), which decides each one again.
 const insertSitesPG = `
 WITH v AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-		$7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY
-		AS v(op_id, site_id, tenant_id, domain, site_type, php_version, payload, request_id, actor, idem_key, request_hash, ord)
+		$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $14::text[], $15::text[]) WITH ORDINALITY
+		AS v(op_id, site_id, tenant_id, domain, site_type, php_version, payload, request_id, actor, idem_key, request_hash,
+			status, aliases, ord)
 ),
 k AS (
 	INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, operation_id, created_at, expires_at)
@@ -33,8 +38,8 @@ k AS (
 	RETURNING operation_id
 ),
 s AS (
-	INSERT INTO sites (id, tenant_id, domain, site_type, php_version, status, operation_id, created_at, updated_at)
-	SELECT site_id, tenant_id, domain, site_type, php_version, 'pending', op_id, $12, $12 FROM v
+	INSERT INTO sites (id, tenant_id, domain, aliases, site_type, php_version, status, operation_id, created_at, updated_at)
+	SELECT site_id, tenant_id, domain, aliases, site_type, php_version, status, op_id, $12, $12 FROM v
 	WHERE idem_key = '' OR op_id IN (SELECT operation_id FROM k) ORDER BY ord
 	ON CONFLICT DO NOTHING
 	RETURNING operation_id
@@ -48,6 +53,12 @@ a AS (
 	INSERT INTO audit_logs (tenant_id, actor, action, target_type, target_id, operation_id, request_id, created_at)
 	SELECT tenant_id, actor, 'site.create', 'site', site_id, op_id, request_id, $12 FROM v
 	WHERE op_id IN (SELECT operation_id FROM s)
+),
+c AS (
+	INSERT INTO domain_claims (site_id, tenant_id, domain, state, token, created_at)
+	SELECT cl.site_id, cl.tenant_id, cl.domain, cl.state, cl.token, $12
+	FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[]) AS cl(op_id, site_id, tenant_id, domain, state, token)
+	WHERE cl.op_id IN (SELECT operation_id FROM s)
 )
 SELECT 'k', operation_id FROM k UNION ALL SELECT 's', operation_id FROM s`
 
@@ -72,24 +83,41 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 		copy(errs, quota) // a retried transaction starts clean
 		clear(claimed)
 		clear(inserted)
-		cols := make([][]string, 11)
+		if err := s.planClaims(ctx, tx, items, errs, now); err != nil {
+			return err
+		}
+		cols := make([][]string, 13)
+		var claimCols [6][]string
 		for i, it := range items {
 			if errs[i] != nil {
-				continue // over its quota: not written
+				continue // over its quota or domain in use: not written
+			}
+			aliases, err := it.site.Aliases.Value()
+			if err != nil {
+				return err
 			}
 			for c, v := range []string{it.op.ID, it.site.ID, it.site.TenantID, it.site.Domain, it.site.SiteType,
-				it.site.PHPVersion, it.op.Payload, it.op.RequestID, it.p.Actor, it.p.IdempotencyKey, it.p.RequestHash} {
+				it.site.PHPVersion, it.op.Payload, it.op.RequestID, it.p.Actor, it.p.IdempotencyKey, it.p.RequestHash,
+				it.site.Status, aliases.(string)} {
 				cols[c] = append(cols[c], v)
+			}
+			for _, cl := range it.claims {
+				for c, v := range []string{it.op.ID, cl.SiteID, cl.TenantID, cl.Domain, cl.State, cl.Token} {
+					claimCols[c] = append(claimCols[c], v)
+				}
 			}
 		}
 		if len(cols[0]) == 0 {
 			return nil
 		}
-		args := make([]any, 0, 13)
-		for _, c := range cols {
+		args := make([]any, 0, 21)
+		for _, c := range cols[:11] {
 			args = append(args, c)
 		}
-		args = append(args, now, now.Add(s.idempotencyTTL))
+		args = append(args, now, now.Add(s.idempotencyTTL), cols[11], cols[12])
+		for _, c := range claimCols {
+			args = append(args, c)
+		}
 		rows, err := tx.Tx.QueryContext(ctx, insertSitesPG, args...)
 		if err != nil {
 			return fmt.Errorf("insert batch of %d sites: %w", n, err)

@@ -56,6 +56,9 @@ func (s *Store) AbandonProvision(ctx context.Context, opID, siteID string, out O
 		q := tx.NewUpdate().Model((*Site)(nil)).Set("operation_id = NULL").Set("updated_at = ?", now).Where("id = ?", siteID)
 		if out.Status == OpCancelled {
 			q = q.Set("status = ?", SiteStatusDeleted).Set("deleted_at = ?", now)
+			if err := deleteClaims(ctx, tx, siteID); err != nil {
+				return err
+			}
 		} else {
 			q = q.Set("status = ?", SiteStatusFailed)
 		}
@@ -67,11 +70,22 @@ func (s *Store) AbandonProvision(ctx context.Context, opID, siteID string, out O
 }
 
 // CompleteDeprovision ends a deprovision successfully: the site is deleted, its
-// server slot freed, events written. Returns false when already finished.
+// server slot freed, its domain claims dropped, events written; a site that
+// waited for it to leave its server (domains.go) is released. Returns false
+// when already finished.
 func (s *Store) CompleteDeprovision(ctx context.Context, opID, siteID string, events []OutboxEvent) (bool, error) {
 	return s.finish(ctx, opID, Outcome{Status: OpSucceeded, Result: map[string]string{"site_id": siteID}}, events,
 		func(ctx context.Context, tx bun.Tx, now time.Time) error {
 			if err := releaseSlot(ctx, tx, siteID, now); err != nil {
+				return err
+			}
+			// A site that proved one of its domains and waited for this one
+			// to leave its server goes ahead; the reconciler enqueues its
+			// provision (pending, no longer held).
+			if _, err := s.releaseWaiting(ctx, tx, siteID, now); err != nil {
+				return err
+			}
+			if err := deleteClaims(ctx, tx, siteID); err != nil {
 				return err
 			}
 			_, err := tx.NewUpdate().Model((*Site)(nil)).
@@ -126,6 +140,12 @@ func (s *Store) CancelOperation(ctx context.Context, tenantID, opID string) (*Ca
 	}
 	var payload SitePayload
 	_ = json.Unmarshal([]byte(op.Payload), &payload)
+	if op.Type == OpTypeSiteDeprovision && payload.Unserve {
+		// Taking a site off its server after another account proved its
+		// domain is not the tenant's to undo.
+		return nil, fmt.Errorf("cancel operation %s: %w", opID, &ConflictError{
+			Reason: "the site is being taken off its server until its domain is verified; this cannot be cancelled", OperationID: op.ID})
+	}
 	cancelled := Outcome{Status: OpCancelled, ErrorCode: "cancelled", ErrorMessage: "cancelled at the caller's request"}
 	var done bool
 	if op.Status == OpPending {
@@ -176,6 +196,9 @@ func (s *Store) CancelOperation(ctx context.Context, tenantID, opID string) (*Ca
 func (s *Store) abandonPendingProvision(ctx context.Context, opID, siteID string, out Outcome) (bool, error) {
 	return s.finishPendingWith(ctx, opID, out, func(ctx context.Context, tx bun.Tx, now time.Time) error {
 		if err := releaseSlot(ctx, tx, siteID, now); err != nil {
+			return err
+		}
+		if err := deleteClaims(ctx, tx, siteID); err != nil {
 			return err
 		}
 		_, err := tx.NewUpdate().Model((*Site)(nil)).

@@ -13,17 +13,18 @@ import (
 
 // schemaTables are the tables of every migration, sorted.
 var schemaTables = []string{
-	"acme_accounts", "acme_budget", "api_tokens", "audit_logs", "backup_schedules", "idempotency_keys", "invoice_lines", "invoices", "operations", "outbox_events",
-	"processed_events", "site_backups", "site_certificates", "sites", "tenant_quotas", "tenants", "usage_records", "users", "vps_health_checks", "vps_servers",
+	"acme_accounts", "acme_budget", "api_tokens", "audit_logs", "backup_schedules", "domain_claims", "idempotency_keys", "invoice_lines", "invoices",
+	"operations", "outbox_events", "processed_events", "site_backups", "site_certificates", "sites", "tenant_quotas", "tenants", "usage_records", "users",
+	"vps_health_checks", "vps_servers",
 }
 
 // migrationNames are the versions of every migration, in order.
-var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001", "20261205210001", "20261205210002", "20261205230001"}
+var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001", "20261205210001", "20261205210002", "20261205230001", "20261205230101"}
 
 // keyIndexes are indexes the queries of this package rely on.
 var keyIndexes = []string{
 	"api_tokens_hash_key", "operations_tenant_idx", "outbox_events_unpublished_idx",
-	"sites_domain_live_key", "sites_tenant_status_idx", "vps_servers_placement_idx",
+	"sites_tenant_domain_live_key", "domain_claims_tenant_key", "domain_claims_serving_key", "sites_tenant_status_idx", "vps_servers_placement_idx",
 	"invoices_tenant_period_key", "invoice_lines_event_key", "outbox_events_published_idx",
 	"vps_health_checks_key", "vps_health_checks_vps_idx",
 	"usage_records_period_key", "usage_records_tenant_id_idx",

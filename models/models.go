@@ -98,24 +98,33 @@ type VPSServer struct {
 }
 
 // Site statuses. A site moves pending → provisioning → active, or to failed; a
-// deprovision moves it to deprovisioning → deleted.
+// deprovision moves it to deprovisioning → deleted. A site with a domain to
+// prove starts pending_verification and moves to pending once proven; a site
+// whose unproven domain another tenant proves goes back to
+// pending_verification (through deprovisioning when it was on a server).
 const (
-	SiteStatusPending        = "pending"
-	SiteStatusProvisioning   = "provisioning"
-	SiteStatusActive         = "active"
-	SiteStatusFailed         = "failed"
-	SiteStatusDeprovisioning = "deprovisioning"
-	SiteStatusDeleted        = "deleted"
+	SiteStatusPending = "pending"
+	// SiteStatusPendingVerification: a domain of the site waits for proof of
+	// control (domains.go); the site serves nothing and does not provision.
+	SiteStatusPendingVerification = "pending_verification"
+	SiteStatusProvisioning        = "provisioning"
+	SiteStatusActive              = "active"
+	SiteStatusFailed              = "failed"
+	SiteStatusDeprovisioning      = "deprovisioning"
+	SiteStatusDeleted             = "deleted"
 )
 
 // Site is a tenant's website on a VPS.
 type Site struct {
 	bun.BaseModel `bun:"table:sites"`
 
-	ID           string     `bun:"id,pk" json:"id"`
-	TenantID     string     `bun:"tenant_id" json:"-"`
-	VPSID        *string    `bun:"vps_id" json:"vps_id"`
-	Domain       string     `bun:"domain" json:"domain"`
+	ID       string  `bun:"id,pk" json:"id"`
+	TenantID string  `bun:"tenant_id" json:"-"`
+	VPSID    *string `bun:"vps_id" json:"vps_id"`
+	Domain   string  `bun:"domain" json:"domain"`
+	// Aliases are the site's other host names (www. and extra domains),
+	// normalised like Domain; each is a domain claim like Domain (domains.go).
+	Aliases      Aliases    `bun:"aliases" json:"aliases"`
 	SiteType     string     `bun:"site_type" json:"site_type"`
 	PHPVersion   string     `bun:"php_version" json:"php_version,omitempty"`
 	Status       string     `bun:"status" json:"status"`
@@ -167,6 +176,8 @@ const (
 	OpTypeSiteProvision   = "site.provision"
 	OpTypeSiteDeprovision = "site.deprovision"
 	OpTypeVPSHealthCheck  = "vps.health_check"
+	// OpTypeDomainVerify checks a site's unproven domains (domains.go).
+	OpTypeDomainVerify = "domain.verify"
 )
 
 // Target types name what an operation acts on.

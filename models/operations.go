@@ -191,11 +191,15 @@ func (s *Store) finish(ctx context.Context, id string, out Outcome, events []Out
 }
 
 // UnfinishedOperations returns up to limit pending or running operations created
-// before olderThan, oldest first: the reconciler's work list.
+// before olderThan, oldest first: the reconciler's work list. The provision of a
+// site that waits for domain verification is left out: its task must not run
+// before the proof (ProveClaims enqueues it).
 func (s *Store) UnfinishedOperations(ctx context.Context, olderThan time.Time, limit int) ([]Operation, error) {
 	var out []Operation
 	err := s.db.NewSelect().Model(&out).
 		Where("status IN (?, ?)", OpPending, OpRunning).
+		Where("NOT (?TableAlias.op_type = ? AND EXISTS (SELECT 1 FROM sites WHERE sites.id = ?TableAlias.target_id AND sites.status = ?))",
+			OpTypeSiteProvision, SiteStatusPendingVerification).
 		Where("created_at < ?", olderThan.UTC()).
 		OrderExpr("created_at ASC").Limit(int64(limit)).Scan(ctx)
 	if err != nil {

@@ -21,6 +21,10 @@ type Config struct {
 	// QuotaDefaults are the limits of a tenant without an override
 	// (SetQuota); the zero value is unlimited.
 	QuotaDefaults Limits
+	// DomainVerification is VerificationContested (the default: only a
+	// domain another tenant claims needs proof) or VerificationStrict (every
+	// new claim does); see domains.go.
+	DomainVerification string
 }
 
 // Validate reports every missing or invalid field at once.
@@ -31,6 +35,12 @@ func (c Config) Validate() error {
 	}
 	if c.QuotaDefaults.MaxSites < 0 || c.QuotaDefaults.MaxBackups < 0 || c.QuotaDefaults.MaxBackupBytes < 0 {
 		errs = append(errs, errors.New("models: Config.QuotaDefaults must not be negative (0 is unlimited)"))
+	}
+	switch c.DomainVerification {
+	case "", VerificationContested, VerificationStrict:
+	default:
+		errs = append(errs, fmt.Errorf("models: Config.DomainVerification %q must be %s or %s",
+			c.DomainVerification, VerificationStrict, VerificationContested))
 	}
 	if c.IdempotencyTTL < 0 {
 		errs = append(errs, errors.New("models: Config.IdempotencyTTL must not be negative"))
@@ -46,6 +56,7 @@ type Store struct {
 	pg             bool
 	quotaDefaults  Limits
 	quotas         quotaCache
+	strict         bool // every new domain claim needs proof
 }
 
 // New returns a Store over cfg.DB.
@@ -60,7 +71,7 @@ func New(cfg Config) (*Store, error) {
 		cfg.IdempotencyTTL = 24 * time.Hour
 	}
 	return &Store{db: cfg.DB, now: cfg.Now, idempotencyTTL: cfg.IdempotencyTTL, pg: IsPostgres(cfg.DB),
-		quotaDefaults: cfg.QuotaDefaults}, nil
+		quotaDefaults: cfg.QuotaDefaults, strict: cfg.DomainVerification == VerificationStrict}, nil
 }
 
 // DB returns the underlying database handle.

@@ -20,6 +20,7 @@ const (
 	TypeVPSHealthCheck      = "vps:health_check"
 	TypeUsageMeterSweep     = "usage:meter_sweep"
 	TypeUsageMeter          = "usage:meter"
+	TypeDomainVerify        = "domain:verify"
 )
 
 // Queues, from most to least urgent.
@@ -94,6 +95,10 @@ var specs = map[string]struct {
 	// An on-demand health check: a few retries (a worker may die mid-check),
 	// then the operation fails; the next sweep checks the server anyway.
 	models.OpTypeVPSHealthCheck: {TypeVPSHealthCheck, TaskSpec{Queue: QueueDefault, MaxRetry: 2, Timeout: time.Minute}},
+	// A verification checks for up to CHOM_DOMAIN_VERIFY_TIMEOUT, measured
+	// from its first start, across attempts: an attempt ends before this
+	// timeout and the next one carries on (jobs.VerifyDomains).
+	models.OpTypeDomainVerify: {TypeDomainVerify, TaskSpec{Queue: QueueDefault, MaxRetry: 10, Timeout: 15 * time.Minute}},
 	// Backups (queue/backups.go holds their defaults).
 	models.OpTypeBackupCreate:  {TypeBackupCreate, backupCreateSpec},
 	models.OpTypeBackupRestore: {TypeBackupRestore, backupRestoreSpec},

@@ -20,6 +20,7 @@ func TestTaskForOperation(t *testing.T) {
 	}{
 		{models.OpTypeSiteProvision, queue.TypeSiteProvision},
 		{models.OpTypeSiteDeprovision, queue.TypeSiteDeprovision},
+		{models.OpTypeDomainVerify, queue.TypeDomainVerify},
 	}
 	for _, tc := range tests {
 		t.Run(tc.opType, func(t *testing.T) {
@@ -52,8 +53,8 @@ func TestTaskForOperation(t *testing.T) {
 // Task type names are on the wire: changing one strands every queued task.
 func TestTaskTypeNamesAreStable(t *testing.T) {
 	t.Parallel()
-	got := []string{queue.TypeSiteProvision, queue.TypeSiteDeprovision, queue.TypeOperationsReconcile}
-	want := []string{"site:provision", "site:deprovision", "operations:reconcile"}
+	got := []string{queue.TypeSiteProvision, queue.TypeSiteDeprovision, queue.TypeOperationsReconcile, queue.TypeDomainVerify}
+	want := []string{"site:provision", "site:deprovision", "operations:reconcile", "domain:verify"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("task type names changed (-shipped +now):\n%s", diff)
 	}

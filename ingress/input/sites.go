@@ -1,16 +1,23 @@
 package input
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 )
 
 // CreateSiteRequest is the body of POST /api/v1/sites.
 type CreateSiteRequest struct {
-	Domain     string `json:"domain"`
-	SiteType   string `json:"site_type"`
-	PHPVersion string `json:"php_version,omitempty"`
+	Domain string `json:"domain"`
+	// Aliases are the site's other host names (www. and extra domains),
+	// served by the same site; each is a domain claim like Domain.
+	Aliases    []string `json:"aliases,omitempty"`
+	SiteType   string   `json:"site_type"`
+	PHPVersion string   `json:"php_version,omitempty"`
 }
+
+// MaxAliases is the most aliases one site may have.
+const MaxAliases = 20
 
 // SiteTypes lists the accepted site_type values; every type except "html"
 // runs PHP. Matching is exact and case-sensitive.
@@ -26,7 +33,9 @@ const DefaultPHPVersion = "8.3"
 const SiteTypeHTML = "html"
 
 // Normalize validates every field and returns the canonical request: the
-// domain normalised by NormalizeDomain, php_version defaulted to
+// domain and each alias normalised by NormalizeDomain (an alias equal to the
+// domain or to an earlier alias is an error naming it, "aliases[2]"; at most
+// MaxAliases; an empty list is omitted), php_version defaulted to
 // DefaultPHPVersion for PHP-based site types. A php_version on an html site is
 // an error ("must be omitted for html sites"), and missing required fields are
 // "is required".
@@ -47,6 +56,33 @@ func (r CreateSiteRequest) Normalize() (CreateSiteRequest, error) {
 		v.Add("domain", err.Error())
 	} else {
 		out.Domain = d
+	}
+
+	if len(r.Aliases) > MaxAliases {
+		v.Add("aliases", fmt.Sprintf("must have at most %d entries", MaxAliases))
+	} else {
+		seen := map[string]string{}
+		if out.Domain != "" {
+			seen[out.Domain] = "domain"
+		}
+		for i, raw := range r.Aliases {
+			field := fmt.Sprintf("aliases[%d]", i)
+			if raw == "" {
+				v.Add(field, "is required")
+				continue
+			}
+			d, err := NormalizeDomain(raw)
+			if err != nil {
+				v.Add(field, err.Error())
+				continue
+			}
+			if first, dup := seen[d]; dup {
+				v.Add(field, "duplicates "+first)
+				continue
+			}
+			seen[d] = field
+			out.Aliases = append(out.Aliases, d)
+		}
 	}
 
 	typeOK := false

@@ -71,6 +71,27 @@ func TestCreateSiteRequestNormalize(t *testing.T) {
 			},
 		},
 		{
+			name: "aliases normalised",
+			in:   CreateSiteRequest{Domain: "a.com", Aliases: []string{"WWW.a.com.", "münchen.de"}, SiteType: "html"},
+			want: CreateSiteRequest{Domain: "a.com", Aliases: []string{"www.a.com", "xn--mnchen-3ya.de"}, SiteType: "html"},
+		},
+		{
+			name: "every bad alias named",
+			in:   CreateSiteRequest{Domain: "a.com", Aliases: []string{"www.a.com", "", "A.com", "x;rm.com", "WWW.a.com", "127.0.0.1"}, SiteType: "html"},
+			wantErr: []FieldError{
+				{"aliases[1]", "is required"},
+				{"aliases[2]", "duplicates domain"},
+				{"aliases[3]", `must be a valid hostname: character ';' is not allowed`},
+				{"aliases[4]", "duplicates aliases[0]"},
+				{"aliases[5]", "must be a domain name, not an IP address"},
+			},
+		},
+		{
+			name:    "too many aliases",
+			in:      CreateSiteRequest{Domain: "a.com", Aliases: make([]string, MaxAliases+1), SiteType: "html"},
+			wantErr: []FieldError{{"aliases", "must have at most 20 entries"}},
+		},
+		{
 			name:    "hostile domain",
 			in:      CreateSiteRequest{Domain: "a.com\nserver_name x", SiteType: "html"},
 			wantErr: []FieldError{{"domain", "must not contain whitespace or control characters"}},
@@ -105,7 +126,7 @@ func TestCreateSiteRequestNormalize(t *testing.T) {
 				t.Errorf("Normalize() (-want +got):\n%s", diff)
 			}
 			again, err := got.Normalize()
-			if err != nil || again != got {
+			if err != nil || !cmp.Equal(again, got) {
 				t.Errorf("Normalize is not idempotent: %+v, %v", again, err)
 			}
 		})

@@ -64,12 +64,15 @@ type BackendOptions struct {
 	// Quotas are the store's default per-tenant limits (Config.Quotas;
 	// OpenBackends takes them from its Config).
 	Quotas models.Limits
+	// DomainVerification is the store's verification mode (Config.DomainVerification).
+	DomainVerification string
 }
 
 // OpenBackends connects to c's database (migrating it when asked) and Redis.
 // Close releases both.
 func OpenBackends(ctx context.Context, c Config, o BackendOptions) (*Backends, error) {
 	o.Quotas = c.Quotas
+	o.DomainVerification = c.DomainVerification
 	conns := c.DBMaxConns
 	if o.MaxConns > 0 {
 		conns = min(conns, o.MaxConns)
@@ -130,7 +133,7 @@ func (b *Backends) attach(ctx context.Context, db *bun.DB, rdb redis.UniversalCl
 			return err
 		}
 	}
-	store, err := models.New(models.Config{DB: db, QuotaDefaults: o.Quotas})
+	store, err := models.New(models.Config{DB: db, QuotaDefaults: o.Quotas, DomainVerification: o.DomainVerification})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -115,6 +116,11 @@ type Config struct {
 	RelayBreakerTimeout time.Duration
 	OutboxRetention     time.Duration
 	BillingGroup        string
+
+	// Issue 13, part C: domain verification.
+	DomainVerification  string        // CHOM_DOMAIN_VERIFICATION: models.VerificationStrict or Contested
+	DomainVerifyTimeout time.Duration // CHOM_DOMAIN_VERIFY_TIMEOUT
+	DNSResolver         string        // CHOM_DNS_RESOLVER: host:port, "" = the system's
 
 	HealthInterval        time.Duration
 	HealthHysteresis      int
@@ -363,6 +369,29 @@ func Settings() []Setting {
 			Doc: "certificates the fleet issues per registered domain (`example.co.uk` for `shop.example.co.uk`) per `CHOM_ACME_CERTS_WINDOW` (Let's Encrypt: 50 per 7 days)"},
 		{Env: "CHOM_ACME_CERTS_WINDOW", Default: "168h", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.ACME.Budget.CertsWindow }),
 			Doc: "window of that limit"},
+
+		// Issue 13, part C: domains proven before they are taken (docs/api.md, "Domains").
+		{Env: "CHOM_DOMAIN_VERIFICATION", Default: models.VerificationContested, Roles: RoleIngress | RoleWorker,
+			set: oneOf(func(c *Config) *string { return &c.DomainVerification }, models.VerificationContested, models.VerificationStrict),
+			Doc: "`contested`: a new site waits `pending_verification` only for a domain another tenant already claims; `strict`: for every domain it claims that is not proven yet"},
+		{Env: "CHOM_DOMAIN_VERIFY_TIMEOUT", Default: durText(jobs.DefaultVerifyTimeout), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.DomainVerifyTimeout }),
+			Doc: "how long a `domain.verify` operation keeps checking (5s after the start, then doubling waits up to 2 min) before it fails with `domain_not_verified`"},
+		{Env: "CHOM_DNS_RESOLVER", Roles: RoleWorker, set: hostPort(func(c *Config) *string { return &c.DNSResolver }),
+			Doc: "DNS server (`host:port`) domain verification resolves TXT records and challenge hosts through; unset, the system's resolver"},
+	}
+}
+
+// hostPort takes a host:port, or nothing.
+func hostPort(field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		*field(c) = v
+		if v == "" {
+			return nil
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return errors.New("want host:port, such as 127.0.0.1:53")
+		}
+		return nil
 	}
 }
 

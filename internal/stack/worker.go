@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/chomhq/chom/domainverify"
 	"github.com/chomhq/chom/drivers"
 	"github.com/chomhq/chom/drivers/local"
 	"github.com/chomhq/chom/drivers/ssh"
@@ -39,6 +40,7 @@ type Worker struct {
 	// drivers.LayoutMigrator.
 	Layout      *jobs.MigrateLayout
 	LayoutSweep *jobs.MigrateLayoutSweep
+	Verify      *jobs.VerifyDomains
 }
 
 // NewWorker builds a worker over b: the driver CHOM_DRIVER names (or
@@ -54,7 +56,7 @@ func NewWorker(c Config, b *Backends, log *slog.Logger, h Hooks) (*Worker, error
 	}
 	w := &Worker{}
 	deps := jobs.Deps{Store: b.Store, Provisioner: drivers.GuardProvisioner(drv.Provisioner, guard),
-		Notifier: queue.NewNotifier(b.Redis), Logger: log}
+		Notifier: queue.NewNotifier(b.Redis), Logger: log, Enqueuer: queue.NewEnqueuer(b.Redis)}
 	if w.Provision, err = jobs.NewProvisionSite(deps); err != nil {
 		return nil, err
 	}
@@ -68,6 +70,15 @@ func NewWorker(c Config, b *Backends, log *slog.Logger, h Hooks) (*Worker, error
 		return nil, err
 	}
 	if err := w.healthJobs(c, b, log, h); err != nil {
+		return nil, err
+	}
+	checker, err := domainverify.New(domainverify.Config{Resolver: c.DNSResolver})
+	if err != nil {
+		return nil, err
+	}
+	if w.Verify, err = jobs.NewVerifyDomains(jobs.VerifyDomainsConfig{Store: b.Store, Checker: checker,
+		Enqueuer: queue.NewEnqueuer(b.Redis), Notifier: deps.Notifier, Logger: log.With("component", "domains"),
+		Timeout: c.DomainVerifyTimeout}); err != nil {
 		return nil, err
 	}
 	if err := w.usageJobs(c, b, log, drv, h); err != nil {
@@ -102,7 +113,7 @@ func NewWorker(c Config, b *Backends, log *slog.Logger, h Hooks) (*Worker, error
 // table is the worker's job table: one line per job family. A family the
 // driver cannot serve is left out; its tasks wait for a worker that has it.
 func (w *Worker) table() []workers.Family {
-	t := []workers.Family{w.Provision, w.Deprovision, w.Reconciler, w.HealthSweep, w.HealthCheck}
+	t := []workers.Family{w.Provision, w.Deprovision, w.Reconciler, w.HealthSweep, w.HealthCheck, w.Verify}
 	if w.Meter != nil {
 		t = append(t, w.MeterSweep, w.Meter)
 	}

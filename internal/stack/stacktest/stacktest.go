@@ -133,7 +133,8 @@ func Start(t testing.TB, o Options) *Stack {
 	}
 
 	s.WorkerRedis = s.Redis.Client(t)
-	b, err := stack.NewBackends(ctx, o.DB, s.WorkerRedis, stack.BackendOptions{Migrate: true, Metrics: o.Metrics, Quotas: c.Quotas})
+	b, err := stack.NewBackends(ctx, o.DB, s.WorkerRedis, stack.BackendOptions{Migrate: true, Metrics: o.Metrics, Quotas: c.Quotas,
+		DomainVerification: c.DomainVerification})
 	if err != nil {
 		t.Fatalf("stacktest: %v", err)
 	}
