@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -321,12 +322,13 @@ func (h *DeprovisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	return nil
 }
 
-// siteSpec is what a driver needs to know about a site on a server.
+// siteSpec is what a driver needs to know about a site on a server: its
+// aliases too, which the driver serves beside the domain.
 func siteSpec(site *models.Site, vps *models.VPSServer) drivers.SiteSpec {
 	return drivers.SiteSpec{
-		ID: site.ID, TenantID: site.TenantID, Domain: site.Domain, SiteType: site.SiteType,
-		PHPVersion: site.PHPVersion,
-		Server:     drivers.Server{ID: vps.ID, Hostname: vps.Hostname, IPAddress: vps.IPAddress, SSHPort: vps.SSHPort, HostKey: vps.HostKey},
+		ID: site.ID, TenantID: site.TenantID, Domain: site.Domain, Aliases: slices.Clone([]string(site.Aliases)),
+		SiteType: site.SiteType, PHPVersion: site.PHPVersion,
+		Server: drivers.Server{ID: vps.ID, Hostname: vps.Hostname, IPAddress: vps.IPAddress, SSHPort: vps.SSHPort, HostKey: vps.HostKey},
 	}
 }
 

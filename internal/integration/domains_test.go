@@ -1,7 +1,10 @@
 package integration
 
 import (
+	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -9,12 +12,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
 	"github.com/uptrace/bun"
 
 	"github.com/chomhq/chom/domainverify"
 	"github.com/chomhq/chom/ingress"
 	"github.com/chomhq/chom/internal/testenv"
 	"github.com/chomhq/chom/models"
+	"github.com/chomhq/chom/queue"
 )
 
 // createSiteBody posts body to /sites and returns the accepted operation.
@@ -149,6 +154,19 @@ func TestDomainAliasesBadInput(t *testing.T) {
 		s.do("GET", "/api/v1/sites/"+op.TargetID, s.tokenA, nil).json(t, &site)
 		if !cmp.Equal([]string(site.Aliases), []string{"www.new.example"}) {
 			t.Errorf("aliases = %v", site.Aliases)
+		}
+		// The provision job hands the aliases to the driver: the site's
+		// server block answers to them too.
+		payload, _ := json.Marshal(queue.OperationPayload{OperationID: op.ID, TenantID: s.tenantA})
+		if err := s.provision.ProcessTask(t.Context(), asynq.NewTask(queue.TypeSiteProvision, payload)); err != nil {
+			t.Fatalf("provision of a site with aliases: %v", err)
+		}
+		confs, _ := filepath.Glob(filepath.Join(s.root, "*", "nginx", "sites-enabled", "new.example.conf"))
+		if len(confs) != 1 {
+			t.Fatalf("server blocks of new.example: %v", confs)
+		}
+		if conf, err := os.ReadFile(confs[0]); err != nil || !strings.Contains(string(conf), "server_name new.example www.new.example;") {
+			t.Errorf("server block of a site with aliases (%v):\n%s", err, conf)
 		}
 	})
 }
