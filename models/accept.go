@@ -197,7 +197,27 @@ type SitePayload struct {
 // QuotaError (counted under the tenant's lock); either writes nothing. A site
 // with a claim to prove starts pending_verification and its operation is Held.
 // The caller enqueues the operation's task after this returns, unless Held.
+//
+// Two tenants creating a site on the same fresh domain at the same moment
+// both plan an open claim; the database lets one serve, and the other's
+// transaction is run again, which then sees the winner's claim and holds its
+// site for proof (at most claimRaceAttempts times: one retry is enough, as
+// the winner has committed when the loser's insert fails).
 func (s *Store) CreateSite(ctx context.Context, p CreateSiteParams) (*Accepted, error) {
+	for attempt := 1; ; attempt++ {
+		acc, err := s.createSite(ctx, p)
+		if errors.Is(err, errClaimRace) && attempt < claimRaceAttempts {
+			continue
+		}
+		return acc, err
+	}
+}
+
+// claimRaceAttempts bounds CreateSite's runs when claims race.
+const claimRaceAttempts = 3
+
+// createSite is one run of CreateSite's transaction.
+func (s *Store) createSite(ctx context.Context, p CreateSiteParams) (*Accepted, error) {
 	now := s.nowUTC()
 	item := newBatchItem(p, now)
 	op, err := item.op, item.err

@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 )
 
@@ -257,9 +259,29 @@ func insertClaims(ctx context.Context, tx bun.IDB, claims []DomainClaim) error {
 		return nil
 	}
 	if _, err := tx.NewInsert().Model(&claims).Exec(ctx); err != nil {
+		if claimRaced(err) {
+			err = errors.Join(errClaimRace, err)
+		}
 		return fmt.Errorf("insert %d domain claims: %w", len(claims), err)
 	}
 	return nil
+}
+
+// errClaimRace marks a claim insert that a concurrent transaction beat to a
+// domain: both planned their claim open before either committed, and the
+// database lets one open claim serve (domain_claims_serving_key). Planned
+// again, the loser's claim is pending; CreateSite does that.
+var errClaimRace = errors.New("a concurrent site creation claimed the domain first")
+
+// claimRaced reports whether err is a unique violation of a domain_claims
+// index: PostgreSQL's 23505 on one of its constraints, or SQLite's (whose
+// single writer makes the race impossible there, but the check costs nothing).
+func claimRaced(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505" && strings.HasPrefix(pgErr.ConstraintName, "domain_claims")
+	}
+	return strings.Contains(err.Error(), "UNIQUE constraint failed: domain_claims.")
 }
 
 // deleteClaims drops the claims of a site that is being deleted: its domains

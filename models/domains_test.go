@@ -2,6 +2,8 @@ package models_test
 
 import (
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -365,6 +367,51 @@ func TestUnserveFailedThenDeleted(t *testing.T) {
 		}
 		if held, err := s.ProvisionHeld(ctx, held.Operation.ID); err != nil || held {
 			t.Errorf("ProvisionHeld = %v, %v; want released", held, err)
+		}
+	})
+}
+
+// TestClaimRace: eight tenants create a site on the same fresh domain at the
+// same moment, each in its own transaction. Each planned its claim before any
+// other committed, so each planned it open; the database lets one open claim
+// serve. Every create must still be accepted: one site serves, the others
+// are held for proof, and none fails.
+func TestClaimRace(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s := setup(t, db)
+		const n = 8
+		tenants := make([]string, n)
+		for i := range tenants {
+			tenants[i] = tenant(t, s, fmt.Sprintf("racer%d", i))
+		}
+		for round := range 5 {
+			domain := fmt.Sprintf("race%d.example", round)
+			accs := make([]*models.Accepted, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					accs[i], errs[i] = s.CreateSite(ctx, models.CreateSiteParams{Accept: accept(tenants[i], "", ""), Domain: domain, SiteType: "html"})
+				})
+			}
+			close(start)
+			wg.Wait()
+			serving := 0
+			for i := range n {
+				if errs[i] != nil {
+					t.Fatalf("round %d: tenant %d's create failed: %v", round, i, errs[i])
+				}
+				if !accs[i].Held {
+					serving++
+				}
+			}
+			if serving != 1 {
+				t.Errorf("round %d: %d sites serve %s, want 1 (the others held)", round, serving, domain)
+			}
 		}
 	})
 }
