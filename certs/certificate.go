@@ -103,6 +103,13 @@ func ParseKey(keyPEM []byte) (crypto.Signer, error) {
 	if b == nil {
 		return nil, errors.New("key: no PEM block")
 	}
+	return ParseKeyBlock(b)
+}
+
+// ParseKeyBlock parses one PEM block as a private key (PKCS #8, SEC 1 EC or
+// PKCS #1 RSA) that can sign: RSA, ECDSA or Ed25519, the keys a certificate
+// carries. The drivers check a deployed key with it too.
+func ParseKeyBlock(b *pem.Block) (crypto.Signer, error) {
 	var (
 		k   any
 		err error
@@ -115,7 +122,7 @@ func ParseKey(keyPEM []byte) (crypto.Signer, error) {
 	case "RSA PRIVATE KEY":
 		k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
 	default:
-		return nil, fmt.Errorf("key: PEM block is a %q, want a private key", b.Type)
+		return nil, fmt.Errorf("key: PEM block is a %q, not a private key", b.Type)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("key: %w", err)

@@ -4,16 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/chomhq/chom/certs"
 )
 
 // TLSDeployer is implemented by provisioners that can serve a site over HTTPS.
@@ -139,9 +137,9 @@ func ParseTLSCertificate(site SiteSpec, cert TLSCertificate, opts TLSOptions, no
 	if keyBlock == nil || len(bytes.TrimSpace(keyRest)) > 0 {
 		return fail("the key must be exactly one PEM block")
 	}
-	key, err := parseKey(keyBlock)
+	key, err := certs.ParseKeyBlock(keyBlock)
 	if err != nil {
-		return fail("key: %v", err)
+		return fail("%v", err)
 	}
 	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(leaf.PublicKey) {
@@ -149,7 +147,7 @@ func ParseTLSCertificate(site SiteSpec, cert TLSCertificate, opts TLSOptions, no
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return fail("key: %v", err)
+		return fail("%v", err)
 	}
 
 	var v ValidatedTLS
@@ -170,37 +168,6 @@ func ParseTLSCertificate(site SiteSpec, cert TLSCertificate, opts TLSOptions, no
 		v.HSTSMaxAgeSeconds = int64(age / time.Second)
 	}
 	return v, nil
-}
-
-// parseKey parses a PKCS#8, PKCS#1 (RSA) or SEC 1 (EC) private key of a type a
-// certificate can carry.
-func parseKey(b *pem.Block) (crypto.Signer, error) {
-	var (
-		k   any
-		err error
-	)
-	switch b.Type {
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-	case "RSA PRIVATE KEY":
-		k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(b.Bytes)
-	default:
-		return nil, fmt.Errorf("a %q block is not a private key", b.Type)
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch k := k.(type) {
-	case *rsa.PrivateKey:
-		return k, nil
-	case *ecdsa.PrivateKey:
-		return k, nil
-	case ed25519.PrivateKey:
-		return k, nil
-	}
-	return nil, errors.New("unsupported key type")
 }
 
 var (
