@@ -148,6 +148,14 @@ func TestResendsLostAnswers(t *testing.T) {
 			t.Errorf("operation %s journaled %d times", id, n)
 		}
 	}
+	// Every create the server committed is one the harness was told about.
+	f.mu.Lock()
+	for key, id := range f.keyed {
+		if seen[id] != 1 {
+			t.Errorf("create %s (key %s) committed by the server, journaled %d times", id, key, seen[id])
+		}
+	}
+	f.mu.Unlock()
 	if uint64(len(seen)) != res.Ledger.Accepted {
 		t.Errorf("journal has %d operations, the ledger %d", len(seen), res.Ledger.Accepted)
 	}
