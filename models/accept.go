@@ -43,6 +43,10 @@ type CreateSiteParams struct {
 	Aliases    []string
 	SiteType   string
 	PHPVersion string
+	// HTTPS is the site's certificate mode (HTTPSAuto when empty); HSTS
+	// turns on Strict-Transport-Security once it has a certificate.
+	HTTPS string
+	HSTS  bool
 }
 
 // claimKey records the idempotency key in tx. It returns false when the tenant
@@ -284,7 +288,10 @@ func newBatchItem(p CreateSiteParams, now time.Time) batchItem {
 		aliases = Aliases{}
 	}
 	site := Site{ID: NewID(PrefixSite), TenantID: p.TenantID, Domain: p.Domain, Aliases: aliases, SiteType: p.SiteType,
-		PHPVersion: p.PHPVersion, Status: SiteStatusPending, CreatedAt: now, UpdatedAt: now}
+		PHPVersion: p.PHPVersion, Status: SiteStatusPending, HTTPS: p.HTTPS, HSTS: p.HSTS, CreatedAt: now, UpdatedAt: now}
+	if site.HTTPS == "" {
+		site.HTTPS = HTTPSAuto
+	}
 	op, err := newOperation(p.Accept, OpTypeSiteProvision, TargetSite, site.ID, SitePayload{SiteID: site.ID,
 		Domain: p.Domain, Aliases: p.Aliases, SiteType: p.SiteType, PHPVersion: p.PHPVersion}, now)
 	if err != nil {

@@ -54,7 +54,7 @@ func TestCreateSite(t *testing.T) {
 		site := siteRow(t, s, op.TargetID)
 		wantSite := &models.Site{
 			ID: op.TargetID, TenantID: ten, Domain: "blog.example", Aliases: models.Aliases{}, SiteType: "wordpress", PHPVersion: "8.3",
-			Status: models.SiteStatusPending, OperationID: &op.ID, CreatedAt: epoch, UpdatedAt: epoch,
+			Status: models.SiteStatusPending, OperationID: &op.ID, HTTPS: models.HTTPSAuto, CreatedAt: epoch, UpdatedAt: epoch,
 		}
 		if diff := cmp.Diff(wantSite, site); diff != "" {
 			t.Errorf("site (-want +got):\n%s", diff)

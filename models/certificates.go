@@ -34,6 +34,29 @@ const (
 	SourceUpload = "upload"
 )
 
+// Why a certificate.issue operation runs (CertificatePayload.Reason).
+const (
+	// IssueAfterProvision: the automatic first issuance of an HTTPSAuto site.
+	IssueAfterProvision = "provision"
+	// IssueRequested: the tenant asked (POST /sites/{id}/certificate).
+	IssueRequested = "request"
+	// IssueRenewal: the renewal sweep found the certificate due.
+	IssueRenewal = "renewal"
+	// IssueUpload: the tenant uploaded a certificate to install.
+	IssueUpload = "upload"
+)
+
+// CertificatePayload is the payload recorded on a certificate.issue
+// operation.
+type CertificatePayload struct {
+	SiteID string `json:"site_id"`
+	// Reason is one of the Issue* constants.
+	Reason string `json:"reason"`
+	// Domains are the names the certificate is for (the site's domain, then
+	// its aliases) when the operation was recorded.
+	Domains []string `json:"domains"`
+}
+
 // PrefixACMEAccount prefixes ACME account IDs.
 const PrefixACMEAccount = "acct_"
 

@@ -124,17 +124,32 @@ type Site struct {
 	Domain   string  `bun:"domain" json:"domain"`
 	// Aliases are the site's other host names (www. and extra domains),
 	// normalised like Domain; each is a domain claim like Domain (domains.go).
-	Aliases      Aliases    `bun:"aliases" json:"aliases"`
-	SiteType     string     `bun:"site_type" json:"site_type"`
-	PHPVersion   string     `bun:"php_version" json:"php_version,omitempty"`
-	Status       string     `bun:"status" json:"status"`
-	DocumentRoot string     `bun:"document_root" json:"document_root,omitempty"`
-	SystemUser   string     `bun:"system_user" json:"system_user,omitempty"`
-	OperationID  *string    `bun:"operation_id" json:"operation_id"`
-	CreatedAt    time.Time  `bun:"created_at" json:"created_at"`
-	UpdatedAt    time.Time  `bun:"updated_at" json:"updated_at"`
-	DeletedAt    *time.Time `bun:"deleted_at" json:"deleted_at,omitempty"`
+	Aliases      Aliases `bun:"aliases" json:"aliases"`
+	SiteType     string  `bun:"site_type" json:"site_type"`
+	PHPVersion   string  `bun:"php_version" json:"php_version,omitempty"`
+	Status       string  `bun:"status" json:"status"`
+	DocumentRoot string  `bun:"document_root" json:"document_root,omitempty"`
+	SystemUser   string  `bun:"system_user" json:"system_user,omitempty"`
+	OperationID  *string `bun:"operation_id" json:"operation_id"`
+	// HTTPS is the site's certificate mode: HTTPSAuto (a certificate is
+	// issued after the provision and renewed) or HTTPSOff (the tenant opted
+	// out; a certificate is issued or uploaded only when asked).
+	HTTPS string `bun:"https" json:"-"`
+	// HSTS adds Strict-Transport-Security to the site's HTTPS answers
+	// (opt-in: browsers remember it).
+	HSTS      bool       `bun:"hsts" json:"-"`
+	CreatedAt time.Time  `bun:"created_at" json:"created_at"`
+	UpdatedAt time.Time  `bun:"updated_at" json:"updated_at"`
+	DeletedAt *time.Time `bun:"deleted_at" json:"deleted_at,omitempty"`
 }
+
+// Site certificate modes (Site.HTTPS).
+const (
+	// HTTPSAuto: CHOM issues a certificate after the provision and renews it.
+	HTTPSAuto = "auto"
+	// HTTPSOff: no certificate unless the tenant asks for one or uploads one.
+	HTTPSOff = "off"
+)
 
 // SiteBackup is an archive of a site's files and database (see backups.go for
 // its statuses and life cycle).
@@ -178,6 +193,9 @@ const (
 	OpTypeVPSHealthCheck  = "vps.health_check"
 	// OpTypeDomainVerify checks a site's unproven domains (domains.go).
 	OpTypeDomainVerify = "domain.verify"
+	// OpTypeCertificateIssue issues (ACME) or installs (upload) a site's
+	// certificate and deploys it to the site's server (certificates.go).
+	OpTypeCertificateIssue = "certificate.issue"
 )
 
 // Target types name what an operation acts on.

@@ -42,7 +42,7 @@ func TestTaskKinds(t *testing.T) {
 		queue.NewSiteMigrateLayoutSweepTask(),
 	}
 	for _, opType := range []string{models.OpTypeSiteProvision, models.OpTypeSiteDeprovision, models.OpTypeVPSHealthCheck,
-		models.OpTypeBackupCreate, models.OpTypeBackupRestore, models.OpTypeBackupDelete, models.OpTypeDomainVerify} {
+		models.OpTypeBackupCreate, models.OpTypeBackupRestore, models.OpTypeBackupDelete, models.OpTypeDomainVerify, models.OpTypeCertificateIssue} {
 		task, _, err := queue.TaskForOperation(&models.Operation{ID: "op_" + opType, TenantID: "ten_1", Type: opType})
 		if err != nil {
 			t.Fatal(err)

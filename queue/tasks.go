@@ -21,6 +21,11 @@ const (
 	TypeUsageMeterSweep     = "usage:meter_sweep"
 	TypeUsageMeter          = "usage:meter"
 	TypeDomainVerify        = "domain:verify"
+	// TypeCertificateIssue carries out a certificate.issue operation.
+	TypeCertificateIssue = "certificate:issue"
+	// TypeCertificateRenewSweep starts the renewals of the certificates
+	// that are due (a scheduled task, no operation).
+	TypeCertificateRenewSweep = "certificate:renew_sweep"
 )
 
 // Queues, from most to least urgent.
@@ -99,6 +104,11 @@ var specs = map[string]struct {
 	// from its first start, across attempts: an attempt ends before this
 	// timeout and the next one carries on (jobs.VerifyDomains).
 	models.OpTypeDomainVerify: {TypeDomainVerify, TaskSpec{Queue: QueueDefault, MaxRetry: 10, Timeout: 15 * time.Minute}},
+	// An issuance: one ACME order (CHOM_ACME_TIMEOUT, 5 min by default) and
+	// a deploy. A CA that is down or busy is retried with asynq's backoff
+	// (about 20 min in all); a spent rate-limit budget is not an attempt:
+	// the job schedules itself again for when the budget has room.
+	models.OpTypeCertificateIssue: {TypeCertificateIssue, TaskSpec{Queue: QueueDefault, MaxRetry: 8, Timeout: 10 * time.Minute}},
 	// Backups (queue/backups.go holds their defaults).
 	models.OpTypeBackupCreate:  {TypeBackupCreate, backupCreateSpec},
 	models.OpTypeBackupRestore: {TypeBackupRestore, backupRestoreSpec},

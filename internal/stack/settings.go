@@ -342,6 +342,8 @@ func Settings() []Setting {
 			Doc: "key ring sealing ACME account keys and certificate keys at rest: comma-separated `id:base64(32 bytes)` (`k2026:$(openssl rand -base64 32)`); the first seals, all open. Rotate by putting a new key first, re-sealing, then dropping the old one (docs/certificates.md, Key rotation)"},
 		{Env: "CHOM_ACME_DIRECTORY_URL", Default: acme.LetsEncryptProduction, Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.DirectoryURL }),
 			Doc: "the CA's ACME directory; Let's Encrypt's staging CA (`" + acme.LetsEncryptStaging + "`) for trying a setup out"},
+		{Env: "CHOM_ACME_CA_CERTS", DefaultNote: "the system's roots", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.CACerts }),
+			Doc: "PEM file of the roots the worker trusts for the CA's ACME directory: a private CA's (step-ca, Pebble in tests); `chom dev` writes its development CA's here"},
 		{Env: "CHOM_ACME_EMAIL", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.Email }),
 			Doc: "contact of the platform's ACME account; a new email makes a new account"},
 		{Env: "CHOM_ACME_TIMEOUT", Default: "5m", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.ACME.Timeout }),
@@ -400,6 +402,7 @@ func hostPort(field func(*Config) *string) func(*Config, string) error {
 type ACMESettings struct {
 	EncryptionKeys        string // CHOM_CERT_ENCRYPTION_KEYS, checked by seal.ParseKeys
 	DirectoryURL          string
+	CACerts               string // CHOM_ACME_CA_CERTS: a PEM file of roots
 	Email                 string
 	Timeout               time.Duration
 	DNSProvider           string // "", "rfc2136" or "challtestsrv"
