@@ -221,21 +221,16 @@ func (c *CertificateStore) PutCertificate(ctx context.Context, rec SiteCertifica
 		}
 		rec.KeySealed = sealed
 	}
-	if rec.Domains == nil {
-		rec.Domains = []string{}
-	}
-	b, err := json.Marshal(rec.Domains)
-	if err != nil {
+	if err := rec.encodeDomains(rec.Domains); err != nil {
 		return fmt.Errorf("put certificate: %w", err)
 	}
-	rec.DomainsJSON = string(b)
 	for _, t := range []**time.Time{&rec.NotBefore, &rec.NotAfter, &rec.RenewAfter, &rec.LastErrorAt} {
 		if *t != nil {
 			u := (*t).UTC().Truncate(time.Microsecond)
 			*t = &u
 		}
 	}
-	_, err = c.s.db.NewInsert().Model(&rec).
+	_, err := c.s.db.NewInsert().Model(&rec).
 		On("CONFLICT (site_id) DO UPDATE").
 		Set("status = EXCLUDED.status, source = EXCLUDED.source, issuer = EXCLUDED.issuer, domains = EXCLUDED.domains").
 		Set("serial = EXCLUDED.serial, not_before = EXCLUDED.not_before, not_after = EXCLUDED.not_after").
@@ -269,6 +264,19 @@ func (c *CertificateStore) CertificateBySite(ctx context.Context, siteID string)
 		}
 	}
 	return &rec, nil
+}
+
+// encodeDomains sets Domains and their stored JSON.
+func (r *SiteCertificate) encodeDomains(domains []string) error {
+	if domains == nil {
+		domains = []string{}
+	}
+	b, err := json.Marshal(domains)
+	if err != nil {
+		return fmt.Errorf("certificate of %s: domains: %w", r.SiteID, err)
+	}
+	r.Domains, r.DomainsJSON = domains, string(b)
+	return nil
 }
 
 // decode fills Domains from the stored JSON.
