@@ -129,3 +129,32 @@ func (m guardedLayoutMigrator) MigrateLayout(ctx context.Context, site SiteSpec)
 	})
 	return changed, err
 }
+
+// GuardTLSDeployer returns inner with each of its calls run under g: a
+// challenge put, a certificate deploy or removal reaches the server like a
+// provision does. A nil inner or g panics.
+func GuardTLSDeployer(inner TLSDeployer, g Guard) TLSDeployer {
+	mustGuard(inner == nil, g)
+	return guardedTLSDeployer{inner: inner, g: g}
+}
+
+type guardedTLSDeployer struct {
+	inner TLSDeployer
+	g     Guard
+}
+
+func (d guardedTLSDeployer) PutChallenge(ctx context.Context, site SiteSpec, token, keyAuth string) error {
+	return d.g(ctx, site, func() error { return d.inner.PutChallenge(ctx, site, token, keyAuth) })
+}
+
+func (d guardedTLSDeployer) RemoveChallenge(ctx context.Context, site SiteSpec, token string) error {
+	return d.g(ctx, site, func() error { return d.inner.RemoveChallenge(ctx, site, token) })
+}
+
+func (d guardedTLSDeployer) DeployCertificate(ctx context.Context, site SiteSpec, cert TLSCertificate, opts TLSOptions) error {
+	return d.g(ctx, site, func() error { return d.inner.DeployCertificate(ctx, site, cert, opts) })
+}
+
+func (d guardedTLSDeployer) RemoveCertificate(ctx context.Context, site SiteSpec) error {
+	return d.g(ctx, site, func() error { return d.inner.RemoveCertificate(ctx, site) })
+}

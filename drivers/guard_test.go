@@ -133,3 +133,56 @@ func TestChain(t *testing.T) {
 		t.Errorf("empty chain: %v, %v", err, order)
 	}
 }
+
+// tlsRecording is a TLSDeployer that records its calls.
+type tlsRecording struct{ calls []string }
+
+func (r *tlsRecording) PutChallenge(context.Context, drivers.SiteSpec, string, string) error {
+	r.calls = append(r.calls, "PutChallenge")
+	return nil
+}
+func (r *tlsRecording) RemoveChallenge(context.Context, drivers.SiteSpec, string) error {
+	r.calls = append(r.calls, "RemoveChallenge")
+	return nil
+}
+func (r *tlsRecording) DeployCertificate(context.Context, drivers.SiteSpec, drivers.TLSCertificate, drivers.TLSOptions) error {
+	r.calls = append(r.calls, "DeployCertificate")
+	return errors.New("nginx -t failed")
+}
+func (r *tlsRecording) RemoveCertificate(context.Context, drivers.SiteSpec) error {
+	r.calls = append(r.calls, "RemoveCertificate")
+	return nil
+}
+
+// A guarded TLSDeployer runs every call under the guard: passed through, the
+// inner error comes back; refused, the server is never reached.
+func TestGuardTLSDeployer(t *testing.T) {
+	ctx := t.Context()
+	site := drivers.SiteSpec{ID: "site_a", Domain: "a.example", Server: drivers.Server{ID: "vps_a"}}
+	inner := &tlsRecording{}
+	var seen int
+	d := drivers.GuardTLSDeployer(inner, func(_ context.Context, _ drivers.SiteSpec, call func() error) error {
+		seen++
+		return call()
+	})
+	errs := []error{d.PutChallenge(ctx, site, "t", "k"), d.RemoveChallenge(ctx, site, "t"),
+		d.DeployCertificate(ctx, site, drivers.TLSCertificate{}, drivers.TLSOptions{}), d.RemoveCertificate(ctx, site)}
+	if errs[2] == nil || errs[2].Error() != "nginx -t failed" || errs[0] != nil || errs[1] != nil || errs[3] != nil {
+		t.Errorf("errors %v; want only the deploy's", errs)
+	}
+	if len(inner.calls) != 4 || seen != 4 {
+		t.Errorf("inner calls %v, guard saw %d; want 4 each", inner.calls, seen)
+	}
+	refused := errors.New("breaker open")
+	inner.calls = nil
+	d = drivers.GuardTLSDeployer(inner, func(context.Context, drivers.SiteSpec, func() error) error { return refused })
+	for _, err := range []error{d.PutChallenge(ctx, site, "t", "k"), d.RemoveChallenge(ctx, site, "t"),
+		d.DeployCertificate(ctx, site, drivers.TLSCertificate{}, drivers.TLSOptions{}), d.RemoveCertificate(ctx, site)} {
+		if !errors.Is(err, refused) {
+			t.Errorf("refused call: %v", err)
+		}
+	}
+	if len(inner.calls) != 0 {
+		t.Errorf("a refusing guard reached the driver: %v", inner.calls)
+	}
+}

@@ -70,7 +70,8 @@ const (
 // Types returns every event type CHOM emits, each with a JSON Schema in schemas/.
 func Types() []string {
 	return []string{TypeSiteProvisioned, TypeSiteProvisionFailed, TypeSiteDeleted, TypeUsageRecorded,
-		TypeVPSHealthChanged, TypeBackupCompleted, TypeBackupFailed, TypeBackupRestored, TypeBackupDeleted}
+		TypeVPSHealthChanged, TypeBackupCompleted, TypeBackupFailed, TypeBackupRestored, TypeBackupDeleted,
+		TypeSiteCertificateIssued, TypeSiteCertificateFailed}
 }
 
 // CloudEvents sources of CHOM's events. A consumer deduplicates on source + ID.

@@ -135,7 +135,29 @@ func emitted(t *testing.T) map[string]models.OutboxEvent {
 		}
 		return row
 	}
+	cert := func(typ string, mod func(*events.CertificateEvent)) models.OutboxEvent {
+		e := events.CertificateEvent{SiteID: siteID, TenantID: tenantID, Domain: "shop.example", OperationID: opID,
+			Reason: models.IssueAfterProvision, Domains: []string{"shop.example", "www.shop.example"}, OccurredAt: at}
+		mod(&e)
+		row, err := events.CertificateOutbox(typ, e)
+		if err != nil {
+			t.Fatalf("CertificateOutbox(%s): %v", typ, err)
+		}
+		return row
+	}
+	issued := func(e *events.CertificateEvent) {
+		e.Source, e.Issuer, e.Serial = models.SourceACME, "Pebble Intermediate CA 2c5a1d", "4f1a6f0c2b7d"
+		e.NotBefore, e.NotAfter, e.RenewAfter = at, at.Add(90*24*time.Hour), at.Add(60*24*time.Hour)
+	}
 	return map[string]models.OutboxEvent{
+		"certificate issued": cert(events.TypeSiteCertificateIssued, issued),
+		"certificate uploaded": cert(events.TypeSiteCertificateIssued, func(e *events.CertificateEvent) {
+			issued(e)
+			e.Reason, e.Source, e.RenewAfter = models.IssueUpload, models.SourceUpload, time.Time{}
+		}),
+		"certificate failed": cert(events.TypeSiteCertificateFailed, func(e *events.CertificateEvent) {
+			e.Reason, e.ErrorCode, e.Error = models.IssueRenewal, "challenge_failed", "the CA could not reach shop.example"
+		}),
 		"backup completed": backup(events.TypeBackupCompleted, nil),
 		"backup completed, no expiry": backup(events.TypeBackupCompleted, func(e *events.BackupEvent) {
 			e.ExpiresAt, e.BackupType = time.Time{}, "database"

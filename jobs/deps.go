@@ -33,6 +33,11 @@ type Deps struct {
 	// waited for an unserve). Optional: without it the reconciler enqueues
 	// them after CHOM_RECONCILE_GRACE.
 	Enqueuer OperationEnqueuer
+	// IssueCertificates is true on a platform that issues certificates
+	// (CHOM_CERT_ENCRYPTION_KEYS set): a provision that activates an
+	// HTTPSAuto site then records its first certificate.issue in the same
+	// transaction and enqueues it.
+	IssueCertificates bool
 }
 
 // Validate reports every missing dependency.

@@ -127,14 +127,30 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return skipRetry(err)
 	}
 	result := map[string]string{"site_id": site.ID, "vps_id": vps.ID, "domain": site.Domain, "document_root": res.DocumentRoot}
-	done, err := h.d.Store.CompleteProvision(ctx, op.ID, site.ID,
-		models.ProvisionedSite{DocumentRoot: res.DocumentRoot, SystemUser: res.SystemUser}, result, []models.OutboxEvent{event})
+	ps := models.ProvisionedSite{DocumentRoot: res.DocumentRoot, SystemUser: res.SystemUser}
+	var done bool
+	var issue *models.Operation
+	if h.d.IssueCertificates {
+		done, issue, err = h.d.Store.CompleteProvisionAndIssue(ctx, op.ID, site.ID, ps, result, []models.OutboxEvent{event})
+	} else {
+		done, err = h.d.Store.CompleteProvision(ctx, op.ID, site.ID, ps, result, []models.OutboxEvent{event})
+	}
 	if err != nil {
 		return err
 	}
 	h.d.Notifier.OperationChanged(ctx, op.ID)
 	if done {
 		log.InfoContext(ctx, "site provisioned", "domain", site.Domain)
+	}
+	if issue != nil {
+		log.InfoContext(ctx, "certificate issuance started", "certificate_operation_id", issue.ID)
+		if h.d.Enqueuer == nil {
+			return nil // the reconciler enqueues it after CHOM_RECONCILE_GRACE
+		}
+		if err := h.d.Enqueuer.EnqueueOperation(ctx, issue); err != nil {
+			log.WarnContext(ctx, "enqueue of the certificate issuance failed; the reconciler will retry",
+				"certificate_operation_id", issue.ID, "error", err)
+		}
 	}
 	return nil
 }

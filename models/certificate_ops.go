@@ -83,7 +83,7 @@ func newIssueOperation(ctx context.Context, tx bun.IDB, a Accept, site *Site, re
 }
 
 // ensureCertificateRecord gives a site without a certificate record a
-// pending one.
+// pending one, and shows one whose last issuance failed as pending again.
 func ensureCertificateRecord(ctx context.Context, tx bun.IDB, siteID string, domains []string, now time.Time) error {
 	rec := SiteCertificate{SiteID: siteID, Status: CertificatePending, Source: SourceACME, CreatedAt: now, UpdatedAt: now}
 	if err := rec.encodeDomains(domains); err != nil {
@@ -92,7 +92,7 @@ func ensureCertificateRecord(ctx context.Context, tx bun.IDB, siteID string, dom
 	if _, err := tx.NewInsert().Model(&rec).On("CONFLICT (site_id) DO NOTHING").Exec(ctx); err != nil {
 		return fmt.Errorf("certificate record of site %s: %w", siteID, err)
 	}
-	return nil
+	return markIssuePending(ctx, tx, siteID, now)
 }
 
 // IssueRequest is a tenant's request for a (new) certificate.

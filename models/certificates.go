@@ -209,20 +209,30 @@ func (c *CertificateStore) CreateACMEAccount(ctx context.Context, a ACMEAccount)
 // PutCertificate writes a site's certificate record (insert or replace),
 // sealing rec.KeyPEM bound to the site. CreatedAt is kept on a replace.
 func (c *CertificateStore) PutCertificate(ctx context.Context, rec SiteCertificate) error {
-	if rec.SiteID == "" {
-		return errors.New("put certificate: no site ID")
+	row, err := c.certificateRow(rec)
+	if err != nil {
+		return err
 	}
 	now := c.s.nowUTC()
-	rec.CreatedAt, rec.UpdatedAt = now, now
+	row.CreatedAt, row.UpdatedAt = now, now
+	return putCertificate(ctx, c.s.db, row)
+}
+
+// certificateRow is rec as stored: its key sealed to the site, its domains
+// encoded, its times in UTC microseconds.
+func (c *CertificateStore) certificateRow(rec SiteCertificate) (SiteCertificate, error) {
+	if rec.SiteID == "" {
+		return rec, errors.New("put certificate: no site ID")
+	}
 	if len(rec.KeyPEM) > 0 {
 		sealed, err := c.ring.Seal(rec.KeyPEM, certificateAAD(rec.SiteID))
 		if err != nil {
-			return err
+			return rec, err
 		}
 		rec.KeySealed = sealed
 	}
 	if err := rec.encodeDomains(rec.Domains); err != nil {
-		return fmt.Errorf("put certificate: %w", err)
+		return rec, fmt.Errorf("put certificate: %w", err)
 	}
 	for _, t := range []**time.Time{&rec.NotBefore, &rec.NotAfter, &rec.RenewAfter, &rec.LastErrorAt} {
 		if *t != nil {
@@ -230,7 +240,12 @@ func (c *CertificateStore) PutCertificate(ctx context.Context, rec SiteCertifica
 			*t = &u
 		}
 	}
-	_, err := c.s.db.NewInsert().Model(&rec).
+	return rec, nil
+}
+
+// putCertificate inserts or replaces a prepared row (certificateRow).
+func putCertificate(ctx context.Context, db bun.IDB, row SiteCertificate) error {
+	_, err := db.NewInsert().Model(&row).
 		On("CONFLICT (site_id) DO UPDATE").
 		Set("status = EXCLUDED.status, source = EXCLUDED.source, issuer = EXCLUDED.issuer, domains = EXCLUDED.domains").
 		Set("serial = EXCLUDED.serial, not_before = EXCLUDED.not_before, not_after = EXCLUDED.not_after").
@@ -239,7 +254,7 @@ func (c *CertificateStore) PutCertificate(ctx context.Context, rec SiteCertifica
 		Set("last_error_at = EXCLUDED.last_error_at, updated_at = EXCLUDED.updated_at").
 		Exec(ctx)
 	if err != nil {
-		return fmt.Errorf("put certificate of %s: %w", rec.SiteID, err)
+		return fmt.Errorf("put certificate of %s: %w", row.SiteID, err)
 	}
 	return nil
 }

@@ -626,6 +626,11 @@ func (s *Store) CompleteUnserve(ctx context.Context, opID, siteID string, events
 			if err != nil {
 				return fmt.Errorf("hold site %s: %w", siteID, err)
 			}
+			// Off its server, the site has no certificate to renew; it is
+			// issued again after its next provision.
+			if err := deleteCertificateOf(ctx, tx, siteID); err != nil {
+				return err
+			}
 			ready, err = s.releaseWaiting(ctx, tx, siteID, now)
 			return err
 		})

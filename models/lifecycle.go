@@ -31,8 +31,24 @@ type ProvisionedSite struct {
 // active, the operation succeeds with result, and events are written, atomically.
 // It returns false, writing nothing, when the operation had already finished.
 func (s *Store) CompleteProvision(ctx context.Context, opID, siteID string, ps ProvisionedSite, result any, events []OutboxEvent) (bool, error) {
-	return s.finish(ctx, opID, Outcome{Status: OpSucceeded, Result: result}, events,
+	done, _, err := s.completeProvision(ctx, opID, siteID, ps, result, events, false)
+	return done, err
+}
+
+// CompleteProvisionAndIssue is CompleteProvision on a platform that issues
+// certificates: in the same transaction, an HTTPSAuto site without a
+// certificate gets its first certificate.issue operation, returned for the
+// caller to enqueue after the commit (nil when the site opted out or has a
+// certificate; the reconciler enqueues it if the caller cannot).
+func (s *Store) CompleteProvisionAndIssue(ctx context.Context, opID, siteID string, ps ProvisionedSite, result any, events []OutboxEvent) (bool, *Operation, error) {
+	return s.completeProvision(ctx, opID, siteID, ps, result, events, true)
+}
+
+func (s *Store) completeProvision(ctx context.Context, opID, siteID string, ps ProvisionedSite, result any, events []OutboxEvent, issue bool) (bool, *Operation, error) {
+	var next *Operation
+	done, err := s.finish(ctx, opID, Outcome{Status: OpSucceeded, Result: result}, events,
 		func(ctx context.Context, tx bun.Tx, now time.Time) error {
+			next = nil
 			_, err := tx.NewUpdate().Model((*Site)(nil)).
 				Set("status = ?", SiteStatusActive).Set("document_root = ?", ps.DocumentRoot).
 				Set("system_user = ?", ps.SystemUser).Set("operation_id = NULL").Set("updated_at = ?", now).
@@ -40,8 +56,15 @@ func (s *Store) CompleteProvision(ctx context.Context, opID, siteID string, ps P
 			if err != nil {
 				return fmt.Errorf("activate site %s: %w", siteID, err)
 			}
-			return nil
+			if issue {
+				next, err = autoIssue(ctx, tx, siteID, now)
+			}
+			return err
 		})
+	if err != nil || !done {
+		return done, nil, err
+	}
+	return true, next, nil
 }
 
 // AbandonProvision ends a provision that failed for good (out.Status OpFailed) or
@@ -86,6 +109,9 @@ func (s *Store) CompleteDeprovision(ctx context.Context, opID, siteID string, ev
 				return err
 			}
 			if err := deleteClaims(ctx, tx, siteID); err != nil {
+				return err
+			}
+			if err := deleteCertificateOf(ctx, tx, siteID); err != nil {
 				return err
 			}
 			_, err := tx.NewUpdate().Model((*Site)(nil)).

@@ -201,17 +201,28 @@ func IsFailure(err error) bool {
 }
 
 // RetryDelay is the RetryDelayFunc of a worker: a deferred task (see
-// IsFailure) waits a random time in [deferDelay/2, 3·deferDelay/2); any other
-// failure waits Backoff(base, maxDelay).
+// IsFailure) waits a random time in [deferDelay/2, 3·deferDelay/2), or until
+// the time its error names (a RetryAt() time.Time method: a CA's rate limit,
+// a spent issuance budget) when that is later; any other failure waits
+// Backoff(base, maxDelay).
 func RetryDelay(base, maxDelay, deferDelay time.Duration) asynq.RetryDelayFunc {
 	backoff := Backoff(base, maxDelay)
 	return func(n int, err error, t *asynq.Task) time.Duration {
 		if err != nil && !IsFailure(err) {
+			var ra retryAter
+			if errors.As(err, &ra) {
+				if d := time.Until(ra.RetryAt()); d > deferDelay/2 {
+					return d
+				}
+			}
 			return deferDelay/2 + time.Duration(rand.Int64N(int64(max(deferDelay, 1))))
 		}
 		return backoff(n, err, t)
 	}
 }
+
+// retryAter is a deferral that knows when it may run again.
+type retryAter interface{ RetryAt() time.Time }
 
 // logTaskError is the worker's ErrorHandler: one line per attempt that did not
 // succeed. A deferred attempt (see IsFailure) is the one info line "task

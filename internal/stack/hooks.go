@@ -31,9 +31,11 @@ type Hooks struct {
 }
 
 // Driver is what the worker's jobs use to reach servers: the provisioner and,
-// when the driver has them, its BackupSource and UsageProbe (nil otherwise).
+// when the driver has them, its BackupSource, UsageProbe and TLSDeployer
+// (nil otherwise).
 type Driver struct {
 	Provisioner drivers.Provisioner
 	Backups     drivers.BackupSource
 	Usage       drivers.UsageProbe
+	TLS         drivers.TLSDeployer
 }

@@ -41,6 +41,10 @@ type Worker struct {
 	Layout      *jobs.MigrateLayout
 	LayoutSweep *jobs.MigrateLayoutSweep
 	Verify      *jobs.VerifyDomains
+	// IssueCertificate and Certificates are nil when certificates are off
+	// (no CHOM_CERT_ENCRYPTION_KEYS) or the driver cannot deploy them.
+	IssueCertificate *jobs.IssueCertificate
+	Certificates     *Certificates
 }
 
 // NewWorker builds a worker over b: the driver CHOM_DRIVER names (or
@@ -57,6 +61,9 @@ func NewWorker(c Config, b *Backends, log *slog.Logger, h Hooks) (*Worker, error
 	w := &Worker{}
 	deps := jobs.Deps{Store: b.Store, Provisioner: drivers.GuardProvisioner(drv.Provisioner, guard),
 		Notifier: queue.NewNotifier(b.Redis), Logger: log, Enqueuer: queue.NewEnqueuer(b.Redis)}
+	if deps.IssueCertificates, err = w.certificateJobs(c, b, log, drv, guard, deps.Notifier); err != nil {
+		return nil, err
+	}
 	if w.Provision, err = jobs.NewProvisionSite(deps); err != nil {
 		return nil, err
 	}
@@ -122,6 +129,9 @@ func (w *Worker) table() []workers.Family {
 	}
 	if w.Layout != nil {
 		t = append(t, w.Layout, w.LayoutSweep)
+	}
+	if w.IssueCertificate != nil {
+		t = append(t, w.IssueCertificate)
 	}
 	return t
 }
@@ -242,7 +252,7 @@ func newDriver(c Config, log *slog.Logger, h Hooks) (Driver, error) {
 		if err != nil {
 			return Driver{}, err
 		}
-		drv = Driver{Provisioner: p, Backups: p, Usage: p}
+		drv = Driver{Provisioner: p, Backups: p, Usage: p, TLS: p}
 	default:
 		if c.LocalRoot == "" {
 			return Driver{}, errors.New("the local driver needs CHOM_LOCAL_ROOT")
@@ -254,7 +264,7 @@ func newDriver(c Config, log *slog.Logger, h Hooks) (Driver, error) {
 		if err != nil {
 			return Driver{}, err
 		}
-		drv = Driver{Provisioner: p, Backups: p, Usage: p}
+		drv = Driver{Provisioner: p, Backups: p, Usage: p, TLS: p}
 	}
 	if h.WrapProvisioner != nil {
 		drv.Provisioner = h.WrapProvisioner(drv.Provisioner)
