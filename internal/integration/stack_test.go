@@ -126,6 +126,9 @@ func newStack(t testing.TB, db *bun.DB, o stackOpts) *stack {
 	switch {
 	case o.remote != nil:
 		hooks.Driver = &assembly.Driver{Provisioner: o.remote.driver, Backups: o.remote.driver, Usage: o.remote.driver}
+		if d, ok := o.remote.driver.(drivers.TLSDeployer); ok {
+			hooks.Driver.TLS = d
+		}
 	case o.wrapDriver != nil:
 		hooks.WrapProvisioner = func(p drivers.Provisioner) drivers.Provisioner { return o.wrapDriver(p.(*local.Provisioner)) }
 	}
