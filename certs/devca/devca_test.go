@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/chomhq/chom/certs"
 	"github.com/chomhq/chom/certs/acme"
 	"github.com/chomhq/chom/certs/devca"
@@ -212,5 +214,29 @@ func TestConfig(t *testing.T) {
 	}
 	if _, err := devca.Start(t.Context(), devca.Config{}); err == nil {
 		t.Fatal("Start with an empty config succeeded")
+	}
+}
+
+// TestResolver: the CA's DNS server answers 127.0.0.1 for any name, and no
+// IPv6 address (the VA would dial it first, and nothing listens there).
+func TestResolver(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
+	for _, name := range []string{"shop.example.com.", "www.anything.test.", "a.b.c.d.example.org."} {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		in, _, err := c.ExchangeContext(t.Context(), q, b.ca.DNSAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(in.Answer) != 1 || in.Answer[0].(*dns.A).A.String() != "127.0.0.1" {
+			t.Errorf("A %s: %v", name, in.Answer)
+		}
+		q.SetQuestion(name, dns.TypeAAAA)
+		in, _, err = c.ExchangeContext(t.Context(), q, b.ca.DNSAddr())
+		if err != nil || in.Rcode != dns.RcodeSuccess || len(in.Answer) != 0 {
+			t.Errorf("AAAA %s: %v %v, want no record", name, in, err)
+		}
 	}
 }

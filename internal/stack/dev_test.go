@@ -7,14 +7,20 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chomhq/chom/certs/acme"
 	"github.com/chomhq/chom/certs/seal"
+	"github.com/chomhq/chom/drivers"
+	"github.com/chomhq/chom/drivers/local"
+	"github.com/chomhq/chom/jobs"
 )
 
 // startDev runs NewDev on dir with env and stops it at the end of the test
@@ -76,13 +82,13 @@ func TestDevCertificates(t *testing.T) {
 	dir := t.TempDir()
 	d, banner, tookCA, stop := startDev(t, dir, nil)
 
-	acme := d.Config.ACME
+	ac := d.Config.ACME
 	caRoots := filepath.Join(dir, DevCADir, "acme-roots.pem")
 	root := filepath.Join(dir, DevCADir, "root.pem")
-	if !strings.HasPrefix(acme.DirectoryURL, "https://127.0.0.1:") || acme.CACerts != caRoots {
-		t.Fatalf("ACME config: directory %q, CA certs %q; want the development CA's and %s", acme.DirectoryURL, acme.CACerts, caRoots)
+	if !strings.HasPrefix(ac.DirectoryURL, "https://127.0.0.1:") || ac.CACerts != caRoots {
+		t.Fatalf("ACME config: directory %q, CA certs %q; want the development CA's and %s", ac.DirectoryURL, ac.CACerts, caRoots)
 	}
-	dirDoc, err := directory(acme.CACerts, acme.DirectoryURL)
+	dirDoc, err := directory(ac.CACerts, ac.DirectoryURL)
 	if err != nil || dirDoc["newOrder"] == nil {
 		t.Fatalf("the directory through CHOM_ACME_CA_CERTS: %v %v", dirDoc, err)
 	}
@@ -99,23 +105,27 @@ func TestDevCertificates(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file: %v %v, want mode 0600", fi, err)
 	}
-	if _, err := seal.ParseKeys(acme.EncryptionKeys); err != nil {
+	if _, err := seal.ParseKeys(ac.EncryptionKeys); err != nil {
 		t.Fatalf("generated key ring: %v", err)
 	}
-	ring, _ := seal.ParseKeys(acme.EncryptionKeys)
+	ring, _ := seal.ParseKeys(ac.EncryptionKeys)
 	sealed, err := ring.Seal([]byte("account key"), "chom/test")
 	if err != nil {
 		t.Fatal(err)
 	}
 
+	// The worker's view: an issuer on Config.ACME alone issues for a site
+	// of the local driver under CHOM_LOCAL_ROOT.
+	issueWith(t, d.Config)
+
 	stop()
-	if _, err := directory(caRoots, acme.DirectoryURL); err == nil {
+	if _, err := directory(caRoots, ac.DirectoryURL); err == nil {
 		t.Error("the development CA still answers after chom dev stopped")
 	}
 
 	// A restart: the same key (what was sealed opens), a new CA.
 	d2, _, _, _ := startDev(t, dir, nil)
-	if d2.Config.ACME.EncryptionKeys != acme.EncryptionKeys {
+	if d2.Config.ACME.EncryptionKeys != ac.EncryptionKeys {
 		t.Error("the key ring changed across restarts")
 	}
 	ring2, err := seal.ParseKeys(d2.Config.ACME.EncryptionKeys)
@@ -125,7 +135,7 @@ func TestDevCertificates(t *testing.T) {
 	if got, err := ring2.Open(sealed, "chom/test"); err != nil || string(got) != "account key" {
 		t.Errorf("a value sealed before the restart: %q %v", got, err)
 	}
-	if d2.Config.ACME.DirectoryURL == acme.DirectoryURL {
+	if d2.Config.ACME.DirectoryURL == ac.DirectoryURL {
 		t.Logf("the new CA got the same port (possible, rare)")
 	}
 	if dirDoc, err := directory(d2.Config.ACME.CACerts, d2.Config.ACME.DirectoryURL); err != nil || dirDoc["newOrder"] == nil {
@@ -135,7 +145,7 @@ func TestDevCertificates(t *testing.T) {
 	// Set by the environment: used as they are; no CA, no key file.
 	other := t.TempDir()
 	env := map[string]string{"CHOM_ACME_DIRECTORY_URL": "https://acme-staging-v02.api.letsencrypt.org/directory",
-		"CHOM_CERT_ENCRYPTION_KEYS": acme.EncryptionKeys}
+		"CHOM_CERT_ENCRYPTION_KEYS": ac.EncryptionKeys}
 	d3, banner3, tookPlain, _ := startDev(t, other, env)
 	if a := d3.Config.ACME; a.DirectoryURL != env["CHOM_ACME_DIRECTORY_URL"] || a.CACerts != "" || a.EncryptionKeys != env["CHOM_CERT_ENCRYPTION_KEYS"] {
 		t.Errorf("ACME config with the variables set: %+v", a)
@@ -170,4 +180,63 @@ func TestDevEncryptionKeysKept(t *testing.T) {
 	if strings.Contains(err.Error(), "tooshort") {
 		t.Errorf("the error shows the key: %v", err)
 	}
+}
+
+// memAccounts is an in-memory acme.AccountStore.
+type memAccounts struct {
+	mu  sync.Mutex
+	acc *acme.Account
+}
+
+func (m *memAccounts) LoadAccount(context.Context, string, string) (*acme.Account, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.acc == nil {
+		return nil, acme.ErrNoAccount
+	}
+	return m.acc, nil
+}
+
+func (m *memAccounts) CreateAccount(_ context.Context, a acme.Account) (*acme.Account, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.acc == nil {
+		m.acc = &a
+	}
+	return m.acc, nil
+}
+
+// issueWith issues a certificate as the worker would with c.ACME (the
+// directory, trusting only the roots of CACerts) for a site the local driver
+// provisioned under c.LocalRoot, answering HTTP-01 through the driver.
+func issueWith(t *testing.T, c Config) {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	prov, err := local.New(local.Config{Root: c.LocalRoot, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := drivers.SiteSpec{ID: "site_devca", TenantID: "ten_devca", Domain: "devca.example.com", SiteType: drivers.SiteTypeHTML,
+		Server: drivers.Server{ID: "vps_devca", Hostname: "vps1.dev.chom.internal", IPAddress: "127.0.0.1", SSHPort: 22}}
+	if _, err := prov.Provision(t.Context(), site, nil); err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, err := os.ReadFile(c.ACME.CACerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pemBytes)
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	issuer, err := acme.New(acme.Config{DirectoryURL: c.ACME.DirectoryURL, Accounts: &memAccounts{}, HTTPClient: hc, Logger: log, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cert, err := issuer.Issue(t.Context(), acme.Request{SiteID: site.ID, Domains: site.ServerNames(), Challenge: acme.HTTP01,
+		HTTP01: jobs.SitePresenter(prov, site)})
+	if err != nil {
+		t.Fatalf("issue from chom dev's CA: %v", err)
+	}
+	t.Logf("chom dev's CA issued %v in %s", cert.Domains, time.Since(start))
 }
