@@ -64,6 +64,7 @@ type CA struct {
 
 	acme, http01 *http.Server
 	dns          *dns.Server
+	dnsLn        net.Listener
 	served       sync.WaitGroup
 	closeOnce    sync.Once
 	closeErr     error
@@ -129,6 +130,7 @@ func Start(ctx context.Context, cfg Config) (*CA, error) {
 	validator := va.New(logger, httpPort, httpPort, false, c.dnsAddr, store)
 	front := wfe.New(logger, store, validator, authority, []string{"dev-ca.chom.internal"}, false, false, 1, 1)
 
+	c.dnsLn = dnsLn
 	c.dns = &dns.Server{Listener: dnsLn, Net: "tcp", Handler: dns.HandlerFunc(answerLoopback)}
 	c.http01 = &http.Server{Handler: cfg.HTTP01, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
@@ -202,8 +204,15 @@ func (c *CA) Close() error {
 			errs = append(errs, fmt.Errorf("HTTP-01 server: %w", err))
 		}
 		// Its connections' reads are cut at once: Shutdown does not linger.
+		// A server not started yet (Start cancelled) refuses Shutdown:
+		// closing its listener stops it as soon as it starts.
 		if err := c.dns.Shutdown(); err != nil {
-			errs = append(errs, fmt.Errorf("DNS server: %w", err))
+			if lerr := c.dnsLn.Close(); lerr == nil {
+				err = nil
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("DNS server: %w", err))
+			}
 		}
 		c.served.Wait()
 		if err := errors.Join(errs...); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"log/slog"
 	"net/http"
 	"os"
@@ -237,6 +238,32 @@ func TestResolver(t *testing.T) {
 		in, _, err = c.ExchangeContext(t.Context(), q, b.ca.DNSAddr())
 		if err != nil || in.Rcode != dns.RcodeSuccess || len(in.Answer) != 0 {
 			t.Errorf("AAAA %s: %v %v, want no record", name, in, err)
+		}
+	}
+}
+
+// TestStartCancelled: a start whose ctx is already cancelled returns
+// promptly, with an error or a CA that closes, and never hangs.
+func TestStartCancelled(t *testing.T) {
+	t.Parallel()
+	for range 20 {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		done := make(chan error, 1)
+		go func() {
+			ca, err := devca.Start(ctx, devca.Config{HTTP01: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler)})
+			if err == nil {
+				err = ca.Close()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("Start with a cancelled ctx: %v, want context.Canceled or a CA", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Start with a cancelled ctx hung")
 		}
 	}
 }
