@@ -2,10 +2,15 @@ package stack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +19,9 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/chomhq/chom/certs/devca"
+	"github.com/chomhq/chom/certs/seal"
+	"github.com/chomhq/chom/drivers/local"
 	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
@@ -30,7 +38,8 @@ const (
 // DevOptions are chom dev's flags.
 type DevOptions struct {
 	// DataDir holds the SQLite database, the tokens, the local servers' files,
-	// the backups and the embedded broker's topics. Required.
+	// the backups, the embedded broker's topics, the certificate encryption
+	// key and the development CA's roots. Required.
 	DataDir string
 	// Listen overrides CHOM_LISTEN when set.
 	Listen string
@@ -42,7 +51,8 @@ type DevOptions struct {
 // Dev is `chom dev`: the ingress, a worker, the scheduler and the relay in
 // one process, on SQLite, an in-process Redis and an in-process
 // Kafka-protocol broker unless CHOM_DATABASE_URL, CHOM_REDIS_URL or
-// CHOM_KAFKA_BROKERS name real ones.
+// CHOM_KAFKA_BROKERS name real ones; certificates come from an in-process
+// development CA (certs/devca) unless CHOM_ACME_DIRECTORY_URL names a CA.
 type Dev struct {
 	// Config is the configuration the roles run with (embedded parts filled in).
 	Config Config
@@ -59,6 +69,13 @@ type Dev struct {
 // parts it needs, seeds the demo tenant, its token, an admin token and one
 // local server, and builds every role. It prints where everything is to
 // stdout; Run runs it.
+//
+// Certificates: without CHOM_ACME_DIRECTORY_URL it starts the development
+// CA, validating the local driver's sites over HTTP-01, and points
+// Config.ACME at it (DirectoryURL, and CACerts: <data-dir>/dev-ca/acme-roots.pem);
+// the root its certificates chain to is <data-dir>/dev-ca/root.pem. Without
+// CHOM_CERT_ENCRYPTION_KEYS it seals with a key made on the first start and
+// kept in <data-dir>/cert-encryption-keys (0600).
 func NewDev(ctx context.Context, getenv func(string) string, o DevOptions, stdout, stderr io.Writer) (*Dev, error) {
 	dir, err := filepath.Abs(o.DataDir)
 	if err != nil {
@@ -102,6 +119,10 @@ func (d *Dev) start(ctx context.Context, c *Config, dir string, o DevOptions, st
 		c.KafkaBrokers = []string{k.Addr()}
 		kafkaDesc = k.Addr() + "   (embedded; any Kafka client can read it)"
 	}
+	https, err := d.startCertificates(ctx, c, dir, log)
+	if err != nil {
+		return err
+	}
 	d.Config = *c
 	proc, err := build(ctx, *c, BackendOptions{Migrate: true, Reads: true}, func(b *Backends) ([]Runner, error) {
 		b.TrackPlatform(ctx)
@@ -140,6 +161,7 @@ func (d *Dev) start(ctx context.Context, c *Config, dir string, o DevOptions, st
   kafka        %[9]s
   topics       %[10]s
   local VPS    %[4]s
+  https        %[12]s
   usage        metered every %[11]s (CHOM_METERING_INTERVAL): GET %[1]s/api/v1/usage
   demo token   %[5]s   (also in %[6]s)
   admin token  %[7]s   (also in %[8]s)
@@ -149,7 +171,7 @@ Try:
        -H 'Content-Type: application/json' -d '{"domain":"hello.example","site_type":"html"}'
 Press Ctrl-C to stop.
 `, d.Ingress.URL(), models.RedactURL(c.DatabaseURL), queue.RedactURL(c.RedisURL), c.LocalRoot, d.DemoToken, filepath.Join(dir, "dev-token"),
-		d.AdminToken, filepath.Join(dir, "admin-token"), kafkaDesc, devTopics(c.KafkaTopicPrefix), c.MeteringEvery)
+		d.AdminToken, filepath.Join(dir, "admin-token"), kafkaDesc, devTopics(c.KafkaTopicPrefix), c.MeteringEvery, https)
 	return nil
 }
 
@@ -166,6 +188,126 @@ func (d *Dev) close() {
 		d.closers[i]()
 	}
 	d.closers = nil
+}
+
+// Where chom dev keeps its certificate parts, under the data directory.
+const (
+	// DevEncryptionKeysFile holds the key ring chom dev made for
+	// CHOM_CERT_ENCRYPTION_KEYS (0600), reused at every start.
+	DevEncryptionKeysFile = "cert-encryption-keys"
+	// DevCADir holds the development CA's PEM files, written at each start:
+	// acme-roots.pem (what the worker trusts for the CA's directory,
+	// CHOM_ACME_CA_CERTS) and root.pem (what the CA's certificates chain
+	// to: trust it in a browser or with curl --cacert).
+	DevCADir = "dev-ca"
+)
+
+// startCertificates fills in what issuance needs where the environment
+// leaves it unset: the key ring sealing certificate and account keys (made
+// once, kept in DevEncryptionKeysFile, so a restart opens what it sealed)
+// and the CA (the development CA, validating the local driver's sites). It
+// returns the banner's text about HTTPS.
+func (d *Dev) startCertificates(ctx context.Context, c *Config, dir string, log *slog.Logger) (string, error) {
+	if c.ACME.EncryptionKeys == "" {
+		keys, err := devEncryptionKeys(filepath.Join(dir, DevEncryptionKeysFile), time.Now())
+		if err != nil {
+			return "", err
+		}
+		c.ACME.EncryptionKeys = keys
+	}
+	if c.ACME.DirectoryURL != "" {
+		return "certificates from " + c.ACME.DirectoryURL + "   (CHOM_ACME_DIRECTORY_URL)", nil
+	}
+	if c.ACME.CACerts != "" {
+		log.Warn("CHOM_ACME_CA_CERTS is replaced: without CHOM_ACME_DIRECTORY_URL chom dev issues from its development CA", "ignored", c.ACME.CACerts)
+	}
+	var answer http.Handler = http.NotFoundHandler()
+	if c.Driver == "local" {
+		p, err := local.New(local.Config{Root: c.LocalRoot, Logger: log.With("component", "devca")})
+		if err != nil {
+			return "", fmt.Errorf("development CA: %w", err)
+		}
+		answer = p.ChallengeHandler()
+	} else {
+		log.Warn("the development CA validates only the local driver's sites: set CHOM_ACME_DIRECTORY_URL to issue for real servers", "driver", c.Driver)
+	}
+	ca, err := devca.Start(ctx, devca.Config{HTTP01: answer, Logger: log.With("component", "devca")})
+	if err != nil {
+		return "", fmt.Errorf("development CA: %w", err)
+	}
+	d.closers = append(d.closers, func() { _ = ca.Close() })
+	caDir := filepath.Join(dir, DevCADir)
+	if err := os.MkdirAll(caDir, 0o700); err != nil {
+		return "", fmt.Errorf("development CA: %w", err)
+	}
+	acmeRoots, root := filepath.Join(caDir, "acme-roots.pem"), filepath.Join(caDir, "root.pem")
+	for _, f := range []struct {
+		path string
+		pem  []byte
+	}{{acmeRoots, ca.ClientRootsPEM()}, {root, ca.IssuedRootsPEM()}} {
+		if err := writeFileAtomic(f.path, f.pem, 0o644); err != nil {
+			return "", fmt.Errorf("development CA: %w", err)
+		}
+	}
+	c.ACME.DirectoryURL, c.ACME.CACerts = ca.DirectoryURL(), acmeRoots
+	return "certificates from a development CA that no browser trusts; its root: " + root, nil
+}
+
+// devEncryptionKeys reads the key ring kept at path, or makes one key
+// ("dev<date>:<32 random bytes, base64>") and keeps it there (0600). A file
+// that does not parse is an error, never replaced: what was sealed under it
+// would no longer open.
+func devEncryptionKeys(path string, now time.Time) (string, error) {
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			keys := strings.TrimSpace(string(b))
+			if _, err := seal.ParseKeys(keys); err != nil {
+				return "", fmt.Errorf("%s (the key ring chom dev made; put it back, or remove it to make a new one: what was sealed under it is then lost): %w", path, err)
+			}
+			return keys, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("certificate encryption keys: %w", err)
+		}
+		secret := make([]byte, seal.KeySize)
+		if _, err := rand.Read(secret); err != nil {
+			return "", fmt.Errorf("certificate encryption keys: %w", err)
+		}
+		keys := "dev" + now.UTC().Format("20060102") + ":" + base64.StdEncoding.EncodeToString(secret)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue // another chom dev on this data directory made it first
+		}
+		if err != nil {
+			return "", fmt.Errorf("certificate encryption keys: %w", err)
+		}
+		_, werr := f.WriteString(keys + "\n")
+		if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+			_ = os.Remove(path)
+			return "", fmt.Errorf("certificate encryption keys: write %s: %w", path, err)
+		}
+		return keys, nil
+	}
+}
+
+// writeFileAtomic replaces path with data (mode perm) through a temporary
+// file renamed over it, so a reader never sees half a file.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(data)
+	if err := errors.Join(werr, tmp.Chmod(perm), tmp.Close()); err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 // seed makes sure the demo and platform tenants, their tokens and the local

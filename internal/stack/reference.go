@@ -96,8 +96,9 @@ equal. ` + "`chom <command> --help`" + ` prints the variables that command reads
 A bad value stops the process at start-up with one error naming every bad variable.
 
 The **dev** column is what ` + "`chom dev`" + ` uses when the variable is unset (` + "`<data-dir>`" + ` is its
-` + "`--data-dir`" + `, ` + "`./.chom-dev`" + ` by default; *embedded* means an in-process part: SQLite, Redis or a
-Kafka-protocol broker). Setting the variable always wins.
+` + "`--data-dir`" + `, ` + "`./.chom-dev`" + ` by default; *embedded* means an in-process part: SQLite, Redis, a
+Kafka-protocol broker or the development CA; *generated* means made once and kept in the data
+directory). Setting the variable always wins.
 
 | variable | default | dev | read by | meaning |
 | --- | --- | --- | --- | --- |
@@ -106,8 +107,8 @@ Kafka-protocol broker). Setting the variable always wins.
 		dev := ""
 		if s.Dev != "" {
 			dev = "`" + s.Dev + "`"
-			if s.Dev == "embedded" {
-				dev = "*embedded*"
+			if s.Dev == DevEmbedded || s.Dev == DevGenerated {
+				dev = "*" + s.Dev + "*"
 			}
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", s.Env, s.defaultText(), dev, s.Roles, strings.ReplaceAll(s.Doc, "|", `\|`))

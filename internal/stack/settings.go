@@ -55,7 +55,8 @@ type Setting struct {
 	// another setting, or per process); shown instead of Default in docs.
 	DefaultNote string
 	// Dev is chom dev's default when it differs from Default; "<data-dir>"
-	// stands for the dev data directory. "embedded" means an in-process part.
+	// stands for the dev data directory. DevEmbedded and DevGenerated leave
+	// the setting empty for chom dev to fill.
 	Dev string
 	// Roles are the processes that read it.
 	Roles Role
@@ -68,6 +69,17 @@ type Setting struct {
 
 	set func(c *Config, v string) error
 }
+
+// Special values of Setting.Dev: the setting stays empty in LoadDevConfig
+// and chom dev fills it.
+const (
+	// DevEmbedded: chom dev runs the part in its own process (SQLite, Redis,
+	// a Kafka-protocol broker, the development CA).
+	DevEmbedded = "embedded"
+	// DevGenerated: chom dev makes the value once and keeps it in the data
+	// directory (the certificate encryption key).
+	DevGenerated = "generated"
+)
 
 // Config is every CHOM_* setting, parsed. Settings lists each field's
 // variable, default and meaning.
@@ -338,9 +350,9 @@ func Settings() []Setting {
 			Doc: "consumer group of `billing-consumer`, and its name in `processed_events`"},
 
 		// Issue 13, part A: certificates (certs/acme, certs/seal; docs/certificates.md).
-		{Env: "CHOM_CERT_ENCRYPTION_KEYS", Secret: true, Roles: RoleIngress | RoleWorker | RoleAdmin, set: sealKeys,
+		{Env: "CHOM_CERT_ENCRYPTION_KEYS", Secret: true, Dev: DevGenerated, Roles: RoleIngress | RoleWorker | RoleAdmin, set: sealKeys,
 			Doc: "key ring sealing ACME account keys and certificate keys at rest: comma-separated `id:base64(32 bytes)` (`k2026:$(openssl rand -base64 32)`); the first seals, all open. Rotate by putting a new key first, re-sealing, then dropping the old one (docs/certificates.md, Key rotation)"},
-		{Env: "CHOM_ACME_DIRECTORY_URL", Default: acme.LetsEncryptProduction, Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.DirectoryURL }),
+		{Env: "CHOM_ACME_DIRECTORY_URL", Default: acme.LetsEncryptProduction, Dev: DevEmbedded, Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.DirectoryURL }),
 			Doc: "the CA's ACME directory; Let's Encrypt's staging CA (`" + acme.LetsEncryptStaging + "`) for trying a setup out"},
 		{Env: "CHOM_ACME_CA_CERTS", DefaultNote: "the system's roots", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.CACerts }),
 			Doc: "PEM file of the roots the worker trusts for the CA's ACME directory: a private CA's (step-ca, Pebble in tests); `chom dev` writes its development CA's here"},
@@ -467,8 +479,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 
 // LoadDevConfig is LoadConfig with chom dev's defaults (Setting.Dev), the
 // data directory dataDir (an absolute path) standing for "<data-dir>".
-// Settings whose dev default is "embedded" stay empty: chom dev starts the
-// in-process part for them.
+// Settings whose dev default is DevEmbedded or DevGenerated stay empty:
+// chom dev starts the in-process part, or makes the value, for them.
 func LoadDevConfig(getenv func(string) string, dataDir string) (Config, error) {
 	if dataDir == "" {
 		return Config{}, errors.New("stack: LoadDevConfig needs the data directory")
@@ -497,7 +509,7 @@ func load(getenv func(string) string, devDir string) (Config, error) {
 			v = s.Default
 			if devDir != "" && s.Dev != "" {
 				v = strings.ReplaceAll(s.Dev, "<data-dir>", devDir)
-				if s.Dev == "embedded" {
+				if s.Dev == DevEmbedded || s.Dev == DevGenerated {
 					v = ""
 				}
 			}
