@@ -252,6 +252,10 @@ func TestRenewSweep(t *testing.T) {
 			t.Fatalf("third sweep %+v; want nothing due", rep)
 		}
 
+		// A site due after them, which the busy ones must not starve.
+		behind := b.site(t, "behind.example")
+		b.put(t, behind, fakeCert(t, "behind.example", now.Add(-60*24*time.Hour), life), now.Add(90*time.Minute))
+
 		// Two hours on, the renewals still run: due again, but busy.
 		clk.set(2 * time.Hour)
 		rep = sweepOnce(t, h)
@@ -263,10 +267,14 @@ func TestRenewSweep(t *testing.T) {
 		if rep.Due != 2 || rep.Skipped != 2 {
 			t.Errorf("next sweep %+v; want the 2 other busy ones", rep)
 		}
-		if rep = sweepOnce(t, h); rep.Due != 0 {
-			t.Errorf("last sweep %+v; want nothing listed: every busy site moved an hour on", rep)
+		rep = sweepOnce(t, h)
+		if got := renewalsOf(t, b.store, b.enq.take()); rep.Due != 1 || rep.Started != 1 || len(got) != 1 || got[0] != behind {
+			t.Errorf("third sweep %+v started %v; want the site behind the busy ones (they moved an hour on)", rep, got)
 		}
-		for _, id := range append(due, expired, later) {
+		if rep = sweepOnce(t, h); rep.Due != 0 {
+			t.Errorf("last sweep %+v; want nothing due", rep)
+		}
+		for _, id := range append(due, expired, later, behind) {
 			if n, err := b.db.NewSelect().Table("operations").Where("target_id = ?", id).
 				Where("op_type = ?", models.OpTypeCertificateIssue).Count(ctx); err != nil || n > 1 {
 				t.Errorf("site %s: %d certificate.issue operations (%v); want at most 1", id, n, err)
@@ -274,8 +282,8 @@ func TestRenewSweep(t *testing.T) {
 		}
 		st := h.Stats()
 		t.Logf("sweeps in all: %+v", st)
-		if st.Started != 4 || st.Skipped != 4 {
-			t.Errorf("stats %+v; want 4 started, 4 skipped", st)
+		if st.Started != 5 || st.Skipped != 4 {
+			t.Errorf("stats %+v; want 5 started, 4 skipped", st)
 		}
 
 		// Redis is down: the renewal is recorded, the reconciler enqueues it.
