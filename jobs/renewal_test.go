@@ -286,7 +286,10 @@ func TestRenewSweep(t *testing.T) {
 			t.Errorf("stats %+v; want 5 started, 4 skipped", st)
 		}
 
-		// Redis is down: the renewal is recorded, the reconciler enqueues it.
+		// Fault: Redis refuses the enqueue. The renewal is recorded all the
+		// same (the ledger: one pending certificate.issue of the site), and
+		// the reconciler, which lists it, enqueues it.
+		t.Log("injecting: every enqueue fails (Redis down) during a sweep with one renewal due")
 		clk.set(0)
 		lost := b.site(t, "lost.example")
 		b.put(t, lost, fakeCert(t, "lost.example", now.Add(-61*24*time.Hour), life), now.Add(-time.Minute))
@@ -378,8 +381,9 @@ func TestRenewSweepARI(t *testing.T) {
 		}
 		mu.Unlock()
 
-		// A CA that fails every question: the sweep stops asking after 10
-		// and still starts what is due.
+		// Fault: the CA fails every question. The sweep stops asking after
+		// 10 and still starts what is due on CHOM's own time.
+		t.Log("injecting: the CA's renewal information fails for 21 certificates, one of them due")
 		clk.set(0)
 		for i := range 20 {
 			id := b.site(t, fmt.Sprintf("down%02d.example", i))
