@@ -18,6 +18,12 @@ const MaxJitter = 6 * time.Hour
 // Information (RFC 9773): renew between Start and End.
 type Window struct {
 	Start, End time.Time
+	// RetryAfter is how long the CA asks to be left before it is asked
+	// again (its Retry-After); 0 when it said nothing.
+	RetryAfter time.Duration
+	// ExplanationURL is the CA's page explaining the window (a mass
+	// revocation, say), for the operator; "" when it gave none.
+	ExplanationURL string
 }
 
 // RenewAfter is when the certificate of site siteID, valid from notBefore to

@@ -19,7 +19,7 @@ var schemaTables = []string{
 }
 
 // migrationNames are the versions of every migration, in order.
-var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001", "20261205210001", "20261205210002", "20261205230001", "20261205230101", "20261206070001"}
+var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001", "20261205210001", "20261205210002", "20261205230001", "20261205230101", "20261206070001", "20261206070201"}
 
 // keyIndexes are indexes the queries of this package rely on.
 var keyIndexes = []string{
@@ -30,6 +30,7 @@ var keyIndexes = []string{
 	"usage_records_period_key", "usage_records_tenant_id_idx",
 	"backup_schedules_site_key", "backup_schedules_due_idx", "site_backups_schedule_idx",
 	"acme_accounts_directory_email_key", "site_certificates_renew_idx", "acme_budget_bucket_idx", "acme_budget_reservation_idx",
+	"site_certificates_ari_idx", "operations_certificate_issue_open_key",
 }
 
 // tables lists the schema's tables of ours (bun's migration tables left out), sorted.

@@ -22,6 +22,7 @@ var periodicKinds = []TaskKind{
 	{TypeBackupSchedules, QueueDefault},
 	{TypeSiteMigrateLayout, QueueLow},
 	{TypeSiteMigrateLayoutSweep, QueueLow},
+	{TypeCertificateRenewSweep, QueueDefault},
 }
 
 // TaskKinds returns every task type of the package with its queue, sorted by

@@ -40,6 +40,7 @@ func TestTaskKinds(t *testing.T) {
 		queue.NewBackupSchedulesTask(),
 		must(queue.NewSiteMigrateLayoutTask("site_0123456789abcdef0123456789abcdef")),
 		queue.NewSiteMigrateLayoutSweepTask(),
+		queue.NewCertificateRenewSweepTask(time.Hour),
 	}
 	for _, opType := range []string{models.OpTypeSiteProvision, models.OpTypeSiteDeprovision, models.OpTypeVPSHealthCheck,
 		models.OpTypeBackupCreate, models.OpTypeBackupRestore, models.OpTypeBackupDelete, models.OpTypeDomainVerify, models.OpTypeCertificateIssue} {

@@ -365,7 +365,8 @@ func (i *Issuer) Issue(ctx context.Context, r Request) (*certs.Certificate, erro
 }
 
 // RenewalWindow asks the CA for its ACME Renewal Information (RFC 9773) on
-// leaf: the window to renew in, or nil when the CA offers none.
+// leaf: the window to renew in (with the CA's Retry-After and explanation),
+// or nil when the CA offers none.
 func (i *Issuer) RenewalWindow(ctx context.Context, leaf *x509.Certificate) (*certs.Window, error) {
 	if err := i.ensureAccount(ctx); err != nil {
 		return nil, err
@@ -377,7 +378,8 @@ func (i *Issuer) RenewalWindow(ctx context.Context, leaf *x509.Certificate) (*ce
 	if err != nil {
 		return nil, classify(fmt.Errorf("acme: renewal info: %w", err), leaf.DNSNames, i.cfg.Now())
 	}
-	return &certs.Window{Start: info.SuggestedWindow.Start.UTC(), End: info.SuggestedWindow.End.UTC()}, nil
+	return &certs.Window{Start: info.SuggestedWindow.Start.UTC(), End: info.SuggestedWindow.End.UTC(),
+		RetryAfter: info.RetryAfter, ExplanationURL: info.ExplanationURL}, nil
 }
 
 // SetLegoLogger sends lego's own log lines (which go to stdout at Info by

@@ -61,5 +61,10 @@ func Schedule(c Config) []workers.Periodic {
 		{Name: "backup_schedules", Every: c.BackupScheduleEvery, NewTask: func(time.Time) (*asynq.Task, error) {
 			return queue.NewBackupSchedulesTask(), nil
 		}},
+		// Certificates: the CA asked about them (ARI), renewals started for
+		// those due.
+		{Name: "certificate_renewal", Every: c.Renewal.Every, NewTask: func(time.Time) (*asynq.Task, error) {
+			return queue.NewCertificateRenewSweepTask(c.Renewal.Every), nil
+		}},
 	}
 }

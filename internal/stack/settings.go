@@ -164,6 +164,8 @@ type Config struct {
 	JobDeferDelay time.Duration
 
 	ACME ACMESettings // CHOM_ACME_*, CHOM_CERT_*: issue 13, part A
+
+	Renewal RenewalSettings // CHOM_CERT_RENEW_*, CHOM_CERT_ARI_*: issue 13, the renewal sweep
 }
 
 // Settings is the table of every CHOM_* variable, in the order the docs list
@@ -384,6 +386,16 @@ func Settings() []Setting {
 		{Env: "CHOM_ACME_CERTS_WINDOW", Default: "168h", Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.ACME.Budget.CertsWindow }),
 			Doc: "window of that limit"},
 
+		// Issue 13: the renewal sweep (docs/certificates.md, "Renewal").
+		{Env: "CHOM_CERT_RENEW_INTERVAL", Default: "1h", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.Renewal.Every }),
+			Doc: "how often the scheduler enqueues `certificate:renew_sweep`, which asks the CA about certificates (`CHOM_CERT_ARI_*`) and starts the renewal of every certificate whose `renew_after` has passed; at least `1m`"},
+		{Env: "CHOM_CERT_RENEW_BATCH", Default: itoa(jobs.DefaultRenewBatch), Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.Renewal.Batch }),
+			Doc: "most renewals one sweep starts, the most overdue first; the rest wait for the next sweep (100 an hour is Let's Encrypt's 300 new orders per account per 3 h)"},
+		{Env: "CHOM_CERT_ARI_INTERVAL", Default: durText(jobs.DefaultARIInterval), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.Renewal.ARIEvery }),
+			Doc: "how often the CA is asked for its ACME Renewal Information (RFC 9773) about each certificate, or longer when its Retry-After says so (at most a day): a revoked certificate, or one the CA wants replaced early, renews at the first sweep after the question; at least `1m`; `0` never asks"},
+		{Env: "CHOM_CERT_ARI_BATCH", Default: itoa(jobs.DefaultARIBatch), Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.Renewal.ARIBatch }),
+			Doc: "most certificates one sweep asks the CA about; keep it above certificates × `CHOM_CERT_RENEW_INTERVAL` ÷ `CHOM_CERT_ARI_INTERVAL`, or questions fall behind"},
+
 		// Issue 13, part C: domains proven before they are taken (docs/api.md, "Domains").
 		{Env: "CHOM_DOMAIN_VERIFICATION", Default: models.VerificationContested, Roles: RoleIngress | RoleWorker,
 			set: oneOf(func(c *Config) *string { return &c.DomainVerification }, models.VerificationContested, models.VerificationStrict),
@@ -529,6 +541,7 @@ func load(getenv func(string) string, devDir string) (Config, error) {
 func (c Config) validate() []error {
 	var errs []error
 	errs = append(errs, c.ACME.validate()...)
+	errs = append(errs, c.Renewal.validate()...)
 	if c.Driver == "ssh" && c.SSHKeyFile == "" {
 		errs = append(errs, errors.New("CHOM_DRIVER=ssh needs CHOM_SSH_KEY_FILE (the private key the driver logs in with)"))
 	}
