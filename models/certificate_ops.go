@@ -2,10 +2,14 @@ package models
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 )
 
 // How a certificate.issue operation relates to its site:
@@ -61,6 +65,17 @@ func newIssueOperation(ctx context.Context, tx bun.IDB, a Accept, site *Site, re
 		return nil, fmt.Errorf("issue a certificate for site %s: %w", site.ID, &ConflictError{
 			Reason: "the site is " + site.Status + ": a certificate is issued for an active site"})
 	}
+	// Starts of a site's certificate operations (a request, an upload, the
+	// sweep's renewal) queue on its certificate row, so the check below sees
+	// what a start before it committed. (A site without a record has nothing
+	// to renew; two requests racing there meet the unique index,
+	// issueRaced.)
+	if tx.Dialect().Name() == dialect.PG {
+		if _, err := tx.NewSelect().Table("site_certificates").Column("site_id").Where("site_id = ?", site.ID).
+			For("UPDATE").Exec(ctx); err != nil {
+			return nil, fmt.Errorf("lock the certificate of site %s: %w", site.ID, err)
+		}
+	}
 	running, err := unfinishedIssue(ctx, tx, site.ID)
 	if err != nil {
 		return nil, err
@@ -107,6 +122,30 @@ type IssueRequest struct {
 // its domain and aliases, deployed when issued. Another tenant's or a
 // deleted site is ErrNotFound; see newIssueOperation for the conflicts.
 func (s *Store) StartCertificateIssue(ctx context.Context, a Accept, siteID string, r IssueRequest) (*Accepted, error) {
+	acc, err := s.startCertificateIssue(ctx, a, siteID, r)
+	if issueRaced(err) {
+		// The renewal sweep started one between our check and our insert.
+		return nil, fmt.Errorf("issue a certificate for site %s: %w", siteID, &ConflictError{
+			Reason: "a certificate operation of the site is in progress"})
+	}
+	return acc, err
+}
+
+// issueRaced reports whether err is the unique violation of
+// operations_certificate_issue_open_key (one unfinished certificate.issue
+// per site): another transaction started one first.
+func issueRaced(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505" && pgErr.ConstraintName == "operations_certificate_issue_open_key"
+	}
+	return strings.Contains(err.Error(), "UNIQUE constraint failed: operations.target_id")
+}
+
+func (s *Store) startCertificateIssue(ctx context.Context, a Accept, siteID string, r IssueRequest) (*Accepted, error) {
 	return s.recordMutation(ctx, a, "certificate.issue", func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
 		site := new(Site)
 		if err := tx.NewSelect().Model(site).

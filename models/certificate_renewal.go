@@ -104,6 +104,9 @@ func (s *Store) StartRenewal(ctx context.Context, siteID string) (*Operation, er
 		started = op
 		return setRenewAfter(ctx, tx, siteID, &later, now)
 	})
+	if issueRaced(err) {
+		return nil, nil // a request of the tenant started one first
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start the renewal of %s: %w", siteID, err)
 	}

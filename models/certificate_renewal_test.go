@@ -356,3 +356,64 @@ func TestRenewalInfoRecords(t *testing.T) {
 		}
 	})
 }
+
+// TestIssueRacesRenewal: tenants asking for a certificate while the sweep
+// starts the renewal of the same sites, on PostgreSQL, at once: each site
+// gets exactly one certificate operation, and every loser is told so with a
+// conflict (a 409), never a database error (a 500).
+func TestIssueRacesRenewal(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	ctx := t.Context()
+	s, clk := setupClock(t, db)
+	cs := certStore(t, s, keyRing(t, keySpec(t, "k1")), models.BudgetLimits{})
+	ten := tenant(t, s, "alpha")
+	registerVPS(t, s, "web1", 50)
+	const sites = 20
+	ids := make([]string, sites)
+	for i := range ids {
+		ids[i] = renewalSite(t, s, ten, fmt.Sprintf("r%02d.example", i))
+		putDue(t, cs, ids[i], epoch.Add(10*24*time.Hour), epoch.Add(-time.Minute))
+	}
+	_ = clk
+	var mu sync.Mutex
+	won := map[string]int{}
+	var unexpected []error
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		for c := range 4 {
+			wg.Go(func() {
+				var err error
+				var op *models.Operation
+				if c%2 == 0 {
+					op, err = s.StartRenewal(ctx, id)
+				} else {
+					var acc *models.Accepted
+					acc, err = s.StartCertificateIssue(ctx, accept(ten, "", fmt.Sprintf("req-%d-%d", i, c)), id, models.IssueRequest{})
+					if acc != nil {
+						op = acc.Operation
+					}
+				}
+				var conflict *models.ConflictError
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil && op != nil:
+					won[id]++
+				case err == nil, errors.As(err, &conflict):
+				default:
+					unexpected = append(unexpected, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, err := range unexpected {
+		t.Errorf("a racing request failed with %v; want a conflict", err)
+	}
+	for _, id := range ids {
+		if won[id] != 1 || issueOps(t, db, id) != 1 {
+			t.Errorf("site %s: %d started, %d stored; want 1 and 1", id, won[id], issueOps(t, db, id))
+		}
+	}
+}

@@ -103,9 +103,9 @@ func acmeHTTPClient(caFile string) (*http.Client, error) {
 	return &http.Client{Timeout: 2 * time.Minute, Transport: tr}, nil
 }
 
-// certificateJobs builds the certificate:issue handler when the platform
-// issues certificates and the driver can deploy them; it returns whether
-// provisions should start issuances.
+// certificateJobs builds the certificate:issue and certificate:renew_sweep
+// handlers when the platform issues certificates and the driver can deploy
+// them; it returns whether provisions should start issuances.
 func (w *Worker) certificateJobs(c Config, b *Backends, log *slog.Logger, drv Driver, guard drivers.Guard, n jobs.Notifier) (bool, error) {
 	certs, err := newCertificates(c, b, log)
 	if errors.Is(err, ErrCertificatesOff) {
@@ -120,9 +120,14 @@ func (w *Worker) certificateJobs(c Config, b *Backends, log *slog.Logger, drv Dr
 		return false, nil
 	}
 	w.Certificates = certs
-	w.IssueCertificate, err = jobs.NewIssueCertificate(jobs.IssueCertificateConfig{
+	if w.IssueCertificate, err = jobs.NewIssueCertificate(jobs.IssueCertificateConfig{
 		Store: b.Store, Certs: certs.Store, Issuer: certs.Issuer, Deployer: drivers.GuardTLSDeployer(drv.TLS, guard),
 		Notifier: n, Logger: log.With("component", "certificates"),
-	})
-	return err == nil, err
+	}); err != nil {
+		return false, err
+	}
+	if w.RenewSweep, err = NewRenewSweep(c, b, certs.Store, certs.Issuer, log); err != nil {
+		return false, err
+	}
+	return true, nil
 }

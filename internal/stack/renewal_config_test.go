@@ -11,7 +11,8 @@ import (
 
 // TestRenewalConfig: the renewal sweep's settings parse with their
 // defaults, bad values are named, and the scheduler's table has the sweep's
-// row every CHOM_CERT_RENEW_INTERVAL, building a certificate:renew_sweep.
+// row every CHOM_CERT_RENEW_INTERVAL, building a certificate:renew_sweep,
+// when certificates are on (CHOM_CERT_ENCRYPTION_KEYS), and none when off.
 func TestRenewalConfig(t *testing.T) {
 	t.Parallel()
 	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
@@ -28,6 +29,19 @@ func TestRenewalConfig(t *testing.T) {
 	if err != nil || c.Renewal != (RenewalSettings{Every: 10 * time.Minute, Batch: 7, ARIEvery: 0, ARIBatch: 50}) {
 		t.Errorf("set: %v, %+v", err, c.Renewal)
 	}
+	count := func(c Config) int {
+		n := 0
+		for _, r := range Schedule(c) {
+			if r.Name == "certificate_renewal" {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(c); n != 0 {
+		t.Errorf("%d certificate_renewal rows without CHOM_CERT_ENCRYPTION_KEYS (certificates off); want none", n)
+	}
+	c.ACME.EncryptionKeys = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 	found := 0
 	for _, r := range Schedule(c) {
 		if r.Name != "certificate_renewal" {

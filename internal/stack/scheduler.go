@@ -41,7 +41,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // Schedule is the scheduler's table: every periodic task and its interval,
 // each a CHOM_* setting.
 func Schedule(c Config) []workers.Periodic {
-	return []workers.Periodic{
+	p := []workers.Periodic{
 		{Name: "reconcile", Every: c.ReconcileEvery, NewTask: func(time.Time) (*asynq.Task, error) { return queue.NewReconcileTask(), nil }},
 		{Name: "health_sweep", Every: c.HealthInterval, NewTask: func(p time.Time) (*asynq.Task, error) {
 			return queue.NewHealthSweepTask(p, c.HealthInterval)
@@ -61,10 +61,14 @@ func Schedule(c Config) []workers.Periodic {
 		{Name: "backup_schedules", Every: c.BackupScheduleEvery, NewTask: func(time.Time) (*asynq.Task, error) {
 			return queue.NewBackupSchedulesTask(), nil
 		}},
-		// Certificates: the CA asked about them (ARI), renewals started for
-		// those due.
-		{Name: "certificate_renewal", Every: c.Renewal.Every, NewTask: func(time.Time) (*asynq.Task, error) {
-			return queue.NewCertificateRenewSweepTask(c.Renewal.Every), nil
-		}},
 	}
+	if c.ACME.EncryptionKeys != "" {
+		// Certificates (on only with CHOM_CERT_ENCRYPTION_KEYS, as the
+		// worker's certificate jobs): the CA asked about them (ARI),
+		// renewals started for those due.
+		p = append(p, workers.Periodic{Name: "certificate_renewal", Every: c.Renewal.Every, NewTask: func(time.Time) (*asynq.Task, error) {
+			return queue.NewCertificateRenewSweepTask(c.Renewal.Every), nil
+		}})
+	}
+	return p
 }

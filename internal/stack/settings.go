@@ -353,7 +353,7 @@ func Settings() []Setting {
 
 		// Issue 13, part A: certificates (certs/acme, certs/seal; docs/certificates.md).
 		{Env: "CHOM_CERT_ENCRYPTION_KEYS", Secret: true, Dev: DevGenerated, Roles: RoleIngress | RoleWorker | RoleAdmin, set: sealKeys,
-			Doc: "key ring sealing ACME account keys and certificate keys at rest: comma-separated `id:base64(32 bytes)` (`k2026:$(openssl rand -base64 32)`); the first seals, all open. Rotate by putting a new key first, re-sealing, then dropping the old one (docs/certificates.md, Key rotation)"},
+			Doc: "key ring sealing ACME account keys and certificate keys at rest: comma-separated `id:base64(32 bytes)` (`k2026:$(openssl rand -base64 32)`); the first seals, all open. Rotate by putting a new key first, re-sealing, then dropping the old one (docs/certificates.md, Key rotation). Unset, certificates are off: no issuance, no renewal sweep (the scheduler reads only whether it is set), sites on plain HTTP"},
 		{Env: "CHOM_ACME_DIRECTORY_URL", Default: acme.LetsEncryptProduction, Dev: DevEmbedded, Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.DirectoryURL }),
 			Doc: "the CA's ACME directory; Let's Encrypt's staging CA (`" + acme.LetsEncryptStaging + "`) for trying a setup out"},
 		{Env: "CHOM_ACME_CA_CERTS", DefaultNote: "the system's roots", Roles: RoleWorker, set: text(func(c *Config) *string { return &c.ACME.CACerts }),

@@ -44,6 +44,7 @@ type Worker struct {
 	// IssueCertificate and Certificates are nil when certificates are off
 	// (no CHOM_CERT_ENCRYPTION_KEYS) or the driver cannot deploy them.
 	IssueCertificate *jobs.IssueCertificate
+	RenewSweep       *jobs.RenewSweep
 	Certificates     *Certificates
 }
 
@@ -131,7 +132,7 @@ func (w *Worker) table() []workers.Family {
 		t = append(t, w.Layout, w.LayoutSweep)
 	}
 	if w.IssueCertificate != nil {
-		t = append(t, w.IssueCertificate)
+		t = append(t, w.IssueCertificate, w.RenewSweep)
 	}
 	return t
 }
