@@ -75,7 +75,6 @@ type tlsBundle struct {
 	env  *tlsenv.Env
 	prov *ssh.Provisioner
 	iss  *acme.Issuer
-	cs   *models.CertificateStore
 
 	// The ledger the budget must agree with (subtests run in parallel).
 	issued, failedOrders atomic.Int64
@@ -272,7 +271,7 @@ func TestTLSEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &tlsBundle{env: env, prov: env.Provisioner(t), iss: iss, cs: cs}
+	b := &tlsBundle{env: env, prov: env.Provisioner(t), iss: iss}
 
 	site := env.Site("site_tlse2e", "shop.e2e.test", "www.shop.e2e.test")
 	start := time.Now()
