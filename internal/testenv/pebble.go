@@ -28,6 +28,11 @@ type PebbleOptions struct {
 	// CertificateValidity is the lifetime of the certificates Pebble issues
 	// (its default profile's validityPeriod); 0 is 90 days.
 	CertificateValidity time.Duration
+	// HTTPPort is the port Pebble's VA fetches HTTP-01 answers from; 0 picks
+	// a free one. A test whose answers come from a real web server (vpsenv's
+	// nginx) passes the port that server listens on, since the VA cannot be
+	// told to use port 80 of another address.
+	HTTPPort int
 }
 
 // Pebble is Let's Encrypt's test CA, a private process of one test, on
@@ -53,6 +58,10 @@ type Pebble struct {
 	// ClientTLS trusts the certificate of Pebble's ACME and management
 	// listeners (Pebble's test minica root).
 	ClientTLS *tls.Config
+	// ClientCAFile is the PEM file of that minica root (in the module
+	// cache, read-only): what a worker under test is given as
+	// CHOM_ACME_CA_CERTS to trust Pebble's directory.
+	ClientCAFile string
 	// Log is Pebble's output.
 	Log string
 
@@ -79,7 +88,8 @@ func StartPebble(tb testing.TB, dns *ChallTestSrv, opts PebbleOptions) *Pebble {
 		tb.Fatalf("go list -m %s: %v", pebbleModule, err)
 	}
 	modDir := strings.TrimSpace(string(out))
-	caPEM, err := os.ReadFile(filepath.Join(modDir, "test/certs/pebble.minica.pem"))
+	caFile := filepath.Join(modDir, "test/certs/pebble.minica.pem")
+	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
 		tb.Fatalf("pebble: read its test CA: %v", err)
 	}
@@ -89,14 +99,19 @@ func StartPebble(tb testing.TB, dns *ChallTestSrv, opts PebbleOptions) *Pebble {
 	}
 
 	dir := tb.TempDir()
+	httpPort := opts.HTTPPort
+	if httpPort == 0 {
+		httpPort = freePort(tb)
+	}
 	p := &Pebble{
-		HTTPPort:  freePort(tb),
-		TLSPort:   freePort(tb),
-		ClientTLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		Log:       filepath.Join(dir, "pebble.log"),
-		bin:       bin,
-		config:    filepath.Join(dir, "pebble-config.json"),
-		dnsAddr:   dns.DNSAddr,
+		HTTPPort:     httpPort,
+		TLSPort:      freePort(tb),
+		ClientTLS:    &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		ClientCAFile: caFile,
+		Log:          filepath.Join(dir, "pebble.log"),
+		bin:          bin,
+		config:       filepath.Join(dir, "pebble-config.json"),
+		dnsAddr:      dns.DNSAddr,
 	}
 	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(tb)))
 	mgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(tb)))

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +74,8 @@ type VPS struct {
 	PHPFPMCheck, PHPFPMReload []string
 	MySQL, MySQLDump          []string // root over the unix socket
 	MySQLSocket               string
+
+	nginxMaster int // pid of nginx's master process
 }
 
 // PHPPoolDirPattern is PHPPoolDir with the version replaced by "{version}", as
@@ -357,9 +360,11 @@ http {
 	v.NginxCheck = append(append([]string{}, base...), "-t", "-q")
 	v.NginxReload = append(append([]string{}, base...), "-s", "reload")
 	logPath := filepath.Join(prefix, "logs", "stderr.log")
-	if _, err := spawn(tb, logPath, append(append([]string{}, base...), "-g", "daemon off;")...); err != nil {
+	cmd, err := spawn(tb, logPath, append(append([]string{}, base...), "-g", "daemon off;")...)
+	if err != nil {
 		return err
 	}
+	v.nginxMaster = cmd.Process.Pid
 	url := fmt.Sprintf("http://127.0.0.1:%d/", v.HTTPPort)
 	return waitFor("nginx", logPath, func() bool {
 		resp, err := http.Get(url)
@@ -509,4 +514,74 @@ func (v *VPS) WaitAccessLog(tb testing.TB, host string, atLeast int) int {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// NginxWorkers returns the PIDs of nginx's worker processes now: the
+// children of its master, those of the running configuration and, during a
+// reload, those of the previous one that have not exited yet.
+func (v *VPS) NginxWorkers(tb testing.TB) []int {
+	tb.Helper()
+	pids, err := children(v.nginxMaster)
+	if err != nil {
+		tb.Fatalf("vpsenv: nginx workers: %v", err)
+	}
+	return pids
+}
+
+// WaitNginxReload waits until every worker of before (NginxWorkers, taken
+// before a change that reloads nginx) has exited and a worker runs, and fails
+// tb after 15s. nginx reloads asynchronously: "nginx -s reload" returns once
+// the master is signalled, and for a while after, workers of the old
+// configuration still accept connections beside the new ones, so a request
+// may be answered by either. Once the old workers are gone, every new
+// connection gets the new configuration (a connection kept from before
+// was closed with them).
+func (v *VPS) WaitNginxReload(tb testing.TB, before []int) {
+	tb.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		now := v.NginxWorkers(tb)
+		old := 0
+		for _, pid := range before {
+			if slices.Contains(now, pid) {
+				old++
+			}
+		}
+		if old == 0 && len(now) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("vpsenv: nginx reload not done after 15s: %d of the workers %v still run (workers now %v)", old, before, now)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// children lists the PIDs whose parent is ppid, from /proc.
+func children(ppid int) ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// pid (comm) state ppid …; comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) >= 2 && f[1] == strconv.Itoa(ppid) && f[0] != "Z" {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
 }
