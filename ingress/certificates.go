@@ -20,10 +20,14 @@ import (
 //
 // Issuing or installing stores a private key, sealed with the platform's key
 // ring (CHOM_CERT_ENCRYPTION_KEYS). Without a ring (Config.Certificates nil)
-// the platform cannot keep a key, so POST and PUT answer 409
-// urn:chom:problem:https-not-configured, whatever the site, before reading
-// the body: nothing is accepted that no worker could finish. GET still reads
+// the platform cannot keep a key, so POST and PUT on a site of the caller
+// answer 409 urn:chom:problem:https-not-configured before reading the body:
+// nothing is accepted that no worker could finish. GET still reads
 // the records (it never opens a key).
+//
+// Another tenant's site is a 404 whatever the body says and whether or not
+// HTTPS is configured: POST and PUT look the site up first
+// (certificateSite), like every route of a tenant's resource.
 
 // errHTTPSNotConfigured: the platform has no key ring to seal certificate
 // keys with.
@@ -95,13 +99,31 @@ func (a *API) getCertificate(c *gin.Context) {
 	c.JSON(200, certificateView(v))
 }
 
-func (a *API) issueCertificate(c *gin.Context) {
+// certificateSite reads the :id of a certificate mutation and answers, and
+// returns false, when it is not a live site of the caller's tenant (404) or
+// when HTTPS is not configured (409), before the body is read.
+func (a *API) certificateSite(c *gin.Context) (string, bool) {
 	id, ok := a.pathID(c, models.PrefixSite)
 	if !ok {
-		return
+		return "", false
 	}
-	if a.certs == nil {
-		a.fail(c, errHTTPSNotConfigured)
+	site, err := a.store.GetSite(c.Request.Context(), principal(c).TenantID, id)
+	if err == nil && site.DeletedAt != nil {
+		err = models.ErrNotFound
+	}
+	if err == nil && a.certs == nil {
+		err = errHTTPSNotConfigured
+	}
+	if err != nil {
+		a.fail(c, err)
+		return "", false
+	}
+	return id, true
+}
+
+func (a *API) issueCertificate(c *gin.Context) {
+	id, ok := a.certificateSite(c)
+	if !ok {
 		return
 	}
 	var (
@@ -133,12 +155,8 @@ func (a *API) issueCertificate(c *gin.Context) {
 }
 
 func (a *API) uploadCertificate(c *gin.Context) {
-	id, ok := a.pathID(c, models.PrefixSite)
+	id, ok := a.certificateSite(c)
 	if !ok {
-		return
-	}
-	if a.certs == nil {
-		a.fail(c, errHTTPSNotConfigured)
 		return
 	}
 	var raw input.UploadCertificateRequest

@@ -65,8 +65,13 @@ func (c *CertificateStore) StartCertificateUpload(ctx context.Context, p UploadP
 	}
 	return c.s.recordMutation(ctx, p.Accept, "certificate.upload", func(ctx context.Context, tx bun.Tx, opID string, now time.Time) (*Operation, error) {
 		site := new(Site)
-		if err := tx.NewSelect().Model(site).
-			Where("id = ? AND tenant_id = ? AND deleted_at IS NULL", p.SiteID, p.TenantID).Scan(ctx); err != nil {
+		q := tx.NewSelect().Model(site).Where("id = ? AND tenant_id = ? AND deleted_at IS NULL", p.SiteID, p.TenantID)
+		if c.s.pg {
+			// Two uploads at once: the second waits here, then finds the
+			// first's operation unfinished (SQLite serialises anyway).
+			q = q.For("UPDATE")
+		}
+		if err := q.Scan(ctx); err != nil {
 			return nil, notFound(err, "site", p.SiteID)
 		}
 		if err := p.Check(siteDomains(site)); err != nil {
@@ -75,6 +80,13 @@ func (c *CertificateStore) StartCertificateUpload(ctx context.Context, p UploadP
 		op, err := newIssueOperation(ctx, tx, p.Accept, site, IssueUpload, opID, now)
 		if err != nil {
 			return nil, err
+		}
+		// A site with no certificate yet got a pending record (source acme)
+		// from newIssueOperation: what is coming is the upload. A site that
+		// has a certificate keeps showing it until the upload is installed.
+		if _, err := tx.NewUpdate().Model((*SiteCertificate)(nil)).Set("source = ?", SourceUpload).
+			Where("site_id = ? AND status = ?", site.ID, CertificatePending).Exec(ctx); err != nil {
+			return nil, fmt.Errorf("certificate record of site %s: %w", site.ID, err)
 		}
 		sealed, err := c.ring.Seal(p.KeyPEM, uploadAAD(opID, site.ID))
 		if err != nil {

@@ -160,7 +160,7 @@ func TestCertificateUploads(t *testing.T) {
 		// The site has a pending record now; the read path shows it with
 		// the operation, without a key ring.
 		v, err := s.TenantSiteCertificate(ctx, acme, site)
-		if err != nil || v.Status != CertificatePending || v.OperationID != op.ID || v.KeySealed != "" || v.ChainPEM != "" {
+		if err != nil || v.Status != CertificatePending || v.Source != SourceUpload || v.OperationID != op.ID || v.KeySealed != "" || v.ChainPEM != "" {
 			t.Errorf("TenantSiteCertificate = %+v, %v", v, err)
 		}
 

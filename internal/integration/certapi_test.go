@@ -140,6 +140,7 @@ func TestCertificateAPI(t *testing.T) {
 			fields map[string]string // field → a phrase its detail must hold
 		}{
 			{"another tenant's site", s.tokenB, upload(good.Cert.ChainPEM, good.Cert.KeyPEM), http.StatusNotFound, nil},
+			{"another tenant's site, bad body", s.tokenB, `{"frequency":"daily"}`, http.StatusNotFound, nil},
 			{"key of another certificate", s.tokenA, upload(good.Cert.ChainPEM, other.Cert.KeyPEM), http.StatusUnprocessableEntity,
 				map[string]string{"private_key_pem": "does not belong to the first certificate"}},
 			{"expired chain", s.tokenA, upload(expired.Cert.ChainPEM, expired.Cert.KeyPEM), http.StatusUnprocessableEntity,
@@ -180,10 +181,8 @@ func TestCertificateAPI(t *testing.T) {
 			}
 			t.Logf("%s: %d %s", tc.name, r.status, r.body)
 		}
-		for _, tok := range []string{s.tokenB} {
-			assertProblem(t, s.do("GET", path, tok, nil), http.StatusNotFound, "")
-			assertProblem(t, s.do("POST", path, tok, nil), http.StatusNotFound, "")
-		}
+		assertProblem(t, s.do("GET", path, s.tokenB, nil), http.StatusNotFound, "")
+		assertProblem(t, s.do("POST", path, s.tokenB, `{"hsts":"yes"}`), http.StatusNotFound, "")
 		assertProblem(t, s.do("POST", path, s.tokenA, map[string]any{"hsts": "yes"}), http.StatusUnprocessableEntity, "hsts")
 		assertProblem(t, s.do("PUT", "/api/v1/sites/site_00000000000000000000000000000000/certificate", s.tokenA,
 			upload(good.Cert.ChainPEM, good.Cert.KeyPEM)), http.StatusNotFound, "")
@@ -219,10 +218,13 @@ func TestCertificateAPI(t *testing.T) {
 		var cert ingress.CertificateView
 		gr := s.do("GET", path, s.tokenA, nil)
 		gr.json(t, &cert)
-		if gr.status != http.StatusOK || cert.Status != models.CertificatePending || cert.OperationID == nil || *cert.OperationID != op.ID ||
+		if gr.status != http.StatusOK || cert.Status != models.CertificatePending || cert.Source != models.SourceUpload || cert.OperationID == nil || *cert.OperationID != op.ID ||
 			!cmp.Equal(cert.Domains, []string{"shop.example", "www.shop.example"}) || cert.LastError != nil {
 			t.Errorf("GET certificate = %d %s", gr.status, gr.body)
 		}
+
+		// Tenant B still sees nothing of it: the same 404 as before.
+		assertProblem(t, s.do("GET", path, s.tokenB, nil), http.StatusNotFound, "")
 
 		// While it is unfinished, a request and another upload are 409s
 		// naming it, and write nothing.
@@ -299,12 +301,15 @@ func TestCertificateAPIWithoutKeys(t *testing.T) {
 			{"POST", s.tokenA, map[string]bool{"hsts": true}},
 			{"PUT", s.tokenA, upload(good.Cert.ChainPEM, good.Cert.KeyPEM)},
 			{"PUT", s.tokenA, `not even JSON`},
-			{"POST", s.tokenB, nil},
 		} {
 			p := assertProblem(t, s.do(tc.method, path, tc.token, tc.body), http.StatusConflict, "")
 			if p.Type != "urn:chom:problem:https-not-configured" || !strings.Contains(p.Detail, "HTTPS is not configured on this platform") {
 				t.Errorf("%s: problem %+v", tc.method, p)
 			}
+		}
+		// Another tenant's site is a 404 still, whatever the body.
+		for _, m := range []string{"POST", "PUT", "GET"} {
+			assertProblem(t, s.do(m, path, s.tokenB, `{"frequency":"daily"}`), http.StatusNotFound, "")
 		}
 		assertProblem(t, s.do("GET", path, s.tokenA, nil), http.StatusNotFound, "")
 		if after := s.certSnapshot(); after != before {
