@@ -188,13 +188,16 @@ func (a *API) uploadCertificate(c *gin.Context) {
 	writeAccepted(c, res.Operation)
 }
 
+// keyUnparsable replaces the parser's message for a key that does not parse.
+const keyUnparsable = "key: the PEM block is not a private key in PKCS #8, SEC 1 (EC) or PKCS #1 (RSA) form"
+
 // uploadFieldErrors turns certs.CheckUpload's *certs.UploadError into the
 // 422 of the upload: each problem goes to the field it is about (the key's
 // own parse error and a key that does not belong to the certificate to
 // private_key_pem, everything else to certificate_pem), one entry per field
 // with its problems joined. Other errors are returned as they are. No
-// problem quotes the key: CheckUpload names PEM block types and
-// certificates' names, never key bytes.
+// problem describes the key beyond its PEM block type: a key that does not
+// parse gets keyUnparsable, not the parser's message.
 func uploadFieldErrors(err error) error {
 	var ue *certs.UploadError
 	if !errors.As(err, &ue) {
@@ -202,9 +205,16 @@ func uploadFieldErrors(err error) error {
 	}
 	var chain, key []string
 	for _, p := range ue.Problems {
-		if strings.HasPrefix(p, "key:") || strings.Contains(p, "private key") {
+		switch {
+		case strings.HasPrefix(p, "key: no PEM block"), strings.HasPrefix(p, "key: PEM block is a"):
 			key = append(key, p)
-		} else {
+		case strings.HasPrefix(p, "key:"):
+			// The parser's own words describe the secret's bytes (ASN.1
+			// tags, lengths): say what was expected instead.
+			key = append(key, keyUnparsable)
+		case strings.Contains(p, "private key"):
+			key = append(key, p)
+		default:
 			chain = append(chain, p)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/uptrace/bun"
 
+	"github.com/chomhq/chom/certs/seal"
 	"github.com/chomhq/chom/drivers/tlstest"
 	"github.com/chomhq/chom/ingress"
 	"github.com/chomhq/chom/models"
@@ -150,7 +151,8 @@ func TestCertificateAPI(t *testing.T) {
 			{"chain missing an alias", s.tokenA, upload(apexOnly.Cert.ChainPEM, apexOnly.Cert.KeyPEM), http.StatusUnprocessableEntity,
 				map[string]string{"certificate_pem": "does not cover www.shop.example"}},
 			{"garbage PEM", s.tokenA, upload(garbage, []byte("-----BEGIN PRIVATE KEY-----\nZ2FyYmFnZQ==\n-----END PRIVATE KEY-----\n")),
-				http.StatusUnprocessableEntity, map[string]string{"certificate_pem": "chain: certificate 1", "private_key_pem": "key:"}},
+				http.StatusUnprocessableEntity, map[string]string{"certificate_pem": "chain: certificate 1",
+					"private_key_pem": "is refused: key: the PEM block is not a private key in PKCS #8"}},
 			{"not PEM at all", s.tokenA, upload([]byte("hello"), []byte("world")), http.StatusUnprocessableEntity,
 				map[string]string{"certificate_pem": "must be PEM", "private_key_pem": "must be PEM"}},
 			{"key pasted into the chain", s.tokenA, upload(append(append([]byte{}, good.Cert.ChainPEM...), good.Cert.KeyPEM...), good.Cert.KeyPEM),
@@ -267,6 +269,37 @@ func TestCertificateAPI(t *testing.T) {
 		s.do("GET", "/api/v1/sites/"+second+"/certificate", s.tokenA, nil).json(t, &cert)
 		if cert.Status != models.CertificatePending || cert.Source != models.SourceACME || cert.OperationID == nil || *cert.OperationID != issue.ID {
 			t.Errorf("certificate of %s: %+v", second, cert)
+		}
+
+		// What the job writes reads back in the documented shape: an issued
+		// certificate whose renewal failed keeps its dates and shows the error.
+		ring, err := seal.ParseKeys(certKeys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := models.NewCertificateStore(models.CertificateStoreConfig{Store: s.store, Ring: ring})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nb, na := good.X509.NotBefore.UTC(), good.X509.NotAfter.UTC()
+		ra := na.Add(-30 * 24 * time.Hour)
+		if err := cs.PutCertificate(t.Context(), models.SiteCertificate{SiteID: second, Status: models.CertificateIssued, Source: models.SourceACME,
+			Issuer: "CHOM test intermediate", Domains: []string{"blog.example"}, Serial: "0a1b", NotBefore: &nb, NotAfter: &na, RenewAfter: &ra,
+			ChainPEM: string(good.Cert.ChainPEM), KeyPEM: good.Cert.KeyPEM}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.RecordCertificateError(t.Context(), second, "challenge_failed", "the CA could not reach blog.example", time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		gr = s.do("GET", "/api/v1/sites/"+second+"/certificate", s.tokenA, nil)
+		cert = ingress.CertificateView{}
+		gr.json(t, &cert)
+		if cert.Status != models.CertificateIssued || cert.NotAfter == nil || !cert.NotAfter.Equal(na.Truncate(time.Microsecond)) ||
+			cert.LastError == nil || cert.LastError.Code != "challenge_failed" || cert.LastError.At.IsZero() || cert.OperationID == nil {
+			t.Errorf("issued certificate with a failed renewal: %s", gr.body)
+		}
+		if strings.Contains(string(gr.body), "BEGIN") || strings.Contains(string(gr.body), secret) {
+			t.Errorf("GET certificate shows chain or key material: %s", gr.body)
 		}
 
 		// A site that is not active (its provision never ran): 409.
