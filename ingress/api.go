@@ -137,6 +137,12 @@ type Config struct {
 	// this process over TLS, else http) and Host header. X-Forwarded-* headers
 	// are never trusted, so behind a proxy or load balancer set PublicURL.
 	PublicURL string
+	// Certificates stores uploaded certificates, keys sealed with the
+	// platform's key ring (CHOM_CERT_ENCRYPTION_KEYS). Optional: without it
+	// the platform cannot keep a certificate key, and POST and PUT
+	// /sites/{id}/certificate answer 409 https-not-configured (GET still
+	// reads the records).
+	Certificates *models.CertificateStore
 }
 
 // Validate reports every missing dependency.
@@ -219,6 +225,8 @@ type API struct {
 	// publicURL is Config.PublicURL without a trailing slash; empty: links
 	// start with the request's own scheme and host.
 	publicURL string
+	// certs is Config.Certificates; nil: HTTPS is not configured.
+	certs *models.CertificateStore
 }
 
 // baseURL is what the absolute URLs handed to the client of r start with:
@@ -286,6 +294,7 @@ func New(cfg Config) (*API, error) {
 		cfg.Watcher.OnChange(a.ops.forget)
 	}
 	a.notifier = cfg.Notifier
+	a.certs = cfg.Certificates
 	if cfg.RateLimit > 0 {
 		if cfg.RateBurst <= 0 {
 			cfg.RateBurst = int(math.Max(1, 2*cfg.RateLimit))
@@ -366,6 +375,9 @@ func (a *API) routes(opsUI, opsUIReadOnly http.Handler) *gin.Engine {
 	write.DELETE("/sites/:id", a.deleteSite)
 	read.GET("/sites/:id/verification", a.getVerification)
 	write.POST("/sites/:id/verification", a.startVerification)
+	read.GET("/sites/:id/certificate", a.getCertificate)
+	write.POST("/sites/:id/certificate", a.issueCertificate)
+	write.PUT("/sites/:id/certificate", a.uploadCertificate)
 
 	read.GET("/operations", a.listOperations)
 	read.GET("/operations/:id", a.getOperation)

@@ -123,7 +123,8 @@ func (a *API) listOperations(c *gin.Context) {
 		TargetType: c.Query("target_type"), TargetID: c.Query("target_id")}
 	oneOf(&v, "status", f.Status, models.OpPending, models.OpRunning, models.OpSucceeded, models.OpFailed, models.OpCancelled)
 	oneOf(&v, "type", f.Type, models.OpTypeSiteProvision, models.OpTypeSiteDeprovision,
-		models.OpTypeBackupCreate, models.OpTypeBackupRestore, models.OpTypeBackupDelete, models.OpTypeDomainVerify)
+		models.OpTypeBackupCreate, models.OpTypeBackupRestore, models.OpTypeBackupDelete, models.OpTypeDomainVerify,
+		models.OpTypeCertificateIssue)
 	oneOf(&v, "target_type", f.TargetType, models.TargetSite, models.TargetVPS, models.TargetBackup)
 	if f.TargetID != "" && len(f.TargetID) > 64 {
 		v.Add("target_id", "must be at most 64 characters")

@@ -54,6 +54,9 @@ const (
 	problemMethod      = "urn:chom:problem:method-not-allowed"
 	problemRateLimited = "urn:chom:problem:rate-limited"
 	problemQuota       = "urn:chom:problem:quota-exceeded"
+	// problemHTTPSOff: the platform cannot store certificate keys
+	// (certificates.go).
+	problemHTTPSOff = "urn:chom:problem:https-not-configured"
 )
 
 // Errors the handlers raise themselves.
@@ -125,6 +128,9 @@ func (a *API) fail(c *gin.Context, err error) {
 		writeProblem(c, Problem{Type: problemNotFound, Title: "Not found", Status: http.StatusNotFound, Detail: "no such route"})
 	case errors.Is(err, errMethod):
 		writeProblem(c, Problem{Type: problemMethod, Title: "Method not allowed", Status: http.StatusMethodNotAllowed})
+	case errors.Is(err, errHTTPSNotConfigured):
+		writeProblem(c, Problem{Type: problemHTTPSOff, Title: "HTTPS not configured", Status: http.StatusConflict,
+			Detail: "HTTPS is not configured on this platform: certificates can be neither issued nor uploaded until its operator sets it up; nothing was changed"})
 	case errors.Is(err, models.ErrNotFound):
 		writeProblem(c, Problem{Type: problemNotFound, Title: "Not found", Status: http.StatusNotFound, Detail: "no such resource"})
 	case errors.As(err, &conflictErr):

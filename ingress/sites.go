@@ -108,6 +108,7 @@ func (a *API) createSite(c *gin.Context) {
 	defer cancel()
 	res, err := a.sites.CreateSite(ctx, models.CreateSiteParams{
 		Accept: acc, Domain: req.Domain, Aliases: req.Aliases, SiteType: req.SiteType, PHPVersion: req.PHPVersion,
+		HTTPS: req.HTTPS, HSTS: req.HSTS,
 	})
 	if err != nil {
 		a.fail(c, err)

@@ -24,9 +24,9 @@ import (
 const insertSitesPG = `
 WITH v AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-		$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $14::text[], $15::text[]) WITH ORDINALITY
-		AS v(op_id, site_id, tenant_id, domain, site_type, php_version, payload, request_id, actor, idem_key, request_hash,
-			status, aliases, ord)
+		$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $14::text[], $15::text[], $22::text[], $23::boolean[])
+		WITH ORDINALITY AS v(op_id, site_id, tenant_id, domain, site_type, php_version, payload, request_id, actor, idem_key,
+			request_hash, status, aliases, https, hsts, ord)
 ),
 k AS (
 	INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, operation_id, created_at, expires_at)
@@ -38,8 +38,8 @@ k AS (
 	RETURNING operation_id
 ),
 s AS (
-	INSERT INTO sites (id, tenant_id, domain, aliases, site_type, php_version, status, operation_id, created_at, updated_at)
-	SELECT site_id, tenant_id, domain, aliases, site_type, php_version, status, op_id, $12, $12 FROM v
+	INSERT INTO sites (id, tenant_id, domain, aliases, site_type, php_version, status, https, hsts, operation_id, created_at, updated_at)
+	SELECT site_id, tenant_id, domain, aliases, site_type, php_version, status, https, hsts, op_id, $12, $12 FROM v
 	WHERE idem_key = '' OR op_id IN (SELECT operation_id FROM k) ORDER BY ord
 	ON CONFLICT DO NOTHING
 	RETURNING operation_id
@@ -86,7 +86,8 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 		if err := s.planClaims(ctx, tx, items, errs, now); err != nil {
 			return err
 		}
-		cols := make([][]string, 13)
+		cols := make([][]string, 14)
+		var hsts []bool
 		var claimCols [6][]string
 		for i, it := range items {
 			if errs[i] != nil {
@@ -98,9 +99,10 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 			}
 			for c, v := range []string{it.op.ID, it.site.ID, it.site.TenantID, it.site.Domain, it.site.SiteType,
 				it.site.PHPVersion, it.op.Payload, it.op.RequestID, it.p.Actor, it.p.IdempotencyKey, it.p.RequestHash,
-				it.site.Status, aliases.(string)} {
+				it.site.Status, aliases.(string), it.site.HTTPS} {
 				cols[c] = append(cols[c], v)
 			}
+			hsts = append(hsts, it.site.HSTS)
 			for _, cl := range it.claims {
 				for c, v := range []string{it.op.ID, cl.SiteID, cl.TenantID, cl.Domain, cl.State, cl.Token} {
 					claimCols[c] = append(claimCols[c], v)
@@ -110,7 +112,7 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 		if len(cols[0]) == 0 {
 			return nil
 		}
-		args := make([]any, 0, 21)
+		args := make([]any, 0, 23)
 		for _, c := range cols[:11] {
 			args = append(args, c)
 		}
@@ -118,6 +120,7 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 		for _, c := range claimCols {
 			args = append(args, c)
 		}
+		args = append(args, cols[13], hsts)
 		rows, err := tx.Tx.QueryContext(ctx, insertSitesPG, args...)
 		if err != nil {
 			return fmt.Errorf("insert batch of %d sites: %w", n, err)

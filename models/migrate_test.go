@@ -13,13 +13,13 @@ import (
 
 // schemaTables are the tables of every migration, sorted.
 var schemaTables = []string{
-	"acme_accounts", "acme_budget", "api_tokens", "audit_logs", "backup_schedules", "domain_claims", "idempotency_keys", "invoice_lines", "invoices",
+	"acme_accounts", "acme_budget", "api_tokens", "audit_logs", "backup_schedules", "certificate_uploads", "domain_claims", "idempotency_keys", "invoice_lines", "invoices",
 	"operations", "outbox_events", "processed_events", "site_backups", "site_certificates", "sites", "tenant_quotas", "tenants", "usage_records", "users",
 	"vps_health_checks", "vps_servers",
 }
 
 // migrationNames are the versions of every migration, in order.
-var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001", "20261205210001", "20261205210002", "20261205230001", "20261205230101", "20261206070001", "20261206070201"}
+var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001", "20261205210001", "20261205210002", "20261205230001", "20261205230101", "20261206070001", "20261206070101", "20261206070201"}
 
 // keyIndexes are indexes the queries of this package rely on.
 var keyIndexes = []string{
@@ -31,6 +31,7 @@ var keyIndexes = []string{
 	"backup_schedules_site_key", "backup_schedules_due_idx", "site_backups_schedule_idx",
 	"acme_accounts_directory_email_key", "site_certificates_renew_idx", "acme_budget_bucket_idx", "acme_budget_reservation_idx",
 	"site_certificates_ari_idx", "operations_certificate_issue_open_key",
+	"certificate_uploads_site_idx",
 }
 
 // tables lists the schema's tables of ours (bun's migration tables left out), sorted.

@@ -134,10 +134,10 @@ type Site struct {
 	// HTTPS is the site's certificate mode: HTTPSAuto (a certificate is
 	// issued after the provision and renewed) or HTTPSOff (the tenant opted
 	// out; a certificate is issued or uploaded only when asked).
-	HTTPS string `bun:"https" json:"-"`
+	HTTPS string `bun:"https" json:"https"`
 	// HSTS adds Strict-Transport-Security to the site's HTTPS answers
 	// (opt-in: browsers remember it).
-	HSTS      bool       `bun:"hsts" json:"-"`
+	HSTS      bool       `bun:"hsts" json:"hsts"`
 	CreatedAt time.Time  `bun:"created_at" json:"created_at"`
 	UpdatedAt time.Time  `bun:"updated_at" json:"updated_at"`
 	DeletedAt *time.Time `bun:"deleted_at" json:"deleted_at,omitempty"`

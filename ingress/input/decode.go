@@ -28,18 +28,25 @@ const MaxBodyBytes = 64 << 10
 // anything), and everything DecodeJSONReader rejects. It does not close the
 // body; the HTTP server does.
 func DecodeJSON(r *http.Request, dst any) error {
+	return DecodeJSONLimit(r, MaxBodyBytes, dst)
+}
+
+// DecodeJSONLimit is DecodeJSON for a route whose bodies may be larger (or
+// must be smaller) than MaxBodyBytes: a body over limit bytes is the 413,
+// before anything is read when Content-Length says so.
+func DecodeJSONLimit(r *http.Request, limit int64, dst any) error {
 	ct := r.Header.Get("Content-Type")
 	if err := checkContentType(ct); err != nil {
 		return err
 	}
-	if r.ContentLength > MaxBodyBytes {
-		return tooLarge(nil)
+	if r.ContentLength > limit {
+		return tooLarge(nil, limit)
 	}
 	body := r.Body
 	if body == nil {
 		body = http.NoBody
 	}
-	return DecodeJSONReader(body, ct, dst)
+	return decodeReader(body, ct, limit, dst)
 }
 
 // DecodeJSONReader decodes one JSON object read from body into dst, which must
@@ -64,26 +71,31 @@ func DecodeJSON(r *http.Request, dst any) error {
 // encoding/json, "Domain" does not fill the field tagged "domain". Any other
 // error (dst not a pointer) is a programming error and is returned as is.
 func DecodeJSONReader(body io.Reader, contentType string, dst any) error {
+	return decodeReader(body, contentType, MaxBodyBytes, dst)
+}
+
+// decodeReader is DecodeJSONReader with a body limit of limit bytes.
+func decodeReader(body io.Reader, contentType string, limit int64, dst any) error {
 	if err := checkContentType(contentType); err != nil {
 		return err
 	}
-	data, err := io.ReadAll(io.LimitReader(body, MaxBodyBytes+1))
+	data, err := io.ReadAll(io.LimitReader(body, limit+1))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return tooLarge(err)
+			return tooLarge(err, limit)
 		}
 		return &DecodeError{Status: http.StatusBadRequest, Detail: "request body could not be read", err: err}
 	}
-	if len(data) > MaxBodyBytes {
-		return tooLarge(nil)
+	if int64(len(data)) > limit {
+		return tooLarge(nil, limit)
 	}
 	return decodeBytes(data, dst)
 }
 
-func tooLarge(cause error) *DecodeError {
+func tooLarge(cause error, limit int64) *DecodeError {
 	return &DecodeError{
 		Status: http.StatusRequestEntityTooLarge,
-		Detail: fmt.Sprintf("request body must be at most %d bytes", MaxBodyBytes),
+		Detail: fmt.Sprintf("request body must be at most %d bytes", limit),
 		err:    cause,
 	}
 }

@@ -32,7 +32,7 @@ func ExampleDecodeJSON() {
 	}
 	fmt.Printf("%+v\n", req)
 	// Output:
-	// {Domain:xn--mnchen-3ya.de Aliases:[] SiteType:wordpress PHPVersion:8.3}
+	// {Domain:xn--mnchen-3ya.de Aliases:[] SiteType:wordpress PHPVersion:8.3 HTTPS: HSTS:false}
 }
 
 func ExampleDecodeJSON_unknownField() {

@@ -14,7 +14,23 @@ type CreateSiteRequest struct {
 	Aliases    []string `json:"aliases,omitempty"`
 	SiteType   string   `json:"site_type"`
 	PHPVersion string   `json:"php_version,omitempty"`
+	// HTTPS is the certificate mode: "auto" (the default: a certificate is
+	// issued after the provision and renewed) or "off". Canonically the
+	// default is omitted (see Normalize).
+	HTTPS string `json:"https,omitempty"`
+	// HSTS turns on Strict-Transport-Security once the site has a
+	// certificate; default false.
+	HSTS bool `json:"hsts,omitempty"`
 }
+
+// HTTPSModes lists the accepted https values; HTTPSAuto is the default.
+var HTTPSModes = []string{HTTPSAuto, HTTPSOff}
+
+// The https values.
+const (
+	HTTPSAuto = "auto"
+	HTTPSOff  = "off"
+)
 
 // MaxAliases is the most aliases one site may have.
 const MaxAliases = 20
@@ -40,15 +56,21 @@ const SiteTypeHTML = "html"
 // an error ("must be omitted for html sites"), and missing required fields are
 // "is required".
 //
+// https is "auto" or "off" (anything else, "Auto" included, is an error
+// naming "https"); the default "auto" is canonically omitted (HTTPS ""), so
+// that a request naming it and one leaving it out are the same request under
+// an Idempotency-Key, as are requests from before the field existed. hsts is
+// a boolean (false when omitted or null).
+//
 // Every problem is collected into one *ValidationError whose field names are
-// the JSON names: "domain", "site_type", "php_version".
+// the JSON names: "domain", "site_type", "php_version", "https".
 //
 // An empty string counts as missing. Values are not trimmed or case-folded
 // (apart from the domain, see NormalizeDomain): "WordPress" is an error, not
 // "wordpress". On error the returned request is the zero value.
 func (r CreateSiteRequest) Normalize() (CreateSiteRequest, error) {
 	var v ValidationError
-	out := CreateSiteRequest{SiteType: r.SiteType, PHPVersion: r.PHPVersion}
+	out := CreateSiteRequest{SiteType: r.SiteType, PHPVersion: r.PHPVersion, HSTS: r.HSTS}
 
 	if r.Domain == "" {
 		v.Add("domain", "is required")
@@ -106,6 +128,14 @@ func (r CreateSiteRequest) Normalize() (CreateSiteRequest, error) {
 		}
 	case !slices.Contains(PHPVersions, r.PHPVersion):
 		v.Add("php_version", oneOf(PHPVersions))
+	}
+
+	switch r.HTTPS {
+	case "", HTTPSAuto:
+	case HTTPSOff:
+		out.HTTPS = HTTPSOff
+	default:
+		v.Add("https", oneOf(HTTPSModes))
 	}
 
 	if err := v.Err(); err != nil {

@@ -37,6 +37,26 @@ func TestCreateSiteRequestNormalize(t *testing.T) {
 			want: CreateSiteRequest{Domain: "static.example.org", SiteType: "html"},
 		},
 		{
+			name: "https auto is the default and canonically omitted",
+			in:   CreateSiteRequest{Domain: "a.example", SiteType: "html", HTTPS: "auto", HSTS: true},
+			want: CreateSiteRequest{Domain: "a.example", SiteType: "html", HSTS: true},
+		},
+		{
+			name: "https off",
+			in:   CreateSiteRequest{Domain: "a.example", SiteType: "html", HTTPS: "off"},
+			want: CreateSiteRequest{Domain: "a.example", SiteType: "html", HTTPS: "off"},
+		},
+		{
+			name:    "https is case-sensitive",
+			in:      CreateSiteRequest{Domain: "a.example", SiteType: "html", HTTPS: "Auto"},
+			wantErr: []FieldError{{"https", "must be one of auto, off"}},
+		},
+		{
+			name:    "https unknown, with another bad field",
+			in:      CreateSiteRequest{Domain: "a.example", SiteType: "drupal", HTTPS: "on"},
+			wantErr: []FieldError{{"site_type", "must be one of wordpress, laravel, php, html"}, {"https", "must be one of auto, off"}},
+		},
+		{
 			name:    "empty",
 			in:      CreateSiteRequest{},
 			wantErr: []FieldError{{"domain", "is required"}, {"site_type", "is required"}},

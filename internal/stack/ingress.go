@@ -10,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/chomhq/chom/certs/seal"
 	"github.com/chomhq/chom/ingress"
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
@@ -77,6 +78,10 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 		log.Info("reads of operations and sites go to the read replica while it has replayed every prior commit",
 			"read_url", models.RedactURL(c.DatabaseReadURL))
 	}
+	certificates, err := ingressCertificates(c, b.Store, log)
+	if err != nil {
+		return nil, err
+	}
 	gin.SetMode(gin.ReleaseMode)
 	cfg := ingress.Config{
 		Store:         b.Store,
@@ -101,6 +106,7 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 		Backups:           backups,
 		PublicURL:         c.PublicURL,
 		TokenDefaultTTL:   c.TokenDefaultTTL,
+		Certificates:      certificates,
 	}
 	if h.Ingress != nil {
 		h.Ingress(&cfg)
@@ -136,6 +142,23 @@ func (i *Ingress) Run(ctx context.Context) error {
 		},
 		func(ctx context.Context) error { return ServeHTTP(ctx, i.ln, i.API.Handler(), i.shutdown, i.log) },
 	)
+}
+
+// ingressCertificates is the certificate store the API seals uploaded keys
+// with: nil without CHOM_CERT_ENCRYPTION_KEYS, and then the API refuses to
+// issue or take certificates (409 https-not-configured) while still showing
+// the records. The ingress needs the same ring as the workers, which open
+// what it seals.
+func ingressCertificates(c Config, store *models.Store, log *slog.Logger) (*models.CertificateStore, error) {
+	if c.ACME.EncryptionKeys == "" {
+		log.Info("CHOM_CERT_ENCRYPTION_KEYS is not set: the API refuses certificate requests and uploads (409 https-not-configured)")
+		return nil, nil
+	}
+	ring, err := seal.ParseKeys(c.ACME.EncryptionKeys)
+	if err != nil {
+		return nil, fmt.Errorf("CHOM_CERT_ENCRYPTION_KEYS: %w", err)
+	}
+	return models.NewCertificateStore(models.CertificateStoreConfig{Store: store, Ring: ring})
 }
 
 // offIsNegative maps a setting's 0 ("off" to an operator) to the negative
