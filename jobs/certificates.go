@@ -326,13 +326,18 @@ func (h *IssueCertificate) fail(ctx context.Context, r *issueRun, code, msg stri
 		out.Status = models.OpCancelled
 	}
 	now := h.cfg.Now().UTC()
-	e := h.event(r, now)
-	e.ErrorCode, e.Error = code, msg
-	row, err := events.CertificateOutbox(events.TypeSiteCertificateFailed, e)
-	if err != nil {
-		return skipRetry(err)
+	var rows []models.OutboxEvent
+	if out.Status == models.OpFailed {
+		// A cancel has no event: nothing changed that a consumer counts.
+		e := h.event(r, now)
+		e.ErrorCode, e.Error = code, msg
+		row, err := events.CertificateOutbox(events.TypeSiteCertificateFailed, e)
+		if err != nil {
+			return skipRetry(err)
+		}
+		rows = append(rows, row)
 	}
-	if _, err := h.cfg.Certs.FailIssue(ctx, r.op.ID, r.site.ID, out, now.Add(renewalRetryAfter(code)), []models.OutboxEvent{row}); err != nil {
+	if _, err := h.cfg.Certs.FailIssue(ctx, r.op.ID, r.site.ID, out, now.Add(renewalRetryAfter(code)), rows); err != nil {
 		return err
 	}
 	h.cfg.Notifier.OperationChanged(ctx, r.op.ID)

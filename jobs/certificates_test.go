@@ -78,6 +78,8 @@ type fakeDeployer struct {
 	deploys []drivers.TLSOptions
 	serials []string
 	refuse  error
+	// failOnce, when set, fails the next deploy only.
+	failOnce error
 }
 
 func (d *fakeDeployer) PutChallenge(context.Context, drivers.SiteSpec, string, string) error {
@@ -91,6 +93,10 @@ func (d *fakeDeployer) DeployCertificate(_ context.Context, _ drivers.SiteSpec, 
 	defer d.mu.Unlock()
 	if d.refuse != nil {
 		return d.refuse
+	}
+	if err := d.failOnce; err != nil {
+		d.failOnce = nil
+		return err
 	}
 	cert, err := certs.Parse(c.ChainPEM, c.KeyPEM)
 	if err != nil {
@@ -453,6 +459,48 @@ func TestIssueFailures(t *testing.T) {
 			}
 			if s := b.site(t, site); s.OperationID != nil {
 				t.Errorf("the site is still locked by %s", *s.OperationID)
+			}
+		})
+
+		t.Run("deploy fails once: the retry installs the staged certificate without ordering again", func(t *testing.T) {
+			site, op := firstIssue(t, "staged.example")
+			b.deploy.mu.Lock()
+			b.deploy.failOnce = errors.New("ssh: connection reset by peer")
+			b.deploy.mu.Unlock()
+			orders := len(b.issuer.requests())
+			b.runUnderAsynq(t, op, 2)
+			if got := b.op(t, op.ID); got.Status != models.OpSucceeded {
+				t.Fatalf("operation %s, want succeeded on the retry", got.Status)
+			}
+			if n := len(b.issuer.requests()) - orders; n != 1 {
+				t.Errorf("%d orders for one certificate; the retry must install the staged one", n)
+			}
+			if n, err := b.db.NewSelect().Table("certificate_uploads").Where("operation_id = ?", op.ID).Count(ctx); err != nil || n != 0 {
+				t.Errorf("%d staged certificates left after the install (%v)", n, err)
+			}
+			if rec := b.record(t, site); rec.Status != models.CertificateIssued || rec.Serial != b.deploy.serials[len(b.deploy.serials)-1] {
+				t.Errorf("record %+v; want the staged certificate issued", rec)
+			}
+		})
+
+		t.Run("cancelled before it ran: nothing left, no event", func(t *testing.T) {
+			site, op := firstIssue(t, "cancel.example")
+			failed := b.events(t, "site.certificate_failed.v1")
+			res, err := b.store.CancelOperation(ctx, ten.ID, op.ID)
+			if err != nil || !res.Immediate {
+				t.Fatalf("cancel: %+v, %v; want immediate", res, err)
+			}
+			if _, err := b.certs.CertificateBySite(ctx, site); !errors.Is(err, models.ErrNotFound) {
+				t.Errorf("a cancelled first issuance left a record: %v", err)
+			}
+			if b.events(t, "site.certificate_failed.v1") != failed {
+				t.Error("a cancel wrote a certificate_failed event")
+			}
+			if err := b.run(t, op); err != nil { // a late delivery of its task
+				t.Fatal(err)
+			}
+			if got := b.op(t, op.ID); got.Status != models.OpCancelled {
+				t.Errorf("operation %s after a late delivery, want cancelled", got.Status)
 			}
 		})
 

@@ -71,18 +71,40 @@ func (c *CertificateStore) CompleteIssue(ctx context.Context, opID string, rec S
 // FailIssue ends certificate operation opID as out (failed or cancelled),
 // atomically: the site's record keeps its certificate, if any, and notes
 // the error (code and message from out), with retryAt as its next
-// renewal try (zero leaves renew_after as it is); the lock and the staged
-// certificate go; events are written. It returns false when the operation
-// had finished.
+// renewal try (zero leaves renew_after as it is), or, cancelled, is left as
+// before the operation (endIssue); the lock and the staged certificate go;
+// events are written. It returns false when the operation had finished.
 func (c *CertificateStore) FailIssue(ctx context.Context, opID, siteID string, out Outcome, retryAt time.Time, events []OutboxEvent) (bool, error) {
 	return c.s.finish(ctx, opID, out, events, func(ctx context.Context, tx bun.Tx, now time.Time) error {
-		if err := recordCertificateError(ctx, tx, siteID, out.ErrorCode, out.ErrorMessage, now, retryAt, true); err != nil {
-			return err
+		return endIssue(ctx, tx, opID, siteID, out, now, retryAt)
+	})
+}
+
+// endIssue is what an unsuccessful certificate operation leaves: a failure
+// is noted on the site's record; a cancel leaves the record as it was before
+// the operation (a site that had no certificate has no record again). The
+// staged certificate and the site's lock go either way.
+func endIssue(ctx context.Context, tx bun.IDB, opID, siteID string, out Outcome, now, retryAt time.Time) error {
+	if out.Status == OpCancelled {
+		if _, err := tx.NewDelete().Model((*SiteCertificate)(nil)).
+			Where("site_id = ? AND status IN (?) AND serial = ''", siteID, bun.In([]string{CertificatePending, CertificateFailed})).
+			Exec(ctx); err != nil {
+			return fmt.Errorf("certificate record of site %s: %w", siteID, err)
 		}
-		if err := deleteUpload(ctx, tx, opID); err != nil {
-			return err
-		}
-		return unlockSite(ctx, tx, siteID, opID, now)
+	} else if err := recordCertificateError(ctx, tx, siteID, out.ErrorCode, out.ErrorMessage, now, retryAt, true); err != nil {
+		return err
+	}
+	if err := deleteUpload(ctx, tx, opID); err != nil {
+		return err
+	}
+	return unlockSite(ctx, tx, siteID, opID, now)
+}
+
+// abandonPendingIssue cancels a certificate operation that has not started
+// (its task has not run): nothing reached the CA or the server.
+func (s *Store) abandonPendingIssue(ctx context.Context, opID, siteID string, out Outcome) (bool, error) {
+	return s.finishPendingWith(ctx, opID, out, func(ctx context.Context, tx bun.Tx, now time.Time) error {
+		return endIssue(ctx, tx, opID, siteID, out, now, time.Time{})
 	})
 }
 

@@ -180,6 +180,10 @@ func (s *Store) CancelOperation(ctx context.Context, tenantID, opID string) (*Ca
 			done, err = s.abandonPendingProvision(ctx, op.ID, op.TargetID, cancelled)
 		case OpTypeSiteDeprovision:
 			done, err = s.abandonPendingDeprovision(ctx, op.ID, op.TargetID, payload.PreviousStatus, cancelled)
+		case OpTypeCertificateIssue:
+			var cp CertificatePayload
+			_ = json.Unmarshal([]byte(op.Payload), &cp)
+			done, err = s.abandonPendingIssue(ctx, op.ID, cp.SiteID, cancelled)
 		case OpTypeBackupCreate, OpTypeBackupRestore, OpTypeBackupDelete:
 			var bp BackupPayload
 			_ = json.Unmarshal([]byte(op.Payload), &bp)
