@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -242,15 +243,16 @@ func (h *IssueCertificate) complete(ctx context.Context, r *issueRun, cert *cert
 	if r.payload.Reason == models.IssueUpload {
 		source = models.SourceUpload
 	}
+	domains := orderDomains(r.payload.Domains, cert.Domains)
 	rec := models.SiteCertificate{SiteID: r.site.ID, Status: models.CertificateIssued, Source: source,
-		Issuer: cert.Issuer, Domains: cert.Domains, Serial: cert.Serial, NotBefore: &cert.NotBefore, NotAfter: &cert.NotAfter,
+		Issuer: cert.Issuer, Domains: domains, Serial: cert.Serial, NotBefore: &cert.NotBefore, NotAfter: &cert.NotAfter,
 		ChainPEM: string(cert.ChainPEM), KeyPEM: cert.KeyPEM}
 	if source == models.SourceACME {
 		renew := certs.RenewAfter(r.site.ID, cert.NotBefore, cert.NotAfter, now, h.window(ctx, r, cert))
 		rec.RenewAfter = &renew
 	}
 	e := h.event(r, now)
-	e.Domains, e.Source, e.Issuer, e.Serial, e.NotBefore, e.NotAfter = cert.Domains, source, cert.Issuer, cert.Serial, cert.NotBefore, cert.NotAfter
+	e.Domains, e.Source, e.Issuer, e.Serial, e.NotBefore, e.NotAfter = domains, source, cert.Issuer, cert.Serial, cert.NotBefore, cert.NotAfter
 	if rec.RenewAfter != nil {
 		e.RenewAfter = *rec.RenewAfter
 	}
@@ -258,7 +260,7 @@ func (h *IssueCertificate) complete(ctx context.Context, r *issueRun, cert *cert
 	if err != nil {
 		return skipRetry(err)
 	}
-	result := map[string]any{"site_id": r.site.ID, "serial": cert.Serial, "domains": cert.Domains,
+	result := map[string]any{"site_id": r.site.ID, "serial": cert.Serial, "domains": domains,
 		"not_after": cert.NotAfter.UTC().Format(time.RFC3339), "source": source}
 	done, err := h.cfg.Certs.CompleteIssue(ctx, r.op.ID, rec, result, []models.OutboxEvent{row})
 	if err != nil {
@@ -408,6 +410,24 @@ func (d *deferredUntil) Unwrap() []error { return []error{drivers.ErrDeferred, d
 
 // RetryAt is when the task may run again.
 func (d *deferredUntil) RetryAt() time.Time { return d.at }
+
+// orderDomains lists a certificate's names the way the site does (its domain,
+// then its aliases, as asked), then any other name it carries: a CA may
+// order the names of a certificate as it likes.
+func orderDomains(asked, names []string) []string {
+	out := make([]string, 0, len(names))
+	for _, d := range asked {
+		if slices.Contains(names, d) {
+			out = append(out, d)
+		}
+	}
+	for _, d := range names {
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
 
 func firstOf(s []string) string {
 	if len(s) == 0 {
