@@ -68,6 +68,28 @@ func TestDevEndToEnd(t *testing.T) {
 	if status != 200 || !strings.Contains(string(body), `"status":"active"`) {
 		t.Fatalf("GET site: %d %s", status, body)
 	}
+	// With no network: the provision started the site's certificate, issued
+	// by the development CA over HTTP-01 answered from the local driver's
+	// files, and deployed.
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		status, body = call(t, "GET", base+"/api/v1/sites/"+op.TargetID+"/certificate", token, "")
+		var cert struct {
+			Status  string   `json:"status"`
+			Issuer  string   `json:"issuer"`
+			Domains []string `json:"domains"`
+		}
+		_ = json.Unmarshal(body, &cert)
+		if status == 200 && cert.Status == "issued" {
+			if !strings.HasPrefix(cert.Issuer, "Pebble") || len(cert.Domains) != 1 || cert.Domains[0] != "e2e.example" {
+				t.Errorf("certificate from the development CA: %s", body)
+			}
+			t.Logf("certificate issued by the development CA %s after the site was created", time.Since(created).Round(time.Second))
+			break
+		}
+		if time.Now().After(deadline) || cert.Status == "failed" {
+			t.Fatalf("no certificate from the development CA: %d %s", status, body)
+		}
+	}
 	confs, _ := filepath.Glob(filepath.Join(dataDir, "vps", "*", "nginx", "sites-enabled", "e2e.example.conf"))
 	if len(confs) != 1 {
 		t.Fatalf("nginx server block not written under the data dir: %v", confs)
