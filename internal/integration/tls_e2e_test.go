@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,45 +146,82 @@ func (b *tlsBundle) provision(t *testing.T, site drivers.SiteSpec) {
 }
 
 // checkHTTP checks every name of site answers its page over plain HTTP and
-// has no certificate (the TLS port refuses the handshake).
+// has no certificate (the TLS port refuses the handshake), once nginx has
+// settled (settle).
 func (b *tlsBundle) checkHTTP(t *testing.T, site drivers.SiteSpec) {
 	t.Helper()
-	for _, host := range site.ServerNames() {
-		f, err := tlsenv.Fetch(t.Context(), b.env.HTTPClient(), "http://"+host+"/")
-		if err != nil || f.Status != 200 || !strings.Contains(f.Body, "<h1>"+site.Domain+"</h1>") {
-			t.Errorf("http://%s/: %v, %v; want the site's page over plain HTTP", host, f, err)
+	settle(t, func() []string {
+		var bad []string
+		for _, host := range site.ServerNames() {
+			f, err := tlsenv.Fetch(t.Context(), b.env.HTTPClient(), "http://"+host+"/")
+			if err != nil || f.Status != 200 || !strings.Contains(f.Body, "<h1>"+site.Domain+"</h1>") {
+				bad = append(bad, fmt.Sprintf("http://%s/: %v, %v; want the site's page over plain HTTP", host, f, err))
+			}
+			if f, err := tlsenv.Fetch(t.Context(), b.env.HTTPSClient(), "https://"+host+"/"); err == nil {
+				bad = append(bad, fmt.Sprintf("https://%s/ answers %v; want no certificate (handshake refused)", host, f))
+			}
 		}
-		if f, err := tlsenv.Fetch(t.Context(), b.env.HTTPSClient(), "https://"+host+"/"); err == nil {
-			t.Errorf("https://%s/ answers %v; want no certificate (handshake refused)", host, f)
-		}
-	}
+		return bad
+	})
 	if _, err := os.Stat(filepath.Join(b.env.VPS.StateDir, site.ID, "tls")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the site has a TLS directory (%v); want none", err)
 	}
 }
 
+// settle runs check (each call on new connections) until it finds nothing
+// wrong 5 times in a row, and reports what it found last after 15 s.
+// VPS.WaitNginxReload proves the workers of before a change are gone, but
+// the subtests run in parallel and reload nginx too: another subtest's
+// reload can retire those workers before this change's reload is applied,
+// and the workers it starts still hold the configuration of before. What a
+// check needs is that nginx serves this change, so it waits for exactly
+// that, and an nginx that never serves it fails.
+func settle(t *testing.T, check func() []string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for good := 0; good < 5; {
+		bad := check()
+		if len(bad) == 0 {
+			good++
+			continue
+		}
+		good = 0
+		if time.Now().After(deadline) {
+			for _, b := range bad {
+				t.Error(b)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // checkHTTPS checks every name of site serves serial over HTTP/2, verified
 // against Pebble's root, with HSTS exactly when hsts, and that plain HTTP
-// redirects to the same host and path over HTTPS. Call it once nginx's reload
-// is done.
+// redirects to the same host and path over HTTPS, once nginx has settled
+// (settle).
 func (b *tlsBundle) checkHTTPS(t *testing.T, site drivers.SiteSpec, serial string, hsts bool) {
 	t.Helper()
-	for _, host := range site.ServerNames() {
-		f, err := tlsenv.Fetch(t.Context(), b.env.HTTPSClient(), "https://"+host+"/")
-		if err != nil || f.Status != 200 || f.Proto != "HTTP/2.0" || f.Serial != serial || !strings.Contains(f.Body, "<h1>"+site.Domain+"</h1>") {
-			t.Errorf("https://%s/: %v, %v; want 200 over HTTP/2.0 with serial %s and the site's page", host, f, err, serial)
+	settle(t, func() []string {
+		var bad []string
+		for _, host := range site.ServerNames() {
+			f, err := tlsenv.Fetch(t.Context(), b.env.HTTPSClient(), "https://"+host+"/")
+			if err != nil || f.Status != 200 || f.Proto != "HTTP/2.0" || f.Serial != serial || !strings.Contains(f.Body, "<h1>"+site.Domain+"</h1>") {
+				bad = append(bad, fmt.Sprintf("https://%s/: %v, %v; want 200 over HTTP/2.0 with serial %s and the site's page", host, f, err, serial))
+			}
+			switch h := f.Header.Get("Strict-Transport-Security"); {
+			case hsts && h != "max-age=31536000":
+				bad = append(bad, fmt.Sprintf("https://%s/ sends HSTS %q; want max-age=31536000 (a year, the default)", host, h))
+			case !hsts && h != "":
+				bad = append(bad, fmt.Sprintf("https://%s/ sends HSTS %q without TLSOptions.HSTS", host, h))
+			}
+			r, err := tlsenv.Fetch(t.Context(), b.env.HTTPClient(), "http://"+host+"/some/page?x=1")
+			if loc := r.Header.Get("Location"); err != nil || (r.Status != 301 && r.Status != 308) || loc != "https://"+host+"/some/page?x=1" {
+				bad = append(bad, fmt.Sprintf("http://%s/some/page?x=1: %v, %v; want 301 or 308 to https://%[1]s/some/page?x=1", host, r, err))
+			}
 		}
-		switch h := f.Header.Get("Strict-Transport-Security"); {
-		case hsts && h != "max-age=31536000":
-			t.Errorf("https://%s/ sends HSTS %q; want max-age=31536000 (a year, the default)", host, h)
-		case !hsts && h != "":
-			t.Errorf("https://%s/ sends HSTS %q without TLSOptions.HSTS", host, h)
-		}
-		r, err := tlsenv.Fetch(t.Context(), b.env.HTTPClient(), "http://"+host+"/some/page?x=1")
-		if loc := r.Header.Get("Location"); err != nil || (r.Status != 301 && r.Status != 308) || loc != "https://"+host+"/some/page?x=1" {
-			t.Errorf("http://%s/some/page?x=1: %v, %v; want 301 or 308 to https://%[1]s/some/page?x=1", host, r, err)
-		}
-	}
+		return bad
+	})
 }
 
 // checkStillServing checks a fault left site as it was: every poller saw no
