@@ -48,12 +48,22 @@ type RelayConfig struct {
 	// BatchSize is the most rows read and published at once. Default 500.
 	BatchSize int
 	// PollInterval is how long the leader waits before looking again at a
-	// drained outbox: the most an event waits in the database. Default 100ms.
+	// drained outbox when nothing wakes it. On PostgreSQL the commit of every
+	// transaction that writes the outbox wakes the leader (LISTEN/NOTIFY, see
+	// models.OutboxListener), so the poll is the fallback for a lost
+	// notification or a listener being reconnected; on SQLite, which has no
+	// notifications, it is the most an event waits in the database.
+	// Default 100ms.
 	PollInterval time.Duration
 	// LeaderPoll is how often a standby relay tries to take the lease. Default 1s.
 	LeaderPoll time.Duration
 	// BatchTimeout is the kafka-go writer's linger before it sends a partial
-	// batch. Default 5ms.
+	// batch. The relay is the writer's only caller and each call hands it
+	// every record it will send, so lingering only delays: the default,
+	// 100µs, sends each call's records at once. (A call's records still make
+	// one batch per partition however short the linger: the writer adds them
+	// under the partition's lock, which the linger's timer must take before
+	// it sends.) Default 100µs.
 	BatchTimeout time.Duration
 	// WriteTimeout bounds one produce round trip to a broker. Default 10s.
 	WriteTimeout time.Duration
@@ -120,6 +130,7 @@ const (
 	DefaultReplicationFactor   = 3
 	DefaultRelayBatchSize      = 500
 	DefaultRelayPollInterval   = 100 * time.Millisecond
+	DefaultRelayBatchTimeout   = 100 * time.Microsecond
 	DefaultRelayBreakerTimeout = 10 * time.Second
 	DefaultOutboxRetention     = 7 * 24 * time.Hour
 )
@@ -147,7 +158,7 @@ func (c *RelayConfig) setDefaults() {
 	}
 	def(&c.PollInterval, DefaultRelayPollInterval)
 	def(&c.LeaderPoll, time.Second)
-	def(&c.BatchTimeout, 5*time.Millisecond)
+	def(&c.BatchTimeout, DefaultRelayBatchTimeout)
 	def(&c.WriteTimeout, 10*time.Second)
 	def(&c.BreakerTimeout, DefaultRelayBreakerTimeout)
 	def(&c.Retention, DefaultOutboxRetention)
@@ -212,7 +223,12 @@ type Relay struct {
 
 	published atomic.Uint64
 	failed    atomic.Uint64
+	wakes     atomic.Uint64
+	notified  atomic.Uint64
 	leader    atomic.Bool
+	// listener is the backend PID of the leader's listening session, 0 when
+	// it has none.
+	listener atomic.Uint32
 }
 
 // NewRelay returns a relay over cfg, which it validates after filling in defaults.
@@ -282,6 +298,17 @@ type RelayStats struct {
 	Leader bool
 	// Breaker is the circuit breaker's state: "closed", "half-open" or "open".
 	Breaker string
+	// Notifications counts the commits' notifications the leader's listener
+	// received (one per transaction that wrote the outbox).
+	Notifications uint64
+	// Wakes counts the times the leader looked at the outbox because a
+	// commit notified it: notifications that arrive while it reads and
+	// publishes coalesce into one wake.
+	Wakes uint64
+	// ListenerPID is the PostgreSQL backend of the leader's LISTEN session,
+	// 0 while it has none (a standby, SQLite, the session being reconnected):
+	// the leader then finds new rows by polling.
+	ListenerPID uint32
 }
 
 // Stats returns the relay's counters. It is safe to call at any time.
@@ -291,6 +318,10 @@ func (r *Relay) Stats() RelayStats {
 		Failed:    r.failed.Load(),
 		Leader:    r.leader.Load(),
 		Breaker:   r.breaker.State().String(),
+
+		Notifications: r.notified.Load(),
+		Wakes:         r.wakes.Load(),
+		ListenerPID:   r.listener.Load(),
 	}
 }
 
@@ -365,6 +396,14 @@ var errMark = errors.New("mark published")
 // lead publishes while this relay holds lease. It returns ctx's error when ctx
 // ends, or the database error that cost the lease.
 func (r *Relay) lead(ctx context.Context, lease *models.OutboxLease) error {
+	// wake holds at most one pending wake-up: however many commits notify
+	// while the leader reads and publishes, it reads the outbox once more.
+	wake := make(chan struct{}, 1)
+	lctx, stopListening := context.WithCancel(ctx)
+	listened := make(chan struct{})
+	go func() { defer close(listened); r.listen(lctx, wake) }()
+	defer func() { stopListening(); <-listened }()
+
 	var failures int
 	for {
 		if failures == 0 {
@@ -406,8 +445,78 @@ func (r *Relay) lead(ctx context.Context, lease *models.OutboxLease) error {
 			failures = 0
 		}
 		if len(rows) < r.cfg.BatchSize {
-			sleep(ctx, r.cfg.PollInterval)
+			r.idle(ctx, wake)
 		}
+	}
+}
+
+// idle waits, with the outbox drained, until a commit wakes the leader, the
+// poll interval passes, or ctx ends.
+func (r *Relay) idle(ctx context.Context, wake <-chan struct{}) {
+	t := time.NewTimer(r.cfg.PollInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-wake:
+		r.wakes.Add(1)
+	case <-t.C:
+	}
+}
+
+// listen keeps a LISTEN session on the outbox channel while ctx lasts, and
+// turns each notification into a pending wake-up of the leader (wake holds at
+// most one, so a burst coalesces). When the session is lost (the server
+// terminated it, the network dropped) it reconnects with the relay's
+// jittered back-off, from 100ms doubling up to BreakerTimeout; the leader
+// polls meanwhile,
+// and a wake-up on every (re)connection covers the rows committed while
+// nobody listened. On SQLite it returns at once: the leader polls.
+func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+	var attempt int
+	for ctx.Err() == nil {
+		l, err := r.cfg.Store.ListenOutbox(ctx)
+		if errors.Is(err, models.ErrListenUnsupported) {
+			return
+		}
+		if err == nil {
+			since := time.Now()
+			r.listener.Store(l.PID())
+			if attempt > 0 {
+				r.log.Info("listening for outbox commits again", "pid", l.PID(), "after_attempts", attempt)
+			} else {
+				r.log.Info("listening for outbox commits", "pid", l.PID(), "channel", models.OutboxChannel)
+			}
+			notify(wake)
+			for err == nil {
+				if err = l.Wait(ctx); err == nil {
+					r.notified.Add(1)
+					notify(wake)
+				}
+			}
+			r.listener.Store(0)
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = l.Close(cctx) // the session is gone or ctx ended: nothing to keep
+			cancel()
+			if time.Since(since) > r.cfg.BreakerTimeout {
+				attempt = 0 // a session that lived is not a failing server
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		attempt++
+		d := backoff(attempt, r.cfg.BreakerTimeout)
+		r.log.Warn("outbox listener lost; polling until it is back", "error", err,
+			"poll", r.cfg.PollInterval.String(), "retry_in", d.String())
+		sleep(ctx, d)
+	}
+}
+
+// notify leaves a wake-up pending in wake unless one already is.
+func notify(wake chan<- struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
 	}
 }
 

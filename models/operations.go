@@ -136,7 +136,8 @@ func (s *Store) finishOp(ctx context.Context, tx bun.Tx, id string, out Outcome,
 // errAlreadyFinished rolls back a finishing transaction whose operation is terminal.
 var errAlreadyFinished = fmt.Errorf("operation already finished")
 
-// insertEvents writes outbox rows in tx.
+// insertEvents writes outbox rows in tx, and notifies the relay on PostgreSQL
+// (NotifyOutbox): it is the one path by which the store writes the outbox.
 func (s *Store) insertEvents(ctx context.Context, tx bun.IDB, events []OutboxEvent, now time.Time) error {
 	if len(events) == 0 {
 		return nil
@@ -152,7 +153,9 @@ func (s *Store) insertEvents(ctx context.Context, tx bun.IDB, events []OutboxEve
 	if _, err := tx.NewInsert().Model(&events).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
 		return fmt.Errorf("write %d outbox events: %w", len(events), err)
 	}
-	return nil
+	// Wake the relay at the commit (see OutboxListener); its poll is the
+	// fallback when the notification is lost.
+	return NotifyOutbox(ctx, tx)
 }
 
 // FinishOperation ends an operation with no other state change, writing events.

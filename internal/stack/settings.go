@@ -343,7 +343,7 @@ func Settings() []Setting {
 		{Env: "CHOM_RELAY_BATCH_SIZE", Default: itoa(events.DefaultRelayBatchSize), Roles: RoleRelay, set: positive(func(c *Config) *int { return &c.RelayBatch }),
 			Doc: "outbox rows read and published at once"},
 		{Env: "CHOM_RELAY_POLL_INTERVAL", Default: durText(events.DefaultRelayPollInterval), Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.RelayPollInterval }),
-			Doc: "how long the relay waits before looking again at a drained outbox (the most an event waits in the database)"},
+			Doc: "the fallback: on PostgreSQL every commit that writes the outbox wakes the relay (LISTEN/NOTIFY on `chom_outbox`), and the relay looks at a drained outbox again after this long only when no commit woke it (a lost notification, its listener reconnecting); on SQLite (`chom dev`), which has no notifications, it is the most an event waits in the database"},
 		{Env: "CHOM_RELAY_BREAKER_TIMEOUT", Default: durText(events.DefaultRelayBreakerTimeout), Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.RelayBreakerTimeout }),
 			Doc: "Kafka unreachable: after 3 failed publishes the circuit opens and the relay probes again every this long"},
 		{Env: "CHOM_OUTBOX_RETENTION", Default: durText(events.DefaultOutboxRetention), Roles: RoleRelay, set: duration(func(c *Config) *time.Duration { return &c.OutboxRetention }),
