@@ -28,8 +28,8 @@ func historicalOps(t *testing.T, db bun.IDB, tenantID string, n int, finished ti
 		var audit []models.AuditLog
 		for i := start; i < min(n, start+500); i++ {
 			f := finished
-			op := models.Operation{ID: models.NewID("op"), TenantID: tenantID, Type: models.OpTypeSiteProvision,
-				Status: final[i%len(final)], TargetType: "site", TargetID: models.NewID("site"), Payload: "{}",
+			op := models.Operation{ID: models.NewID(models.PrefixOperation), TenantID: tenantID, Type: models.OpTypeSiteProvision,
+				Status: final[i%len(final)], TargetType: "site", TargetID: models.NewID(models.PrefixSite), Payload: "{}",
 				CreatedAt: finished.Add(-time.Minute), UpdatedAt: finished, FinishedAt: &f}
 			ops = append(ops, op)
 			audit = append(audit, models.AuditLog{TenantID: tenantID, Actor: "tok_test", Action: "site.create",
@@ -109,7 +109,7 @@ func TestPruneOperationsLedger(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := db.NewRaw(`INSERT INTO site_backups (id, tenant_id, site_id, backup_type, status, retention_days, created_at, operation_id)
-			VALUES (?, ?, ?, 'full', 'completed', 30, ?, ?)`, models.NewID("bak"), ten, oldSite, epoch, namedByBackup).Exec(ctx); err != nil {
+			VALUES (?, ?, ?, 'full', 'completed', 30, ?, ?)`, models.NewID(models.PrefixBackup), ten, oldSite, epoch, namedByBackup).Exec(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := db.NewRaw(`INSERT INTO certificate_uploads (operation_id, site_id, chain_pem, key_sealed, created_at)
@@ -210,7 +210,7 @@ func TestPruneWhileAccepting(t *testing.T) {
 		ctx := t.Context()
 		s, clk := setupClock(t, db)
 		ten := tenant(t, s, "acme")
-		history := historicalOps(t, db, ten, 2000, epoch)
+		history := historicalOps(t, db, ten, 1000, epoch)
 		clk.Advance(31 * 24 * time.Hour)
 		cutoff := clk.Now().Add(-30 * 24 * time.Hour)
 
