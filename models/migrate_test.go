@@ -19,7 +19,7 @@ var schemaTables = []string{
 }
 
 // migrationNames are the versions of every migration, in order.
-var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001", "20261205210001", "20261205210002", "20261205230001", "20261205230101", "20261206070001", "20261206070101", "20261206070201"}
+var migrationNames = []string{"20261125000001", "20261125000002", "20261201000001", "20261201000002", "20261201000003", "20261204000001", "20261205210001", "20261205210002", "20261205230001", "20261205230101", "20261206070001", "20261206070101", "20261206070201", "20261206090001"}
 
 // keyIndexes are indexes the queries of this package rely on.
 var keyIndexes = []string{
@@ -32,6 +32,7 @@ var keyIndexes = []string{
 	"acme_accounts_directory_email_key", "site_certificates_renew_idx", "acme_budget_bucket_idx", "acme_budget_reservation_idx",
 	"site_certificates_ari_idx", "operations_certificate_issue_open_key",
 	"certificate_uploads_site_idx",
+	"operations_finished_idx", "sites_operation_idx", "site_backups_operation_idx", "idempotency_keys_operation_idx", "audit_logs_created_idx",
 }
 
 // tables lists the schema's tables of ours (bun's migration tables left out), sorted.

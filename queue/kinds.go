@@ -23,6 +23,7 @@ var periodicKinds = []TaskKind{
 	{TypeSiteMigrateLayout, QueueLow},
 	{TypeSiteMigrateLayoutSweep, QueueLow},
 	{TypeCertificateRenewSweep, QueueDefault},
+	{TypeOperationsPrune, QueueLow},
 }
 
 // TaskKinds returns every task type of the package with its queue, sorted by

@@ -41,6 +41,7 @@ func TestTaskKinds(t *testing.T) {
 		must(queue.NewSiteMigrateLayoutTask("site_0123456789abcdef0123456789abcdef")),
 		queue.NewSiteMigrateLayoutSweepTask(),
 		queue.NewCertificateRenewSweepTask(time.Hour),
+		queue.NewOperationsPruneTask(),
 	}
 	for _, opType := range []string{models.OpTypeSiteProvision, models.OpTypeSiteDeprovision, models.OpTypeVPSHealthCheck,
 		models.OpTypeBackupCreate, models.OpTypeBackupRestore, models.OpTypeBackupDelete, models.OpTypeDomainVerify, models.OpTypeCertificateIssue} {

@@ -62,6 +62,13 @@ func Schedule(c Config) []workers.Periodic {
 			return queue.NewBackupSchedulesTask(), nil
 		}},
 	}
+	if c.OperationRetention > 0 || c.AuditRetention > 0 {
+		// Retention: finished operations and audit rows past theirs, in
+		// bounded batches (jobs.PruneOperations).
+		p = append(p, workers.Periodic{Name: "operations_prune", Every: c.OperationPruneEvery, NewTask: func(time.Time) (*asynq.Task, error) {
+			return queue.NewOperationsPruneTask(), nil
+		}})
+	}
 	if c.ACME.EncryptionKeys != "" {
 		// Certificates (on only with CHOM_CERT_ENCRYPTION_KEYS, as the
 		// worker's certificate jobs): the CA asked about them (ARI),

@@ -166,6 +166,11 @@ type Config struct {
 	ACME ACMESettings // CHOM_ACME_*, CHOM_CERT_*: issue 13, part A
 
 	Renewal RenewalSettings // CHOM_CERT_RENEW_*, CHOM_CERT_ARI_*: issue 13, the renewal sweep
+
+	// Issue 14, retention: finished operations and audit rows (0 keeps them).
+	OperationRetention  time.Duration
+	AuditRetention      time.Duration
+	OperationPruneEvery time.Duration
 }
 
 // Settings is the table of every CHOM_* variable, in the order the docs list
@@ -208,6 +213,12 @@ func Settings() []Setting {
 			Doc: "how often the scheduler enqueues the operation reconciler"},
 		{Env: "CHOM_RECONCILE_GRACE", Default: durText(jobs.DefaultReconcileGrace), Roles: RoleWorker | RoleIngress, set: duration(func(c *Config) *time.Duration { return &c.ReconcileGrace }),
 			Doc: "an unfinished operation younger than this is left to the ingress's own enqueue, which the ingress retries that long in the background when Redis does not answer (a Sentinel or Cluster failover); `0`: none, straight to the reconciler"},
+		{Env: "CHOM_OPERATION_RETENTION", Default: durText(jobs.DefaultOperationRetention), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.OperationRetention }),
+			Doc: "a finished operation is deleted this long after it finished (a poll of it is then 404; see operations.md, Retention); at least `48h`, longer than an idempotency key lives (24h), so a retried request always finds its operation; an operation a site, a backup, a live idempotency key or a certificate upload still names is kept; `0` keeps them all"},
+		{Env: "CHOM_AUDIT_RETENTION", Default: durText(jobs.DefaultAuditRetention), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.AuditRetention }),
+			Doc: "audit rows older than this are deleted; at least `CHOM_OPERATION_RETENTION`, as the audit trail outlives the operations it names; `0` keeps them all"},
+		{Env: "CHOM_OPERATION_PRUNE_INTERVAL", Default: "1h", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.OperationPruneEvery }),
+			Doc: "how often the scheduler enqueues `operations:prune` (batches of 5,000 rows, 50 ms apart, at most 10 minutes a run); at least `1m`"},
 		{Env: "CHOM_METERING_INTERVAL", Default: "1h", Dev: "1m", Roles: RoleScheduler, set: duration(func(c *Config) *time.Duration { return &c.MeteringEvery }),
 			Doc: "the usage period: the scheduler's `metering` tick at period start P meters [P − interval, P); at least `1m`; changing it changes period boundaries (a period already recorded stays as it is). `chom dev` meters every minute so `/usage` fills within two"},
 		{Env: "CHOM_HEALTH_INTERVAL", Default: "60s", Roles: RoleScheduler | RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthInterval }),
@@ -580,6 +591,16 @@ func (c Config) validate() []error {
 	}
 	if c.LayoutMigrateEvery < time.Minute {
 		errs = append(errs, fmt.Errorf("CHOM_LAYOUT_MIGRATE_INTERVAL=%s: want at least 1m", c.LayoutMigrateEvery))
+	}
+	if c.OperationRetention != 0 && c.OperationRetention < 48*time.Hour {
+		errs = append(errs, fmt.Errorf("CHOM_OPERATION_RETENTION=%s: want 0 (keep) or at least 48h, longer than an idempotency key lives", c.OperationRetention))
+	}
+	if c.AuditRetention != 0 && (c.OperationRetention == 0 || c.AuditRetention < c.OperationRetention) {
+		errs = append(errs, fmt.Errorf("CHOM_AUDIT_RETENTION=%s: want 0 (keep) or at least CHOM_OPERATION_RETENTION (%s), which must then be set",
+			c.AuditRetention, c.OperationRetention))
+	}
+	if c.OperationPruneEvery < time.Minute {
+		errs = append(errs, fmt.Errorf("CHOM_OPERATION_PRUNE_INTERVAL=%s: want at least 1m", c.OperationPruneEvery))
 	}
 	if c.MeteringEvery < time.Minute {
 		errs = append(errs, fmt.Errorf("CHOM_METERING_INTERVAL=%s: want at least 1m", c.MeteringEvery))

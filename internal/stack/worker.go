@@ -30,6 +30,7 @@ type Worker struct {
 	Provision   *jobs.ProvisionSite
 	Deprovision *jobs.DeprovisionSite
 	Reconciler  *jobs.Reconciler
+	Prune       *jobs.PruneOperations
 	HealthSweep *jobs.SweepHealth
 	HealthCheck *jobs.CheckHealth
 	MeterSweep  *jobs.MeterSweep
@@ -77,6 +78,10 @@ func NewWorker(c Config, b *Backends, log *slog.Logger, h Hooks) (*Worker, error
 	}); err != nil {
 		return nil, err
 	}
+	if w.Prune, err = jobs.NewPruneOperations(jobs.RetentionConfig{Store: b.Store, Logger: log.With("component", "retention"),
+		Operations: c.OperationRetention, Audit: c.AuditRetention}); err != nil {
+		return nil, err
+	}
 	if err := w.healthJobs(c, b, log, h); err != nil {
 		return nil, err
 	}
@@ -121,7 +126,7 @@ func NewWorker(c Config, b *Backends, log *slog.Logger, h Hooks) (*Worker, error
 // table is the worker's job table: one line per job family. A family the
 // driver cannot serve is left out; its tasks wait for a worker that has it.
 func (w *Worker) table() []workers.Family {
-	t := []workers.Family{w.Provision, w.Deprovision, w.Reconciler, w.HealthSweep, w.HealthCheck, w.Verify}
+	t := []workers.Family{w.Provision, w.Deprovision, w.Reconciler, w.Prune, w.HealthSweep, w.HealthCheck, w.Verify}
 	if w.Meter != nil {
 		t = append(t, w.MeterSweep, w.Meter)
 	}
