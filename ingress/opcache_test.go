@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,7 +42,8 @@ func (f *changeFeed) announce(id string) {
 
 // A poll answered from the operation cache, where the body and ETag are kept
 // rendered, is byte for byte what an API without the cache answers from the
-// database: status, body and headers, before and after the operation
+// database (status, body and headers), and its body is the operation exactly
+// as gin's c.JSON encodes it in the listing, before and after the operation
 // finishes. It is served from the cache (the hit counter says so), the
 // rendering follows a change as soon as it is announced, If-None-Match with
 // the cached ETag answers 304, and another tenant's token gets 404 for an
@@ -81,8 +83,8 @@ func TestCachedPollMatchesDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll := func(api *ingress.API, tok string, header ...string) *httptest.ResponseRecorder {
-		req := httptest.NewRequest("GET", "/api/v1/operations/"+opID, nil)
+	get := func(api *ingress.API, path, tok string, header ...string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", path, nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
 		req.Header.Set("X-Request-ID", "req-cached") // the only header that would differ
 		for i := 0; i+1 < len(header); i += 2 {
@@ -91,6 +93,21 @@ func TestCachedPollMatchesDatabase(t *testing.T) {
 		rec := httptest.NewRecorder()
 		api.Handler().ServeHTTP(rec, req)
 		return rec
+	}
+	poll := func(api *ingress.API, tok string, header ...string) *httptest.ResponseRecorder {
+		return get(api, "/api/v1/operations/"+opID, tok, header...)
+	}
+	// The listing still encodes its views with gin's c.JSON: its one item is
+	// the reference the pre-rendered body must equal byte for byte.
+	listed := func(step string) (body, contentType string) {
+		t.Helper()
+		r := get(uncached, "/api/v1/operations", tok)
+		b, ok := strings.CutPrefix(r.Body.String(), `{"data":[`)
+		if b, ok2 := strings.CutSuffix(b, `]}`); ok && ok2 && r.Code == http.StatusOK {
+			return b, r.Header().Get("Content-Type")
+		}
+		t.Fatalf("%s: listing = %d %s, want one operation", step, r.Code, r.Body)
+		return "", ""
 	}
 	hits := func() float64 {
 		t.Helper()
@@ -123,6 +140,9 @@ func TestCachedPollMatchesDatabase(t *testing.T) {
 		}
 		if got.Code != want.Code || got.Body.String() != want.Body.String() {
 			t.Errorf("%s: cached poll = %d %s\nwant %d %s", step, got.Code, got.Body, want.Code, want.Body)
+		}
+		if body, ct := listed(step); got.Body.String() != body || got.Header().Get("Content-Type") != ct {
+			t.Errorf("%s: poll body %s (%s)\nwant, as the listing encodes it, %s (%s)", step, got.Body, got.Header().Get("Content-Type"), body, ct)
 		}
 		for _, h := range []string{"Content-Type", "ETag", "Cache-Control", "Retry-After", "X-Request-ID"} {
 			if g, w := got.Header().Values(h), want.Header().Values(h); fmt.Sprint(g) != fmt.Sprint(w) {
