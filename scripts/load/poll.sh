@@ -15,7 +15,10 @@
 #
 # Knobs: OPS (1000), DURATION (20s), CLIENTS (200), THREADS (2), RUNS (3),
 # PROFILE=DIR (builds chom with -tags pprof, writes DIR/poll.pprof and prints
-# its top entries), KEEP=1 (keep the temp dir and the database).
+# its top entries), CHOM_BIN=PATH (measure that chom binary instead of building
+# this checkout: an older commit's, for a before/after in the same conditions;
+# build it with -tags pprof for PROFILE), KEEP=1 (keep the temp dir and the
+# database).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 if [[ -z "${CHOM_TEST_DATABASE_URL:-}" || -z "${CHOM_TEST_REDIS_URL:-}" ]]; then
@@ -36,7 +39,11 @@ cleanup() {
 trap cleanup EXIT
 tags=()
 [[ -n "$PROFILE" ]] && tags=(-tags pprof)
-go build "${tags[@]}" -o "$tmp/chom" ./cmd/chom
+if [[ -n "${CHOM_BIN:-}" ]]; then
+	cp "$CHOM_BIN" "$tmp/chom"
+else
+	go build "${tags[@]}" -o "$tmp/chom" ./cmd/chom
+fi
 go build -o "$tmp/bare" ./scripts/load/bare
 psql "$admin_url" -qc "CREATE DATABASE $db" >/dev/null
 export CHOM_DATABASE_URL="${admin_url/\/chom_test\?//$db?}"
@@ -75,7 +82,7 @@ measure() { # measure NAME URL: one wrk run, its poll: line prefixed with NAME a
 	CHOM_POLL_IDS="$tmp/ids" wrk -t"$THREADS" -c"$CLIENTS" -d"$DURATION" --latency -s scripts/load/poll.lua "$2" |
 		grep '^poll:' | sed "s/^poll:/$1 (load $before):/"
 }
-echo "== polling: $(wc -l <"$tmp/ids") finished operations, response $(wc -c <"$tmp/body") bytes; $CLIENTS connections, $THREADS wrk threads, $DURATION × $RUNS runs; $(nproc) cores shared by wrk, chom and the servers; $(git rev-parse --short HEAD)"
+echo "== polling: $(wc -l <"$tmp/ids") finished operations, response $(wc -c <"$tmp/body") bytes; $CLIENTS connections, $THREADS wrk threads, $DURATION × $RUNS runs; $(nproc) cores shared by wrk, chom and the servers; chom ${CHOM_BIN:-of $(git rev-parse --short HEAD)}"
 for run in $(seq "$RUNS"); do
 	measure bare "$bare_url" | tee -a "$tmp/results"
 	if [[ -n "$PROFILE" && "$run" == 1 ]]; then
