@@ -54,7 +54,9 @@ port=$((20000 + RANDOM % 40000))
 pprof_addr="127.0.0.1:$((port + 1))"
 PPROF_LISTEN="$pprof_addr" "$tmp/chom" dev --data-dir "$tmp/data" --listen "127.0.0.1:$port" >"$tmp/dev.out" 2>"$tmp/dev.err" &
 pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/api/v1/health" >/dev/null && break; sleep 0.2; done
+up=
+for _ in $(seq 150); do curl -fs "http://127.0.0.1:$port/api/v1/health" >/dev/null && { up=1; break; }; sleep 0.2; done
+[[ -n "$up" ]] || { echo "chom dev did not answer on 127.0.0.1:$port within 30s:" >&2; tail -20 "$tmp/dev.err" >&2; exit 1; }
 export CHOM_LOAD_TOKEN="$(cat "$tmp/data/dev-token")"
 for i in $(seq "$OPS"); do
 	curl -fs -X POST "http://127.0.0.1:$port/api/v1/sites" -H "Authorization: Bearer $CHOM_LOAD_TOKEN" \
