@@ -14,6 +14,9 @@ import (
 // the request until the operation changes: until its ETag differs from
 // If-None-Match when that header is sent, else until its status changes. It answers
 // at once for a finished operation. 304 when If-None-Match still matches.
+//
+// It is the API's most frequent request: an operation read from the cache is
+// answered with the body and ETag rendered when it was cached (renderedOp).
 func (a *API) getOperation(c *gin.Context) {
 	id, ok := a.pathID(c, models.PrefixOperation)
 	if !ok {
@@ -25,60 +28,71 @@ func (a *API) getOperation(c *gin.Context) {
 		return
 	}
 	tenant := principal(c).TenantID
-	op, err := a.readOperation(c, tenant, id)
+	r, err := a.readOperation(c, tenant, id)
 	if err != nil {
 		a.fail(c, err)
 		return
 	}
 	inm := c.GetHeader("If-None-Match")
-	if wait > 0 && !op.Terminal() {
-		initial := op.Status
+	if wait > 0 && !r.op.Terminal() {
+		initial := r.op.Status
 		changed := func(o *models.Operation) bool {
 			if inm != "" {
 				return !etagMatches(inm, operationETag(o))
 			}
 			return o.Status != initial
 		}
-		if !changed(op) {
-			op, err = a.awaitChange(c, op, wait, changed)
+		if !changed(r.op) {
+			op, err := a.awaitChange(c, r.op, wait, changed)
+			if err == nil {
+				r, err = renderOperation(op)
+			}
 			if err != nil {
 				a.fail(c, err)
 				return
 			}
 		}
 	}
-	etag := operationETag(op)
-	c.Header("ETag", etag)
-	c.Header("Cache-Control", "no-cache")
-	if !op.Terminal() {
+	h := c.Writer.Header()
+	h.Set("ETag", r.etag)
+	h.Set("Cache-Control", "no-cache")
+	if !r.op.Terminal() {
 		retryAfter(c, 1)
 	}
-	if etagMatches(inm, etag) {
+	if etagMatches(inm, r.etag) {
 		c.Status(304)
 		return
 	}
-	c.JSON(200, operationView(op))
+	c.Data(200, jsonContentType, r.body)
 }
 
-// readOperation returns the tenant's operation, from the cache when it is fresh.
-// A cached operation of another tenant is never served: the database then says 404.
-func (a *API) readOperation(c *gin.Context, tenant, id string) (*models.Operation, error) {
+// jsonContentType is the Content-Type gin's c.JSON answers with.
+const jsonContentType = "application/json; charset=utf-8"
+
+// readOperation returns the tenant's operation, rendered, from the cache when it
+// is fresh. A cached operation of another tenant is never served: the database
+// then says 404.
+func (a *API) readOperation(c *gin.Context, tenant, id string) (renderedOp, error) {
 	if a.ops != nil {
-		if op, ok := a.ops.get(id); ok && op.TenantID == tenant {
+		if r, ok := a.ops.get(id); ok && r.op.TenantID == tenant {
 			a.opStats.Hit()
-			return op, nil
+			return r, nil
 		}
 		a.opStats.Miss()
 	}
 	ctx := c.Request.Context()
 	op, err := a.reader(ctx).GetOperation(ctx, tenant, id)
 	if err != nil {
-		return nil, err
+		return renderedOp{}, err
+	}
+	r, err := renderOperation(op)
+	if err != nil {
+		return renderedOp{}, err
 	}
 	if a.ops != nil {
-		a.ops.put(op)
+		a.ops.put(r)
 	}
-	return op, nil
+	return r, nil
 }
 
 // awaitChange re-reads op when a worker announces a change (or every poll
