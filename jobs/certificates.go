@@ -201,9 +201,10 @@ func (h *IssueCertificate) obtain(ctx context.Context, r *issueRun, spec drivers
 }
 
 // currentLeaf is the site's ACME certificate that a new one replaces (ARI
-// lets the CA exempt a renewal from some limits), or nil.
+// lets the CA exempt a renewal from some limits), or nil. Its key is not
+// read.
 func (h *IssueCertificate) currentLeaf(ctx context.Context, r *issueRun) *x509.Certificate {
-	rec, err := h.cfg.Certs.CertificateBySite(ctx, r.site.ID)
+	rec, err := h.cfg.Certs.CertificateRecord(ctx, r.site.ID)
 	if err != nil || rec.Status != models.CertificateIssued || rec.Source != models.SourceACME || rec.ChainPEM == "" {
 		return nil
 	}

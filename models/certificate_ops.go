@@ -2,12 +2,9 @@ package models
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
 )
@@ -135,14 +132,7 @@ func (s *Store) StartCertificateIssue(ctx context.Context, a Accept, siteID stri
 // operations_certificate_issue_open_key (one unfinished certificate.issue
 // per site): another transaction started one first.
 func issueRaced(err error) bool {
-	if err == nil {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code == "23505" && pgErr.ConstraintName == "operations_certificate_issue_open_key"
-	}
-	return strings.Contains(err.Error(), "UNIQUE constraint failed: operations.target_id")
+	return uniqueViolation(err, "operations_certificate_issue_open_key", "UNIQUE constraint failed: operations.target_id")
 }
 
 func (s *Store) startCertificateIssue(ctx context.Context, a Accept, siteID string, r IssueRequest) (*Accepted, error) {

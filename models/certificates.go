@@ -262,8 +262,31 @@ func putCertificate(ctx context.Context, db bun.IDB, row SiteCertificate) error 
 // CertificateBySite returns a site's certificate record with its key
 // opened, or ErrNotFound.
 func (c *CertificateStore) CertificateBySite(ctx context.Context, siteID string) (*SiteCertificate, error) {
+	rec, err := c.certificateRecord(ctx, siteID, true)
+	if err != nil {
+		return nil, err
+	}
+	if rec.KeySealed != "" {
+		if rec.KeyPEM, err = c.ring.Open(rec.KeySealed, certificateAAD(siteID)); err != nil {
+			return nil, fmt.Errorf("open the certificate key of %s: %w", siteID, err)
+		}
+	}
+	return rec, nil
+}
+
+// CertificateRecord returns a site's certificate record without its key
+// (neither read nor opened: KeySealed and KeyPEM are empty), or ErrNotFound.
+func (c *CertificateStore) CertificateRecord(ctx context.Context, siteID string) (*SiteCertificate, error) {
+	return c.certificateRecord(ctx, siteID, false)
+}
+
+func (c *CertificateStore) certificateRecord(ctx context.Context, siteID string, withKey bool) (*SiteCertificate, error) {
 	var rec SiteCertificate
-	err := c.s.db.NewSelect().Model(&rec).Where("site_id = ?", siteID).Scan(ctx)
+	q := c.s.db.NewSelect().Model(&rec).Where("site_id = ?", siteID)
+	if !withKey {
+		q = q.ExcludeColumn("key_sealed")
+	}
+	err := q.Scan(ctx)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("certificate of %s: %w", siteID, ErrNotFound)
 	}
@@ -272,11 +295,6 @@ func (c *CertificateStore) CertificateBySite(ctx context.Context, siteID string)
 	}
 	if err := rec.decode(); err != nil {
 		return nil, err
-	}
-	if rec.KeySealed != "" {
-		if rec.KeyPEM, err = c.ring.Open(rec.KeySealed, certificateAAD(siteID)); err != nil {
-			return nil, fmt.Errorf("open the certificate key of %s: %w", siteID, err)
-		}
 	}
 	return &rec, nil
 }
@@ -302,33 +320,26 @@ func (r *SiteCertificate) decode() error {
 	return nil
 }
 
-// RecordCertificateError notes a failed issuance or renewal of a site:
-// the code and message go on the record, and renew_after moves to retryAt
-// (the sweep's next try); the certificate itself, if any, stays. A site
-// without a record gets one in status failed.
+// RecordCertificateError notes a failed issuance or renewal of a site
+// outside an operation (an operator's tool, a test): the code and message go
+// on the record, and renew_after moves to retryAt (the sweep's next try); the
+// certificate itself, if any, stays. A site without a record gets one in
+// status failed. It is the operation's own path (ensureCertificateRecord,
+// then the final recordCertificateError) in one transaction.
 func (c *CertificateStore) RecordCertificateError(ctx context.Context, siteID, code, message string, retryAt time.Time) error {
 	now := c.s.nowUTC()
-	retry := retryAt.UTC().Truncate(time.Microsecond)
-	rec := SiteCertificate{SiteID: siteID, Status: CertificateFailed, Source: SourceACME, DomainsJSON: "[]",
-		LastErrorCode: code, LastErrorMessage: message, LastErrorAt: &now, RenewAfter: &retry, CreatedAt: now, UpdatedAt: now}
-	_, err := c.s.db.NewInsert().Model(&rec).
-		On("CONFLICT (site_id) DO UPDATE").
-		Set("last_error_code = EXCLUDED.last_error_code, last_error_message = EXCLUDED.last_error_message").
-		Set("last_error_at = EXCLUDED.last_error_at, renew_after = EXCLUDED.renew_after, updated_at = EXCLUDED.updated_at").
-		Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("record certificate error of %s: %w", siteID, err)
-	}
-	return nil
+	return c.s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		if err := ensureCertificateRecord(ctx, tx, siteID, []string{}, now); err != nil {
+			return err
+		}
+		return recordCertificateError(ctx, tx, siteID, code, message, now, retryAt, true)
+	})
 }
 
 // DeleteCertificate removes a site's record (the site went back to HTTP or
 // was deleted); a missing record is not an error.
 func (c *CertificateStore) DeleteCertificate(ctx context.Context, siteID string) error {
-	if _, err := c.s.db.NewDelete().Model((*SiteCertificate)(nil)).Where("site_id = ?", siteID).Exec(ctx); err != nil {
-		return fmt.Errorf("delete certificate of %s: %w", siteID, err)
-	}
-	return nil
+	return deleteCertificateOf(ctx, c.s.db, siteID)
 }
 
 // DueForRenewal lists up to limit ACME certificates whose renew_after is at

@@ -86,6 +86,18 @@ func TestCertificateRecords(t *testing.T) {
 			t.Errorf("stored key = %q; want it sealed under k1", raw)
 		}
 
+		// The record without its key: neither read nor opened.
+		bare, err := cs.CertificateRecord(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bare.KeySealed != "" || len(bare.KeyPEM) != 0 || bare.ChainPEM != want.ChainPEM || bare.Serial != "0a1b" || len(bare.Domains) != 2 {
+			t.Errorf("record without its key: %+v", bare)
+		}
+		if _, err := cs.CertificateRecord(ctx, "site_none"); !errors.Is(err, models.ErrNotFound) {
+			t.Errorf("no record: err = %v, want ErrNotFound", err)
+		}
+
 		// A failed renewal keeps the certificate and moves the next try.
 		retry := epoch.Add(time.Hour)
 		if err := cs.RecordCertificateError(ctx, a, "challenge_failed", "the CA could not validate a.example", retry); err != nil {

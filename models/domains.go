@@ -8,11 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 )
 
@@ -274,14 +272,10 @@ func insertClaims(ctx context.Context, tx bun.IDB, claims []DomainClaim) error {
 var errClaimRace = errors.New("a concurrent site creation claimed the domain first")
 
 // claimRaced reports whether err is a unique violation of a domain_claims
-// index: PostgreSQL's 23505 on one of its constraints, or SQLite's (whose
-// single writer makes the race impossible there, but the check costs nothing).
+// index (SQLite's single writer makes the race impossible there, but the check
+// costs nothing).
 func claimRaced(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code == "23505" && strings.HasPrefix(pgErr.ConstraintName, "domain_claims")
-	}
-	return strings.Contains(err.Error(), "UNIQUE constraint failed: domain_claims.")
+	return uniqueViolation(err, "domain_claims", "UNIQUE constraint failed: domain_claims.")
 }
 
 // deleteClaims drops the claims of a site that is being deleted: its domains

@@ -1,6 +1,11 @@
 package models
 
-import "errors"
+import (
+	"errors"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
 
 // Sentinel errors returned by the queries of this package, wrapped with context.
 // ingress maps them to HTTP statuses in one place.
@@ -37,4 +42,19 @@ func (e *ConflictError) Unwrap() error { return ErrConflict }
 // uses; it names the domain field.
 func errDomainTaken() *ConflictError {
 	return &ConflictError{Reason: "domain is already in use by another site", Field: "domain", Detail: "is already in use by another site"}
+}
+
+// uniqueViolation reports whether err is a unique violation of an index whose
+// name starts with constraint (PostgreSQL's SQLSTATE 23505 names it), or, on
+// SQLite, whose message contains sqliteText (SQLite names the columns, not the
+// index): a concurrent transaction inserted the same key first.
+func uniqueViolation(err error, constraint, sqliteText string) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505" && strings.HasPrefix(pgErr.ConstraintName, constraint)
+	}
+	return strings.Contains(err.Error(), sqliteText)
 }
