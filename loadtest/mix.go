@@ -350,8 +350,11 @@ func (s *session) await(stop context.Context, token, id string) (opView, bool) {
 type backupHook struct {
 	missing atomic.Bool
 	tried   atomic.Uint64
-	mu      sync.Mutex
-	note    string
+	// accepted gets a token (dropped when one is pending) for every backup
+	// accepted: Config.UntilBackups wakes on it.
+	accepted chan struct{}
+	mu       sync.Mutex
+	note     string
 }
 
 // status says what the hook did, for the report.
@@ -395,6 +398,10 @@ func (s *session) backup(stop, hard context.Context, token, siteID string, n uin
 		return res.cut
 	}
 	b.tried.Add(1)
+	select {
+	case b.accepted <- struct{}{}:
+	default:
+	}
 	var op opView
 	if err := json.Unmarshal(res.body, &op); err != nil || op.ID == "" {
 		return false

@@ -36,7 +36,8 @@ type ScenarioResult struct {
 	Started  time.Time `json:"started"`
 	// Seconds is the wall time of the stages that ran.
 	Seconds float64 `json:"seconds"`
-	// StoppedEarly says why later stages did not run (stress broke).
+	// StoppedEarly says why the scenario ended before its time: stress broke,
+	// the caller finished it, or Config.UntilBackups was reached.
 	StoppedEarly string         `json:"stopped_early,omitempty"`
 	Overall      Figures        `json:"overall"`
 	Routes       []RouteFigures `json:"routes"`

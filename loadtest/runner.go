@@ -59,6 +59,11 @@ type Config struct {
 	// it cannot know in advance gives its load a long stage and closes Finish
 	// when the last fault is over.
 	Finish <-chan struct{}
+	// UntilBackups, when positive, ends a scenario as Finish does once its
+	// users have had that many backups accepted: a smoke run that must reach
+	// every step of the mix, however slow the machine, gives its stages room
+	// and sets this. 0 runs the stages for their time.
+	UntilBackups int
 	// Accepted, when set, gets one JSON line (an AcceptedOp) for every
 	// operation the API answered 202, as the answer arrives: the client's side
 	// of a ledger that a fault test compares with the server's.
@@ -105,6 +110,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Think < 0 {
 		errs = append(errs, fmt.Errorf("loadtest: Think %v is negative", c.Think))
+	}
+	if c.UntilBackups < 0 {
+		errs = append(errs, fmt.Errorf("loadtest: UntilBackups %d is negative", c.UntilBackups))
 	}
 	if c.RunID == "" {
 		var b [4]byte
@@ -220,7 +228,9 @@ func New(cfg Config) (*Runner, error) {
 		// A redirect is an answer to record, not a request to follow.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Runner{cfg: cfg, base: strings.TrimRight(cfg.BaseURL, "/"), runID: cfg.RunID, client: client}, nil
+	r := &Runner{cfg: cfg, base: strings.TrimRight(cfg.BaseURL, "/"), runID: cfg.RunID, client: client}
+	r.backups.accepted = make(chan struct{}, 1)
+	return r, nil
 }
 
 // Close releases the runner's idle connections.
@@ -284,6 +294,7 @@ func (r *Runner) Run(ctx context.Context, sc Scenario, mix Mix) (*ScenarioResult
 	samplerDone.Go(func() { sampleHeap(s.col, start, sampler) })
 
 	res := &ScenarioResult{Scenario: sc, Mix: mix, Started: start.UTC()}
+	backups0 := r.backups.tried.Load()
 	var runErr error
 	for i, st := range sc.Stages {
 		s.stage.Store(int32(i))
@@ -297,16 +308,9 @@ func (r *Runner) Run(ctx context.Context, sc Scenario, mix Mix) (*ScenarioResult
 			u.stop()
 			users = users[:len(users)-1]
 		}
-		t := time.NewTimer(st.Duration)
-		finished := false
-		select {
-		case <-t.C:
-		case <-r.cfg.Finish:
-			t.Stop()
-			finished = true
-		case <-ctx.Done():
-			t.Stop()
-			runErr = fmt.Errorf("loadtest: %s interrupted in stage %d: %w", sc.Name, i+1, ctx.Err())
+		finished, err := r.waitStage(ctx, st.Duration, backups0)
+		if err != nil {
+			runErr = fmt.Errorf("loadtest: %s interrupted in stage %d: %w", sc.Name, i+1, err)
 		}
 		wall := time.Since(stageStart)
 		f, routes, top := s.col.stageFigures(i, wall)
@@ -318,8 +322,9 @@ func (r *Runner) Run(ctx context.Context, sc Scenario, mix Mix) (*ScenarioResult
 			break
 		}
 		if finished {
+			res.StoppedEarly = fmt.Sprintf("finished in stage %d after %.1fs of %s (%s)", i+1, wall.Seconds(), st.Duration, r.finishReason(backups0))
 			if i+1 < len(sc.Stages) {
-				res.StoppedEarly = fmt.Sprintf("finished by the caller in stage %d; later stages not run", i+1)
+				res.StoppedEarly += "; later stages not run"
 			}
 			break
 		}
@@ -480,4 +485,35 @@ func lastHeap(s []Second) float64 {
 		}
 	}
 	return 0
+}
+
+// waitStage waits out a stage of duration d. It reports finished when the
+// caller's Finish closed or Config.UntilBackups backups were accepted since
+// the scenario began (backups0 is the count then), and ctx's error when ctx
+// ended first.
+func (r *Runner) waitStage(ctx context.Context, d time.Duration, backups0 uint64) (finished bool, err error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		if n := r.cfg.UntilBackups; n > 0 && r.backups.tried.Load()-backups0 >= uint64(n) {
+			return true, nil
+		}
+		select {
+		case <-t.C:
+			return false, nil
+		case <-r.cfg.Finish:
+			return true, nil
+		case <-r.backups.accepted:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+}
+
+// finishReason says why a scenario finished before its time.
+func (r *Runner) finishReason(backups0 uint64) string {
+	if n := r.cfg.UntilBackups; n > 0 && r.backups.tried.Load()-backups0 >= uint64(n) {
+		return fmt.Sprintf("%d backups accepted", n)
+	}
+	return "by the caller"
 }

@@ -276,7 +276,7 @@ func TestRunFinish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Stages) != 1 || res.Seconds > 60 || !strings.Contains(res.StoppedEarly, "finished by the caller in stage 1") {
+	if len(res.Stages) != 1 || res.Seconds > 60 || !strings.Contains(res.StoppedEarly, "finished in stage 1") || !strings.Contains(res.StoppedEarly, "(by the caller); later stages not run") {
 		t.Errorf("stages %d, %.1fs, stopped early %q: want the first stage ended by Finish, the second not run", len(res.Stages), res.Seconds, res.StoppedEarly)
 	}
 	if !res.Ledger.OK() || res.Ledger.Accepted == 0 {

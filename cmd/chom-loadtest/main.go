@@ -47,6 +47,7 @@ type loadtestOptions struct {
 	drain          time.Duration
 	think          time.Duration
 	servers        int
+	untilBackups   int
 	keep           bool
 	marks          string
 	accepted       string
@@ -180,6 +181,7 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (loadtestOptions, error
 	fs.DurationVar(&o.opTimeout, "op-timeout", 60*time.Second, "how long a user waits for one operation")
 	fs.DurationVar(&o.drain, "drain", 60*time.Second, "how long unfinished operations get after the users stop")
 	fs.DurationVar(&o.think, "think", 0, "pause between two iterations of a user")
+	fs.IntVar(&o.untilBackups, "until-backups", 0, "end each scenario once its users have had this many backups accepted (a smoke run that must reach every step of the mix on any machine: give it long stages); 0 runs the stages for their time")
 	fs.IntVar(&o.servers, "vps", 4, "local servers registered in the in-process stack")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run's schemas and Redis database (in-process stack)")
 	if err := fs.Parse(args); err != nil {
@@ -213,6 +215,9 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (loadtestOptions, error
 	if o.acceptUsers <= 0 || o.servers <= 0 {
 		errs = append(errs, errors.New("--accept-users and --vps must be positive"))
 	}
+	if o.untilBackups < 0 {
+		errs = append(errs, errors.New("--until-backups must not be negative"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return o, fmt.Errorf("%w: loadtest: %v", errUsage, err)
 	}
@@ -234,7 +239,7 @@ func (o loadtestOptions) acceptDuration() time.Duration {
 
 func (o loadtestOptions) runnerConfig(base string, tokens []string, runID string, log *slog.Logger, progress io.Writer) loadtest.Config {
 	return loadtest.Config{BaseURL: base, Tokens: tokens, AllowRemote: o.allowRemote, RequestTimeout: o.requestTimeout,
-		OpTimeout: o.opTimeout, Drain: o.drain, Think: o.think, RunID: runID, Progress: progress, Logger: log,
+		OpTimeout: o.opTimeout, Drain: o.drain, Think: o.think, UntilBackups: o.untilBackups, RunID: runID, Progress: progress, Logger: log,
 		Accepted: o.acceptedTo}
 }
 

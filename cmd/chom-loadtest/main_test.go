@@ -17,9 +17,13 @@ import (
 	"github.com/chomhq/chom/loadtest"
 )
 
-// TestLoadtestSustained runs `chom-loadtest --scenario sustained` at a tiny
+// TestLoadtestSustained runs `chom-loadtest --scenario sustained` at a small
 // scale against its own in-process stack on real PostgreSQL and Redis, with
-// the accept comparison, and checks the files and the ledger.
+// the accept comparison, and checks the files and the ledger. The scenario
+// ends once its users have had 3 backups accepted (--until-backups), so every
+// step of the mix is reached however slow the machine is; its 60 s stage is
+// only the bound. (A fixed 3 s stage once ended, on a machine at load 19,
+// before any provision had finished: the backup step was never reached.)
 func TestLoadtestSustained(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{
@@ -33,7 +37,7 @@ func TestLoadtestSustained(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "lt")
 	var stdout, stderr bytes.Buffer
-	err := runLoadtest(t.Context(), []string{"--scenario", "sustained", "--scale", "0.005", "--out", out,
+	err := runLoadtest(t.Context(), []string{"--scenario", "sustained", "--scale", "0.1", "--until-backups", "3", "--out", out,
 		"--accept-users", "20", "--accept-duration", "1s", "--vps", "2"}, &stdout, &stderr, func(k string) string { return env[k] })
 	t.Logf("stdout:\n%s", stdout.String())
 	if err != nil {
@@ -67,6 +71,9 @@ func TestLoadtestSustained(t *testing.T) {
 	if !strings.HasPrefix(s.Backup, "available:") {
 		t.Errorf("backup step %q, want it available", s.Backup)
 	}
+	if !strings.Contains(s.StoppedEarly, "3 backups accepted") {
+		t.Errorf("stopped early %q, want it ended by --until-backups 3", s.StoppedEarly)
+	}
 	if s.Overall.Requests == 0 || s.Overall.Errors.Total != 0 {
 		t.Errorf("sustained: %d requests, errors %s", s.Overall.Requests, s.Overall.Errors)
 	}
@@ -99,6 +106,7 @@ func TestLoadtestFlags(t *testing.T) {
 		{"--accept-users", "0"},
 		{"--stages", "4x90"}, // no unit
 		{"--stages", "0x10s"},
+		{"--until-backups", "-1"},
 	} {
 		var stderr bytes.Buffer
 		err := runLoadtest(t.Context(), args, &bytes.Buffer{}, &stderr, func(string) string { return "" })
