@@ -2,8 +2,10 @@ package faults
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -91,9 +93,27 @@ func TestKafkaBrokerKilled(t *testing.T) {
 		// KRaft places replicas on registered brokers, fenced ones included, so
 		// a topic can be created while one broker is down; its replicas there
 		// join the ISR when it returns.
+		//
+		// Until the dead broker's session times out (broker.session.timeout.ms,
+		// 9 s by default), the live brokers still list it as unfenced, and a
+		// metadata answer may name it as the controller a CreateTopics goes
+		// to: that request fails to dial. The product's callers (the relay,
+		// the billing consumer) retry; so does this probe, on dial errors
+		// only, for at most 30 s, and it logs each refusal.
 		probe := events.FullTopic("probe", "sites.v1")
-		err := events.EnsureTopics(t.Context(), admin, spec, probe)
-		t.Logf("  relay and consumer restarted with bootstrap %s (node %d down first): publishing again; creating a 3-replica topic now: %v", strings.Join(brokers, ","), controller, err)
+		createStart := time.Now()
+		var err error
+		for attempt := 1; ; attempt++ {
+			err = events.EnsureTopics(t.Context(), admin, spec, probe)
+			var netErr net.Error
+			if err == nil || !errors.As(err, &netErr) || time.Since(createStart) > 30*time.Second {
+				break
+			}
+			t.Logf("  creating a 3-replica topic, attempt %d: %v; retrying", attempt, err)
+			time.Sleep(500 * time.Millisecond)
+		}
+		t.Logf("  relay and consumer restarted with bootstrap %s (node %d down first): publishing again; created a 3-replica topic %s after the restart: %v",
+			strings.Join(brokers, ","), controller, time.Since(createStart).Round(time.Millisecond), err)
 		if err != nil {
 			t.Errorf("creating a 3-replica topic with 2 of 3 brokers up: %v", err)
 		}
