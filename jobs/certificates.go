@@ -45,6 +45,17 @@ type IssueCertificateConfig struct {
 	Certs    *models.CertificateStore
 	Issuer   CertificateIssuer
 	Deployer drivers.TLSDeployer
+	// Slots, when set, are the server's and the tenant's concurrency limits
+	// (workers/limits' Guard). An order then holds a slot of the site's
+	// server for its whole length, taken before the CA is asked, and a deploy
+	// holds one while it runs: an issuance is work on the server like a
+	// provision, and a full server defers it (drivers.ErrDeferred, no retry
+	// spent) before any order exists at the CA, so a flood of issuances on one
+	// server cannot spend the CA's order budget on orders it cannot answer.
+	// Deployer must not take the same slots itself (the worker gives it the
+	// server's breaker only): a slot held around the order and taken again by
+	// each challenge put would refuse itself when the limit is full.
+	Slots    drivers.Guard
 	Notifier Notifier
 	Logger   *slog.Logger
 	// Now is the clock; default time.Now.
@@ -189,7 +200,11 @@ func (h *IssueCertificate) obtain(ctx context.Context, r *issueRun, spec drivers
 	if r.payload.Reason == models.IssueRenewal || r.payload.Reason == models.IssueRequested {
 		req.Replaces = h.currentLeaf(ctx, r)
 	}
-	cert, err := h.cfg.Issuer.Issue(ctx, req)
+	var cert *certs.Certificate
+	err = h.slot(ctx, spec, func() (err error) {
+		cert, err = h.cfg.Issuer.Issue(ctx, req)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -216,6 +231,15 @@ func (h *IssueCertificate) currentLeaf(ctx context.Context, r *issueRun) *x509.C
 	return chain[0]
 }
 
+// slot runs call holding a slot of site's server (Slots), or directly
+// without Slots.
+func (h *IssueCertificate) slot(ctx context.Context, site drivers.SiteSpec, call func() error) error {
+	if h.cfg.Slots == nil {
+		return call()
+	}
+	return h.cfg.Slots(ctx, site, call)
+}
+
 // deploy installs cert on the site's server under the site's lock.
 func (h *IssueCertificate) deploy(ctx context.Context, r *issueRun, spec drivers.SiteSpec, cert *certs.Certificate) error {
 	if err := h.cfg.Store.LockSiteForDeploy(ctx, r.site.ID, r.op.ID); err != nil {
@@ -224,8 +248,10 @@ func (h *IssueCertificate) deploy(ctx context.Context, r *issueRun, spec drivers
 		}
 		return err
 	}
-	err := h.cfg.Deployer.DeployCertificate(ctx, spec, drivers.TLSCertificate{ChainPEM: cert.ChainPEM, KeyPEM: cert.KeyPEM},
-		drivers.TLSOptions{HSTS: r.site.HSTS})
+	err := h.slot(ctx, spec, func() error {
+		return h.cfg.Deployer.DeployCertificate(ctx, spec, drivers.TLSCertificate{ChainPEM: cert.ChainPEM, KeyPEM: cert.KeyPEM},
+			drivers.TLSOptions{HSTS: r.site.HSTS})
+	})
 	if err != nil {
 		// Released for the wait until the next attempt (a backup or a
 		// removal may run meanwhile); FailIssue releases it too.

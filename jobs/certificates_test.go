@@ -15,6 +15,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/uptrace/bun"
 
 	"github.com/chomhq/chom/certs"
@@ -27,6 +28,7 @@ import (
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
 	"github.com/chomhq/chom/workers"
+	"github.com/chomhq/chom/workers/limits"
 )
 
 // fakeIssuer issues from a throwaway CA, or fails with the next queued error.
@@ -432,6 +434,51 @@ func TestIssueFailures(t *testing.T) {
 			}
 			if len(b.issuer.requests()) == 0 || b.record(t, site).Status != models.CertificateIssued {
 				t.Error("not issued once the site was free")
+			}
+		})
+
+		t.Run("server full: deferred before any order exists at the CA", func(t *testing.T) {
+			// The worker's wiring: the server's slots (workers/limits on
+			// Redis) around the whole order and around the deploy.
+			lim, err := limits.New(limits.Config{Redis: redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()}),
+				VPSMax: 1, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			slotted, err := jobs.NewIssueCertificate(jobs.IssueCertificateConfig{Store: b.store, Certs: b.certs,
+				Issuer: b.issuer, Deployer: b.deploy, Slots: lim.Guard, Notifier: jobs.NopNotifier{}, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.sites[queue.TypeCertificateIssue] = slotted
+			t.Cleanup(func() { b.sites[queue.TypeCertificateIssue] = b.handler })
+
+			site, op := firstIssue(t, "full.example")
+			vps := *b.site(t, site).VPSID
+			held, err := lim.Acquire(ctx, vps, "another-tenant") // a provision on the same server
+			if err != nil {
+				t.Fatal(err)
+			}
+			orders, deploys := len(b.issuer.requests()), b.deploy.count()
+			err = final(op)
+			if err == nil || workers.IsFailure(err) || !errors.Is(err, drivers.ErrDeferred) {
+				t.Fatalf("issuance on a full server: %v; want a deferral", err)
+			}
+			if n := len(b.issuer.requests()) - orders; n != 0 {
+				t.Errorf("%d orders created at the CA while the server was full; want none", n)
+			}
+			if b.deploy.count() != deploys || b.op(t, op.ID).Terminal() {
+				t.Error("deployed or finished while the server was full")
+			}
+			held.Release(ctx)
+			if err := b.run(t, op); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(b.issuer.requests()) - orders; n != 1 || b.record(t, site).Status != models.CertificateIssued {
+				t.Errorf("once the server was free: %d orders, record %s; want 1 order, issued", n, b.record(t, site).Status)
+			}
+			if n, _ := lim.InUse(ctx, limits.KindVPS, vps); n != 0 {
+				t.Errorf("%d slots of the server still held after the issuance", n)
 			}
 		})
 

@@ -106,7 +106,7 @@ func acmeHTTPClient(caFile string) (*http.Client, error) {
 // certificateJobs builds the certificate:issue and certificate:renew_sweep
 // handlers when the platform issues certificates and the driver can deploy
 // them; it returns whether provisions should start issuances.
-func (w *Worker) certificateJobs(c Config, b *Backends, log *slog.Logger, drv Driver, guard drivers.Guard, n jobs.Notifier) (bool, error) {
+func (w *Worker) certificateJobs(c Config, b *Backends, log *slog.Logger, drv Driver, guards jobGuards, n jobs.Notifier) (bool, error) {
 	certs, err := newCertificates(c, b, log)
 	if errors.Is(err, ErrCertificatesOff) {
 		log.Warn("certificates are off: sites are served over plain HTTP until CHOM_CERT_ENCRYPTION_KEYS is set (docs/certificates.md)")
@@ -121,7 +121,7 @@ func (w *Worker) certificateJobs(c Config, b *Backends, log *slog.Logger, drv Dr
 	}
 	w.Certificates = certs
 	if w.IssueCertificate, err = jobs.NewIssueCertificate(jobs.IssueCertificateConfig{
-		Store: b.Store, Certs: certs.Store, Issuer: certs.Issuer, Deployer: drivers.GuardTLSDeployer(drv.TLS, guard),
+		Store: b.Store, Certs: certs.Store, Issuer: certs.Issuer, Deployer: drivers.GuardTLSDeployer(drv.TLS, guards.Breaker), Slots: guards.Limits,
 		Notifier: n, Logger: log.With("component", "certificates"),
 	}); err != nil {
 		return false, err

@@ -56,14 +56,15 @@ func NewWorker(c Config, b *Backends, log *slog.Logger, h Hooks) (*Worker, error
 	if err != nil {
 		return nil, err
 	}
-	guard, err := jobGuard(c, b, log)
+	guards, err := newJobGuards(c, b, log)
 	if err != nil {
 		return nil, err
 	}
+	guard := guards.Both()
 	w := &Worker{}
 	deps := jobs.Deps{Store: b.Store, Provisioner: drivers.GuardProvisioner(drv.Provisioner, guard),
 		Notifier: queue.NewNotifier(b.Redis), Logger: log, Enqueuer: queue.NewEnqueuer(b.Redis)}
-	if deps.IssueCertificates, err = w.certificateJobs(c, b, log, drv, guard, deps.Notifier); err != nil {
+	if deps.IssueCertificates, err = w.certificateJobs(c, b, log, drv, guards, deps.Notifier); err != nil {
 		return nil, err
 	}
 	if w.Provision, err = jobs.NewProvisionSite(deps); err != nil {
@@ -225,21 +226,32 @@ func (w *Worker) backupJobs(c Config, b *Backends, log *slog.Logger, drv Driver,
 	return err
 }
 
-// jobGuard is the protection of every job's driver call that changes a
-// server (provisioning, backups, restores): the server's breaker first (an
-// open one fails fast, before Redis is asked), then the server's and the
-// tenant's concurrency limits. Both refusals wrap drivers.ErrDeferred, so the
-// task is rescheduled without burning a retry (workers.IsFailure).
-func jobGuard(c Config, b *Backends, log *slog.Logger) (drivers.Guard, error) {
+// jobGuards is the protection of every job's driver call that changes a
+// server (provisioning, backups, restores, certificates): the server's breaker
+// first (an open one fails fast, before Redis is asked), then the server's and
+// the tenant's concurrency limits. Both refusals wrap drivers.ErrDeferred, so
+// the task is rescheduled without burning a retry (workers.IsFailure).
+type jobGuards struct {
+	// Breaker is the per-server circuit breaker alone, Limits the
+	// concurrency limits alone (the certificate job holds a slot around a
+	// whole order and guards each server call inside it with the breaker).
+	Breaker, Limits drivers.Guard
+}
+
+// Both is the breaker, then the limits: the guard of one driver call.
+func (g jobGuards) Both() drivers.Guard { return drivers.Chain(g.Breaker, g.Limits) }
+
+// newJobGuards builds the breakers and limits of c over b.
+func newJobGuards(c Config, b *Backends, log *slog.Logger) (jobGuards, error) {
 	br, err := b.vpsBreakers(c, log)
 	if err != nil {
-		return nil, err
+		return jobGuards{}, err
 	}
 	l, err := b.jobLimiter(c, log)
 	if err != nil {
-		return nil, err
+		return jobGuards{}, err
 	}
-	return drivers.Chain(br.Guard, l.Guard), nil
+	return jobGuards{Breaker: br.Guard, Limits: l.Guard}, nil
 }
 
 // newDriver builds the driver CHOM_DRIVER names — local (a directory per
