@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -238,6 +240,15 @@ func TestDrain(t *testing.T) {
 	line := fmt.Sprintf("DRAIN per provision (counted pass, n=%d): transactions %.2f (explicit %.2f, autocommit %.2f of which writes %.2f), commits that write %.2f, statements %.2f, rollbacks %.2f",
 		countN, per(p.counts.Transactions), per(p.counts.Explicit), per(p.counts.Autocommit), per(p.counts.AutocommitWrites),
 		per(p.counts.Commits()), per(p.counts.Statements), per(p.counts.Rollbacks))
+	t.Log(line)
+	fmt.Println(line)
+	var kinds []string
+	for k, v := range p.counts.Wait {
+		kinds = append(kinds, fmt.Sprintf("%s %.2fms", k, float64(v)/1e6/float64(countN)))
+	}
+	slices.Sort(kinds)
+	line = fmt.Sprintf("DRAIN per provision (counted pass): time waiting for the database by statement: %s; the pass drained at %.0f ops/s",
+		strings.Join(kinds, ", "), p.rate())
 	t.Log(line)
 	fmt.Println(line)
 	if p.counts.Transactions == 0 {
@@ -623,9 +634,16 @@ func (h *harness) barePass(n int) pass {
 }
 
 func addCounts(a, b TxCounts) TxCounts {
+	wait := maps.Clone(a.Wait)
+	if wait == nil {
+		wait = map[string]int64{}
+	}
+	for k, v := range b.Wait {
+		wait[k] += v
+	}
 	return TxCounts{Transactions: a.Transactions + b.Transactions, Explicit: a.Explicit + b.Explicit,
 		Autocommit: a.Autocommit + b.Autocommit, AutocommitWrites: a.AutocommitWrites + b.AutocommitWrites,
-		Statements: a.Statements + b.Statements, Rollbacks: a.Rollbacks + b.Rollbacks}
+		Statements: a.Statements + b.Statements, Rollbacks: a.Rollbacks + b.Rollbacks, Wait: wait}
 }
 
 func median(ps []pass) float64 {

@@ -3,10 +3,12 @@ package drainbench
 import (
 	"bytes"
 	"context"
+	"maps"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/uptrace/bun"
 )
@@ -26,6 +28,9 @@ type TxCounts struct {
 	Statements int64 `json:"statements"`
 	// Rollbacks are the explicit transactions rolled back.
 	Rollbacks int64 `json:"rollbacks"`
+	// Wait is the time callers spent waiting for statements, by kind
+	// (BEGIN, SELECT, UPDATE, INSERT, COMMIT...), in nanoseconds.
+	Wait map[string]int64 `json:"wait_ns"`
 }
 
 // Commits is how many units wrote: the explicit transactions committed and
@@ -56,8 +61,17 @@ func (t *TxCounter) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.
 func (t *TxCounter) AfterQuery(_ context.Context, e *bun.QueryEvent) {
 	g := goroutineID()
 	op := strings.ToUpper(e.Operation())
+	took := time.Since(e.StartTime).Nanoseconds()
+	kind := op
+	if op == "UPDATE" || op == "INSERT" || op == "SELECT" {
+		kind += " " + firstTable(e.Query)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.c.Wait == nil {
+		t.c.Wait = map[string]int64{}
+	}
+	t.c.Wait[kind] += took
 	t.c.Statements++
 	switch op {
 	case "BEGIN":
@@ -85,7 +99,9 @@ func (t *TxCounter) AfterQuery(_ context.Context, e *bun.QueryEvent) {
 func (t *TxCounter) Counts() TxCounts {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.c
+	c := t.c
+	c.Wait = maps.Clone(t.c.Wait)
+	return c
 }
 
 // goroutineID is the running goroutine's ID, read from the first line of its
@@ -99,4 +115,18 @@ func goroutineID() uint64 {
 	}
 	id, _ := strconv.ParseUint(string(b), 10, 64)
 	return id
+}
+
+// firstTable is the first quoted name in query (bun quotes table names):
+// the table an UPDATE or INSERT writes, the first one a SELECT reads.
+func firstTable(query string) string {
+	i := strings.IndexByte(query, '"')
+	if i < 0 {
+		return "?"
+	}
+	j := strings.IndexByte(query[i+1:], '"')
+	if j < 0 {
+		return "?"
+	}
+	return query[i+1 : i+1+j]
 }
