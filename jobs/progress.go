@@ -51,6 +51,7 @@ func (r *progressRecorder) step(ctx context.Context, step drivers.Step) error {
 	if pct >= 100 {
 		pct = 99 // 100 is written with the success itself
 	}
+	r.log.DebugContext(ctx, "provision step done", "step", step.Name, "progress", pct)
 	r.mu.Lock()
 	if wait := progressEvery - time.Since(r.last); wait > 0 {
 		r.pending = max(r.pending, pct)
@@ -75,7 +76,6 @@ func (r *progressRecorder) step(ctx context.Context, step drivers.Step) error {
 		return err
 	}
 	r.d.Notifier.OperationChanged(ctx, r.opID)
-	r.log.DebugContext(ctx, "provision step done", "step", step.Name, "progress", pct)
 	return nil
 }
 
