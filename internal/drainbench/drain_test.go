@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,6 +49,9 @@ const (
 	// EnvRounds is how many timed rounds run, each a chom pass and a bare
 	// pass (default 1; the script runs 3 and reports medians).
 	EnvRounds = "CHOM_DRAIN_ROUNDS"
+	// EnvProfile is a directory: each chom worker of the timed passes
+	// writes a CPU profile there (chom-worker-*.pprof).
+	EnvProfile = "CHOM_DRAIN_PROFILE_DIR"
 	// EnvCountN is how many operations the untimed pass that counts
 	// transactions drains (default min(N, 2000)).
 	EnvCountN = "CHOM_DRAIN_COUNT_N"
@@ -113,6 +117,17 @@ func chomWorker() error {
 	b, err := stack.NewBackends(ctx, db, rdb, stack.BackendOptions{Quotas: c.Quotas, DomainVerification: c.DomainVerification})
 	if err != nil {
 		return err
+	}
+	if path := os.Getenv(EnvProfile); path != "" {
+		f, err := os.CreateTemp(path, "chom-worker-*.pprof")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	drv := &NoopDriver{}
 	log := stack.NewLogger(os.Stderr, c).With("process", "worker")
@@ -277,6 +292,9 @@ func (h *harness) workerEnv(dsn, redisURL, root string) []string {
 			env = append(env, kv)
 		}
 	}
+	if dir := os.Getenv(EnvProfile); dir != "" {
+		env = append(env, EnvProfile+"="+dir)
+	}
 	return env
 }
 
@@ -294,7 +312,7 @@ func (h *harness) start(role string, env []string, count bool) *proc {
 	cmd := exec.Command(h.bin, "-test.run=^$")
 	cmd.Env = append(env, envRole+"="+role, envOut+"="+out)
 	if count {
-		cmd.Env = append(cmd.Env, envCount+"=1")
+		cmd.Env = append(cmd.Env, envCount+"=1", EnvProfile+"=") // timed passes only
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
