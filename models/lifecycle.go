@@ -41,21 +41,24 @@ type ProvisionStart struct {
 // common case; the job then takes its step-by-step path.
 var errStepByStep = errors.New("provision start needs the step-by-step path")
 
-// StartProvision records, in one transaction, everything the delivery of
-// site provision opID needs before its driver call: the operation running
-// with its attempt counted (StartOperation), the site provisioning
-// (BeginProvision) and placed on a server (AssignVPS: the same choice of
-// server, the same race-free slot), the operation's progress raised to
-// progress (SetProgress) and its server marked touched (MarkServerTouched).
-// One commit instead of five, and the reads done by the same round trips.
+// StartProvision records, in one transaction, everything the first
+// delivery of site provision opID needs before its driver call: the
+// operation running with its attempt counted (StartOperation), the site
+// provisioning (BeginProvision) and placed on a server (AssignVPS's choice
+// and race-free slot), the operation's progress raised to progress
+// (SetProgress) and its server marked touched (MarkServerTouched). One
+// commit instead of five, in six round trips: BEGIN, the operation read, its
+// claim, the server's slot taken (chosen by the same statement), the site
+// bound (read back by the same statement), COMMIT.
 //
 // It covers the common case only, all or nothing: when the operation is not
 // a pending or running provision, a cancel was asked, the site is not
-// pending or provisioning (a held one waits for domain verification), or
-// the placement meets a full or contended server, it writes nothing and
-// returns (nil, nil). The caller then runs those steps one by one, as
-// before, and each handles its own case (a held provision is archived, a
-// finished one left alone, a full fleet retried...).
+// pending or provisioning and unplaced (a held one waits for domain
+// verification; a placed one is a redelivery), or no server is free, it
+// writes nothing and returns (nil, nil). The caller then runs those steps
+// one by one, as before, and each handles its own case (a held provision is
+// archived, a finished one left alone, a redelivery keeps its server, a full
+// fleet is retried...).
 func (s *Store) StartProvision(ctx context.Context, opID string, progress int) (*ProvisionStart, error) {
 	var out *ProvisionStart
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -69,16 +72,6 @@ func (s *Store) StartProvision(ctx context.Context, opID string, progress int) (
 			return fmt.Errorf("start provision %s: %w", opID, err)
 		}
 		if op.Type != OpTypeSiteProvision || (op.Status != OpPending && op.Status != OpRunning) || op.CancelRequestedAt != nil {
-			return errStepByStep
-		}
-		site := new(Site)
-		if err := tx.NewSelect().Model(site).Where("id = ?", op.TargetID).Scan(ctx); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return errStepByStep
-			}
-			return fmt.Errorf("start provision %s: site %s: %w", opID, op.TargetID, err)
-		}
-		if (site.Status != SiteStatusPending && site.Status != SiteStatusProvisioning) || site.DeletedAt != nil {
 			return errStepByStep
 		}
 		// The claim first: a cancel that commits meanwhile is refused by
@@ -98,7 +91,7 @@ func (s *Store) StartProvision(ctx context.Context, opID string, progress int) (
 		if affected(res) != 1 {
 			return errStepByStep
 		}
-		vps, err := placeSite(ctx, tx, site, now)
+		site, vps, err := placeSite(ctx, tx, op, now)
 		if err != nil {
 			return err
 		}
@@ -123,65 +116,46 @@ func (s *Store) StartProvision(ctx context.Context, opID string, progress int) (
 	return out, nil
 }
 
-// placeSite is AssignVPS's placement inside StartProvision's transaction,
-// which also moves the site to provisioning. It takes the best candidate
-// only: a full or contended server is errStepByStep (AssignVPS then looks
-// again, up to its retries).
-func placeSite(ctx context.Context, tx bun.Tx, site *Site, now time.Time) (*VPSServer, error) {
-	if site.VPSID != nil { // placed by an earlier delivery
-		v := new(VPSServer)
-		if err := tx.NewSelect().Model(v).Where("id = ?", *site.VPSID).Scan(ctx); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil, errStepByStep
-			}
-			return nil, fmt.Errorf("vps %s of site %s: %w", *site.VPSID, site.ID, err)
-		}
-		if site.Status == SiteStatusPending {
-			if _, err := tx.NewUpdate().Model((*Site)(nil)).
-				Set("status = ?", SiteStatusProvisioning).Set("updated_at = ?", now).
-				Where("id = ? AND status = ?", site.ID, SiteStatusPending).Exec(ctx); err != nil {
-				return nil, fmt.Errorf("begin provision of site %s: %w", site.ID, err)
-			}
-			site.Status, site.UpdatedAt = SiteStatusProvisioning, now
-		}
-		return v, nil
+// placeSite is AssignVPS's placement of op's site inside StartProvision's
+// transaction, which also moves the site to provisioning and reads it back.
+// One statement chooses the best server for the operation's tenant (the
+// site's) and takes a slot on it; a second binds the site if it is pending
+// or provisioning, unplaced and not deleted. Anything else is errStepByStep.
+//
+// Concurrent placements would all choose the same least-loaded server and
+// queue on its row, each waiting for the one before to commit. Instead, on
+// PostgreSQL, each takes the least-loaded server of those no other
+// placement holds at this instant (SKIP LOCKED); when every candidate is
+// held it is errStepByStep, and AssignVPS waits. (SQLite runs one writer at
+// a time: nothing to skip.)
+func placeSite(ctx context.Context, tx bun.Tx, op *Operation, now time.Time) (*Site, *VPSServer, error) {
+	best := candidateQuery(tx, op.TenantID).Column("id").Limit(1)
+	if IsPostgres(tx) {
+		best = best.For("UPDATE SKIP LOCKED")
 	}
-	// Concurrent placements would all choose the same least-loaded server
-	// and queue on its row, each waiting for the one before to commit.
-	// Instead, on PostgreSQL, each takes the least-loaded server of those no
-	// other placement holds at this instant (SKIP LOCKED), and leaves it to
-	// AssignVPS, which waits, when every candidate is held. (SQLite runs one
-	// writer at a time: nothing to skip.)
-	candidates, err := placementCandidates(ctx, tx, site, 1, IsPostgres(tx))
+	v := new(VPSServer)
+	err := tx.NewUpdate().Model(v).
+		Set("site_count = site_count + 1").Set("updated_at = ?", now).
+		Where("id = (?)", best).Where("status = ? AND site_count < site_capacity", VPSStatusActive).
+		Returning("*").Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, errStepByStep
+	}
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("take a slot for site %s: %w", op.TargetID, err)
 	}
-	if len(candidates) == 0 {
-		return nil, errStepByStep
-	}
-	v := &candidates[0]
-	// The site first, the server's slot last: the server's row lock, which
-	// every concurrent placement on that server waits for, is then held
-	// only until the commit.
-	res, err := tx.NewUpdate().Model((*Site)(nil)).
+	site := new(Site)
+	err = tx.NewUpdate().Model(site).
 		Set("vps_id = ?", v.ID).Set("status = ?", SiteStatusProvisioning).Set("updated_at = ?", now).
-		Where("id = ? AND vps_id IS NULL AND status IN (?, ?)", site.ID, SiteStatusPending, SiteStatusProvisioning).Exec(ctx)
+		Where("id = ? AND vps_id IS NULL AND deleted_at IS NULL AND status IN (?, ?)", op.TargetID, SiteStatusPending, SiteStatusProvisioning).
+		Returning("*").Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, errStepByStep
+	}
 	if err != nil {
-		return nil, fmt.Errorf("bind site %s to vps %s: %w", site.ID, v.ID, err)
+		return nil, nil, fmt.Errorf("bind site %s to vps %s: %w", op.TargetID, v.ID, err)
 	}
-	if affected(res) != 1 {
-		return nil, errStepByStep
-	}
-	ok, err := takeSlot(ctx, tx, v.ID, now)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, errStepByStep
-	}
-	v.SiteCount++
-	site.VPSID, site.Status, site.UpdatedAt = &v.ID, SiteStatusProvisioning, now
-	return v, nil
+	return site, v, nil
 }
 
 // ErrCancelRequested is returned by CompleteProvision (and

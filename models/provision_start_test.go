@@ -54,20 +54,15 @@ func TestStartProvision(t *testing.T) {
 			t.Errorf("site_count of the chosen server = %d, want 1", n)
 		}
 
-		// A redelivery (worker killed during the driver call): the attempt
-		// counts, the server, slot and first touch stay.
+		// A redelivery (worker killed during the driver call) finds its site
+		// placed: the step-by-step path keeps its server, slot and first
+		// touch; the start writes nothing.
 		c.Advance(time.Minute)
-		again, err := s.StartProvision(ctx, op.ID, 10)
-		if err != nil || again == nil {
-			t.Fatalf("second StartProvision = %+v, %v", again, err)
-		}
-		got = opRow(t, s, op.ID)
-		if again.VPS.ID != idle.ID || !again.TouchedBefore || got.Attempts != 2 || !got.ServerTouchedAt.Equal(first) || !got.StartedAt.Equal(first) {
-			t.Errorf("after a redelivery: vps %s, touched before %v, operation %+v", again.VPS.ID, again.TouchedBefore, got)
-		}
-		if n := siteCount(t, db, idle.ID); n != 1 {
-			t.Errorf("site_count after a redelivery = %d, want 1", n)
-		}
+		unchanged(t, s, db, op.ID, siteID, func() {
+			if again, err := s.StartProvision(ctx, op.ID, 10); err != nil || again != nil {
+				t.Fatalf("StartProvision of a placed site = %+v, %v; want nil, nil", again, err)
+			}
+		})
 
 		// A finished operation: the step-by-step path says so; nothing moves.
 		if ok, err := s.CompleteProvision(ctx, op.ID, siteID, models.ProvisionedSite{}, nil, nil); err != nil || !ok {

@@ -121,7 +121,7 @@ func (s *Store) AssignVPS(ctx context.Context, siteID string) (*VPSServer, error
 				chosen = v
 				return nil
 			}
-			candidates, err := placementCandidates(ctx, tx, site, 4, false)
+			candidates, err := placementCandidates(ctx, tx, site, 4)
 			if err != nil {
 				return err
 			}
@@ -165,31 +165,30 @@ func (s *Store) AssignVPS(ctx context.Context, siteID string) (*VPSServer, error
 }
 
 // placementCandidates returns, in tx, up to limit servers that may take
-// site, best first: the tenant's own dedicated servers, then the shared
-// ones, the least loaded first. Servers that are not active or are unhealthy
-// are never candidates. With skipLocked (PostgreSQL only) the servers are
-// locked for the transaction, and servers another transaction holds are
-// skipped.
-func placementCandidates(ctx context.Context, tx bun.Tx, site *Site, limit int, skipLocked bool) ([]VPSServer, error) {
+// site (candidateQuery), best first.
+func placementCandidates(ctx context.Context, tx bun.Tx, site *Site, limit int) ([]VPSServer, error) {
 	var candidates []VPSServer
-	q := tx.NewSelect().Model(&candidates).
+	if err := candidateQuery(tx, site.TenantID).Limit(int64(limit)).Scan(ctx, &candidates); err != nil {
+		return nil, fmt.Errorf("find vps for site %s: %w", site.ID, err)
+	}
+	return candidates, nil
+}
+
+// candidateQuery selects, in tx, the servers that may take a site of
+// tenantID, best first: the tenant's own dedicated servers, then the shared
+// ones, the least loaded first. Servers that are not active or are
+// unhealthy are never candidates.
+func candidateQuery(tx bun.Tx, tenantID string) *bun.SelectQuery {
+	return tx.NewSelect().Model((*VPSServer)(nil)).
 		Where("status = ?", VPSStatusActive).
 		Where("health_status <> ?", HealthUnhealthy).
 		Where("site_count < site_capacity").
 		WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
 			return q.Where("allocation = ?", AllocationShared).
-				WhereOr("allocation = ? AND tenant_id = ?", AllocationDedicated, site.TenantID)
+				WhereOr("allocation = ? AND tenant_id = ?", AllocationDedicated, tenantID)
 		}).
 		OrderExpr("CASE WHEN allocation = ? THEN 0 ELSE 1 END", AllocationDedicated).
-		OrderExpr("site_count * 1.0 / site_capacity ASC, id ASC").
-		Limit(int64(limit))
-	if skipLocked {
-		q = q.For("UPDATE SKIP LOCKED")
-	}
-	if err := q.Scan(ctx); err != nil {
-		return nil, fmt.Errorf("find vps for site %s: %w", site.ID, err)
-	}
-	return candidates, nil
+		OrderExpr("site_count * 1.0 / site_capacity ASC, id ASC")
 }
 
 // takeSlot takes one site slot on server vpsID in tx, and returns false when
