@@ -1,6 +1,7 @@
 package models_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -214,7 +215,10 @@ func TestStartProvisionSkipsAServerBeingPlacedOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, op := createSite(t, s, acme, "skip.example")
-	st, err := s.StartProvision(ctx, op.ID, 10)
+	// A start that waited for the held server would wait for this test.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := s.StartProvision(sctx, op.ID, 10)
 	if err != nil || st == nil {
 		t.Fatalf("StartProvision = %+v, %v", st, err)
 	}
@@ -226,7 +230,7 @@ func TestStartProvisionSkipsAServerBeingPlacedOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, op2 := createSite(t, s, acme, "wait.example")
-	if st, err := s.StartProvision(ctx, op2.ID, 10); err != nil || st != nil {
+	if st, err := s.StartProvision(sctx, op2.ID, 10); err != nil || st != nil {
 		t.Fatalf("StartProvision with every server held = %+v, %v; want nil, nil", st, err)
 	}
 }
