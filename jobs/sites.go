@@ -23,23 +23,47 @@ const placementProgress = 10
 
 // ProvisionSite handles site:provision: place the site on a server, run the
 // driver's steps with progress, and activate the site with its event.
-type ProvisionSite struct{ d Deps }
+// Concurrent successes in one process share a transaction (completer).
+type ProvisionSite struct {
+	d    Deps
+	done *completer
+}
 
 // NewProvisionSite returns the site:provision handler.
 func NewProvisionSite(d Deps) (*ProvisionSite, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
-	return &ProvisionSite{d: d}, nil
+	return &ProvisionSite{d: d, done: &completer{store: d.Store, issue: d.IssueCertificates}}, nil
 }
 
-// ProcessTask runs one delivery of a site:provision task.
+// ProcessTask runs one delivery of a site:provision task. The common case
+// (the first delivery of a provision that is neither held nor cancelled, on
+// a fleet with room) starts with one transaction (Store.StartProvision);
+// anything else takes the step-by-step path, which handles each case.
 func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	p, err := queue.DecodeOperationPayload(t.Payload())
 	if err != nil {
 		return err
 	}
 	log := h.d.Logger.With("operation_id", p.OperationID, "tenant_id", p.TenantID)
+	start, err := h.d.Store.StartProvision(ctx, p.OperationID, placementProgress)
+	if err != nil {
+		return err
+	}
+	if start == nil {
+		return h.stepByStep(ctx, log, p)
+	}
+	h.d.Notifier.OperationChanged(ctx, start.Operation.ID)
+	return h.provision(ctx, log.With("vps_id", start.VPS.ID, "site_id", start.Site.ID),
+		start.Operation, start.Site, start.VPS, start.TouchedBefore)
+}
+
+// stepByStep starts a delivery that StartProvision left alone, one step at a
+// time: a held provision is archived, a finished one left alone, a
+// cancelled one abandoned, a placement retried on contention or failed when
+// the fleet is full; then the driver runs as on the common path.
+func (h *ProvisionSite) stepByStep(ctx context.Context, log *slog.Logger, p queue.OperationPayload) error {
 	held, err := h.d.Store.ProvisionHeld(ctx, p.OperationID)
 	if err != nil {
 		return err
@@ -75,7 +99,6 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	h.d.Notifier.OperationChanged(ctx, op.ID)
-	spec := siteSpec(site, vps)
 	// Until a call may have reached the server, a cancel has nothing to undo
 	// there; the mark goes before the call (a worker killed during it leaves
 	// it set) and is taken back when the call was refused before it ran.
@@ -84,34 +107,28 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if err := h.d.Store.MarkServerTouched(ctx, op.ID); err != nil {
 			return err
 		}
+		now := time.Now()
+		op.ServerTouchedAt = &now
 	}
-	res, err := h.d.Provisioner.Provision(ctx, spec, func(ctx context.Context, step drivers.Step) error {
-		cancelled, err := h.d.Store.CancelRequested(ctx, op.ID)
-		if err != nil {
-			return err
-		}
-		if cancelled {
-			return errCancelled
-		}
-		pct := placementProgress + step.Progress*(100-placementProgress)/100
-		if pct >= 100 {
-			pct = 99 // 100 is written with the success itself
-		}
-		if err := h.d.Store.SetProgress(ctx, op.ID, pct); err != nil {
-			return err
-		}
-		h.d.Notifier.OperationChanged(ctx, op.ID)
-		log.DebugContext(ctx, "provision step done", "step", step.Name, "progress", pct)
-		return nil
-	})
+	return h.provision(ctx, log, op, site, vps, touched)
+}
+
+// provision runs the driver for a started delivery (the operation running,
+// the site placed on vps, the server marked touched; touchedBefore says
+// whether an earlier delivery had marked it) and finishes the operation.
+func (h *ProvisionSite) provision(ctx context.Context, log *slog.Logger, op *models.Operation, site *models.Site, vps *models.VPSServer, touchedBefore bool) error {
+	spec := siteSpec(site, vps)
+	rec := newProgressRecorder(ctx, h.d, log, op.ID)
+	res, err := h.d.Provisioner.Provision(ctx, spec, rec.step)
+	rec.stop()
 	if err != nil {
-		if errors.Is(err, drivers.ErrDeferred) && !touched {
+		if errors.Is(err, drivers.ErrDeferred) && !touchedBefore {
 			if uerr := h.d.Store.UnmarkServerTouched(ctx, op.ID); uerr != nil {
 				return errors.Join(err, uerr)
 			}
+			op.ServerTouchedAt = nil // the server holds nothing of this operation
 			return h.fail(ctx, log, op, site, nil, err)
 		}
-		op.ServerTouchedAt = new(time.Time) // the call ran: undo needs the server
 		return h.fail(ctx, log, op, site, &spec, err)
 	}
 	if vps.HostKey == "" && res.HostKey != "" {
@@ -128,12 +145,13 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	result := map[string]string{"site_id": site.ID, "vps_id": vps.ID, "domain": site.Domain, "document_root": res.DocumentRoot}
 	ps := models.ProvisionedSite{DocumentRoot: res.DocumentRoot, SystemUser: res.SystemUser}
-	var done bool
-	var issue *models.Operation
-	if h.d.IssueCertificates {
-		done, issue, err = h.d.Store.CompleteProvisionAndIssue(ctx, op.ID, site.ID, ps, result, []models.OutboxEvent{event})
-	} else {
-		done, err = h.d.Store.CompleteProvision(ctx, op.ID, site.ID, ps, result, []models.OutboxEvent{event})
+	out, err := h.done.complete(ctx, models.ProvisionSuccess{OpID: op.ID, SiteID: site.ID, Site: ps, Result: result,
+		Events: []models.OutboxEvent{event}})
+	done, issue := out.Done, out.Issue
+	if errors.Is(err, models.ErrCancelRequested) {
+		// Asked after the last check between steps: the site is on the
+		// server, so it is undone there like any cancelled provision.
+		return h.abandon(ctx, log, op, site, &spec, errCancelled)
 	}
 	if err != nil {
 		return err

@@ -2,7 +2,9 @@ package models
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,6 +23,148 @@ func (s *Store) BeginProvision(ctx context.Context, siteID string) error {
 	return nil
 }
 
+// ProvisionStart is what StartProvision recorded for one delivery of a site
+// provision, and what the job needs from the database to go on.
+type ProvisionStart struct {
+	// Operation is the operation, running, its attempt counted, its
+	// progress at least the placement's and its server marked touched.
+	Operation *Operation
+	// Site is the site, provisioning, placed on VPS.
+	Site *Site
+	VPS  *VPSServer
+	// TouchedBefore is whether an earlier delivery had already marked the
+	// server touched (Operation.ServerTouchedAt was set before this one).
+	TouchedBefore bool
+}
+
+// errStepByStep rolls back a StartProvision that met anything but the
+// common case; the job then takes its step-by-step path.
+var errStepByStep = errors.New("provision start needs the step-by-step path")
+
+// StartProvision records, in one transaction, everything the first
+// delivery of site provision opID needs before its driver call: the
+// operation running with its attempt counted (StartOperation), the site
+// provisioning (BeginProvision) and placed on a server (AssignVPS's choice
+// and race-free slot), the operation's progress raised to progress
+// (SetProgress) and its server marked touched (MarkServerTouched). One
+// commit instead of five, in six round trips: BEGIN, the operation read, its
+// claim, the server's slot taken (chosen by the same statement), the site
+// bound (read back by the same statement), COMMIT.
+//
+// It covers the common case only, all or nothing: when the operation is not
+// a pending or running provision, a cancel was asked, the site is not
+// pending or provisioning and unplaced (a held one waits for domain
+// verification; a placed one is a redelivery), or no server is free, it
+// writes nothing and returns (nil, nil). The caller then runs those steps
+// one by one, as before, and each handles its own case (a held provision is
+// archived, a finished one left alone, a redelivery keeps its server, a full
+// fleet is retried...).
+func (s *Store) StartProvision(ctx context.Context, opID string, progress int) (*ProvisionStart, error) {
+	var out *ProvisionStart
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		out = nil
+		now := s.nowUTC()
+		op := new(Operation)
+		if err := tx.NewSelect().Model(op).Where("id = ?", opID).Scan(ctx); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return errStepByStep
+			}
+			return fmt.Errorf("start provision %s: %w", opID, err)
+		}
+		if op.Type != OpTypeSiteProvision || (op.Status != OpPending && op.Status != OpRunning) || op.CancelRequestedAt != nil {
+			return errStepByStep
+		}
+		// The claim first: a cancel that commits meanwhile is refused by
+		// the condition (CancelOperation then flags a running operation).
+		res, err := tx.NewUpdate().Model((*Operation)(nil)).
+			Set("status = ?", OpRunning).
+			Set("attempts = attempts + 1").
+			Set("started_at = COALESCE(started_at, ?)", now).
+			Set("progress = CASE WHEN progress < ? THEN ? ELSE progress END", progress, progress).
+			Set("server_touched_at = COALESCE(server_touched_at, ?)", now).
+			Set("updated_at = ?", now).
+			Where("id = ? AND status IN (?, ?) AND cancel_requested_at IS NULL", opID, OpPending, OpRunning).
+			Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("start provision %s: %w", opID, err)
+		}
+		if affected(res) != 1 {
+			return errStepByStep
+		}
+		site, vps, err := placeSite(ctx, tx, op, now)
+		if err != nil {
+			return err
+		}
+		start := &ProvisionStart{Operation: op, Site: site, VPS: vps, TouchedBefore: op.ServerTouchedAt != nil}
+		op.Status, op.Attempts, op.UpdatedAt = OpRunning, op.Attempts+1, now
+		if op.StartedAt == nil {
+			op.StartedAt = &now
+		}
+		op.Progress = max(op.Progress, progress)
+		if op.ServerTouchedAt == nil {
+			op.ServerTouchedAt = &now
+		}
+		out = start
+		return nil
+	})
+	if errors.Is(err, errStepByStep) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// placeSite is AssignVPS's placement of op's site inside StartProvision's
+// transaction, which also moves the site to provisioning and reads it back.
+// One statement chooses the best server for the operation's tenant (the
+// site's) and takes a slot on it; a second binds the site if it is pending
+// or provisioning, unplaced and not deleted. Anything else is errStepByStep.
+//
+// Concurrent placements would all choose the same least-loaded server and
+// queue on its row, each waiting for the one before to commit. Instead, on
+// PostgreSQL, each takes the least-loaded server of those no other
+// placement holds at this instant (SKIP LOCKED); when every candidate is
+// held it is errStepByStep, and AssignVPS waits. (SQLite runs one writer at
+// a time: nothing to skip.)
+func placeSite(ctx context.Context, tx bun.Tx, op *Operation, now time.Time) (*Site, *VPSServer, error) {
+	best := candidateQuery(tx, op.TenantID).Column("id").Limit(1)
+	if IsPostgres(tx) {
+		best = best.For("UPDATE SKIP LOCKED")
+	}
+	v := new(VPSServer)
+	err := tx.NewUpdate().Model(v).
+		Set("site_count = site_count + 1").Set("updated_at = ?", now).
+		Where("id = (?)", best).Where("status = ? AND site_count < site_capacity", VPSStatusActive).
+		Returning("*").Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, errStepByStep
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("take a slot for site %s: %w", op.TargetID, err)
+	}
+	site := new(Site)
+	err = tx.NewUpdate().Model(site).
+		Set("vps_id = ?", v.ID).Set("status = ?", SiteStatusProvisioning).Set("updated_at = ?", now).
+		Where("id = ? AND vps_id IS NULL AND deleted_at IS NULL AND status IN (?, ?)", op.TargetID, SiteStatusPending, SiteStatusProvisioning).
+		Returning("*").Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, errStepByStep
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("bind site %s to vps %s: %w", op.TargetID, v.ID, err)
+	}
+	return site, v, nil
+}
+
+// ErrCancelRequested is returned by CompleteProvision (and
+// CompleteProvisionAndIssue) when a cancel was asked before the success
+// could commit: nothing was written, and the job undoes its work and
+// finishes the operation cancelled. A cancel is thus honoured whenever it
+// arrives before the success commits, even between the job's checks.
+var ErrCancelRequested = errors.New("cancel requested")
+
 // ProvisionedSite is what a driver reports about a provisioned site.
 type ProvisionedSite struct {
 	DocumentRoot string
@@ -29,7 +173,9 @@ type ProvisionedSite struct {
 
 // CompleteProvision ends a provision operation successfully: the site becomes
 // active, the operation succeeds with result, and events are written, atomically.
-// It returns false, writing nothing, when the operation had already finished.
+// It returns false, writing nothing, when the operation had already finished,
+// and an error wrapping ErrCancelRequested, writing nothing, when a cancel
+// was asked meanwhile.
 func (s *Store) CompleteProvision(ctx context.Context, opID, siteID string, ps ProvisionedSite, result any, events []OutboxEvent) (bool, error) {
 	done, _, err := s.completeProvision(ctx, opID, siteID, ps, result, events, false)
 	return done, err
@@ -45,26 +191,110 @@ func (s *Store) CompleteProvisionAndIssue(ctx context.Context, opID, siteID stri
 }
 
 func (s *Store) completeProvision(ctx context.Context, opID, siteID string, ps ProvisionedSite, result any, events []OutboxEvent, issue bool) (bool, *Operation, error) {
-	var next *Operation
-	done, err := s.finish(ctx, opID, Outcome{Status: OpSucceeded, Result: result}, events,
-		func(ctx context.Context, tx bun.Tx, now time.Time) error {
-			next = nil
-			_, err := tx.NewUpdate().Model((*Site)(nil)).
-				Set("status = ?", SiteStatusActive).Set("document_root = ?", ps.DocumentRoot).
-				Set("system_user = ?", ps.SystemUser).Set("operation_id = NULL").Set("updated_at = ?", now).
-				Where("id = ?", siteID).Exec(ctx)
+	out, err := s.CompleteProvisions(ctx, []ProvisionSuccess{{OpID: opID, SiteID: siteID, Site: ps, Result: result, Events: events}}, issue)
+	if err != nil {
+		return false, nil, err
+	}
+	return out[0].Done, out[0].Issue, out[0].Err
+}
+
+// ProvisionSuccess is one provision to complete with CompleteProvisions.
+type ProvisionSuccess struct {
+	OpID, SiteID string
+	Site         ProvisionedSite
+	Result       any
+	Events       []OutboxEvent
+}
+
+// ProvisionOutcome is what CompleteProvisions did with one ProvisionSuccess.
+type ProvisionOutcome struct {
+	// Done is true when it completed the operation; false, with Err nil,
+	// when the operation had already finished (nothing written for it).
+	Done bool
+	// Issue is the certificate.issue operation recorded for the site (see
+	// CompleteProvisionAndIssue), or nil.
+	Issue *Operation
+	// Err wraps ErrCancelRequested when a cancel was asked before the
+	// success could commit (nothing written for it).
+	Err error
+}
+
+// CompleteProvisions is CompleteProvision (issue false) or
+// CompleteProvisionAndIssue (issue true) for several provisions in one
+// transaction: each operation succeeds and its site becomes active, or is
+// left as it is (already finished, or its cancel was asked: see
+// ProvisionOutcome), and the events of those that succeed are written with
+// one statement. The outcomes are in the order of items. An error means
+// nothing was written for any of them: the caller may complete each alone.
+// It is how concurrent provisions of a worker share one commit (see
+// jobs.ProvisionSite).
+func (s *Store) CompleteProvisions(ctx context.Context, items []ProvisionSuccess, issue bool) ([]ProvisionOutcome, error) {
+	var out []ProvisionOutcome
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		now := s.nowUTC()
+		out = make([]ProvisionOutcome, len(items))
+		var events []OutboxEvent
+		for i, it := range items {
+			ok, err := finishProvisionOp(ctx, tx, it.OpID, it.Result, now)
 			if err != nil {
-				return fmt.Errorf("activate site %s: %w", siteID, err)
+				return err
+			}
+			if !ok {
+				// Finished already, or a cancel was asked: which one?
+				var op Operation
+				if err := tx.NewSelect().Model(&op).Column("status", "cancel_requested_at").Where("id = ?", it.OpID).Scan(ctx); err != nil {
+					return notFound(err, "operation", it.OpID)
+				}
+				if !op.Terminal() && op.CancelRequestedAt != nil {
+					out[i].Err = fmt.Errorf("complete provision %s: %w", it.OpID, ErrCancelRequested)
+				}
+				continue
+			}
+			if _, err := tx.NewUpdate().Model((*Site)(nil)).
+				Set("status = ?", SiteStatusActive).Set("document_root = ?", it.Site.DocumentRoot).
+				Set("system_user = ?", it.Site.SystemUser).Set("operation_id = NULL").Set("updated_at = ?", now).
+				Where("id = ?", it.SiteID).Exec(ctx); err != nil {
+				return fmt.Errorf("activate site %s: %w", it.SiteID, err)
 			}
 			if issue {
-				next, err = autoIssue(ctx, tx, siteID, now)
+				if out[i].Issue, err = autoIssue(ctx, tx, it.SiteID, now); err != nil {
+					return err
+				}
 			}
-			return err
-		})
-	if err != nil || !done {
-		return done, nil, err
+			out[i].Done = true
+			events = append(events, it.Events...)
+		}
+		return s.insertEvents(ctx, tx, events, now)
+	})
+	if err != nil {
+		return nil, err
 	}
-	return true, next, nil
+	return out, nil
+}
+
+// finishProvisionOp is finishOp for a provision's success: the operation
+// succeeds with result and progress 100 if it is unfinished and no cancel
+// was asked for it. It returns false, changing nothing, otherwise. The
+// condition is part of the UPDATE, so a cancel either committed before it
+// (and stops it) or waits for its row lock and then finds the operation
+// finished (CancelOperation answers that it has).
+func finishProvisionOp(ctx context.Context, tx bun.Tx, id string, result any, now time.Time) (bool, error) {
+	q := tx.NewUpdate().Model((*Operation)(nil)).
+		Set("status = ?", OpSucceeded).Set("progress = 100").
+		Set("finished_at = ?", now).Set("updated_at = ?", now).
+		Where("id = ? AND status IN (?, ?) AND cancel_requested_at IS NULL", id, OpPending, OpRunning)
+	if result != nil {
+		b, err := json.Marshal(result)
+		if err != nil {
+			return false, fmt.Errorf("finish operation %s: encode result: %w", id, err)
+		}
+		q = q.Set("result = ?", string(b))
+	}
+	res, err := q.Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("finish operation %s: %w", id, err)
+	}
+	return affected(res) == 1, nil
 }
 
 // AbandonProvision ends a provision that failed for good (out.Status OpFailed) or

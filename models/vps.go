@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/uptrace/bun"
 )
@@ -120,35 +121,21 @@ func (s *Store) AssignVPS(ctx context.Context, siteID string) (*VPSServer, error
 				chosen = v
 				return nil
 			}
-			var candidates []VPSServer
-			err := tx.NewSelect().Model(&candidates).
-				Where("status = ?", VPSStatusActive).
-				Where("health_status <> ?", HealthUnhealthy).
-				Where("site_count < site_capacity").
-				WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
-					return q.Where("allocation = ?", AllocationShared).
-						WhereOr("allocation = ? AND tenant_id = ?", AllocationDedicated, site.TenantID)
-				}).
-				OrderExpr("CASE WHEN allocation = ? THEN 0 ELSE 1 END", AllocationDedicated).
-				OrderExpr("site_count * 1.0 / site_capacity ASC, id ASC").
-				Limit(4).Scan(ctx)
+			candidates, err := placementCandidates(ctx, tx, site, 4)
 			if err != nil {
-				return fmt.Errorf("find vps for site %s: %w", siteID, err)
+				return err
 			}
 			now := s.nowUTC()
 			for i := range candidates {
 				v := &candidates[i]
-				res, err := tx.NewUpdate().Model((*VPSServer)(nil)).
-					Set("site_count = site_count + 1").Set("updated_at = ?", now).
-					Where("id = ? AND status = ? AND site_count < site_capacity", v.ID, VPSStatusActive).
-					Exec(ctx)
+				ok, err := takeSlot(ctx, tx, v.ID, now)
 				if err != nil {
-					return fmt.Errorf("take slot on vps %s: %w", v.ID, err)
+					return err
 				}
-				if affected(res) == 0 {
+				if !ok {
 					continue // full since we looked; try the next one
 				}
-				res, err = tx.NewUpdate().Model((*Site)(nil)).
+				res, err := tx.NewUpdate().Model((*Site)(nil)).
 					Set("vps_id = ?", v.ID).Set("updated_at = ?", now).
 					Where("id = ? AND vps_id IS NULL", siteID).Exec(ctx)
 				if err != nil {
@@ -175,6 +162,47 @@ func (s *Store) AssignVPS(ctx context.Context, siteID string) (*VPSServer, error
 		return chosen, nil
 	}
 	return nil, fmt.Errorf("place site %s: too much contention: %w", siteID, ErrNoCapacity)
+}
+
+// placementCandidates returns, in tx, up to limit servers that may take
+// site (candidateQuery), best first.
+func placementCandidates(ctx context.Context, tx bun.Tx, site *Site, limit int) ([]VPSServer, error) {
+	var candidates []VPSServer
+	if err := candidateQuery(tx, site.TenantID).Limit(int64(limit)).Scan(ctx, &candidates); err != nil {
+		return nil, fmt.Errorf("find vps for site %s: %w", site.ID, err)
+	}
+	return candidates, nil
+}
+
+// candidateQuery selects, in tx, the servers that may take a site of
+// tenantID, best first: the tenant's own dedicated servers, then the shared
+// ones, the least loaded first. Servers that are not active or are
+// unhealthy are never candidates.
+func candidateQuery(tx bun.Tx, tenantID string) *bun.SelectQuery {
+	return tx.NewSelect().Model((*VPSServer)(nil)).
+		Where("status = ?", VPSStatusActive).
+		Where("health_status <> ?", HealthUnhealthy).
+		Where("site_count < site_capacity").
+		WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.Where("allocation = ?", AllocationShared).
+				WhereOr("allocation = ? AND tenant_id = ?", AllocationDedicated, tenantID)
+		}).
+		OrderExpr("CASE WHEN allocation = ? THEN 0 ELSE 1 END", AllocationDedicated).
+		OrderExpr("site_count * 1.0 / site_capacity ASC, id ASC")
+}
+
+// takeSlot takes one site slot on server vpsID in tx, and returns false when
+// the server is full or no longer active. The capacity check is part of the
+// UPDATE, so PostgreSQL re-checks it after waiting for a concurrent taker.
+func takeSlot(ctx context.Context, tx bun.Tx, vpsID string, now time.Time) (bool, error) {
+	res, err := tx.NewUpdate().Model((*VPSServer)(nil)).
+		Set("site_count = site_count + 1").Set("updated_at = ?", now).
+		Where("id = ? AND status = ? AND site_count < site_capacity", vpsID, VPSStatusActive).
+		Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("take slot on vps %s: %w", vpsID, err)
+	}
+	return affected(res) == 1, nil
 }
 
 // errSiteBoundConcurrently rolls back a placement that lost a race; AssignVPS retries.

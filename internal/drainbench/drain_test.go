@@ -1,0 +1,719 @@
+package drainbench
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/uptrace/bun"
+
+	"github.com/chomhq/chom/events"
+	"github.com/chomhq/chom/internal/stack"
+	"github.com/chomhq/chom/internal/testenv"
+	"github.com/chomhq/chom/models"
+	"github.com/chomhq/chom/queue"
+	"github.com/chomhq/chom/workers"
+)
+
+// Environment of a worker process (the test binary run again).
+const (
+	envRole  = "CHOM_DRAIN_ROLE"  // "chom" or "bare": run as that worker
+	envOut   = "CHOM_DRAIN_OUT"   // file the worker writes its report to at exit
+	envCount = "CHOM_DRAIN_COUNT" // "1": count the database transactions
+)
+
+// Knobs of TestDrain (scripts/load/drain.sh sets them).
+const (
+	// EnvN is how many operations each pass drains (default 300).
+	EnvN = "CHOM_DRAIN_N"
+	// EnvRounds is how many timed rounds run, each a chom pass and a bare
+	// pass (default 1; the script runs 3 and reports medians).
+	EnvRounds = "CHOM_DRAIN_ROUNDS"
+	// EnvProfile is a directory: each chom worker of the timed passes
+	// writes a CPU profile there (chom-worker-*.pprof).
+	EnvProfile = "CHOM_DRAIN_PROFILE_DIR"
+	// EnvCountN is how many operations the untimed pass that counts
+	// transactions drains (default min(N, 2000)).
+	EnvCountN = "CHOM_DRAIN_COUNT_N"
+)
+
+// taskNoop is the task type of the bare asynq workers.
+const taskNoop = "drainbench:noop"
+
+// workerReport is what a worker process writes at exit.
+type workerReport struct {
+	Processed  int64    `json:"processed"`    // tasks it completed (bare) or provisions its driver ran (chom)
+	LastDoneNs int64    `json:"last_done_ns"` // wall clock of its last completed task (bare)
+	Counts     TxCounts `json:"counts"`
+}
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(envRole) {
+	case "":
+		os.Exit(m.Run())
+	case "chom":
+		exitWith(chomWorker())
+	case "bare":
+		exitWith(bareWorker())
+	default:
+		exitWith(fmt.Errorf("%s=%q: want chom or bare", envRole, os.Getenv(envRole)))
+	}
+}
+
+func exitWith(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "drainbench worker:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// chomWorker is `chom worker` as stack.WorkerProcess builds it (the
+// configuration from CHOM_* variables, the backends, stack.NewWorker and its
+// job table, guard, breakers and limits), with the no-op driver given through
+// the stack's test hook, and, with CHOM_DRAIN_COUNT=1, a transaction counter
+// on its database handle. It runs until SIGTERM.
+func chomWorker() error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	c, err := stack.LoadConfig(os.Getenv)
+	if err != nil {
+		return err
+	}
+	db, err := models.Open(ctx, c.DatabaseURL, models.PoolConfig{MaxOpenConns: c.DBMaxConns})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	counter := NewTxCounter()
+	if os.Getenv(envCount) == "1" {
+		db.AddQueryHook(counter)
+	}
+	rdb, err := queue.NewRedisClient(c.RedisURL, c.RedisPoolSize)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	b, err := stack.NewBackends(ctx, db, rdb, stack.BackendOptions{Quotas: c.Quotas, DomainVerification: c.DomainVerification})
+	if err != nil {
+		return err
+	}
+	if path := os.Getenv(EnvProfile); path != "" {
+		f, err := os.CreateTemp(path, "chom-worker-*.pprof")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	drv := &NoopDriver{}
+	log := stack.NewLogger(os.Stderr, c).With("process", "worker")
+	w, err := stack.NewWorker(c, b, log, stack.Hooks{Driver: drv.Driver()})
+	if err != nil {
+		return err
+	}
+	if err := w.Run(ctx); err != nil {
+		return err
+	}
+	return writeReport(workerReport{Processed: drv.Provisions(), Counts: counter.Counts()})
+}
+
+// bareWorker is an asynq server configured as a CHOM worker is
+// (workers.New: the concurrency, queues and weights, poll intervals and
+// Redis pool), whose only handler does nothing. It runs until SIGTERM.
+func bareWorker() error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	c, err := stack.LoadConfig(os.Getenv)
+	if err != nil {
+		return err
+	}
+	rdb, err := queue.NewRedisClient(c.RedisURL, c.RedisPoolSize)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	var done, last atomic.Int64
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              c.Concurrency,
+		Queues:                   queue.Weights(),
+		RetryDelayFunc:           workers.RetryDelay(c.RetryBase, c.RetryMax, c.JobDeferDelay),
+		IsFailure:                workers.IsFailure,
+		ShutdownTimeout:          c.ShutdownTimeout,
+		TaskCheckInterval:        250 * time.Millisecond, // workers.New's defaults
+		DelayedTaskCheckInterval: time.Second,
+		LogLevel:                 asynq.WarnLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(taskNoop, func(context.Context, *asynq.Task) error {
+		done.Add(1)
+		last.Store(time.Now().UnixNano())
+		return nil
+	})
+	if err := srv.Start(mux); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	srv.Shutdown()
+	return writeReport(workerReport{Processed: done.Load(), LastDoneNs: last.Load()})
+}
+
+func writeReport(r workerReport) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(os.Getenv(envOut), b, 0o600)
+}
+
+// pass is one drain measured: N tasks through two worker processes.
+type pass struct {
+	kind     string // "chom" or "bare"
+	n        int
+	elapsed  time.Duration
+	counts   TxCounts // chom, counted pass only
+	reported int64    // processed, summed over the workers
+}
+
+func (p pass) rate() float64 { return float64(p.n) / p.elapsed.Seconds() }
+
+// TestDrain accepts N site provisions (the rows the ingress writes, through
+// the ingress's own group-committing models.SiteAcceptor, and their tasks),
+// then lets two chom worker processes over the no-op driver drain them end
+// to end, timed from the queue's release to the last operation's finish;
+// then two bare asynq workers of the same concurrency drain N no-op tasks
+// with the same payload, options and queue on the same Redis. Each chom pass
+// checks its ledger: every operation succeeded, every site active and placed,
+// one site.provisioned.v1 outbox row per operation, nothing left in the
+// queue. An untimed pass with a transaction counter in the workers then
+// gives the database work per provision. Figures are printed (DRAIN lines)
+// and logged; nothing is asserted about speed.
+func TestDrain(t *testing.T) {
+	n := envInt(t, EnvN, 300)
+	rounds := envInt(t, EnvRounds, 1)
+	countN := envInt(t, EnvCountN, min(n, 2000))
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, bin: bin}
+
+	var chom, bare []pass
+	for r := 1; r <= rounds; r++ {
+		// Alternate which goes first, so a drift of the machine's load
+		// during the run does not favour one side.
+		order := []string{"chom", "bare"}
+		if r%2 == 0 {
+			order = []string{"bare", "chom"}
+		}
+		for _, kind := range order {
+			var p pass
+			if kind == "chom" {
+				p = h.chomPass(n, false)
+				chom = append(chom, p)
+			} else {
+				p = h.barePass(n)
+				bare = append(bare, p)
+			}
+			line := fmt.Sprintf("DRAIN round=%d kind=%s n=%d elapsed=%v ops_per_s=%.0f load=%s",
+				r, kind, n, p.elapsed.Round(time.Millisecond), p.rate(), loadAvg())
+			t.Log(line)
+			fmt.Println(line)
+		}
+	}
+	mc, mb := median(chom), median(bare)
+	summary := fmt.Sprintf("DRAIN median of %d: chom %.0f ops/s, bare asynq %.0f tasks/s, ratio %.2f (n=%d, 2 workers x concurrency %d)",
+		rounds, mc, mb, mc/mb, n, workers.DefaultConcurrency)
+	t.Log(summary)
+	fmt.Println(summary)
+
+	p := h.chomPass(countN, true)
+	per := func(v int64) float64 { return float64(v) / float64(countN) }
+	line := fmt.Sprintf("DRAIN per provision (counted pass, n=%d): transactions %.2f (explicit %.2f, autocommit %.2f of which writes %.2f), commits that write %.2f, statements %.2f, rollbacks %.2f",
+		countN, per(p.counts.Transactions), per(p.counts.Explicit), per(p.counts.Autocommit), per(p.counts.AutocommitWrites),
+		per(p.counts.Commits()), per(p.counts.Statements), per(p.counts.Rollbacks))
+	t.Log(line)
+	fmt.Println(line)
+	var kinds []string
+	for k, v := range p.counts.Wait {
+		kinds = append(kinds, fmt.Sprintf("%s %.2fms", k, float64(v)/1e6/float64(countN)))
+	}
+	slices.Sort(kinds)
+	line = fmt.Sprintf("DRAIN per provision (counted pass): time waiting for the database by statement: %s; the pass drained at %.0f ops/s",
+		strings.Join(kinds, ", "), p.rate())
+	t.Log(line)
+	fmt.Println(line)
+	if p.counts.Transactions == 0 {
+		t.Error("the counted pass counted no transaction: the counter is not attached")
+	}
+}
+
+type harness struct {
+	t   *testing.T
+	bin string
+}
+
+// workerEnv is the environment of a worker process: production settings but
+// the log level, and per-server and per-tenant limits that never bind (they
+// defer, not fail, and the figure wanted is the workers' pace, not the
+// limits'; their Redis round trips still happen).
+func (h *harness) workerEnv(dsn, redisURL, root string) []string {
+	env := []string{
+		"CHOM_DATABASE_URL=" + dsn, "CHOM_REDIS_URL=" + redisURL, "CHOM_LOCAL_ROOT=" + root,
+		"CHOM_LOG_LEVEL=warn", "CHOM_VPS_MAX_JOBS=100000", "CHOM_TENANT_MAX_JOBS=100000",
+	}
+	for _, kv := range os.Environ() {
+		// Everything else of the test's environment but CHOM_* settings,
+		// which the worker must take from the list above or the defaults.
+		if len(kv) < 5 || kv[:5] != "CHOM_" {
+			env = append(env, kv)
+		}
+	}
+	if dir := os.Getenv(EnvProfile); dir != "" {
+		env = append(env, EnvProfile+"="+dir)
+	}
+	return env
+}
+
+// proc is a running worker process.
+type proc struct {
+	role string
+	cmd  *exec.Cmd
+	out  string
+	done chan error
+}
+
+func (h *harness) start(role string, env []string, count bool) *proc {
+	h.t.Helper()
+	out := filepath.Join(h.t.TempDir(), "report.json")
+	cmd := exec.Command(h.bin, "-test.run=^$")
+	cmd.Env = append(env, envRole+"="+role, envOut+"="+out)
+	if count {
+		cmd.Env = append(cmd.Env, envCount+"=1", EnvProfile+"=") // timed passes only
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	p := &proc{role: role, cmd: cmd, out: out, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	h.t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// stop ends the process with SIGTERM and returns its report.
+func (p *proc) stop(t *testing.T) workerReport {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("%s worker: %v", p.role, err)
+		}
+	case <-time.After(60 * time.Second):
+		_ = p.cmd.Process.Kill()
+		t.Fatal("worker did not stop within 60s of SIGTERM")
+	}
+	b, err := os.ReadFile(p.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r workerReport
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// release starts two workers of role on a paused queue, waits until both
+// have registered with Redis, and unpauses the queue: the returned time is
+// the start of the drain.
+func (h *harness) release(role string, env []string, rdb redis.UniversalClient, count bool) ([]*proc, time.Time) {
+	h.t.Helper()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	procs := []*proc{h.start(role, env, count), h.start(role, env, count)}
+	if !waitFor(60*time.Second, func() bool {
+		s, err := insp.Servers()
+		return err == nil && len(s) == len(procs)
+	}) {
+		h.t.Fatalf("%s workers did not register with Redis within 60s", role)
+	}
+	start := time.Now()
+	if err := insp.UnpauseQueue(queue.QueueDefault); err != nil {
+		h.t.Fatal(err)
+	}
+	return procs, start
+}
+
+// queueLeft is how many tasks of the default queue are not finished: pending,
+// active, scheduled or waiting for a retry (asynq's keys, read directly: the
+// inspector's queue info samples memory and costs more than the wait).
+func queueLeft(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
+	pipe := rdb.Pipeline()
+	k := "asynq:{" + queue.QueueDefault + "}:"
+	cmds := []interface{ Val() int64 }{
+		pipe.LLen(ctx, k+"pending"), pipe.LLen(ctx, k+"active"), pipe.ZCard(ctx, k+"scheduled"), pipe.ZCard(ctx, k+"retry"),
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, err
+	}
+	var sum int64
+	for _, c := range cmds {
+		sum += c.Val()
+	}
+	return sum, nil
+}
+
+// setup is a fresh PostgreSQL schema and Redis database with the queue
+// paused, and an SQL handle and store on them.
+func (h *harness) setup() (dsn string, db *bun.DB, store *models.Store, rdb redis.UniversalClient, redisURL string) {
+	h.t.Helper()
+	ctx := h.t.Context()
+	dsn = testenv.PostgresDSN(h.t)
+	db, err := models.Open(ctx, dsn, models.PoolConfig{MaxOpenConns: 8})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = db.Close() })
+	if _, err := models.MigrateUp(ctx, db); err != nil {
+		h.t.Fatal(err)
+	}
+	if store, err = models.New(models.Config{DB: db}); err != nil {
+		h.t.Fatal(err)
+	}
+	r := testenv.Redis(h.t)
+	rdb = r.Client(h.t)
+	if err := asynq.NewInspectorFromRedisClient(rdb).PauseQueue(queue.QueueDefault); err != nil {
+		h.t.Fatal(err)
+	}
+	return dsn, db, store, rdb, r.URL
+}
+
+// pollEvery is how often the harness looks whether a drain is over.
+const pollEvery = 100 * time.Millisecond
+
+const (
+	tenants = 8
+	servers = 20
+)
+
+// chomPass drains n site provisions with two chom workers and checks the
+// ledger; with count, the workers count their transactions.
+func (h *harness) chomPass(n int, count bool) pass {
+	t := h.t
+	ctx := t.Context()
+	dsn, db, store, rdb, redisURL := h.setup()
+	var tenantIDs []string
+	for i := range tenants {
+		ten, err := store.EnsureTenant(ctx, fmt.Sprintf("drain-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tenantIDs = append(tenantIDs, ten.ID)
+	}
+	for i := range servers {
+		if _, _, err := store.RegisterVPS(ctx, models.Accept{TenantID: tenantIDs[0], Actor: "drainbench"}, models.RegisterVPSParams{
+			Hostname: fmt.Sprintf("vps%d.drain.example", i), IPAddress: fmt.Sprintf("192.0.2.%d", i+1), SSHPort: 22,
+			Allocation: models.AllocationShared, SiteCapacity: n,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops := h.accept(ctx, store, rdb, tenantIDs, n)
+
+	env := h.workerEnv(dsn, redisURL, t.TempDir())
+	procs, start := h.release("chom", env, rdb, count)
+	if !waitFor(10*time.Minute, func() bool {
+		var left int
+		err := db.NewSelect().Model((*models.Operation)(nil)).Where("status IN (?, ?)", models.OpPending, models.OpRunning).
+			ColumnExpr("count(*)").Scan(ctx, &left)
+		return err == nil && left == 0
+	}) {
+		t.Fatalf("chom workers did not finish %d operations within 10 minutes", n)
+	}
+	var last time.Time
+	if err := db.NewSelect().Model((*models.Operation)(nil)).ColumnExpr("max(finished_at)").Scan(ctx, &last); err != nil {
+		t.Fatal(err)
+	}
+	p := pass{kind: "chom", n: n, elapsed: last.Sub(start)}
+	for _, pr := range procs {
+		r := pr.stop(t)
+		p.reported += r.Processed
+		p.counts = addCounts(p.counts, r.Counts)
+	}
+	h.checkLedger(ctx, db, rdb, ops, p)
+	return p
+}
+
+// accept records n site creations spread over the tenants, as the ingress
+// does (SiteAcceptor, then one enqueue per operation), and returns the
+// operation IDs.
+func (h *harness) accept(ctx context.Context, store *models.Store, rdb redis.UniversalClient, tenantIDs []string, n int) []string {
+	t := h.t
+	acc, err := models.NewSiteAcceptor(models.SiteAcceptorConfig{Store: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = acc.Run(actx) }()
+	defer func() { cancel(); <-ran }()
+	enq := queue.NewEnqueuer(rdb)
+	ids := make([]string, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	for range 64 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				tenant := tenantIDs[i%len(tenantIDs)]
+				a, err := acc.CreateSite(ctx, models.CreateSiteParams{
+					Accept: models.Accept{TenantID: tenant, Actor: "drainbench", RequestID: fmt.Sprintf("req-%d", i)},
+					Domain: fmt.Sprintf("s%d.drain.example", i), SiteType: "php", PHPVersion: "8.3",
+				})
+				if err == nil && a.Held {
+					err = fmt.Errorf("site %d held for domain verification", i)
+				}
+				if err == nil {
+					err = enq.EnqueueOperation(ctx, a.Operation)
+				}
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+					return
+				}
+				ids[i] = a.Operation.ID
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatalf("accept: %v", err)
+	default:
+	}
+	return ids
+}
+
+// checkLedger checks what a chom pass must leave: every operation succeeded
+// with progress 100, every site active on a server with its document root,
+// the servers' site counts equal to the sites placed, one site.provisioned.v1
+// outbox row per operation and no other, and no task left unfinished,
+// retried or archived.
+func (h *harness) checkLedger(ctx context.Context, db *bun.DB, rdb redis.UniversalClient, ops []string, p pass) {
+	t := h.t
+	n := len(ops)
+	count := func(q *bun.SelectQuery) int {
+		t.Helper()
+		c, err := q.Count(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(c)
+	}
+	if got := count(db.NewSelect().Model((*models.Operation)(nil)).Where("status = ? AND progress = 100", models.OpSucceeded).
+		Where("op_type = ?", models.OpTypeSiteProvision)); got != n {
+		t.Errorf("ledger: %d provisions succeeded with progress 100, want %d", got, n)
+	}
+	if got := count(db.NewSelect().Model((*models.Site)(nil)).Where("status = ? AND vps_id IS NOT NULL AND document_root <> '' AND operation_id IS NULL",
+		models.SiteStatusActive)); got != n {
+		t.Errorf("ledger: %d sites active and placed, want %d", got, n)
+	}
+	var placed int
+	if err := db.NewSelect().Model((*models.VPSServer)(nil)).ColumnExpr("coalesce(sum(site_count), 0)").Scan(ctx, &placed); err != nil {
+		t.Fatal(err)
+	}
+	if placed != n {
+		t.Errorf("ledger: servers count %d sites, want %d", placed, n)
+	}
+	var rows []models.OutboxEvent
+	if err := db.NewSelect().Model(&rows).Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	perOp := map[string]int{}
+	for _, r := range rows {
+		if r.Type != events.TypeSiteProvisioned {
+			t.Errorf("ledger: outbox row of type %s, want only %s", r.Type, events.TypeSiteProvisioned)
+			continue
+		}
+		perOp[r.EventID]++
+	}
+	for _, id := range ops {
+		if c := perOp[events.StableID(events.TypeSiteProvisioned, id)]; c != 1 {
+			t.Errorf("ledger: operation %s has %d site.provisioned.v1 rows, want 1", id, c)
+			break
+		}
+	}
+	if len(rows) != n {
+		t.Errorf("ledger: %d outbox rows, want %d", len(rows), n)
+	}
+	if left, err := queueLeft(ctx, rdb); err != nil || left != 0 {
+		t.Errorf("ledger: %d tasks left in the queue (%v)", left, err)
+	}
+	if a, err := rdb.ZCard(ctx, "asynq:{"+queue.QueueDefault+"}:archived").Result(); err != nil || a != 0 {
+		t.Errorf("ledger: %d tasks archived (%v)", a, err)
+	}
+	if p.reported < int64(n) {
+		t.Errorf("ledger: the drivers ran %d provisions, want at least %d", p.reported, n)
+	}
+}
+
+// barePass drains n no-op tasks with two bare asynq workers: each task has
+// the payload, options and queue of a site:provision task.
+func (h *harness) barePass(n int) pass {
+	t := h.t
+	ctx := t.Context()
+	dsn, _, _, rdb, redisURL := h.setup()
+	client := asynq.NewClientFromRedisClient(rdb)
+	spec := queue.TaskSpec{}
+	if _, s, err := queue.SpecFor(models.OpTypeSiteProvision); err == nil {
+		spec = s
+	} else {
+		t.Fatal(err)
+	}
+	tenant := models.NewID(models.PrefixTenant)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for range 64 {
+		wg.Go(func() {
+			for int(next.Add(1)) <= n {
+				id := models.NewID(models.PrefixOperation)
+				payload, err := json.Marshal(queue.OperationPayload{OperationID: id, TenantID: tenant})
+				if err == nil {
+					_, err = client.EnqueueContext(ctx, asynq.NewTask(taskNoop, payload, asynq.TaskID(id), asynq.Queue(spec.Queue),
+						asynq.MaxRetry(spec.MaxRetry), asynq.Timeout(spec.Timeout), asynq.Retention(queue.Retention)))
+				}
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		t.Fatalf("enqueue: %v", err)
+	}
+	env := h.workerEnv(dsn, redisURL, t.TempDir())
+	procs, start := h.release("bare", env, rdb, false)
+	if !waitFor(10*time.Minute, func() bool {
+		left, err := queueLeft(ctx, rdb)
+		return err == nil && left == 0
+	}) {
+		t.Fatalf("bare workers did not finish %d tasks within 10 minutes", n)
+	}
+	p := pass{kind: "bare", n: n}
+	var last int64
+	for _, pr := range procs {
+		r := pr.stop(t)
+		p.reported += r.Processed
+		last = max(last, r.LastDoneNs)
+	}
+	p.elapsed = time.Unix(0, last).Sub(start)
+	if p.reported != int64(n) {
+		t.Errorf("bare workers completed %d tasks, want %d", p.reported, n)
+	}
+	return p
+}
+
+func addCounts(a, b TxCounts) TxCounts {
+	wait := maps.Clone(a.Wait)
+	if wait == nil {
+		wait = map[string]int64{}
+	}
+	for k, v := range b.Wait {
+		wait[k] += v
+	}
+	return TxCounts{Transactions: a.Transactions + b.Transactions, Explicit: a.Explicit + b.Explicit,
+		Autocommit: a.Autocommit + b.Autocommit, AutocommitWrites: a.AutocommitWrites + b.AutocommitWrites,
+		Statements: a.Statements + b.Statements, Rollbacks: a.Rollbacks + b.Rollbacks, Wait: wait}
+}
+
+func median(ps []pass) float64 {
+	r := make([]float64, len(ps))
+	for i, p := range ps {
+		r[i] = p.rate()
+	}
+	slices.SortFunc(r, cmp.Compare)
+	if len(r)%2 == 1 {
+		return r[len(r)/2]
+	}
+	return (r[len(r)/2-1] + r[len(r)/2]) / 2
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v <= 0 {
+		t.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return v
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil || len(b) < 14 {
+		return "?"
+	}
+	var a, b5, c float64
+	if _, err := fmt.Sscanf(string(b), "%f %f %f", &a, &b5, &c); err != nil {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f/%.2f/%.2f", a, b5, c)
+}
+
+// waitFor polls cond every pollEvery until it holds or timeout passes. The
+// end of a drain is read afterwards from what the workers recorded, so the
+// poll only finds that it ended; it is slow enough to cost the servers
+// nothing measurable.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pollEvery)
+	}
+}

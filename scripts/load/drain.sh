@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# drain.sh measures how close CHOM's workers come to asynq's own throughput
+# (internal/drainbench TestDrain): N site provisions accepted with the rows the
+# ingress writes, drained end to end by two worker processes (the production
+# worker assembly over a no-op driver: operations succeeded, sites active and
+# placed, one outbox event each), against two bare asynq servers of the same
+# concurrency draining N no-op tasks of the same payload on the same Redis, in
+# the same run, ROUNDS times (alternating which goes first); then an untimed
+# pass counts the database transactions per provision. Prints DRAIN lines:
+# each pass, the medians and their ratio, the transactions per provision.
+#
+#   scripts/load/drain.sh                       # N=20000, 3 rounds
+#   N=5000 ROUNDS=3 scripts/load/drain.sh
+#   MEASURE_LOCK=/tmp/chom-measure.lock scripts/load/drain.sh   # build first, then
+#                                               # measure under flock on that file
+#
+# Uses real PostgreSQL and Redis: CHOM_TEST_DATABASE_URL / CHOM_TEST_REDIS_URL if
+# set, otherwise it re-runs itself under scripts/test-services.sh (throwaway
+# servers on loopback). Every pass gets a fresh schema and Redis database.
+# Knobs: N (default 20000), ROUNDS (3), COUNT_N (transactions pass, 2000),
+# MEASURE_LOCK (unset: no lock). Exit status: the test's (a ledger mismatch
+# fails it).
+set -euo pipefail
+
+self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+repo_root="$(cd "$(dirname "$self")/../.." && pwd)"
+cd "$repo_root"
+
+log() { printf 'drain: %s\n' "$*" >&2; }
+
+if [[ -z "${CHOM_TEST_DATABASE_URL:-}" || -z "${CHOM_TEST_REDIS_URL:-}" ]]; then
+	[[ -z "${CHOM_LOAD_REEXEC:-}" ]] || { log "test-services.sh did not export the server URLs"; exit 1; }
+	log "CHOM_TEST_DATABASE_URL / CHOM_TEST_REDIS_URL not set: starting throwaway servers with scripts/test-services.sh"
+	export CHOM_LOAD_REEXEC=1
+	exec bash "$repo_root/scripts/test-services.sh" run -- bash "$self" "$@"
+fi
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/chom-drain.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+log "building the benchmark (go test -c ./internal/drainbench)"
+go test -c -o "$tmp/drainbench.test" ./internal/drainbench
+
+export CHOM_DRAIN_N="${N:-20000}" CHOM_DRAIN_ROUNDS="${ROUNDS:-3}" CHOM_DRAIN_COUNT_N="${COUNT_N:-2000}" CI="${CI:-true}"
+echo "== CHOM workers against the queue's ceiling: N=$CHOM_DRAIN_N, $CHOM_DRAIN_ROUNDS rounds =="
+echo "date     $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
+echo "machine  $(nproc) cores (nproc), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+echo "tree     $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($(git status --porcelain 2>/dev/null | wc -l | tr -d ' ') changed files), $(go version | cut -d' ' -f3)"
+run=("$tmp/drainbench.test" -test.run '^TestDrain$' -test.count 1 -test.v -test.timeout 30m)
+if [[ -n "${MEASURE_LOCK:-}" ]]; then
+	log "waiting for the measurement lock $MEASURE_LOCK"
+	run=(flock "$MEASURE_LOCK" "${run[@]}")
+fi
+echo "load     $(cut -d' ' -f1-3 /proc/loadavg) (before the run)"
+status=0
+(cd internal/drainbench && "${run[@]}") >"$tmp/out" 2>&1 || status=$?
+grep '^DRAIN' "$tmp/out" || true
+echo "load     $(cut -d' ' -f1-3 /proc/loadavg) (after the run)"
+if ((status != 0)); then
+	grep -v '^{' "$tmp/out" | tail -n 40 >&2
+fi
+exit "$status"
