@@ -38,7 +38,9 @@
 #   CLIENTS=200      concurrent connections (wrk -c; the open loop's most connections)
 #   THREADS=2        wrk threads (wrk -t)
 #   TIMEOUT=10s      wrk per-request timeout (wrk's 2s default would cut the tail
-#                    off the latency histogram; the open loop's is 10s too)
+#                    off the latency histogram); the open loop gives up a request
+#                    not sent within TIMEOUT of its due time (and one unanswered
+#                    TIMEOUT after it was sent) and counts it as a timeout
 #   IDEMPOTENCY=1    send a unique Idempotency-Key with every request
 #   CHOM_BIN=PATH    measure that chom binary instead of building this checkout
 #                    (an older commit's, for a before/after in the same conditions)
@@ -294,7 +296,7 @@ run_open() {
 	local tag="$1" dur="$2" result="$3"
 	local TIMEFORMAT='%U %S %R'
 	{
-		time "$openloop" -mode create -rate "$OPEN_LOOP_RATE" -duration "$dur" -connections "$CLIENTS" \
+		time "$openloop" -mode create -rate "$OPEN_LOOP_RATE" -duration "$dur" -connections "$CLIENTS" -timeout "$TIMEOUT" \
 			-url "$base" -token "$token" -run "$tag$run_id" -result "$result" \
 			-idempotency="$([[ "${IDEMPOTENCY:-0}" == 1 ]] && echo true || echo false)" >"$tmp/$tag.out" 2>&1
 	} 2>"$tmp/$tag.time" || { cat "$tmp/$tag.out" >&2; die "openloop failed ($tag)"; }

@@ -15,7 +15,9 @@
 // the moment a request was due to its answer, as a client arriving on its own
 // schedule would see it (no coordinated omission). "from send" is the part
 // after the request was written, and "late" how far behind its schedule the
-// worst send went.
+// worst send went. A request that could not be sent within -timeout of its due
+// time is given up, as a client would, and counted as a timeout: a server that
+// cannot keep up makes the run fail instead of making it last for ever.
 //
 // It is written for a low cost per request, since on a small machine it shares
 // the cores with the server it measures: one goroutine per connection writing
@@ -198,6 +200,14 @@ func (c *conn) do(build func([]byte, int64) []byte, n int64, due time.Time, time
 			c.c = nil
 		}
 	}
+	if behind := time.Since(due); behind > timeout {
+		// A client would have given up by now: count it as a timeout, unsent.
+		// This also bounds a run against a server that cannot keep up to
+		// about -duration + -timeout.
+		c.codes[0]++
+		c.errs[fmt.Sprintf("not sent: more than %s behind schedule", timeout)]++
+		return
+	}
 	if c.c == nil {
 		if err := c.dial(); err != nil {
 			fail("connect", err)
@@ -263,7 +273,7 @@ func report(o options, conns []*conn, total int64, elapsed time.Duration) error 
 		statuses = append(statuses, fmt.Sprintf("%d:%d", k, v))
 	}
 	sort.Strings(statuses)
-	fmt.Printf("open loop %s: target %d req/s for %s, sent %d, answered %d in %s = %.0f/s; status %s\n",
+	fmt.Printf("open loop %s: target %d req/s for %s, scheduled %d, answered %d in %s = %.0f/s; status %s (0: not answered)\n",
 		o.mode, o.rate, o.duration, total, answered, elapsed.Round(time.Millisecond),
 		float64(answered)/elapsed.Seconds(), strings.Join(statuses, " "))
 	fmt.Printf("  from schedule  p50 %.2fms p90 %.2fms p99 %.2fms p99.9 %.2fms max %.2fms  (worst send %.2fms late)\n",
