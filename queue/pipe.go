@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -31,8 +32,12 @@ const maxPipeline = 256
 // Batching needs no timer and no goroutine of its own: the caller that finds no
 // pipeline in flight starts one (a goroutine that sends whatever is waiting,
 // then whatever arrived meanwhile, until nothing is); everyone else waits for
-// the pipeline their command went into. One pipeline is in flight at a time:
-// Redis runs scripts one after the other anyway.
+// the pipeline their command went into, or for their own context to end: with
+// Redis away a pipeline can take the client's whole dial and retry time, and a
+// caller behind it must still get its answer within its own timeout (the
+// ingress answers 202 within CHOM's enqueue timeout whatever Redis does). One
+// pipeline is in flight at a time: Redis runs scripts one after the other
+// anyway.
 type scriptPipe struct {
 	redis.UniversalClient
 	max int
@@ -67,14 +72,15 @@ func (p *scriptPipe) Eval(ctx context.Context, script string, keys []string, arg
 	return p.submit(ctx, false, script, keys, args)
 }
 
-// submit queues one script and waits for its pipeline. Once queued it waits
-// for the answer even if ctx ends (the script may be running): the pipeline
-// is bounded by the client's read and write timeouts.
+// submit queues one script and waits for its pipeline or for ctx to end,
+// whichever comes first. A caller that leaves on ctx is answered ctx's error
+// (as go-redis answers a command whose context ended); its script is dropped
+// if its pipeline has not left yet, and may still run if it has, which an
+// enqueue tolerates (a later enqueue of the same task is a task-ID conflict,
+// counted as done).
 func (p *scriptPipe) submit(ctx context.Context, sha bool, script string, keys []string, args []any) *redis.Cmd {
 	if err := ctx.Err(); err != nil {
-		cmd := redis.NewCmd(ctx)
-		cmd.SetErr(err)
-		return cmd
+		return failedCmd(ctx, err)
 	}
 	s := &pipedScript{ctx: ctx, sha: sha, script: script, keys: keys, args: args, done: make(chan struct{})}
 	p.mu.Lock()
@@ -85,8 +91,18 @@ func (p *scriptPipe) submit(ctx context.Context, sha bool, script string, keys [
 	if start {
 		go p.send()
 	}
-	<-s.done
-	return s.cmd
+	select {
+	case <-s.done:
+		return s.cmd
+	case <-ctx.Done():
+		return failedCmd(ctx, ctx.Err())
+	}
+}
+
+func failedCmd(ctx context.Context, err error) *redis.Cmd {
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(err)
+	return cmd
 }
 
 // send sends pipelines until nothing waits.
@@ -107,23 +123,48 @@ func (p *scriptPipe) send() {
 	}
 }
 
-// exec sends one pipeline and hands each script its result. The pipeline
-// runs under the first script's context, detached from its cancellation:
-// the others' callers are waiting on it too.
+// exec sends one pipeline and hands each script its result. Scripts whose
+// caller has left are dropped. The pipeline runs detached from any one
+// caller's cancellation (the others wait on it too) until the latest of their
+// deadlines, so it never outlives everyone waiting for it.
 func (p *scriptPipe) exec(batch []*pipedScript) {
-	ctx := context.WithoutCancel(batch[0].ctx)
+	live := batch[:0:0]
+	var last time.Time
+	unbounded := false
+	for _, s := range batch {
+		if err := s.ctx.Err(); err != nil {
+			s.cmd = failedCmd(s.ctx, err)
+			close(s.done)
+			continue
+		}
+		live = append(live, s)
+		if d, ok := s.ctx.Deadline(); !ok {
+			unbounded = true
+		} else if d.After(last) {
+			last = d
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx := context.WithoutCancel(live[0].ctx)
+	if !unbounded {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, last)
+		defer cancel()
+	}
 	// Errors are per command (cmd.Err); Pipelined's own is the first of them.
 	_, _ = p.UniversalClient.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, s := range batch {
+		for _, s := range live {
 			if s.sha {
-				s.cmd = pipe.EvalSha(s.ctx, s.script, s.keys, s.args...)
+				s.cmd = pipe.EvalSha(ctx, s.script, s.keys, s.args...)
 			} else {
-				s.cmd = pipe.Eval(s.ctx, s.script, s.keys, s.args...)
+				s.cmd = pipe.Eval(ctx, s.script, s.keys, s.args...)
 			}
 		}
 		return nil
 	})
-	for _, s := range batch {
+	for _, s := range live {
 		close(s.done)
 	}
 }

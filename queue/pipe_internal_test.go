@@ -219,3 +219,68 @@ func TestPipelineFailsEveryCaller(t *testing.T) {
 		}
 	}
 }
+
+// A caller behind a pipeline that does not come back (Redis away: dial and
+// retries) gets its answer when its own context ends, not when the pipeline
+// does, and its script, not yet sent, is dropped rather than sent late.
+func TestEnqueueBehindAStuckPipelineKeepsItsTimeout(t *testing.T) {
+	t.Parallel()
+	db := testenv.Redis(t)
+	direct := db.Client(t)
+	rc := redis.NewClient(&redis.Options{Addr: db.Addr, DB: db.DB})
+	defer rc.Close()
+	log := &pipelineLog{}
+	rc.AddHook(log)
+	pipe := newScriptPipe(rc, maxPipeline)
+	e := &Enqueuer{client: asynq.NewClientFromRedisClient(pipe)}
+	if err := e.EnqueueOperation(t.Context(), &models.Operation{ID: "op_first", TenantID: "ten_1", Type: models.OpTypeSiteProvision}); err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	log.mu.Lock()
+	log.sizes = nil
+	log.hold = func(int) { close(held); <-release }
+	log.mu.Unlock()
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	time.AfterFunc(3*time.Second, free) // so that a caller stuck behind it fails the test instead of hanging it
+
+	stuck := make(chan error, 1)
+	go func() {
+		stuck <- e.EnqueueOperation(t.Context(), &models.Operation{ID: "op_stuck", TenantID: "ten_1", Type: models.OpTypeSiteProvision})
+	}()
+	<-held // op_stuck's pipeline has left and is held
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := e.EnqueueOperation(ctx, &models.Operation{ID: "op_behind", TenantID: "ten_1", Type: models.OpTypeSiteProvision})
+	waited := time.Since(start)
+	if err == nil {
+		t.Error("enqueue behind a held pipeline, past its deadline: no error")
+	}
+	t.Logf("behind a held pipeline, a 200ms enqueue answered after %s: %v", waited.Round(time.Millisecond), err)
+	if waited > 2*time.Second {
+		t.Errorf("the enqueue waited %s for the pipeline ahead of it; its own timeout was 200ms", waited)
+	}
+	free()
+	if err := <-stuck; err != nil {
+		t.Fatalf("the held enqueue: %v", err)
+	}
+	if diff := cmp.Diff([]string{"op_first", "op_stuck"}, pendingIDs(t, direct)); diff != "" {
+		t.Errorf("pending tasks (-want +got): the enqueue that gave up must not be sent\n%s", diff)
+	}
+	// Let the pipe go idle: the given-up script is dropped, nothing else is sent.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pipe.mu.Lock()
+		idle := !pipe.sending
+		pipe.mu.Unlock()
+		if idle || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if diff := cmp.Diff([]int{1}, log.Sizes()); diff != "" {
+		t.Errorf("pipelines sent (-want +got):\n%s", diff)
+	}
+}
