@@ -93,14 +93,18 @@ func NewRedisClient(url string, poolSize int) (redis.UniversalClient, error) {
 	return rc, nil
 }
 
-// Enqueuer puts operation tasks on the queue.
+// Enqueuer puts operation tasks on the queue. Enqueues made at the same time
+// share a Redis round trip: asynq's client runs its enqueue script (EVALSHA)
+// through a scriptPipe, which sends the scripts of concurrent callers in one
+// pipeline (see scriptPipe); each task is still enqueued by asynq's own script
+// with asynq's own encoding, and each caller gets its own task's result.
 type Enqueuer struct {
 	client *asynq.Client
 }
 
 // NewEnqueuer returns an Enqueuer over rc. Closing it does not close rc.
 func NewEnqueuer(rc redis.UniversalClient) *Enqueuer {
-	return &Enqueuer{client: asynq.NewClientFromRedisClient(rc)}
+	return &Enqueuer{client: asynq.NewClientFromRedisClient(newScriptPipe(rc, maxPipeline))}
 }
 
 // EnqueueOperation enqueues the task of op. A task with that ID already queued (or

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # accept.sh measures the accept path of the real `chom ingress` binary:
 # POST /api/v1/sites (INSERT site + operation + audit in PostgreSQL, enqueue the
-# asynq task in Redis, answer 202) at 200 concurrent clients with wrk.
+# asynq task in Redis, answer 202), closed loop (wrk, 200 concurrent clients:
+# each sends its next request when the last is answered) and, with OPEN_LOOP_RATE,
+# open loop (scripts/load/openloop: requests sent at a fixed rate whatever the
+# answers do, latency from each request's scheduled send time), in the same run
+# against the same ingress.
 #
-#   scripts/load/accept.sh                 # 5s warm-up, then a 30s measured run
+#   scripts/load/accept.sh                 # 5s warm-up, then a 30s closed-loop run
 #   DURATION=10s scripts/load/accept.sh
+#   OPEN_LOOP_RATE=8000 ROUNDS=3 DURATION=20s scripts/load/accept.sh
+#                                          # 3 rounds of (closed loop, open loop at
+#                                          # 8,000 req/s), each run 20s, and the medians
 #
 # Uses real PostgreSQL and Redis: CHOM_TEST_DATABASE_URL / CHOM_TEST_REDIS_URL
 # if set, otherwise it re-runs itself under scripts/test-services.sh (throwaway
@@ -12,22 +19,38 @@
 # empty Redis logical database, both removed at the end. No workers run: the
 # queue only grows, and the numbers are those of the accept path alone.
 #
-# After the run it checks the ledger: operations = sites = pending tasks (with the
-# same IDs), and all of them = the 202s wrk received (plus at most the requests
-# still in flight when wrk stopped). Exit status 1 on a ledger mismatch, on any
-# non-202 response or on any socket error / timeout.
+# Every measured run prints one line: requests/s, latency percentiles, errors,
+# the CPU of chom, PostgreSQL, Redis and the load generator over the run (from
+# /proc; the load generator shares the cores), and the 1-minute load average
+# before it; then the medians per kind of run.
+#
+# After the runs it checks the ledger: operations = sites = pending tasks (with the
+# same IDs), and all of them = the 202s received (plus at most the requests still
+# in flight when a load generator stopped). Exit status 1 on a ledger mismatch, on
+# any non-202 response or on any socket error / timeout.
 #
 # Knobs (environment):
-#   DURATION=30s     measured run length (wrk -d)
-#   WARMUP=5s        warm-up length; 0 skips it
-#   CLIENTS=200      concurrent connections (wrk -c)
+#   DURATION=30s     length of each measured run
+#   WARMUP=5s        closed-loop warm-up length; 0 skips it
+#   ROUNDS=1         measured rounds (each: closed loop, then open loop)
+#   OPEN_LOOP_RATE   requests/s of the open-loop run; unset: no open loop
+#   CLOSED_LOOP=1    0 skips the closed-loop runs (the open loop alone)
+#   CLIENTS=200      concurrent connections (wrk -c; the open loop's most connections)
 #   THREADS=2        wrk threads (wrk -t)
 #   TIMEOUT=10s      wrk per-request timeout (wrk's 2s default would cut the tail
-#                    off the latency histogram)
+#                    off the latency histogram); the open loop gives up a request
+#                    not sent within TIMEOUT of its due time (and one unanswered
+#                    TIMEOUT after it was sent) and counts it as a timeout
 #   IDEMPOTENCY=1    send a unique Idempotency-Key with every request
-#   CHOM_DB_MAX_CONNS, CHOM_TOKEN_CACHE_TTL, ...  passed through to chom ingress
-#   KEEP=1           keep the temp dir (binary, ingress log, wrk output) and the
-#                    run's database and Redis db (they still vanish with the
+#   CHOM_BIN=PATH    measure that chom binary instead of building this checkout
+#                    (an older commit's, for a before/after in the same conditions)
+#   PROFILE=DIR      build chom with -tags pprof; take a CPU profile and a 2s
+#                    execution trace of chom during the first run of each kind
+#                    (DIR/closed.pprof, DIR/open.pprof, DIR/*.trace) and print the
+#                    profiles' top entries (with CHOM_BIN, build it with -tags pprof)
+#   CHOM_DB_MAX_CONNS, CHOM_TOKEN_CACHE_TTL, GOGC, ...  passed through to chom ingress
+#   KEEP=1           keep the temp dir (binary, ingress log, load generator output) and
+#                    the run's database and Redis db (they still vanish with the
 #                    servers when test-services.sh started them)
 # Needs: go, wrk (apt-get installs it when root), psql, redis-cli, curl.
 set -euo pipefail
@@ -45,6 +68,14 @@ WARMUP="${WARMUP:-5s}"
 CLIENTS="${CLIENTS:-200}"
 THREADS="${THREADS:-2}"
 TIMEOUT="${TIMEOUT:-10s}"
+ROUNDS="${ROUNDS:-1}"
+OPEN_LOOP_RATE="${OPEN_LOOP_RATE:-}"
+CLOSED_LOOP="${CLOSED_LOOP:-1}"
+PROFILE="${PROFILE:-}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+[[ -z "$OPEN_LOOP_RATE" || "$OPEN_LOOP_RATE" =~ ^[1-9][0-9]*$ ]] || die "OPEN_LOOP_RATE must be a positive integer (requests/s)"
+[[ "$CLOSED_LOOP" == 1 || -n "$OPEN_LOOP_RATE" ]] || die "CLOSED_LOOP=0 needs OPEN_LOOP_RATE"
+[[ -z "$PROFILE" || "$DURATION" =~ ^[0-9]+s$ ]] || die "PROFILE needs DURATION in whole seconds (20s)"
 
 # ---- tools -------------------------------------------------------------------
 if ! command -v wrk >/dev/null 2>&1; then
@@ -120,9 +151,20 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 # ---- build -----------------------------------------------------------------------------
-log "building ./cmd/chom"
-go build -o "$tmp/chom" ./cmd/chom || die "go build ./cmd/chom failed"
+tags=()
+[[ -n "$PROFILE" ]] && tags=(-tags pprof) && mkdir -p "$PROFILE"
+if [[ -n "${CHOM_BIN:-}" ]]; then
+	cp "$CHOM_BIN" "$tmp/chom"
+else
+	log "building ./cmd/chom"
+	go build "${tags[@]}" -o "$tmp/chom" ./cmd/chom || die "go build ./cmd/chom failed"
+fi
 chom="$tmp/chom"
+openloop=""
+if [[ -n "$OPEN_LOOP_RATE" ]]; then
+	go build -o "$tmp/openloop" ./scripts/load/openloop || die "go build ./scripts/load/openloop failed"
+	openloop="$tmp/openloop"
+fi
 
 # ---- fresh database ----------------------------------------------------------------------
 [[ "$admin_db_url" =~ ^postgres(ql)?://[^/]+/ ]] || die "CHOM_TEST_DATABASE_URL is not a postgres:// URL with a database name"
@@ -166,7 +208,8 @@ start_ingress() {
 		port=$((20000 + RANDOM % 40000))
 		port_free "$port" && break
 	done
-	CHOM_LISTEN="127.0.0.1:$port" "$chom" ingress 2>>"$tmp/ingress.log" &
+	pprof_addr="127.0.0.1:$((port + 1))"
+	PPROF_LISTEN="$pprof_addr" CHOM_LISTEN="127.0.0.1:$port" "$chom" ingress 2>>"$tmp/ingress.log" &
 	chom_pid=$!
 	for ((i = 0; i < 300; i++)); do
 		if ! kill -0 "$chom_pid" 2>/dev/null; then
@@ -182,7 +225,7 @@ start_ingress() {
 	done
 	die "chom ingress did not answer 200 on /api/v1/health within 30s; log: $(tail -n 20 "$tmp/ingress.log")"
 }
-base=""
+base="" pprof_addr=""
 for attempt in 1 2 3; do
 	start_ingress && break
 	((attempt < 3)) || { tail -n 30 "$tmp/ingress.log" >&2; die "chom ingress exited at start (see above)"; }
@@ -233,8 +276,9 @@ pct() { # ticks_delta elapsed_ns
 	awk -v t="$1" -v ns="$2" -v hz="$clk_tck" 'BEGIN { if (ns <= 0) { print "?"; exit } printf "%.0f", 100 * t / hz / (ns / 1e9) }'
 }
 
-# ---- wrk ------------------------------------------------------------------------------------
-# run_wrk TAG DURATION RESULTFILE: wrk's own CPU goes to $tmp/TAG.time as "user sys real".
+# ---- load generators --------------------------------------------------------------------------
+# run_wrk TAG DURATION RESULTFILE: the closed loop. wrk's own CPU goes to
+# $tmp/TAG.time as "user sys real".
 run_wrk() {
 	local tag="$1" dur="$2" result="$3"
 	local TIMEFORMAT='%U %S %R'
@@ -246,42 +290,133 @@ run_wrk() {
 	[[ -s "$result" ]] || { cat "$tmp/$tag.out" >&2; die "wrk wrote no result ($tag)"; }
 	date +%s%3N >"$tmp/$tag.end"
 }
+# run_open TAG DURATION RESULTFILE: the open loop at OPEN_LOOP_RATE (scripts/load/openloop,
+# at most CLIENTS connections); its CPU goes to $tmp/TAG.time like wrk's.
+run_open() {
+	local tag="$1" dur="$2" result="$3"
+	local TIMEFORMAT='%U %S %R'
+	{
+		time "$openloop" -mode create -rate "$OPEN_LOOP_RATE" -duration "$dur" -connections "$CLIENTS" -timeout "$TIMEOUT" \
+			-url "$base" -token "$token" -run "$tag$run_id" -result "$result" \
+			-idempotency="$([[ "${IDEMPOTENCY:-0}" == 1 ]] && echo true || echo false)" >"$tmp/$tag.out" 2>&1
+	} 2>"$tmp/$tag.time" || { cat "$tmp/$tag.out" >&2; die "openloop failed ($tag)"; }
+	[[ -s "$result" ]] || { cat "$tmp/$tag.out" >&2; die "openloop wrote no result ($tag)"; }
+	date +%s%3N >"$tmp/$tag.end"
+}
 # val FILE KEY
 val() { sed -n "s/^$2=//p" "$1"; }
 
 echo "== CHOM accept path: POST /api/v1/sites -> chom ingress -> PostgreSQL + Redis =="
 echo "date        $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
-echo "machine     $(nproc) cores (nproc), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
-echo "tree        $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($(git status --porcelain 2>/dev/null | wc -l | tr -d ' ') changed files), $(go version | cut -d' ' -f3)"
+echo "machine     $(nproc) cores (nproc), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1); load generator, chom, PostgreSQL and Redis share them"
+echo "tree        $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($(git status --porcelain 2>/dev/null | wc -l | tr -d ' ') changed files), $(go version | cut -d' ' -f3)${CHOM_BIN:+; chom binary $CHOM_BIN}"
 echo "postgres    $(psql "$db_url" -qAt -c 'SHOW server_version'), database $db_name"
 echo "redis       $(redis-cli -u "$redis_url" INFO server | tr -d '\r' | sed -n 's/^redis_version://p'), db $redis_db"
-echo "ingress     $base (CHOM_LOG_LEVEL=warn, CHOM_OPS_UI=false, CHOM_RATE_LIMIT=$CHOM_RATE_LIMIT (0 = off), CHOM_DB_MAX_CONNS=${CHOM_DB_MAX_CONNS:-default})"
+echo "ingress     $base (CHOM_LOG_LEVEL=warn, CHOM_OPS_UI=false, CHOM_RATE_LIMIT=$CHOM_RATE_LIMIT (0 = off), CHOM_DB_MAX_CONNS=${CHOM_DB_MAX_CONNS:-default}, GOGC=${GOGC:-default})"
 echo "workers     NOT started: this measures the accept path only; tasks stay pending in Redis"
-echo "load        wrk -t$THREADS -c$CLIENTS -d$DURATION --timeout $TIMEOUT --latency, idempotency keys: $([[ "${IDEMPOTENCY:-0}" == 1 ]] && echo yes || echo no)"
+[[ "$CLOSED_LOOP" == 1 ]] && echo "closed loop wrk -t$THREADS -c$CLIENTS -d$DURATION --timeout $TIMEOUT --latency"
+[[ -n "$OPEN_LOOP_RATE" ]] && echo "open loop   scripts/load/openloop -rate $OPEN_LOOP_RATE -duration $DURATION -connections $CLIENTS (latency from each request's scheduled send time)"
+echo "rounds      $ROUNDS (each: $([[ "$CLOSED_LOOP" == 1 ]] && echo "closed loop")$([[ "$CLOSED_LOOP" == 1 && -n "$OPEN_LOOP_RATE" ]] && echo ", then ")$([[ -n "$OPEN_LOOP_RATE" ]] && echo "open loop")), idempotency keys: $([[ "${IDEMPOTENCY:-0}" == 1 ]] && echo yes || echo no)"
 echo
 
-: >"$tmp/warm.res"
+results=()
 if [[ "$WARMUP" != 0 && "$WARMUP" != 0s ]]; then
 	log "warm-up $WARMUP"
 	run_wrk w "$WARMUP" "$tmp/warm.res"
+	results+=("$tmp/warm.res")
 fi
 
-log "measured run $DURATION"
-c0="$(ticks "$chom_pid")" p0="$(pg_ticks)" r0="$(ticks "${redis_pid:-0}")" t0="$(now_ns)"
-run_wrk m "$DURATION" "$tmp/run.res"
-t1="$(now_ns)" c1="$(ticks "$chom_pid")" p1="$(pg_ticks)" r1="$(ticks "${redis_pid:-0}")"
-elapsed=$((t1 - t0))
-cpu_chom="$(pct $((c1 - c0)) "$elapsed")"
-cpu_pg="$(pct $((p1 - p0)) "$elapsed")"
-cpu_redis="$(pct $((r1 - r0)) "$elapsed")"
-read -r wu ws wr <"$tmp/m.time"
-cpu_wrk="$(awk -v u="$wu" -v s="$ws" -v r="$wr" 'BEGIN { printf "%.0f", 100 * (u + s) / r }')"
-[[ -n "$pg_master" ]] || cpu_pg="?"
-[[ -n "$redis_pid" ]] || cpu_redis="?"
+# measure TAG KIND(closed|open): one measured run with the CPU of every process
+# sampled from /proc around it; prints one line and keeps KIND's figures in
+# $tmp/KIND.rows for the medians.
+measure() {
+	local tag="$1" kind="$2" c0 p0 r0 t0 c1 p1 r1 t1 elapsed load wu ws wr
+	local res="$tmp/$tag.res"
+	load="$(cut -d' ' -f1 /proc/loadavg)"
+	local prof=()
+	if [[ -n "$PROFILE" && ! -e "$PROFILE/$kind.pprof" ]]; then
+		local secs="${DURATION%s}"
+		curl -fs -o "$PROFILE/$kind.pprof" "http://$pprof_addr/debug/pprof/profile?seconds=$((secs > 4 ? secs - 4 : 1))" &
+		prof+=($!)
+		(sleep 2 && curl -fs -o "$PROFILE/$kind.trace" "http://$pprof_addr/debug/pprof/trace?seconds=2") &
+		prof+=($!)
+	fi
+	c0="$(ticks "$chom_pid")" p0="$(pg_ticks)" r0="$(ticks "${redis_pid:-0}")" t0="$(now_ns)"
+	if [[ "$kind" == closed ]]; then run_wrk "$tag" "$DURATION" "$res"; else run_open "$tag" "$DURATION" "$res"; fi
+	t1="$(now_ns)" c1="$(ticks "$chom_pid")" p1="$(pg_ticks)" r1="$(ticks "${redis_pid:-0}")"
+	((${#prof[@]} == 0)) || wait "${prof[@]}" || log "could not take the $kind profile (chom built without -tags pprof?)"
+	results+=("$res")
+	elapsed=$((t1 - t0))
+	read -r wu ws wr <"$tmp/$tag.time"
+	local cc cp cr cg
+	cc="$(pct $((c1 - c0)) "$elapsed")" cp="$(pct $((p1 - p0)) "$elapsed")" cr="$(pct $((r1 - r0)) "$elapsed")"
+	cg="$(awk -v u="$wu" -v s="$ws" -v r="$wr" 'BEGIN { printf "%.0f", 100 * (u + s) / r }')"
+	[[ -n "$pg_master" ]] || cp="?"
+	[[ -n "$redis_pid" ]] || cr="?"
+	local gen=wrk extra=""
+	if [[ "$kind" == open ]]; then
+		gen=openloop
+		extra="  offered $(val "$res" offered_rps)/s, worst send $(val "$res" late_ms)ms late, p99 from send $(val "$res" send_p99_ms)ms"
+	fi
+	printf '%-6s %-6s %7s req/s  p50 %6sms  p90 %6sms  p99 %6sms  p99.9 %6sms  max %7sms  non-202 %s  socket errors %s  cpu chom %s%% pg %s%% redis %s%% %s %s%%  load %s%s\n' \
+		"$kind" "$tag" "$(val "$res" rps)" "$(val "$res" p50_ms)" "$(val "$res" p90_ms)" "$(val "$res" p99_ms)" \
+		"$(val "$res" p999_ms)" "$(val "$res" max_ms)" "$(val "$res" non202)" \
+		"$(($(val "$res" err_connect) + $(val "$res" err_read) + $(val "$res" err_write) + $(val "$res" err_timeout)))" \
+		"$cc" "$cp" "$cr" "$gen" "$cg" "$load" "$extra"
+	printf '%s %s %s %s %s %s %s %s %s\n' "$(val "$res" rps)" "$(val "$res" p50_ms)" "$(val "$res" p99_ms)" \
+		"$(val "$res" p999_ms)" "$cc" "$cp" "$cr" "$cg" "$load" >>"$tmp/$kind.rows"
+}
+# medians KIND: the median of each column of $tmp/KIND.rows.
+medians() {
+	local kind="$1" gen=wrk
+	[[ "$kind" == open ]] && gen=openloop
+	[[ -s "$tmp/$kind.rows" ]] || return 0
+	awk -v kind="$kind" -v gen="$gen" '
+		{ for (i = 1; i <= NF; i++) v[i, NR] = $i; n = NR; nf = NF }
+		END {
+			for (i = 1; i <= nf; i++) {
+				for (k = 1; k <= n; k++) a[k] = v[i, k]
+				for (x = 1; x <= n; x++) for (y = x + 1; y <= n; y++) if (a[y] + 0 < a[x] + 0) { t = a[x]; a[x] = a[y]; a[y] = t }
+				m[i] = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+				lo[i] = a[1]; hi[i] = a[n]
+			}
+			printf "%-6s median of %d: %.0f req/s (%s-%s)  p50 %.1fms  p99 %.1fms (%s-%s)  p99.9 %.1fms  cpu chom %s%% pg %s%% redis %s%% %s %s%%  load %s-%s\n",
+				kind, n, m[1], lo[1], hi[1], m[2], m[3], lo[3], hi[3], m[4], m[5], m[6], m[7], gen, m[8], lo[9], hi[9]
+		}' "$tmp/$kind.rows"
+}
 
-echo "---- wrk (measured run) ----"
-cat "$tmp/m.out"
+for ((round = 1; round <= ROUNDS; round++)); do
+	if [[ "$CLOSED_LOOP" == 1 ]]; then
+		log "round $round/$ROUNDS: closed loop $DURATION"
+		measure "m$round" closed
+	fi
+	if [[ -n "$OPEN_LOOP_RATE" ]]; then
+		log "round $round/$ROUNDS: open loop at $OPEN_LOOP_RATE req/s, $DURATION"
+		measure "o$round" open
+	fi
+done
 echo
+medians closed
+medians open
+echo "(cpu: % of one core; $(nproc) cores = $(($(nproc) * 100))%; load: the 1-minute load average before each run)"
+echo
+if [[ "$ROUNDS" == 1 ]]; then
+	for f in "$tmp"/m1.out "$tmp"/o1.out; do
+		[[ -s "$f" ]] || continue
+		echo "---- $(basename "$f" .out) ----"
+		cat "$f"
+		echo
+	done
+fi
+if [[ -n "$PROFILE" ]]; then
+	cp "$tmp/chom" "$PROFILE/chom"
+	for kind in closed open; do
+		[[ -s "$PROFILE/$kind.pprof" ]] || continue
+		echo "== CPU profile of chom during its first $kind-loop run: $PROFILE/$kind.pprof (trace: $PROFILE/$kind.trace, binary $PROFILE/chom)"
+		go tool pprof -top -nodecount=30 "$PROFILE/chom" "$PROFILE/$kind.pprof" 2>/dev/null | sed -n '1,38p'
+		echo
+	done
+fi
 
 # ---- ledger ------------------------------------------------------------------------------------
 # Stop the ingress gracefully first: requests wrk abandoned when its time ran out
@@ -298,44 +433,43 @@ ids_diff="$(comm -3 "$tmp/op.ids" "$tmp/task.ids" | wc -l | tr -d ' ')"
 comm -23 "$tmp/op.ids" "$tmp/task.ids" >"$tmp/orphan.ids"
 : >"$tmp/orphans.txt"
 if [[ -s "$tmp/orphan.ids" ]]; then
-	w_end="$(cat "$tmp/w.end" 2>/dev/null || echo 0)" m_end="$(cat "$tmp/m.end")"
 	psql "$db_url" -qAt -F ' ' -c "SELECT id, request_id, (extract(epoch FROM created_at) * 1000)::bigint FROM operations
 		WHERE id IN ($(sed "s/.*/'&'/" "$tmp/orphan.ids" | paste -sd,)) ORDER BY created_at" |
 		while read -r oid rid at; do
-			if ((w_end > 0 && at <= w_end)); then when="$((w_end - at))ms before the warm-up ended"
-			else when="$((m_end - at))ms before the measured run ended"; fi
+			when="after the last run ended"
+			for r in "${results[@]}"; do # the first run that ended after the operation was written
+				e="$(cat "${r%.res}.end" 2>/dev/null || true)"
+				[[ "$r" == "$tmp/warm.res" ]] && e="$(cat "$tmp/w.end" 2>/dev/null || true)"
+				if [[ -n "$e" ]] && ((at <= e)); then when="$((e - at))ms before run $(basename "${r%.res}") ended"; break; fi
+			done
 			printf '%s %s accepted %s; ingress log: %s\n' "$oid" "$rid" "$when" \
 				"$(grep -F "\"$rid\"" "$tmp/ingress.log" | grep -o '"error":"[^"]*"\|"status":[0-9]*' | paste -sd' ' || true)"
 		done >"$tmp/orphans.txt"
 fi
 
-sum() { local a b; a="$(val "$1" "$3")"; b="$(val "$2" "$3")"; echo $((${a:-0} + ${b:-0})); }
-s202="$(sum "$tmp/warm.res" "$tmp/run.res" s202)"
-non202="$(sum "$tmp/warm.res" "$tmp/run.res" non202)"
-unanswered=$(($(sum "$tmp/warm.res" "$tmp/run.res" sent) - $(sum "$tmp/warm.res" "$tmp/run.res" requests)))
+# sum KEY: KEY summed over every run's result, warm-up included (the ledger counts them all).
+sum() { local r t=0 v; for r in "${results[@]}"; do v="$(val "$r" "$1")"; t=$((t + ${v:-0})); done; echo "$t"; }
+s202="$(sum s202)"
+non202="$(sum non202)"
+unanswered=$(($(sum sent) - $(sum requests)))
 sockerr=0
 for k in err_connect err_read err_write err_timeout; do
-	sockerr=$((sockerr + $(sum "$tmp/warm.res" "$tmp/run.res" "$k")))
+	sockerr=$((sockerr + $(sum "$k")))
 done
-non202_detail="$(val "$tmp/warm.res" non202_by_status) $(val "$tmp/run.res" non202_by_status)"
+non202_detail="$(for r in "${results[@]}"; do val "$r" non202_by_status; done | grep -v '^$' | paste -sd' ' || true)"
 
 ledger=OK
 why=()
 [[ "$ops" == "$sites" && "$ops" == "$tasks" ]] || why+=("operations, sites and tasks differ")
 ((ids_diff == 0)) || why+=("$ids_diff operation/task IDs without their counterpart")
 ((ops >= s202)) || why+=("fewer operations than 202s")
-((ops <= s202 + unanswered)) || why+=("more operations than 202s + requests in flight at wrk's stop")
+((ops <= s202 + unanswered)) || why+=("more operations than 202s + requests in flight at the load generator's stop")
 ((not_pending == 0)) || why+=("$not_pending operations not pending although no worker runs")
 ((${#why[@]} == 0)) || ledger=MISMATCH
 extra=""
 if ((unanswered > 0)); then
-	extra=" +$((ops - s202)) of $unanswered in flight at wrk's stop"
+	extra=" +$((ops - s202)) of $unanswered in flight at the load generator's stop"
 fi
-
-rps="$(val "$tmp/run.res" rps)"
-run_non202="$(val "$tmp/run.res" non202)"
-run_sockerr=0
-for k in err_connect err_read err_write err_timeout; do run_sockerr=$((run_sockerr + $(val "$tmp/run.res" "$k"))); done
 
 if [[ -s "$tmp/ingress.log" ]]; then
 	echo "---- chom ingress log (warn and above): $(wc -l <"$tmp/ingress.log" | tr -d ' ') lines, last 5 ----"
@@ -343,16 +477,8 @@ if [[ -s "$tmp/ingress.log" ]]; then
 	echo
 fi
 
-echo "accept run: $CLIENTS clients, $DURATION, $(nproc) cores  (warm-up $WARMUP not counted in the figures)"
-printf '  requests/s  %s\n' "$rps"
-printf '  p50 %sms  p90 %sms  p99 %sms  p99.9 %sms  max %sms\n' \
-	"$(val "$tmp/run.res" p50_ms)" "$(val "$tmp/run.res" p90_ms)" "$(val "$tmp/run.res" p99_ms)" \
-	"$(val "$tmp/run.res" p999_ms)" "$(val "$tmp/run.res" max_ms)"
-printf '  errors      %s (non-202: %s)%s\n' "$run_sockerr" "$run_non202" \
-	"$( ((non202 + sockerr > 0)) && echo "; incl. warm-up: socket $sockerr, non-202 $non202 ${non202_detail// /}")"
-printf '  cpu         chom %s%%  postgres %s%%  redis %s%%  wrk %s%%  (%% of one core; %s cores = %s%%)\n' \
-	"$cpu_chom" "$cpu_pg" "$cpu_redis" "$cpu_wrk" "$(nproc)" "$(($(nproc) * 100))"
-printf '  ledger      %s (operations=%s sites=%s tasks=%s 202s=%s%s; task IDs = operation IDs: %s)\n' \
+printf 'errors      socket %s, non-202 %s%s (all runs, warm-up included)\n' "$sockerr" "$non202" "${non202_detail:+ ($non202_detail)}"
+printf 'ledger      %s (operations=%s sites=%s tasks=%s 202s=%s%s; task IDs = operation IDs: %s)\n' \
 	"$ledger" "$ops" "$sites" "$tasks" "$s202" "$extra" "$([[ "$ids_diff" == 0 ]] && echo yes || echo "no, $ids_diff differ")"
 echo "ledger: $ledger"
 for w in "${why[@]}"; do log "ledger: $w"; done
