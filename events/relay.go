@@ -45,7 +45,9 @@ type RelayConfig struct {
 	// replicas, min.insync.replicas 2 (see DefaultMinInSyncReplicas).
 	Topics TopicSpec
 
-	// BatchSize is the most rows read and published at once. Default 500.
+	// BatchSize is the most rows read, published and marked at once. Default
+	// 2000: on the 2-core test machine 500-row batches spent most of their
+	// time in per-statement work (docs/performance.md).
 	BatchSize int
 	// PollInterval is how long the leader waits before looking again at a
 	// drained outbox when nothing wakes it. On PostgreSQL the commit of every
@@ -128,7 +130,7 @@ func (c RelayConfig) Validate() error {
 const (
 	DefaultPartitions          = 6
 	DefaultReplicationFactor   = 3
-	DefaultRelayBatchSize      = 500
+	DefaultRelayBatchSize      = 2000
 	DefaultRelayPollInterval   = 100 * time.Millisecond
 	DefaultRelayBatchTimeout   = 100 * time.Microsecond
 	DefaultRelayBreakerTimeout = 10 * time.Second
@@ -181,12 +183,16 @@ func (c *RelayConfig) setDefaults() {
 // and mark publishes those rows again: duplicates, with the same event IDs,
 // which consumers drop. Never a loss.
 //
+// Pipelined: while Kafka takes one batch, the leader reads the next and the
+// previous batch is marked on another connection (see lead, reader and
+// marker); a batch is sent only after the one before it was acknowledged whole.
+//
 // Order: a tenant's rows always map to one partition, and one publish call
 // gives each partition at most one batch (calls are bounded to the writer's
 // batch size and bytes), which the broker appends whole or not at all. kafka-go
 // sends a partition's batches one at a time, so a retry never overtakes an
-// earlier batch. A failed call is retried from its first unmarked row before
-// anything after it is read, so after dropping duplicates a consumer sees each
+// earlier batch. A failed call is retried from its first unacknowledged row
+// before anything after it is sent (the rows read ahead are dropped), so after dropping duplicates a consumer sees each
 // tenant's events in ID order, which is the order their transactions wrote them.
 // (Events of two transactions that commit concurrently have no order between
 // them; causally related ones, such as a site's provision and then its
@@ -395,6 +401,15 @@ var errMark = errors.New("mark published")
 
 // lead publishes while this relay holds lease. It returns ctx's error when ctx
 // ends, or the database error that cost the lease.
+//
+// It is a pipeline of three steps, each on a connection of its own: while
+// Kafka takes one batch (the publish), the lease's session reads the next
+// (the rows after it: unpublished and not already read), and the marker
+// records the previous batch as published on a pool connection. A batch is
+// sent only once the batch before it was acknowledged whole, and a failed
+// publish throws the rows read meanwhile away, so no row leaves before an
+// earlier row that failed; the rows acknowledged and not yet marked when the
+// relay crashes are published again by the next leader.
 func (r *Relay) lead(ctx context.Context, lease *models.OutboxLease) error {
 	// wake holds at most one pending wake-up: however many commits notify
 	// while the leader reads and publishes, it reads the outbox once more.
@@ -403,30 +418,63 @@ func (r *Relay) lead(ctx context.Context, lease *models.OutboxLease) error {
 	listened := make(chan struct{})
 	go func() { defer close(listened); r.listen(lctx, wake) }()
 	defer func() { stopListening(); <-listened }()
+	m := newMarker(ctx, r.cfg.Store.MarkOutboxPublished)
+	defer m.close()
 
 	var failures int
+	rd := &reader{lease: lease, limit: r.cfg.BatchSize}
+	// next holds the rows read while the previous batch was published, when
+	// prefetched; an empty prefetch means the outbox was drained then.
+	var next []models.OutboxEvent
+	prefetched := false
 	for {
+		if err := m.failure(); err != nil {
+			return fmt.Errorf("%w: %w", errMark, err)
+		}
 		if failures == 0 {
 			// Create the known topics early, so consumers can subscribe before
 			// the first event; failures are retried on the next round.
 			_ = r.ensureTopics(ctx, r.knownTopics())
 		}
-		rows, err := lease.Unpublished(ctx, r.cfg.BatchSize)
-		if err != nil {
+		rows := next
+		if !prefetched {
+			var err error
+			if rows, err = rd.read(ctx, m.outstanding()); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return err
+			}
+		}
+		next, prefetched = nil, false
+		if len(rows) == 0 {
+			// Drained: a commit since the last read has notified, or the
+			// poll interval will pass.
+			r.idle(ctx, wake)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return err
+			continue
 		}
-		if len(rows) > 0 {
-			err = r.publish(ctx, lease, rows)
+
+		published := make(chan error, 1)
+		go func() { published <- r.publish(ctx, m, rows) }()
+		// Meanwhile, read the next rows: those not being published or marked.
+		skip := m.outstanding()
+		for _, row := range rows {
+			skip = append(skip, row.ID)
 		}
+		ahead, rerr := rd.read(ctx, skip)
+		err := <-published
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, errMark):
 			return err
 		case err != nil:
+			// The rows read ahead are dropped: none may leave before the
+			// failed rows, which the next read (a sweep) returns first.
+			rd.restart()
 			failures++
 			if errors.Is(err, errPartial) {
 				// Progress: the failed partitions' leaders are moving (a broker
@@ -439,16 +487,67 @@ func (r *Relay) lead(ctx context.Context, lease *models.OutboxLease) error {
 			}
 			sleep(ctx, d)
 			continue
+		case rerr != nil:
+			return rerr // the lease's session is lost
 		}
 		if failures > 0 {
 			r.log.Info("publishing again", "after_failures", failures)
 			failures = 0
 		}
-		if len(rows) < r.cfg.BatchSize {
-			r.idle(ctx, wake)
-		}
+		next, prefetched = ahead, true
 	}
 }
+
+// sweepInterval is the longest a leader with a backlog reads by its cursor
+// alone: a row that committed after rows with higher IDs were read (see
+// reader) waits at most about this long behind the backlog.
+const sweepInterval = time.Second
+
+// reader chooses the leader's reads. Reading the outbox from its start (a
+// sweep: models.OutboxLease.UnpublishedExcept) finds every unpublished row, but
+// walks past the rows being published and marked, and the index entries the
+// rows published since the last VACUUM left behind; with a backlog, that is
+// most of the work of a read. So after a full batch the reader takes the rows
+// after the last one it read (its cursor: UnpublishedAfter), and sweeps when
+// it has caught up (a read returned less than a batch), at least every
+// sweepInterval, and after a failed publish. A row that commits late, after
+// rows with higher IDs were read, is found by the next sweep: it was written
+// by a transaction concurrent with theirs, which has no order with them.
+type reader struct {
+	lease *models.OutboxLease
+	limit int
+
+	cursor    int64     // the highest ID of the last read, 0 before the first
+	sweep     bool      // the next read must sweep
+	lastSweep time.Time // when the last sweep was
+}
+
+// read returns the next rows to publish, skipping those of skip (published or
+// being published, not yet marked).
+func (rd *reader) read(ctx context.Context, skip []int64) ([]models.OutboxEvent, error) {
+	var rows []models.OutboxEvent
+	var err error
+	if rd.cursor == 0 || rd.sweep || time.Since(rd.lastSweep) >= sweepInterval {
+		rd.lastSweep = time.Now()
+		rows, err = rd.lease.UnpublishedExcept(ctx, skip, rd.limit)
+	} else {
+		rows, err = rd.lease.UnpublishedAfter(ctx, rd.cursor, skip, rd.limit)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rd.sweep = len(rows) < rd.limit
+	if len(rows) > 0 {
+		// After a sweep too, even below the last cursor: the rows between
+		// were read ahead of a failed publish and dropped.
+		rd.cursor = rows[len(rows)-1].ID
+	}
+	return rows, nil
+}
+
+// restart makes the next read a sweep: the rows read since the last publish
+// were dropped.
+func (rd *reader) restart() { rd.sweep = true }
 
 // idle waits, with the outbox drained, until a commit wakes the leader, the
 // poll interval passes, or ctx ends.
@@ -520,10 +619,29 @@ func notify(wake chan<- struct{}) {
 	}
 }
 
-// publish sends rows in calls bounded by the writer's batch limits, marking each
-// call's rows as soon as Kafka acknowledged them. It stops at the first failure,
-// so no row is published before an earlier unmarked one is.
-func (r *Relay) publish(ctx context.Context, lease *models.OutboxLease, rows []models.OutboxEvent) error {
+// publish sends rows in calls bounded by the writer's batch limits, and hands
+// the rows Kafka acknowledged to the marker once at the end, so the batch is
+// marked by one statement (or markSplit) while the next is read and sent. It
+// stops at the first failure, so no row is published before an earlier
+// unmarked one is.
+func (r *Relay) publish(ctx context.Context, m *marker, rows []models.OutboxEvent) error {
+	acked := make([]int64, 0, len(rows))
+	err := r.send(ctx, rows, func(ids []int64) { acked = append(acked, ids...) })
+	if len(acked) > 0 {
+		if merr := m.submit(ctx, acked); merr != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: %w", errMark, merr)
+		}
+	}
+	return err
+}
+
+// send writes rows in calls bounded by the writer's batch limits, calling
+// acked with the IDs of each call's rows Kafka acknowledged, and stops at the
+// first call that failed.
+func (r *Relay) send(ctx context.Context, rows []models.OutboxEvent, acked func([]int64)) error {
 	for len(rows) > 0 {
 		n, msgs := r.chunk(rows)
 		chunk := rows[:n]
@@ -541,9 +659,7 @@ func (r *Relay) publish(ctx context.Context, lease *models.OutboxLease, rows []m
 		}
 		if len(ok) > 0 {
 			r.published.Add(uint64(len(ok)))
-			if merr := lease.MarkPublished(ctx, ok); merr != nil {
-				return fmt.Errorf("%w: %w", errMark, merr)
-			}
+			acked(ok)
 		}
 		if err != nil {
 			if !errors.Is(err, gobreaker.ErrOpenState) {

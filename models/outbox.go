@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/schema"
 )
 
 // outboxLockKey is the PostgreSQL advisory lock of the relay leader. It is keyed
@@ -75,31 +77,87 @@ func (l *OutboxLease) Release(ctx context.Context) error {
 // in which their transactions wrote them, which keeps each tenant's events in
 // the order of its state changes. It fails when the lease's session has died.
 func (l *OutboxLease) Unpublished(ctx context.Context, limit int) ([]OutboxEvent, error) {
+	return l.UnpublishedExcept(ctx, nil, limit)
+}
+
+// UnpublishedExcept is Unpublished without the rows whose IDs are in skip: the
+// rows a pipelined relay has read and not yet seen marked (being published,
+// or acknowledged and being marked), so that it can read its next batch
+// while the previous one is on its way. skip is meant to be a few batches
+// long (PostgreSQL hashes it). It fails when the lease's session has died.
+//
+// It walks the partial index of unpublished rows (outbox_events_unpublished_idx)
+// from its start, so it finds every row not yet published, a row whose
+// transaction committed after rows with higher IDs were read (a straggler)
+// too; UnpublishedAfter is the cheaper read that skips those.
+func (l *OutboxLease) UnpublishedExcept(ctx context.Context, skip []int64, limit int) ([]OutboxEvent, error) {
+	return l.unpublished(ctx, 0, skip, limit)
+}
+
+// UnpublishedAfter is UnpublishedExcept limited to rows whose ID is above
+// after: one range of the partial index from after on, however many rows
+// below it are still being published or marked (and however many index
+// entries the rows published since the last VACUUM left behind). It misses a
+// straggler below after, which only UnpublishedExcept finds.
+func (l *OutboxLease) UnpublishedAfter(ctx context.Context, after int64, skip []int64, limit int) ([]OutboxEvent, error) {
+	return l.unpublished(ctx, after, skip, limit)
+}
+
+func (l *OutboxLease) unpublished(ctx context.Context, after int64, skip []int64, limit int) ([]OutboxEvent, error) {
 	var out []OutboxEvent
-	err := l.idb.NewSelect().Model(&out).
-		Where("published_at IS NULL").
-		OrderExpr("id ASC").Limit(int64(limit)).Scan(ctx)
-	if err != nil {
+	q := l.idb.NewSelect().Model(&out).Where("published_at IS NULL")
+	if after > 0 {
+		q = q.Where("id > ?", after)
+	}
+	if len(skip) > 0 {
+		q = q.Where("NOT (?)", idIn(l.s.pg, skip))
+	}
+	if err := q.OrderExpr("id ASC").Limit(int64(limit)).Scan(ctx); err != nil {
 		return nil, fmt.Errorf("read unpublished outbox events: %w", err)
 	}
 	return out, nil
 }
 
-// MarkPublished records that the rows with ids reached Kafka. Rows already marked
-// are left as they are.
+// MarkPublished records, on the lease's session, that the rows with ids
+// reached Kafka. Rows already marked are left as they are.
 func (l *OutboxLease) MarkPublished(ctx context.Context, ids []int64) error {
+	return markPublished(ctx, l.idb, l.s, ids)
+}
+
+// MarkOutboxPublished records that the rows with ids reached Kafka, in one
+// statement on any connection of the pool; rows already marked keep their
+// published_at. It needs no lease: Kafka acknowledged those rows, so marking
+// them is true whoever leads now, and a mark that never happens (a crash
+// first) only publishes the rows again. A pipelined relay marks through it
+// while its lease's session reads the next rows.
+func (s *Store) MarkOutboxPublished(ctx context.Context, ids []int64) error {
+	return markPublished(ctx, s.db, s, ids)
+}
+
+// markPublished sets published_at on the unmarked rows of ids, through idb.
+func markPublished(ctx context.Context, idb bun.IDB, s *Store, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := l.idb.NewUpdate().Model((*OutboxEvent)(nil)).
-		Set("published_at = ?", l.s.nowUTC()).
-		Where("id IN (?)", bun.In(ids)).
+	_, err := idb.NewUpdate().Model((*OutboxEvent)(nil)).
+		Set("published_at = ?", s.nowUTC()).
+		Where("?", idIn(s.pg, ids)).
 		Where("published_at IS NULL").
 		Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("mark %d outbox events published: %w", len(ids), err)
 	}
 	return nil
+}
+
+// idIn is the condition "id is one of ids": on PostgreSQL one array
+// parameter (id = ANY('{…}')), which the planner turns into one index scan
+// however many IDs there are; elsewhere an IN list.
+func idIn(pg bool, ids []int64) schema.QueryWithArgs {
+	if pg {
+		return bun.SafeQuery("id = ANY(?)", pgdialect.Array(ids))
+	}
+	return bun.SafeQuery("id IN (?)", bun.In(ids))
 }
 
 // OldestUnpublished returns the creation time of the oldest row not yet

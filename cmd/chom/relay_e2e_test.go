@@ -126,16 +126,27 @@ func TestRelayKilledBetweenPublishAndMark(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = first.Wait()
-	// The relay's mark was already sent and waits for the lock in its server
-	// session, which PostgreSQL ends only when it next reads the dead socket:
-	// after the lock is gone, too late. End that session first, so the mark
-	// really never happens, as if the process had died before sending it. The
-	// session is the one holding the relay's advisory lock.
-	const holder = `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+	// The relay's mark was already sent and waits for the lock in a server
+	// session of the relay's pool (the relay marks beside its lease's
+	// session), which PostgreSQL ends only when it next reads the dead
+	// socket: after the lock is gone, too late. End that session first, so
+	// the mark really never happens, as if the process had died before
+	// sending it; and the session holding the relay's advisory lock, if the
+	// server has not noticed its death yet.
+	var locker int
+	if err := tx.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&locker); err != nil {
+		t.Fatal(err)
+	}
+	const marking = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE ? = ANY(pg_blocking_pids(pid))`
+	var terminated int
+	if err := db.QueryRowContext(ctx, marking, locker).Scan(&terminated); err != nil || terminated == 0 {
+		t.Fatalf("terminate the killed relay's marking session: %d terminated, %v", terminated, err)
+	}
+	const holder = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted
 		AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = hashtext(current_schema() || '.chom_outbox_relay')::bigint`
-	var terminated bool
-	if err := db.QueryRowContext(ctx, holder).Scan(&terminated); err != nil || !terminated {
-		t.Fatalf("terminate the killed relay's session: %v, %v", terminated, err)
+	if err := db.QueryRowContext(ctx, holder).Scan(&terminated); err != nil {
+		t.Fatalf("terminate the killed relay's lease session: %v", err)
 	}
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
