@@ -294,7 +294,7 @@ func newHealthProbe(c Config, b *Backends, log *slog.Logger) (drivers.HealthProb
 		return local.NewHealthProbe(hc)
 	}
 	inner, err := ssh.New(ssh.Config{KeyFile: c.SSHKeyFile, User: c.SSHUser, TrustOnFirstUse: c.SSHHostKeyPolicy == "tofu",
-		Logger: log.With("component", "ssh")})
+		MaxConns: c.SSHMaxConns, HTTPPort: c.HealthHTTPPort, Logger: log.With("component", "ssh")})
 	if err != nil {
 		return nil, err
 	}
