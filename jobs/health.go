@@ -188,7 +188,7 @@ type HealthCheckConfig struct {
 	// in one transaction.
 	Recorder HealthRecorder
 	Probe    drivers.HealthProbe
-	Logger *slog.Logger
+	Logger   *slog.Logger
 	// Notifier announces on-demand check operations as they change. Default
 	// NopNotifier.
 	Notifier Notifier
