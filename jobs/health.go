@@ -342,12 +342,16 @@ func (h *CheckHealth) runOperation(ctx context.Context, p queue.HealthCheckPaylo
 // ends (nothing is recorded then); an unreachable server is a recorded result,
 // not an error.
 func (h *CheckHealth) Check(ctx context.Context, vpsID, key, source string, period *time.Time) (*models.HealthRecorded, error) {
-	v, err := h.cfg.Store.GetVPS(ctx, vpsID)
+	v, recorded, err := h.cfg.Store.VPSForCheck(ctx, vpsID, key)
 	if err != nil {
 		return nil, err
 	}
 	log := h.log.With("vps_id", vpsID)
-	if prior, err := h.cfg.Store.HealthCheckByKey(ctx, vpsID, key); err == nil {
+	if recorded {
+		prior, err := h.cfg.Store.HealthCheckByKey(ctx, vpsID, key)
+		if err != nil {
+			return nil, err
+		}
 		return &models.HealthRecorded{Before: v, Check: prior, Duplicate: true}, nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, h.cfg.CheckTimeout)
