@@ -16,6 +16,8 @@
 #   scripts/load/sweep.sh 1000 10000 30000 100000
 #   SWEEPS=3 scripts/load/sweep.sh 10000   # a third sweep
 #   PROFILE=DIR scripts/load/sweep.sh 10000   # keep the workers' CPU profiles
+#   BIN_DIR=DIR scripts/load/sweep.sh …   # use DIR/chom (-tags pprof) and DIR/sweep,
+#                                         # built before (e.g. outside a measurement lock)
 #
 # Any CHOM_* variable set (CHOM_WORKER_CONCURRENCY, CHOM_DB_MAX_CONNS, …)
 # reaches the workers. Uses CHOM_TEST_DATABASE_URL / CHOM_TEST_REDIS_URL if
@@ -39,9 +41,12 @@ sizes=("$@")
 [[ ${#sizes[@]} -gt 0 ]] || sizes=(1000 10000)
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/chom-sweep.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-go build -tags pprof -o "$tmp/chom" ./cmd/chom
-go build -o "$tmp/sweep" ./scripts/load/sweep
-args=(-chom "$tmp/chom" -n "$(IFS=,; echo "${sizes[*]}")" -sweeps "${SWEEPS:-2}")
+bin="${BIN_DIR:-$tmp}"
+if [[ -z "${BIN_DIR:-}" ]]; then
+	go build -tags pprof -o "$bin/chom" ./cmd/chom
+	go build -o "$bin/sweep" ./scripts/load/sweep
+fi
+args=(-chom "$bin/chom" -n "$(IFS=,; echo "${sizes[*]}")" -sweeps "${SWEEPS:-2}")
 [[ -z "${PROFILE:-}" ]] || { mkdir -p "$PROFILE"; args+=(-profile-dir "$PROFILE"); }
 echo "machine: $(nproc) cores, $(uptime | sed 's/.*load/load/'), $(date -u +%FT%TZ)"
-"$tmp/sweep" "${args[@]}"
+"$bin/sweep" "${args[@]}"
