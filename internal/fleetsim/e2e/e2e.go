@@ -243,11 +243,12 @@ func PeriodProgress(ctx context.Context, db bun.IDB, period time.Time) (Progress
 	return p, nil
 }
 
-// WaitChecks polls every 50 ms until n checks of the period are recorded, and
+// WaitChecks polls every 250 ms (a count over the period index; the sweep
+// time comes from the checks' own checked_at) until n checks of the period are recorded, and
 // returns the progress then. It fails when ctx ends first, or when alive
 // reports an error (a worker died).
 func WaitChecks(ctx context.Context, db bun.IDB, period time.Time, n int, alive func() error) (Progress, error) {
-	t := time.NewTicker(50 * time.Millisecond)
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	var last Progress
 	for {

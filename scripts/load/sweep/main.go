@@ -4,7 +4,7 @@
 // their host keys in a fresh PostgreSQL database, runs two `chom worker`
 // processes (the binary built with -tags pprof), enqueues the sweep's tick as
 // the scheduler does, and measures from the tick to the last check recorded
-// (the database polled every 50 ms until the period has N checks). Each
+// (the database polled every 250 ms until the period has N checks). Each
 // sweep after the first is warm: the workers' pooled SSH connections are
 // reused (when the check lands on the worker that holds one).
 //
@@ -41,12 +41,14 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -69,7 +71,10 @@ func main() {
 	nWorkers := flag.Int("workers", 2, "chom worker processes")
 	profDir := flag.String("profile-dir", "", "keep the workers' CPU profiles here")
 	flag.Parse()
-	ctx := context.Background()
+	// Interrupted, it still stops the workers and the fleet, drops the
+	// database and flushes the Redis database (run's deferred clean-up).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if *serve > 0 {
 		if err := serveFleet(*serve, *out); err != nil {
 			fmt.Fprintln(os.Stderr, "sweep fleet:", err)
@@ -86,6 +91,7 @@ func main() {
 		}
 		if err := r.run(ctx, n); err != nil {
 			fmt.Fprintln(os.Stderr, "sweep:", err)
+			stop()
 			os.Exit(1)
 		}
 	}
