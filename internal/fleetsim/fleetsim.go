@@ -49,6 +49,14 @@ const (
 type Config struct {
 	// Size is the number of servers, 1..MaxSize.
 	Size int
+	// First is the index of the fleet's first server (default 0). Fleets in
+	// several processes serve one larger fleet when each takes its own range
+	// of indexes (so of addresses and IDs): a process holds a descriptor per
+	// connection, and may hold only so many.
+	First int
+	// ClientKey is the private key (OpenSSH PEM) the servers accept; empty
+	// means a fresh one. Fleets serving one larger fleet share it.
+	ClientKey []byte
 	// ClosedEvery makes every n-th server (index%n == n-1) a closed port;
 	// 0 means none.
 	ClosedEvery int
@@ -62,8 +70,8 @@ type Config struct {
 // Validate reports every problem with c at once, or nil.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Size < 1 || c.Size > MaxSize {
-		errs = append(errs, fmt.Errorf("Size %d must be within 1..%d", c.Size, MaxSize))
+	if c.Size < 1 || c.First < 0 || c.First+c.Size > MaxSize {
+		errs = append(errs, fmt.Errorf("First %d and Size %d: want 1 ≤ Size and First+Size ≤ %d", c.First, c.Size, MaxSize))
 	}
 	if c.ClosedEvery < 0 || c.BlackholeEvery < 0 {
 		errs = append(errs, errors.New("ClosedEvery and BlackholeEvery must not be negative"))
@@ -91,7 +99,8 @@ type Server struct {
 
 // Fleet is a running simulated fleet. Close stops it.
 type Fleet struct {
-	// Servers are in index order; Servers[i] listens on Addr(i).
+	// Servers are in index order; Servers[k] is server First+k and listens
+	// on Addr(First+k).
 	Servers []Server
 	// SSHPort and HTTPPort are the same on every address.
 	SSHPort, HTTPPort int
@@ -116,10 +125,10 @@ type Fleet struct {
 	handshakes, sessions atomic.Uint64
 }
 
-// SetLoad makes server i report load1 as its 1-minute load from now on.
+// SetLoad makes Servers[i] report load1 as its 1-minute load from now on.
 func (f *Fleet) SetLoad(i int, load1 float64) { f.loads[i].Store(math.Float64bits(load1)) }
 
-// Load returns the 1-minute load server i reports now.
+// Load returns the 1-minute load Servers[i] reports now.
 func (f *Fleet) Load(i int) float64 { return math.Float64frombits(f.loads[i].Load()) }
 
 // Stats counts what the fleet served since it started.
@@ -188,9 +197,11 @@ func Start(cfg Config) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	clientPEM, err := NewClientKey()
-	if err != nil {
-		return nil, err
+	clientPEM := cfg.ClientKey
+	if len(clientPEM) == 0 {
+		if clientPEM, err = NewClientKey(); err != nil {
+			return nil, err
+		}
 	}
 	clientSigner, err := gossh.ParsePrivateKey(clientPEM)
 	if err != nil {
@@ -266,7 +277,7 @@ func (f *Fleet) listenAll(cfg Config) error {
 	}
 	f.listeners = append(f.listeners, hl)
 	f.SSHPort, f.HTTPPort = sl.Addr().(*net.TCPAddr).Port, hl.Addr().(*net.TCPAddr).Port
-	closed, err := net.Listen("tcp4", net.JoinHostPort(Addr(0), "0"))
+	closed, err := net.Listen("tcp4", net.JoinHostPort(Addr(cfg.First), "0"))
 	if err != nil {
 		return err
 	}
@@ -276,7 +287,8 @@ func (f *Fleet) listenAll(cfg Config) error {
 	f.Servers = make([]Server, cfg.Size)
 	f.loads = make([]atomic.Uint64, cfg.Size)
 	f.byIP = make(map[string]int, cfg.Size)
-	for i := range cfg.Size {
+	for k := range cfg.Size {
+		i := cfg.First + k
 		ip := Addr(i)
 		kind, port := KindLive, f.SSHPort
 		switch {
@@ -285,7 +297,7 @@ func (f *Fleet) listenAll(cfg Config) error {
 		case cfg.BlackholeEvery > 0 && i%cfg.BlackholeEvery == cfg.BlackholeEvery/2:
 			kind = KindBlackhole
 		}
-		f.Servers[i] = Server{
+		f.Servers[k] = Server{
 			Target: drivers.HealthTarget{
 				Server:  drivers.Server{ID: ServerID(i), Hostname: fmt.Sprintf("sim%06d.test", i), IPAddress: ip, SSHPort: port},
 				HostKey: f.HostKey,
@@ -293,8 +305,8 @@ func (f *Fleet) listenAll(cfg Config) error {
 			Kind:  kind,
 			Load1: float64(i%400) / 100,
 		}
-		f.loads[i].Store(math.Float64bits(f.Servers[i].Load1))
-		f.byIP[ip] = i
+		f.loads[k].Store(math.Float64bits(f.Servers[k].Load1))
+		f.byIP[ip] = k
 	}
 	f.httpSrv.SetKeepAlivesEnabled(false) // a pooled HTTP connection per server would double the descriptors
 	f.httpSrv.ConnState = func(c net.Conn, st http.ConnState) {

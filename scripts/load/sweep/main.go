@@ -62,7 +62,9 @@ import (
 
 func main() {
 	serve := flag.Int("serve-fleet", 0, "internal: serve a fleet of this size (the fleet process)")
-	out := flag.String("fleet-out", "", "internal: where the fleet process writes its servers and key")
+	out := flag.String("fleet-out", "", "internal: where the fleet process writes its servers")
+	first := flag.Int("fleet-first", 0, "internal: the fleet process's first server index")
+	clientKey := flag.String("fleet-key", "", "internal: the client key file the fleet process accepts")
 	chom := flag.String("chom", "", "chom binary built with -tags pprof")
 	dbURL := flag.String("db", os.Getenv("CHOM_TEST_DATABASE_URL"), "PostgreSQL admin URL (a database per size is created and dropped)")
 	redisURL := flag.String("redis", os.Getenv("CHOM_TEST_REDIS_URL"), "Redis URL (an empty logical database is used and flushed)")
@@ -70,19 +72,20 @@ func main() {
 	sweeps := flag.Int("sweeps", 2, "sweeps per size: the first cold, the others warm")
 	nWorkers := flag.Int("workers", 2, "chom worker processes")
 	profDir := flag.String("profile-dir", "", "keep the workers' CPU profiles here")
+	perFleet := flag.Int("per-fleet", defaultPerFleet, "servers per fleet process")
 	flag.Parse()
 	// Interrupted, it still stops the workers and the fleet, drops the
 	// database and flushes the Redis database (run's deferred clean-up).
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *serve > 0 {
-		if err := serveFleet(*serve, *out); err != nil {
+		if err := serveFleet(*serve, *first, *clientKey, *out); err != nil {
 			fmt.Fprintln(os.Stderr, "sweep fleet:", err)
 			os.Exit(1)
 		}
 		return
 	}
-	r := &runner{chom: *chom, adminDB: *dbURL, redisURL: *redisURL, sweeps: *sweeps, workers: *nWorkers, profDir: *profDir}
+	r := &runner{perFleet: *perFleet, chom: *chom, adminDB: *dbURL, redisURL: *redisURL, sweeps: *sweeps, workers: *nWorkers, profDir: *profDir}
 	for s := range strings.SplitSeq(*sizes, ",") {
 		n, err := strconv.Atoi(strings.ReplaceAll(strings.TrimSpace(s), "_", ""))
 		if err != nil || n < 1 {
@@ -97,12 +100,16 @@ func main() {
 	}
 }
 
-// fleetInfo is what the fleet process writes to -fleet-out.
+// fleetInfo is what a fleet process writes to -fleet-out.
 type fleetInfo struct {
 	Servers  []fleetsim.Server `json:"servers"`
 	HTTPPort int               `json:"http_port"`
-	KeyPEM   []byte            `json:"key_pem"`
 }
+
+// defaultPerFleet is the most servers one fleet process serves: each worker
+// may hold a connection to each server, and a process here may hold 20,000
+// descriptors (the hard limit, which root cannot raise in a container).
+const defaultPerFleet = 9000
 
 // fleetStats is the fleet process's answer to "stats".
 type fleetStats struct {
@@ -113,16 +120,21 @@ type fleetStats struct {
 // serveFleet is the fleet process: it starts the fleet, writes its servers
 // to out, prints "ready", then answers each "stats" line on stdin with a
 // fleetStats line until stdin ends.
-func serveFleet(n int, out string) error {
+func serveFleet(n, first int, keyFile, out string) error {
 	if _, err := fleetsim.RaiseFileLimit(); err != nil {
 		return err
 	}
-	f, err := fleetsim.Start(fleetsim.Config{Size: n, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		return err
+	}
+	f, err := fleetsim.Start(fleetsim.Config{Size: n, First: first, ClientKey: key,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	b, err := json.Marshal(fleetInfo{Servers: f.Servers, HTTPPort: f.HTTPPort, KeyPEM: f.ClientKeyPEM})
+	b, err := json.Marshal(fleetInfo{Servers: f.Servers, HTTPPort: f.HTTPPort})
 	if err != nil {
 		return err
 	}
@@ -145,16 +157,35 @@ func serveFleet(n int, out string) error {
 }
 
 type runner struct {
+	perFleet                int
 	chom, adminDB, redisURL string
 	sweeps, workers         int
 	profDir                 string
 }
 
-// fleetProc is the running fleet process.
+// fleetProc is a running fleet process.
 type fleetProc struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
+}
+
+// fleetProcs are the processes serving one fleet.
+type fleetProcs []*fleetProc
+
+// stats sums the processes' counts and CPU.
+func (fs fleetProcs) stats() (fleetStats, error) {
+	var sum fleetStats
+	for _, f := range fs {
+		s, err := f.stats()
+		if err != nil {
+			return sum, err
+		}
+		sum.Handshakes += s.Handshakes
+		sum.Sessions += s.Sessions
+		sum.CPU += s.CPU
+	}
+	return sum, nil
 }
 
 func (f *fleetProc) stats() (fleetStats, error) {
@@ -179,42 +210,69 @@ func (r *runner) run(ctx context.Context, n int) error {
 		return err
 	}
 
-	// The fleet, in its own process.
+	// The fleet, in processes of its own: r.perFleet servers each, sharing
+	// one client key; the first one's HTTP listener answers for every
+	// address (HTTP connections are not kept open, so it needs no more
+	// descriptors for it).
 	start := time.Now()
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	infoPath := filepath.Join(tmp, "fleet.json")
-	fp := &fleetProc{cmd: exec.Command(self, "-serve-fleet", strconv.Itoa(n), "-fleet-out", infoPath)}
-	fp.cmd.Stderr = os.Stderr
-	if fp.in, err = fp.cmd.StdinPipe(); err != nil {
-		return err
-	}
-	stdout, err := fp.cmd.StdoutPipe()
+	keyPEM, err := fleetsim.NewClientKey()
 	if err != nil {
-		return err
-	}
-	fp.out = bufio.NewReader(stdout)
-	if err := fp.cmd.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = fp.in.Close(); _ = fp.cmd.Wait() }()
-	if line, err := fp.out.ReadString('\n'); err != nil || line != "ready\n" {
-		return fmt.Errorf("fleet process: %q, %v", line, err)
-	}
-	var info fleetInfo
-	b, err := os.ReadFile(infoPath)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, &info); err != nil {
 		return err
 	}
 	keyFile := filepath.Join(tmp, "id_ed25519")
-	if err := os.WriteFile(keyFile, info.KeyPEM, 0o600); err != nil {
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		return err
 	}
+	var (
+		fp      fleetProcs
+		servers []fleetsim.Server
+		info    fleetInfo
+	)
+	defer func() {
+		for _, f := range fp {
+			_ = f.in.Close()
+			_ = f.cmd.Wait()
+		}
+	}()
+	for first := 0; first < n; first += r.perFleet {
+		size := min(r.perFleet, n-first)
+		infoPath := filepath.Join(tmp, fmt.Sprintf("fleet%d.json", first))
+		f := &fleetProc{cmd: exec.Command(self, "-serve-fleet", strconv.Itoa(size), "-fleet-first", strconv.Itoa(first),
+			"-fleet-key", keyFile, "-fleet-out", infoPath)}
+		f.cmd.Stderr = os.Stderr
+		if f.in, err = f.cmd.StdinPipe(); err != nil {
+			return err
+		}
+		stdout, err := f.cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		f.out = bufio.NewReader(stdout)
+		if err := f.cmd.Start(); err != nil {
+			return err
+		}
+		fp = append(fp, f)
+		if line, err := f.out.ReadString('\n'); err != nil || line != "ready\n" {
+			return fmt.Errorf("fleet process: %q, %v", line, err)
+		}
+		b, err := os.ReadFile(infoPath)
+		if err != nil {
+			return err
+		}
+		var fi fleetInfo
+		if err := json.Unmarshal(b, &fi); err != nil {
+			return err
+		}
+		if first == 0 {
+			info.HTTPPort = fi.HTTPPort
+		}
+		servers = append(servers, fi.Servers...)
+	}
+	info.Servers = servers
 
 	// A fresh database with the fleet registered.
 	dsn, drop, err := createDatabase(ctx, r.adminDB)
@@ -244,14 +302,16 @@ func (r *runner) run(ctx context.Context, n int) error {
 		return err
 	}
 	defer func() { _ = rc.FlushDB(context.Background()).Err(); _ = rc.Close() }()
-	fmt.Printf("== N=%d: fleet on 127.1.0.1.. (ssh port %d) started and registered in %.1fs; %d worker processes\n",
-		n, info.Servers[0].Target.Server.SSHPort, time.Since(start).Seconds(), r.workers)
+	fmt.Printf("== N=%d: fleet on 127.1.0.1.. (%d processes) started and registered in %.1fs; %d worker processes\n",
+		n, len(fp), time.Since(start).Seconds(), r.workers)
 
 	// The workers. Every other CHOM_* setting in this process's environment
 	// (CHOM_WORKER_CONCURRENCY, CHOM_DB_MAX_CONNS, …) reaches them as is.
 	var env []string
-	if os.Getenv("CHOM_SSH_MAX_CONNS") == "" { // each worker may check every server
-		env = append(env, "CHOM_SSH_MAX_CONNS="+strconv.Itoa(max(n, 10000)))
+	if os.Getenv("CHOM_SSH_MAX_CONNS") == "" {
+		// Each worker may check every server, within the descriptors it
+		// may hold (the hard limit here is 20,000).
+		env = append(env, "CHOM_SSH_MAX_CONNS="+strconv.Itoa(min(max(n, 10000), 18000)))
 	}
 	cfg := e2e.WorkerConfig{Chom: r.chom, DatabaseURL: dsn, RedisURL: rurl, KeyFile: keyFile, HTTPPort: info.HTTPPort,
 		LocalRoot: filepath.Join(tmp, "vps"), Env: env, Pprof: true, Stderr: os.Stderr}
@@ -301,7 +361,7 @@ func (r *runner) run(ctx context.Context, n int) error {
 
 // measure runs one sweep and prints its figures; it returns the sweep time.
 func (r *runner) measure(ctx context.Context, sweep, n int, period time.Time, profSecs int, procs []*e2e.Worker,
-	fp *fleetProc, pg *pgServer, rc *redis.Client, db *bun.DB, client *asynq.Client) (time.Duration, error) {
+	fp fleetProcs, pg *pgServer, rc *redis.Client, db *bun.DB, client *asynq.Client) (time.Duration, error) {
 	type snap struct {
 		workers          []time.Duration
 		rss, heap        []int64
