@@ -44,7 +44,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -742,9 +741,13 @@ func createDatabase(ctx context.Context, admin string) (string, func(), error) {
 	}, nil
 }
 
-// emptyRedisDB returns the URL and a client of the first empty logical
-// database (1..15) of the Redis server of raw.
+// emptyRedisDB takes a logical database of the Redis server of raw the way
+// internal/testenv does (the next of 1..1023 from the counter on database
+// 0), so tests running against the same server never share it, flushes it
+// and returns its URL and a client. (Picking an empty one instead collided
+// with a test that took the same number and flushed it mid-sweep.)
 func emptyRedisDB(ctx context.Context, raw string) (string, *redis.Client, error) {
+	const counterKey, databases = "chom:testenv:next-db", 1024 // as internal/testenv
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
 		return "", nil, err
@@ -753,25 +756,20 @@ func emptyRedisDB(ctx context.Context, raw string) (string, *redis.Client, error
 	if err != nil {
 		return "", nil, err
 	}
-	dbs := make([]int, 0, 15)
-	for i := 1; i <= 15; i++ {
-		dbs = append(dbs, i)
+	o := *opts
+	o.DB = 0
+	admin := redis.NewClient(&o)
+	n, err := admin.Incr(ctx, counterKey).Result()
+	_ = admin.Close()
+	if err != nil {
+		return "", nil, fmt.Errorf("redis: INCR %s: %w", counterKey, err)
 	}
-	slices.Reverse(dbs) // the highest first: tests count upwards from 1
-	for _, i := range dbs {
-		o := *opts
-		o.DB = i
-		c := redis.NewClient(&o)
-		n, err := c.DBSize(ctx).Result()
-		if err != nil {
-			_ = c.Close()
-			return "", nil, err
-		}
-		if n == 0 {
-			u.Path = "/" + strconv.Itoa(i)
-			return u.String(), c, nil
-		}
+	o.DB = 1 + int(n%(databases-1))
+	c := redis.NewClient(&o)
+	if err := c.FlushDB(ctx).Err(); err != nil {
 		_ = c.Close()
+		return "", nil, fmt.Errorf("redis: FLUSHDB %d (the server needs --databases %d): %w", o.DB, databases, err)
 	}
-	return "", nil, errors.New("no empty Redis database among 1..15")
+	u.Path = "/" + strconv.Itoa(o.DB)
+	return u.String(), c, nil
 }
