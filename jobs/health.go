@@ -172,11 +172,23 @@ type HealthCheckStats struct {
 	Healthy, Degraded, Unhealthy, Unreachable uint64
 }
 
+// HealthRecorder records one health check with its decision in one
+// transaction: *models.Store (a transaction per check) and
+// *models.HealthWriter (group-committed) are both one.
+type HealthRecorder interface {
+	RecordHealthCheck(ctx context.Context, check *models.VPSHealthCheck,
+		decide func(v *models.VPSServer) (models.HealthDecision, error)) (*models.HealthRecorded, error)
+}
+
 // HealthCheckConfig configures the vps:health_check handler.
 type HealthCheckConfig struct {
-	Store  *models.Store
-	Probe  drivers.HealthProbe
-	Logger *slog.Logger
+	Store *models.Store
+	// Recorder writes the checks; default Store. The worker passes a
+	// models.HealthWriter, which commits the checks of concurrent handlers
+	// in one transaction.
+	Recorder HealthRecorder
+	Probe    drivers.HealthProbe
+	Logger   *slog.Logger
 	// Notifier announces on-demand check operations as they change. Default
 	// NopNotifier.
 	Notifier Notifier
@@ -242,6 +254,9 @@ func NewCheckHealth(cfg HealthCheckConfig) (*CheckHealth, error) {
 	}
 	if cfg.Notifier == nil {
 		cfg.Notifier = NopNotifier{}
+	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = cfg.Store
 	}
 	if cfg.Thresholds == (HealthThresholds{}) {
 		cfg.Thresholds = DefaultHealthThresholds()
@@ -327,12 +342,16 @@ func (h *CheckHealth) runOperation(ctx context.Context, p queue.HealthCheckPaylo
 // ends (nothing is recorded then); an unreachable server is a recorded result,
 // not an error.
 func (h *CheckHealth) Check(ctx context.Context, vpsID, key, source string, period *time.Time) (*models.HealthRecorded, error) {
-	v, err := h.cfg.Store.GetVPS(ctx, vpsID)
+	v, recorded, err := h.cfg.Store.VPSForCheck(ctx, vpsID, key)
 	if err != nil {
 		return nil, err
 	}
 	log := h.log.With("vps_id", vpsID)
-	if prior, err := h.cfg.Store.HealthCheckByKey(ctx, vpsID, key); err == nil {
+	if recorded {
+		prior, err := h.cfg.Store.HealthCheckByKey(ctx, vpsID, key)
+		if err != nil {
+			return nil, err
+		}
 		return &models.HealthRecorded{Before: v, Check: prior, Duplicate: true}, nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, h.cfg.CheckTimeout)
@@ -355,7 +374,7 @@ func (h *CheckHealth) Check(ctx context.Context, vpsID, key, source string, peri
 		log.Warn("health probe failed", "reason", verdict.Reason, "error", perr)
 	}
 	check := checkRow(vpsID, key, source, period, report, verdict)
-	rec, err := h.cfg.Store.RecordHealthCheck(ctx, check, func(cur *models.VPSServer) (models.HealthDecision, error) {
+	rec, err := h.cfg.Recorder.RecordHealthCheck(ctx, check, func(cur *models.VPSServer) (models.HealthDecision, error) {
 		d := models.HealthDecision{Next: NextHealth(cur.HealthState(), verdict.Result, h.cfg.Hysteresis)}
 		if perr == nil && report.HostKey != "" && cur.HostKey == "" {
 			d.PinHostKey = report.HostKey

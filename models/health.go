@@ -173,6 +173,23 @@ func (s *Store) RecordHealthCheck(ctx context.Context, check *VPSHealthCheck,
 
 var errDuplicateCheck = errors.New("health check already recorded")
 
+// VPSForCheck returns server id and whether a check of it under key is
+// recorded already, in one query: what a check reads before probing. An
+// unknown server is ErrNotFound.
+func (s *Store) VPSForCheck(ctx context.Context, id, key string) (*VPSServer, bool, error) {
+	var row struct {
+		VPSServer
+		Recorded bool `bun:"recorded"`
+	}
+	err := s.db.NewSelect().Model((*VPSServer)(nil)).ColumnExpr("?TableAlias.*").
+		ColumnExpr("EXISTS (SELECT 1 FROM vps_health_checks AS c WHERE c.vps_id = ?TableAlias.id AND c.check_key = ?) AS recorded", key).
+		Where("?TableAlias.id = ?", id).Scan(ctx, &row)
+	if err != nil {
+		return nil, false, notFound(err, "vps", id)
+	}
+	return &row.VPSServer, row.Recorded, nil
+}
+
 // HealthCheckByKey returns the check of a server recorded under key, or ErrNotFound.
 func (s *Store) HealthCheckByKey(ctx context.Context, vpsID, key string) (*VPSHealthCheck, error) {
 	c := new(VPSHealthCheck)

@@ -192,3 +192,28 @@ func TestRequestHealthCheck(t *testing.T) {
 		}
 	})
 }
+
+func TestVPSForCheck(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s := setup(t, db)
+		v := registerVPS(t, s, "web1.example", 5)
+		p := epoch.Truncate(time.Minute)
+		got, recorded, err := s.VPSForCheck(ctx, v.ID, p.Format(time.RFC3339))
+		if err != nil || recorded || got.ID != v.ID || got.Hostname != "web1.example" || got.SSHPort != 22 {
+			t.Fatalf("before the check: %+v, recorded %v, %v", got, recorded, err)
+		}
+		recordCheck(t, s, v.ID, p, models.HealthHealthy, models.HealthHealthy, "ssh-ed25519 AAAAk")
+		got, recorded, err = s.VPSForCheck(ctx, v.ID, p.Format(time.RFC3339))
+		if err != nil || !recorded || got.HostKey != "ssh-ed25519 AAAAk" || got.HealthStatus != models.HealthHealthy {
+			t.Fatalf("after the check: %+v, recorded %v, %v", got, recorded, err)
+		}
+		if _, recorded, err = s.VPSForCheck(ctx, v.ID, "another key"); err != nil || recorded {
+			t.Fatalf("another key: recorded %v, %v", recorded, err)
+		}
+		if _, _, err := s.VPSForCheck(ctx, "vps_missing", "k"); !errors.Is(err, models.ErrNotFound) {
+			t.Fatalf("unknown server: %v, want ErrNotFound", err)
+		}
+	})
+}

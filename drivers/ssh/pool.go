@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"container/list"
 	"context"
 	"sync"
 	"time"
@@ -19,7 +20,8 @@ type conn struct {
 	// Guarded by pool.mu.
 	inUse    int
 	lastUsed time.Time
-	retired  bool // out of the map; closed when the last user releases it
+	retired  bool          // out of the map; closed when the last user releases it
+	elem     *list.Element // its place in pool.lru while pooled
 }
 
 // dialFunc opens a new authenticated connection.
@@ -34,6 +36,7 @@ type pool struct {
 
 	mu      sync.Mutex
 	conns   map[string]*conn
+	lru     *list.List // the pooled connections, least recently used first
 	dialing map[string]chan struct{}
 	closed  bool
 
@@ -45,7 +48,7 @@ type pool struct {
 // newPool returns a pool and starts its reaper, which closes connections idle
 // for longer than idle until close.
 func newPool(max int, idle time.Duration) *pool {
-	p := &pool{max: max, idle: idle, conns: map[string]*conn{}, dialing: map[string]chan struct{}{},
+	p := &pool{max: max, idle: idle, conns: map[string]*conn{}, lru: list.New(), dialing: map[string]chan struct{}{},
 		stop: make(chan struct{}), reaped: make(chan struct{})}
 	go p.reapLoop()
 	return p
@@ -81,6 +84,7 @@ func (p *pool) get(ctx context.Context, key, addr string, pin hostPin, dial dial
 			if c.addr == addr && (pin.none() || pin.matches(c.hostKey)) {
 				c.inUse++
 				c.lastUsed = time.Now()
+				p.lru.MoveToBack(c.elem)
 				p.mu.Unlock()
 				return c, true, nil
 			}
@@ -115,6 +119,7 @@ func (p *pool) get(ctx context.Context, key, addr string, pin hostPin, dial dial
 			c.retired = true
 		} else {
 			p.conns[key] = c
+			c.elem = p.lru.PushBack(c)
 			p.evictLocked()
 		}
 		p.mu.Unlock()
@@ -139,6 +144,9 @@ func (p *pool) release(c *conn, broken bool) {
 	defer p.mu.Unlock()
 	c.inUse--
 	c.lastUsed = time.Now()
+	if c.elem != nil {
+		p.lru.MoveToBack(c.elem)
+	}
 	if broken {
 		p.retireLocked(c)
 	}
@@ -152,6 +160,8 @@ func (p *pool) release(c *conn, broken bool) {
 func (p *pool) retireLocked(c *conn) {
 	if p.conns[c.key] == c {
 		delete(p.conns, c.key)
+		p.lru.Remove(c.elem)
+		c.elem = nil
 	}
 	if !c.retired {
 		c.retired = true
@@ -163,30 +173,34 @@ func (p *pool) retireLocked(c *conn) {
 
 // evictLocked closes the least recently used idle connections while the pool
 // holds more than max. Connections in use are never evicted, so the pool may
-// briefly exceed max by the number of checks in flight.
+// briefly exceed max by the number of checks in flight. The LRU list makes it
+// cost the connections in use it skips, not the pool's size: a fleet larger
+// than the pool evicts on every dial.
 func (p *pool) evictLocked() {
-	for len(p.conns) > p.max {
-		var oldest *conn
-		for _, c := range p.conns {
-			if c.inUse == 0 && (oldest == nil || c.lastUsed.Before(oldest.lastUsed)) {
-				oldest = c
-			}
+	e := p.lru.Front()
+	for len(p.conns) > p.max && e != nil {
+		c, next := e.Value.(*conn), e.Next()
+		if c.inUse == 0 {
+			p.retireLocked(c)
 		}
-		if oldest == nil {
-			return
-		}
-		p.retireLocked(oldest)
+		e = next
 	}
 }
 
-// reap closes connections idle for longer than the idle timeout.
+// reap closes connections idle for longer than the idle timeout: those at
+// the front of the LRU list, up to the first one used since.
 func (p *pool) reap(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		if c.inUse == 0 && now.Sub(c.lastUsed) > p.idle {
+	for e := p.lru.Front(); e != nil; {
+		c, next := e.Value.(*conn), e.Next()
+		if now.Sub(c.lastUsed) <= p.idle {
+			return
+		}
+		if c.inUse == 0 {
 			p.retireLocked(c)
 		}
+		e = next
 	}
 }
 

@@ -50,7 +50,8 @@ type Config struct {
 	HTTPPort int
 
 	// MaxConns is how many SSH connections the pool keeps (one per server);
-	// beyond it the least recently used idle one is closed. Default 1000.
+	// beyond it the least recently used idle one is closed. Default
+	// DefaultMaxConns.
 	MaxConns int
 	// IdleTimeout closes a pooled connection unused for that long. It should
 	// exceed the sweep interval so each sweep reuses the previous one's
@@ -133,12 +134,17 @@ func (c *Config) setDefaults() {
 		c.HTTPPort = 80
 	}
 	if c.MaxConns == 0 {
-		c.MaxConns = 1000
+		c.MaxConns = DefaultMaxConns
 	}
 	if c.Dial == nil {
 		c.Dial = (&net.Dialer{}).DialContext
 	}
 }
+
+// DefaultMaxConns is the pool size when Config.MaxConns is zero: a fleet of
+// ten thousand servers stays pooled in every worker process (any worker may
+// check any server). docs/performance.md measures the memory it costs.
+const DefaultMaxConns = 10000
 
 // Probe measures servers over SSH: it implements drivers.HealthProbe. It keeps
 // one SSH connection per server and reuses it across checks; it is safe for

@@ -23,10 +23,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,8 +47,16 @@ const (
 
 // Config configures a Fleet.
 type Config struct {
-	// Size is the number of servers, 1..65000.
+	// Size is the number of servers, 1..MaxSize.
 	Size int
+	// First is the index of the fleet's first server (default 0). Fleets in
+	// several processes serve one larger fleet when each takes its own range
+	// of indexes (so of addresses and IDs): a process holds a descriptor per
+	// connection, and may hold only so many.
+	First int
+	// ClientKey is the private key (OpenSSH PEM) the servers accept; empty
+	// means a fresh one. Fleets serving one larger fleet share it.
+	ClientKey []byte
 	// ClosedEvery makes every n-th server (index%n == n-1) a closed port;
 	// 0 means none.
 	ClosedEvery int
@@ -60,8 +70,8 @@ type Config struct {
 // Validate reports every problem with c at once, or nil.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Size < 1 || c.Size > 65000 {
-		errs = append(errs, fmt.Errorf("Size %d must be within 1..65000", c.Size))
+	if c.Size < 1 || c.First < 0 || c.First+c.Size > MaxSize {
+		errs = append(errs, fmt.Errorf("First %d and Size %d: want 1 ≤ Size and First+Size ≤ %d", c.First, c.Size, MaxSize))
 	}
 	if c.ClosedEvery < 0 || c.BlackholeEvery < 0 {
 		errs = append(errs, errors.New("ClosedEvery and BlackholeEvery must not be negative"))
@@ -72,17 +82,25 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// MaxSize bounds a fleet: its addresses, 127.1.0.1 onwards, stay within
+// 127.0.0.0/8 and its IDs within six digits. Every server of a fleet shares
+// two listeners, so the size costs descriptors only for the connections
+// clients open (see RaiseFileLimit).
+const MaxSize = 999_999
+
 // Server is one simulated server.
 type Server struct {
 	Target drivers.HealthTarget
 	Kind   string
-	// Load1 is the 1-minute load it reports (live servers only).
+	// Load1 is the 1-minute load it reports at start (live servers only;
+	// SetLoad changes it).
 	Load1 float64
 }
 
 // Fleet is a running simulated fleet. Close stops it.
 type Fleet struct {
-	// Servers are in index order; Servers[i] listens on 127.1.0.0+i+1.
+	// Servers are in index order; Servers[k] is server First+k and listens
+	// on Addr(First+k).
 	Servers []Server
 	// SSHPort and HTTPPort are the same on every address.
 	SSHPort, HTTPPort int
@@ -102,6 +120,29 @@ type Fleet struct {
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+
+	loads                []atomic.Uint64 // each server's Load1, as float64 bits
+	handshakes, sessions atomic.Uint64
+}
+
+// SetLoad makes Servers[i] report load1 as its 1-minute load from now on.
+func (f *Fleet) SetLoad(i int, load1 float64) { f.loads[i].Store(math.Float64bits(load1)) }
+
+// Load returns the 1-minute load Servers[i] reports now.
+func (f *Fleet) Load(i int) float64 { return math.Float64frombits(f.loads[i].Load()) }
+
+// Stats counts what the fleet served since it started.
+type Stats struct {
+	// Handshakes counts SSH connections that completed the handshake (each
+	// a client dial: a pooled connection is not counted again).
+	Handshakes uint64 `json:"handshakes"`
+	// Sessions counts probe commands answered.
+	Sessions uint64 `json:"sessions"`
+}
+
+// Stats returns the fleet's counts so far.
+func (f *Fleet) Stats() Stats {
+	return Stats{Handshakes: f.handshakes.Load(), Sessions: f.sessions.Load()}
 }
 
 // wantFiles is the descriptor limit RaiseFileLimit asks for: a fleet of n
@@ -131,6 +172,10 @@ func RaiseFileLimit() (uint64, error) {
 	return lim.Cur, nil
 }
 
+// ServerID returns the VPS ID of server i ("vps_sim000042"): IDs sort in
+// index order.
+func ServerID(i int) string { return fmt.Sprintf("vps_sim%06d", i) }
+
 // Addr returns the loopback address of server i.
 func Addr(i int) string {
 	ip := make(net.IP, 4)
@@ -152,21 +197,20 @@ func Start(cfg Config) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	clientPub, clientPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
+	clientPEM := cfg.ClientKey
+	if len(clientPEM) == 0 {
+		if clientPEM, err = NewClientKey(); err != nil {
+			return nil, err
+		}
 	}
-	block, err := gossh.MarshalPrivateKey(clientPriv, "")
+	clientSigner, err := gossh.ParsePrivateKey(clientPEM)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("fleetsim: client key: %w", err)
 	}
-	clientKey, err := gossh.NewPublicKey(clientPub)
-	if err != nil {
-		return nil, err
-	}
+	clientKey := clientSigner.PublicKey()
 	f := &Fleet{
 		HostKey:      strings.TrimSpace(string(gossh.MarshalAuthorizedKey(hostSigner.PublicKey()))),
-		ClientKeyPEM: pem.EncodeToMemory(block),
+		ClientKeyPEM: clientPEM,
 		log:          cfg.Logger,
 		conns:        map[net.Conn]struct{}{},
 	}
@@ -200,6 +244,19 @@ func Start(cfg Config) (*Fleet, error) {
 	return f, nil
 }
 
+// NewClientKey returns a fresh ed25519 private key in OpenSSH PEM form.
+func NewClientKey() ([]byte, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	block, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(block), nil
+}
+
 // listenAll binds one SSH and one HTTP listener for the whole fleet, on the
 // wildcard address, and tells the servers apart by the address a connection
 // was made to. One listener per server would need 20,000 descriptors for
@@ -220,7 +277,7 @@ func (f *Fleet) listenAll(cfg Config) error {
 	}
 	f.listeners = append(f.listeners, hl)
 	f.SSHPort, f.HTTPPort = sl.Addr().(*net.TCPAddr).Port, hl.Addr().(*net.TCPAddr).Port
-	closed, err := net.Listen("tcp4", net.JoinHostPort(Addr(0), "0"))
+	closed, err := net.Listen("tcp4", net.JoinHostPort(Addr(cfg.First), "0"))
 	if err != nil {
 		return err
 	}
@@ -228,8 +285,10 @@ func (f *Fleet) listenAll(cfg Config) error {
 	_ = closed.Close()
 
 	f.Servers = make([]Server, cfg.Size)
+	f.loads = make([]atomic.Uint64, cfg.Size)
 	f.byIP = make(map[string]int, cfg.Size)
-	for i := range cfg.Size {
+	for k := range cfg.Size {
+		i := cfg.First + k
 		ip := Addr(i)
 		kind, port := KindLive, f.SSHPort
 		switch {
@@ -238,15 +297,16 @@ func (f *Fleet) listenAll(cfg Config) error {
 		case cfg.BlackholeEvery > 0 && i%cfg.BlackholeEvery == cfg.BlackholeEvery/2:
 			kind = KindBlackhole
 		}
-		f.Servers[i] = Server{
+		f.Servers[k] = Server{
 			Target: drivers.HealthTarget{
-				Server:  drivers.Server{ID: fmt.Sprintf("vps_sim%05d", i), Hostname: fmt.Sprintf("sim%05d.test", i), IPAddress: ip, SSHPort: port},
+				Server:  drivers.Server{ID: ServerID(i), Hostname: fmt.Sprintf("sim%06d.test", i), IPAddress: ip, SSHPort: port},
 				HostKey: f.HostKey,
 			},
 			Kind:  kind,
 			Load1: float64(i%400) / 100,
 		}
-		f.byIP[ip] = i
+		f.loads[k].Store(math.Float64bits(f.Servers[k].Load1))
+		f.byIP[ip] = k
 	}
 	f.httpSrv.SetKeepAlivesEnabled(false) // a pooled HTTP connection per server would double the descriptors
 	f.httpSrv.ConnState = func(c net.Conn, st http.ConnState) {
@@ -301,24 +361,24 @@ func (f *Fleet) acceptLoop(l net.Listener) {
 			_ = c.Close()
 			continue
 		}
-		s := f.Servers[i]
-		if s.Kind == KindBlackhole {
+		if f.Servers[i].Kind == KindBlackhole {
 			continue // held open, never answered, closed by Close
 		}
 		f.wg.Go(func() {
 			defer f.track(c, false)
 			defer c.Close()
-			f.serveSSH(c, s)
+			f.serveSSH(c, i)
 		})
 	}
 }
 
 // serveSSH answers exec requests of ProbeCommand on one connection.
-func (f *Fleet) serveSSH(c net.Conn, s Server) {
+func (f *Fleet) serveSSH(c net.Conn, i int) {
 	_, chans, reqs, err := gossh.NewServerConn(c, f.sshConfig)
 	if err != nil {
 		return
 	}
+	f.handshakes.Add(1)
 	go gossh.DiscardRequests(reqs)
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
@@ -329,11 +389,11 @@ func (f *Fleet) serveSSH(c net.Conn, s Server) {
 		if err != nil {
 			continue
 		}
-		go f.session(ch, creqs, s)
+		go f.session(ch, creqs, i)
 	}
 }
 
-func (f *Fleet) session(ch gossh.Channel, reqs <-chan *gossh.Request, s Server) {
+func (f *Fleet) session(ch gossh.Channel, reqs <-chan *gossh.Request, i int) {
 	defer ch.Close()
 	for req := range reqs {
 		if req.Type != "exec" {
@@ -348,7 +408,8 @@ func (f *Fleet) session(ch gossh.Channel, reqs <-chan *gossh.Request, s Server) 
 		_ = req.Reply(true, nil)
 		status := uint32(0)
 		if payload.Command == sshprobe.ProbeCommand {
-			_, _ = io.WriteString(ch, Output(s.Load1))
+			f.sessions.Add(1)
+			_, _ = io.WriteString(ch, Output(f.Load(i)))
 		} else {
 			_, _ = io.WriteString(ch.Stderr(), "sh: command not allowed on the simulator\n")
 			status = 127

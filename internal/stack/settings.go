@@ -12,6 +12,7 @@ import (
 	"github.com/chomhq/chom/certs/acme"
 	"github.com/chomhq/chom/certs/seal"
 	"github.com/chomhq/chom/drivers/breaker"
+	"github.com/chomhq/chom/drivers/ssh"
 	"github.com/chomhq/chom/events"
 	"github.com/chomhq/chom/events/billing"
 	"github.com/chomhq/chom/ingress"
@@ -144,6 +145,8 @@ type Config struct {
 	SSHKeyFile            string
 	SSHUser               string
 	SSHHostKeyPolicy      string
+	SSHMaxConns           int
+	HealthHTTPPort        int
 	HealthBreakerFailures int
 	HealthBreakerOpen     time.Duration
 
@@ -249,6 +252,10 @@ func Settings() []Setting {
 			Doc: "user the SSH driver and probe log in as"},
 		{Env: "CHOM_SSH_HOST_KEY_POLICY", Default: "strict", Roles: RoleWorker, set: oneOf(func(c *Config) *string { return &c.SSHHostKeyPolicy }, "strict", "tofu"),
 			Doc: "`strict`: the SSH driver and probe refuse a server whose host key is not pinned (`host_key` or `host_key_sha256` at `POST /vps`, or `PUT /vps/{id}/host-key`), before dialling; `tofu`: trust on first use, pinning the key a server presents first (a man in the middle of that first connection would be trusted)"},
+		{Env: "CHOM_SSH_MAX_CONNS", Default: itoa(ssh.DefaultMaxConns), Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.SSHMaxConns }),
+			Doc: "SSH connections the health probe keeps open per worker process, one per server, the least recently used closed beyond it; a sweep reuses them only when it is at least the number of servers (each worker may check every server); each costs memory in the worker (measured in docs/performance.md, the health sweep end to end)"},
+		{Env: "CHOM_HEALTH_HTTP_PORT", Default: "80", Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.HealthHTTPPort }),
+			Doc: "port of the SSH probe's `GET http://<ip_address>:<port>/` of each server's nginx"},
 		{Env: "CHOM_HEALTH_BREAKER_FAILURES", Default: itoa(breaker.DefaultFailures), Roles: RoleWorker, set: positive(func(c *Config) *int { return &c.HealthBreakerFailures }),
 			Doc: "consecutive unreachable calls that open a server's circuit breaker (shared by the probe and every job's driver call)"},
 		{Env: "CHOM_HEALTH_BREAKER_OPEN", Default: durText(breaker.DefaultOpenTimeout), Roles: RoleWorker, set: duration(func(c *Config) *time.Duration { return &c.HealthBreakerOpen }),
@@ -562,6 +569,9 @@ func (c Config) validate() []error {
 	if c.JobSlotLease < time.Second || c.JobDeferDelay <= 0 {
 		errs = append(errs, fmt.Errorf("CHOM_JOB_SLOT_LEASE=%s, CHOM_JOB_DEFER_DELAY=%s: want a lease of at least 1s and a positive delay",
 			c.JobSlotLease, c.JobDeferDelay))
+	}
+	if c.HealthHTTPPort > 65535 {
+		errs = append(errs, fmt.Errorf("CHOM_HEALTH_HTTP_PORT=%d: want a port (1..65535)", c.HealthHTTPPort))
 	}
 	if c.HealthBreakerOpen <= 0 {
 		errs = append(errs, fmt.Errorf("CHOM_HEALTH_BREAKER_OPEN=%s: want a positive duration", c.HealthBreakerOpen))

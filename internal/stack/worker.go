@@ -47,6 +47,9 @@ type Worker struct {
 	IssueCertificate *jobs.IssueCertificate
 	RenewSweep       *jobs.RenewSweep
 	Certificates     *Certificates
+	// HealthWriter group-commits the health checks; Run runs it beside the
+	// server.
+	HealthWriter *models.HealthWriter
 }
 
 // NewWorker builds a worker over b: the driver CHOM_DRIVER names (or
@@ -143,8 +146,17 @@ func (w *Worker) table() []workers.Family {
 	return t
 }
 
-// Run processes tasks until ctx ends, then shuts down gracefully.
-func (w *Worker) Run(ctx context.Context) error { return w.Server.Run(ctx) }
+// Run processes tasks until ctx ends, then shuts down gracefully. The health
+// writer commits until the server has stopped (its handlers finished), so
+// no check waits on a writer that is gone.
+func (w *Worker) Run(ctx context.Context) error {
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- w.HealthWriter.Run(wctx) }()
+	err := w.Server.Run(ctx)
+	stop()
+	return errors.Join(err, <-done)
+}
 
 // healthJobs builds the health sweep and check over the probe
 // CHOM_HEALTH_PROBE names (or h.HealthProbe), and reports the checks' counts.
@@ -156,8 +168,12 @@ func (w *Worker) healthJobs(c Config, b *Backends, log *slog.Logger, h Hooks) er
 			return err
 		}
 	}
+	writer, err := models.NewHealthWriter(models.HealthWriterConfig{Store: b.Store, Logger: log.With("component", "health_writer")})
+	if err != nil {
+		return err
+	}
 	check, err := jobs.NewCheckHealth(jobs.HealthCheckConfig{
-		Store: b.Store, Probe: probe, Logger: log, Notifier: queue.NewNotifier(b.Redis),
+		Store: b.Store, Recorder: writer, Probe: probe, Logger: log, Notifier: queue.NewNotifier(b.Redis),
 		Thresholds: c.HealthThresholds, Hysteresis: c.HealthHysteresis, CheckTimeout: c.HealthCheckTimeout,
 		OnHostKeyMismatch: func() { b.Metrics.SecurityRefused("host_key_mismatch") },
 	})
@@ -176,7 +192,7 @@ func (w *Worker) healthJobs(c Config, b *Backends, log *slog.Logger, h Hooks) er
 		return map[string]uint64{models.HealthHealthy: st.Healthy, models.HealthDegraded: st.Degraded,
 			models.HealthUnhealthy: st.Unhealthy, "unreachable": st.Unreachable}
 	})
-	w.HealthSweep, w.HealthCheck = sweep, check
+	w.HealthSweep, w.HealthCheck, w.HealthWriter = sweep, check, writer
 	return nil
 }
 
@@ -306,7 +322,7 @@ func newHealthProbe(c Config, b *Backends, log *slog.Logger) (drivers.HealthProb
 		return local.NewHealthProbe(hc)
 	}
 	inner, err := ssh.New(ssh.Config{KeyFile: c.SSHKeyFile, User: c.SSHUser, TrustOnFirstUse: c.SSHHostKeyPolicy == "tofu",
-		Logger: log.With("component", "ssh")})
+		MaxConns: c.SSHMaxConns, HTTPPort: c.HealthHTTPPort, Logger: log.With("component", "ssh")})
 	if err != nil {
 		return nil, err
 	}
