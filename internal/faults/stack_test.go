@@ -693,6 +693,18 @@ func (s *stack) opCounts() map[string]int {
 	return out
 }
 
+// vpsHealth returns server vpsID's recorded health status ("" when it
+// cannot be read).
+func (s *stack) vpsHealth(vpsID string) string {
+	s.t.Helper()
+	var st string
+	if err := s.db.QueryRowContext(s.t.Context(), "SELECT health_status FROM vps_servers WHERE id = $1", vpsID).Scan(&st); err != nil {
+		s.t.Logf("read health of %s: %v", vpsID, err)
+		return ""
+	}
+	return st
+}
+
 // idsWithStatus returns the IDs of the operations in status.
 func (s *stack) idsWithStatus(status string) []string {
 	s.t.Helper()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
 )
 
@@ -44,6 +45,18 @@ func TestVPSUnreachable(t *testing.T) {
 	s.createSites("vps-up", 10)
 	s.waitSettled(60 * time.Second)
 	olds := s.acceptedSites()
+
+	// The scheduler's first tick checks the server once (the next is an hour
+	// away). That check must find the server up: had it run after the marker,
+	// it would mark the server unhealthy and placements would rightly refuse
+	// it, which is another test. Provisions can settle before that first
+	// check runs, so wait for its result before the fault.
+	if !waitFor(60*time.Second, func() bool { h := s.vpsHealth(s.vps[0]); return h != "" && h != models.HealthUnknown }) {
+		t.Fatalf("the scheduler's first health check of %s was not recorded within 60s", s.vps[0])
+	}
+	if h := s.vpsHealth(s.vps[0]); h == models.HealthUnhealthy {
+		t.Fatalf("the first health check found %s %s before the fault", s.vps[0], h)
+	}
 
 	marker := filepath.Join(s.root, s.vps[0], "down")
 	if err := os.WriteFile(marker, nil, 0o644); err != nil {
