@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
+	"github.com/chomhq/chom/internal/groupcommit"
 	"github.com/uptrace/bun"
 )
 
@@ -28,38 +28,28 @@ type SiteAcceptorConfig struct {
 }
 
 // SiteAcceptor is the hot path of POST /sites: it group-commits concurrent site
-// creations. Requests that arrive while a transaction is in flight are gathered
-// (no timer: whatever is waiting when a committer is free forms the next batch)
-// and written with one multi-row INSERT per table in one transaction, so a busy
-// API does a handful of round trips per batch instead of six per request.
+// creations (internal/groupcommit). Requests that arrive while a transaction is
+// in flight are gathered (no timer: whatever is waiting when a committer is free
+// forms the next batch) and written with one multi-row INSERT per table in one
+// transaction, so a busy API does a handful of round trips per batch instead of
+// six per request.
 //
 // Semantics are those of Store.CreateSite, request by request: a duplicate domain
 // or a replayed Idempotency-Key affects only its own request, and a request that
 // fails writes nothing. If a batch transaction fails as a whole, each of its
 // requests is retried alone through Store.CreateSite, so one bad request cannot
-// fail its neighbours.
+// fail its neighbours. It needs no Run and no Close: a committer runs only
+// while requests wait.
 type SiteAcceptor struct {
-	store   *Store
-	log     *slog.Logger
-	max     int
-	workers int
-	timeout time.Duration
-	in      chan *pendingSite
-	stopped chan struct{} // closed when Run has returned
+	store *Store
+	log   *slog.Logger
+	batch *groupcommit.Batcher[*pendingSite, *Accepted]
 }
 
+// pendingSite is one request waiting for its batch.
 type pendingSite struct {
-	ctx  context.Context
-	p    CreateSiteParams
-	done chan siteOutcome
-	// taken is set by whoever processes the request: a committer, Run's final
-	// drain, or the caller itself when Run has stopped. It is set exactly once.
-	taken atomic.Bool
-}
-
-type siteOutcome struct {
-	acc *Accepted
-	err error
+	ctx context.Context
+	p   CreateSiteParams
 }
 
 // Defaults of SiteAcceptorConfig, used when a field is zero; the assembly's
@@ -70,7 +60,7 @@ const (
 	DefaultCommitters  = 1
 )
 
-// NewSiteAcceptor validates cfg; call Run to start committing.
+// NewSiteAcceptor validates cfg and returns a SiteAcceptor.
 func NewSiteAcceptor(cfg SiteAcceptorConfig) (*SiteAcceptor, error) {
 	var errs []error
 	if cfg.Store == nil {
@@ -91,119 +81,53 @@ func NewSiteAcceptor(cfg SiteAcceptorConfig) (*SiteAcceptor, error) {
 	if cfg.CommitTimeout <= 0 {
 		cfg.CommitTimeout = 5 * time.Second
 	}
-	return &SiteAcceptor{store: cfg.Store, log: cfg.Logger, max: cfg.MaxBatch, workers: cfg.Committers,
-		timeout: cfg.CommitTimeout, in: make(chan *pendingSite, cfg.MaxBatch*cfg.Committers),
-		stopped: make(chan struct{})}, nil
-}
-
-// Run commits batches until ctx ends. Requests still queued then are written
-// one by one, and requests that arrive after Run returns are written by their
-// caller, so nothing submitted is dropped. Run must be called once.
-func (a *SiteAcceptor) Run(ctx context.Context) error {
-	defer close(a.stopped)
-	done := make(chan struct{})
-	for i := 0; i < a.workers; i++ {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			a.commitLoop(ctx)
-		}()
+	a := &SiteAcceptor{store: cfg.Store, log: cfg.Logger}
+	var err error
+	a.batch, err = groupcommit.New(groupcommit.Config[*pendingSite, *Accepted]{
+		Commit: a.commit,
+		CommitOne: func(ctx context.Context, p *pendingSite) (*Accepted, error) {
+			return a.store.CreateSite(ctx, p.p)
+		},
+		OnBatchError: func(size int, err error) {
+			a.log.Warn("batch accept failed; retrying its requests one by one", "size", size, "error", err)
+		},
+		MaxBatch: cfg.MaxBatch, Committers: cfg.Committers, Timeout: cfg.CommitTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("models: SiteAcceptor: %w", err)
 	}
-	for i := 0; i < a.workers; i++ {
-		<-done
-	}
-	for {
-		select {
-		case p := <-a.in:
-			if p.taken.CompareAndSwap(false, true) {
-				acc, err := a.store.CreateSite(context.WithoutCancel(p.ctx), p.p)
-				p.done <- siteOutcome{acc, err}
-			}
-		default:
-			return nil
-		}
-	}
+	return a, nil
 }
 
 // CreateSite submits one site creation and waits for its batch to commit.
+// Once its batch has taken it, it waits for the outcome even if ctx ends: the
+// batch may be committing it, and the caller must not answer before knowing.
 func (a *SiteAcceptor) CreateSite(ctx context.Context, p CreateSiteParams) (*Accepted, error) {
-	req := &pendingSite{ctx: ctx, p: p, done: make(chan siteOutcome, 1)}
-	select {
-	case a.in <- req:
-	case <-a.stopped:
-		return a.store.CreateSite(ctx, p)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	// Once submitted, wait for the outcome even if ctx ends: the batch may be
-	// committing it, and the caller must not answer before knowing.
-	select {
-	case out := <-req.done:
-		return out.acc, out.err
-	case <-a.stopped:
-		if req.taken.CompareAndSwap(false, true) {
-			return a.store.CreateSite(context.WithoutCancel(ctx), p) // queued after the final drain
-		}
-		out := <-req.done
-		return out.acc, out.err
-	}
+	return a.batch.Submit(ctx, &pendingSite{ctx: ctx, p: p})
 }
 
-func (a *SiteAcceptor) commitLoop(ctx context.Context) {
-	batch := make([]*pendingSite, 0, a.max)
-	for {
-		batch = batch[:0]
-		select {
-		case <-ctx.Done():
-			return
-		case p := <-a.in:
-			if p.taken.CompareAndSwap(false, true) {
-				batch = append(batch, p)
-			}
-		}
-	fill:
-		for len(batch) < a.max {
-			select {
-			case p := <-a.in:
-				if p.taken.CompareAndSwap(false, true) {
-					batch = append(batch, p)
-				}
-			default:
-				break fill
-			}
-		}
-		if len(batch) == 0 {
-			continue
-		}
-		a.commit(context.WithoutCancel(ctx), batch)
-	}
-}
-
-// commit writes one batch and answers each of its requests.
-func (a *SiteAcceptor) commit(ctx context.Context, batch []*pendingSite) {
-	live := batch[:0:0]
-	for _, p := range batch {
+// commit writes one batch and answers each of its requests; an error means
+// the transaction wrote nothing (the requests are then written one by one).
+func (a *SiteAcceptor) commit(ctx context.Context, batch []*pendingSite) ([]groupcommit.Result[*Accepted], error) {
+	res := make([]groupcommit.Result[*Accepted], len(batch))
+	live := make([]*pendingSite, 0, len(batch))
+	index := make([]int, 0, len(batch)) // live[j] is batch[index[j]]
+	for i, p := range batch {
 		if err := p.ctx.Err(); err != nil {
-			p.done <- siteOutcome{nil, err} // the caller left before anything was written
+			res[i].Err = err // the caller left before anything was written
 			continue
 		}
-		live = append(live, p)
+		live, index = append(live, p), append(index, i)
 	}
 	if len(live) == 0 {
-		return
+		return res, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
 	outcomes, err := a.store.createSites(ctx, live)
 	if err != nil {
-		a.log.Warn("batch accept failed; retrying its requests one by one", "size", len(live), "error", err)
-		for _, p := range live {
-			acc, err := a.store.CreateSite(ctx, p.p)
-			p.done <- siteOutcome{acc, err}
-		}
-		return
+		return nil, err
 	}
-	for i, p := range live {
-		o := outcomes[i]
+	for j, p := range live {
+		o := outcomes[j]
 		if (errors.Is(o.err, ErrQuotaExceeded) || errors.Is(o.err, ErrConflict)) && p.p.IdempotencyKey != "" {
 			// Refused before its key was claimed (over its quota, or a domain
 			// its tenant claims already, which is also what a retry of an
@@ -221,8 +145,15 @@ func (a *SiteAcceptor) commit(ctx context.Context, batch []*pendingSite) {
 				o.acc, o.err = a.store.CreateSite(ctx, p.p)
 			}
 		}
-		p.done <- o
+		res[index[j]] = groupcommit.Result[*Accepted]{Value: o.acc, Err: o.err}
 	}
+	return res, nil
+}
+
+// siteOutcome is one request's outcome in createSites.
+type siteOutcome struct {
+	acc *Accepted
+	err error
 }
 
 // batchItem is one request of a batch, with the rows it would write.

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/uptrace/bun"
@@ -17,8 +17,9 @@ import (
 )
 
 // These tests drive SiteAcceptor from inside the package so that a batch can be
-// formed deterministically: every request is queued before Run starts, and a
-// single committer then takes them all in one transaction.
+// formed deterministically: oneBatch hands every request, in order, to the
+// acceptor's commit, as its committer would hand one batch (internal/groupcommit
+// is tested on its own).
 
 func batchSetup(t *testing.T, db *bun.DB) (*Store, string, string) {
 	t.Helper()
@@ -45,34 +46,24 @@ type batchResult struct {
 	err error
 }
 
-// oneBatch queues every request, in order, then runs the acceptor with one
-// committer so they are committed as a single batch.
+// oneBatch commits every request, in order, as one batch.
 func oneBatch(t *testing.T, s *Store, reqs []CreateSiteParams) []batchResult {
 	t.Helper()
-	a, err := NewSiteAcceptor(SiteAcceptorConfig{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		MaxBatch: len(reqs) + 1, Committers: 1})
+	a, err := NewSiteAcceptor(SiteAcceptorConfig{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make([]batchResult, len(reqs))
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(10 * time.Second)
+	batch := make([]*pendingSite, len(reqs))
 	for i, p := range reqs {
-		wg.Go(func() { out[i].acc, out[i].err = a.CreateSite(t.Context(), p) })
-		for len(a.in) < i+1 { // queue in order: the batch keeps it
-			if time.Now().After(deadline) {
-				t.Fatalf("only %d of %d requests queued", len(a.in), len(reqs))
-			}
-			time.Sleep(100 * time.Microsecond)
-		}
+		batch[i] = &pendingSite{ctx: t.Context(), p: p}
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- a.Run(ctx) }()
-	wg.Wait()
-	cancel()
-	if err := <-ran; err != nil {
-		t.Fatalf("Run: %v", err)
+	res, err := a.commit(t.Context(), batch)
+	if err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	out := make([]batchResult, len(reqs))
+	for i, r := range res {
+		out[i] = batchResult{r.Value, r.Err}
 	}
 	return out
 }
@@ -231,10 +222,6 @@ func TestSiteAcceptorConcurrent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(t.Context())
-		ran := make(chan error, 1)
-		go func() { ran <- a.Run(ctx) }()
-
 		res := make([]batchResult, n)
 		var wg sync.WaitGroup
 		for i := range n {
@@ -252,10 +239,6 @@ func TestSiteAcceptorConcurrent(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		cancel()
-		if err := <-ran; err != nil {
-			t.Fatal(err)
-		}
 		sameOps := map[string]bool{}
 		contestedWon := 0
 		for i, r := range res {
@@ -297,9 +280,9 @@ func TestNewSiteAcceptorValidates(t *testing.T) {
 	}
 }
 
-// A request submitted after Run has returned is not stranded in the queue: its
-// caller writes it (and one submitted while Run drains is written exactly once).
-func TestSiteAcceptorAfterStop(t *testing.T) {
+// A request whose caller left before its batch committed writes nothing, and
+// does not hold up its batch.
+func TestSiteAcceptorCallerGone(t *testing.T) {
 	t.Parallel()
 	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
 		s, tenant, _ := batchSetup(t, db)
@@ -307,87 +290,30 @@ func TestSiteAcceptorAfterStop(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		ran := make(chan error, 1)
-		go func() { ran <- a.Run(ctx) }()
-		var wg sync.WaitGroup
-		results := make([]error, 20)
-		for i := range results {
-			wg.Go(func() {
-				_, results[i] = a.CreateSite(t.Context(), req(tenant, "", "", fmt.Sprintf("stop%d.example", i)))
-			})
-			if i == 10 {
-				cancel()
-			}
+		gone, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, err := a.CreateSite(gone, req(tenant, "", "", "early.example")); !errors.Is(err, context.Canceled) {
+			t.Fatalf("CreateSite with an ended context: %v, want context.Canceled", err)
 		}
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("CreateSite calls hung after Run stopped")
-		}
-		if err := <-ran; err != nil {
-			t.Fatal(err)
-		}
-		for i, err := range results {
-			if err != nil {
-				t.Errorf("request %d: %v", i, err)
-			}
-		}
-		n, err := db.NewSelect().Table("sites").Count(t.Context())
-		if err != nil || int(n) != len(results) {
-			t.Fatalf("sites = %d (%v), want %d", n, err, len(results))
-		}
-	})
-}
-
-// TestSiteAcceptorClaims: the batch writes each site's claims, aliases
-// included, decides open or pending per domain in batch order, and refuses a
-// tenant's second claim on a domain, as CreateSite does.
-func TestSiteAcceptorClaims(t *testing.T) {
-	t.Parallel()
-	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
-		ctx := t.Context()
-		s, acme, other := batchSetup(t, db)
-		withAliases := func(p CreateSiteParams, aliases ...string) CreateSiteParams { p.Aliases = aliases; return p }
-		res := oneBatch(t, s, []CreateSiteParams{
-			withAliases(req(acme, "k1", "h1", "a.example"), "www.a.example"), // new: both open
-			req(other, "k2", "h2", "www.a.example"),                          // held: acme claims it
-			withAliases(req(acme, "k3", "h3", "b.example"), "a.example"),     // conflict on aliases[0]
+		res, err := a.commit(t.Context(), []*pendingSite{
+			{ctx: gone, p: req(tenant, "k-gone", "h", "gone.example")},
+			{ctx: t.Context(), p: req(tenant, "k-here", "h", "here.example")},
 		})
-		if diff := cmp.Diff([]string{"new", "held", "conflict"}, outcomes(res)); diff != "" {
-			t.Fatalf("outcomes (-want +got):\n%s", diff)
-		}
-		var ce *ConflictError
-		if errors.As(res[2].err, &ce) && ce.Field != "aliases[0]" {
-			t.Errorf("conflict field %q, want aliases[0]", ce.Field)
-		}
-		var claims []DomainClaim
-		if err := db.NewSelect().Model(&claims).OrderExpr("domain, tenant_id").Scan(ctx); err != nil {
+		if err != nil {
 			t.Fatal(err)
 		}
-		type row struct{ Tenant, Domain, State string }
-		var got []row
-		for _, c := range claims {
-			got = append(got, row{c.TenantID, c.Domain, c.State})
+		if !errors.Is(res[0].Err, context.Canceled) || res[1].Err != nil || res[1].Value == nil {
+			t.Fatalf("outcomes %+v, %+v; want the gone request refused, the other accepted", res[0], res[1])
 		}
-		want := []row{{acme, "a.example", ClaimOpen}}
-		www := []row{{acme, "www.a.example", ClaimOpen}, {other, "www.a.example", ClaimPending}}
-		if acme > other {
-			www[0], www[1] = www[1], www[0]
+		var domains []string
+		if err := db.NewSelect().Table("sites").Column("domain").Scan(t.Context(), &domains); err != nil {
+			t.Fatal(err)
 		}
-		want = append(want, www...)
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("claims (-want +got):\n%s", diff)
+		if !slices.Equal(domains, []string{"here.example"}) {
+			t.Fatalf("sites %v, want only here.example", domains)
 		}
-		site, err := s.SiteByID(ctx, res[0].acc.Operation.TargetID)
-		if err != nil || !cmp.Equal(site.Aliases, Aliases{"www.a.example"}) {
-			t.Errorf("site aliases = %v, %v", site.Aliases, err)
-		}
-		if held, err := s.SiteByID(ctx, res[1].acc.Operation.TargetID); err != nil || held.Status != SiteStatusPendingVerification {
-			t.Errorf("held site = %+v, %v", held, err)
+		if n, err := db.NewSelect().Table("idempotency_keys").Where("idem_key = 'k-gone'").Count(t.Context()); err != nil || n != 0 {
+			t.Fatalf("the gone request's key: %d rows (%v)", n, err)
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chomhq/chom/internal/groupcommit"
 	"github.com/uptrace/bun"
 )
 
@@ -41,12 +42,12 @@ const DefaultHealthBatch = 256
 // check that took a probe's round trips.
 const DefaultHealthBatchWait = 20 * time.Millisecond
 
-// HealthWriter group-commits health checks: the checks that concurrent
-// handlers record while a transaction is in flight are gathered (no timer:
-// whatever waits when the committer is free forms the next batch) and written
-// in one transaction — one locking read of their servers, one read of prior
-// checks, one multi-row INSERT of the checks, one UPDATE of the servers, one
-// INSERT of the events — instead of seven statements each.
+// HealthWriter group-commits health checks (internal/groupcommit): the checks
+// that concurrent handlers record within MaxWait of each other, or while a
+// transaction is in flight, are written in one transaction — one locking read
+// of their servers, one read of prior checks, one multi-row INSERT of the
+// checks, one UPDATE of the servers, one INSERT of the events — instead of
+// seven statements each.
 //
 // Semantics are Store.RecordHealthCheck's, check by check: each server's row
 // is locked (in ID order, so batches never deadlock) while decide sees it; a
@@ -56,16 +57,11 @@ const DefaultHealthBatchWait = 20 * time.Millisecond
 // after the batch, alone. When a batch fails as a whole, each of its checks is
 // written alone through Store.RecordHealthCheck, so one bad check cannot fail
 // its neighbours. On SQLite (one writer, no row locks) every check is written
-// alone.
+// alone. It needs no Run and no Close: a committer runs only while checks
+// wait.
 type HealthWriter struct {
-	store   *Store
-	log     *slog.Logger
-	max     int
-	wait    time.Duration
-	timeout time.Duration
-	in      chan *pendingCheck
-	running atomic.Bool
-	stopped chan struct{} // closed when Run has returned
+	store *Store
+	batch *groupcommit.Batcher[*pendingCheck, *HealthRecorded]
 
 	batches, batched atomic.Uint64
 }
@@ -76,14 +72,11 @@ func (w *HealthWriter) Stats() (batches, checks uint64) {
 	return w.batches.Load(), w.batched.Load()
 }
 
+// pendingCheck is one check waiting for its batch.
 type pendingCheck struct {
 	ctx    context.Context
 	check  *VPSHealthCheck
 	decide func(*VPSServer) (HealthDecision, error)
-	done   chan checkOutcome
-	// taken is set once, by whoever writes the check: the committer, Run's
-	// final drain, or the caller when Run has stopped.
-	taken atomic.Bool
 }
 
 type checkOutcome struct {
@@ -91,8 +84,7 @@ type checkOutcome struct {
 	err error
 }
 
-// NewHealthWriter validates cfg; call Run to start committing. Until Run
-// starts (and after it returns) each check is written alone by its caller.
+// NewHealthWriter validates cfg and returns a HealthWriter.
 func NewHealthWriter(cfg HealthWriterConfig) (*HealthWriter, error) {
 	var errs []error
 	if cfg.Store == nil {
@@ -116,145 +108,76 @@ func NewHealthWriter(cfg HealthWriterConfig) (*HealthWriter, error) {
 	case cfg.MaxWait < 0:
 		cfg.MaxWait = 0
 	}
-	return &HealthWriter{store: cfg.Store, log: cfg.Logger, max: cfg.MaxBatch, wait: cfg.MaxWait, timeout: cfg.CommitTimeout,
-		in: make(chan *pendingCheck, cfg.MaxBatch), stopped: make(chan struct{})}, nil
-}
-
-// Run commits batches until ctx ends; checks still queued then are written
-// one by one, and checks recorded after Run returns are written by their
-// caller, so nothing submitted is dropped. Run must be called once.
-func (w *HealthWriter) Run(ctx context.Context) error {
-	defer close(w.stopped)
-	w.running.Store(true)
-	defer w.running.Store(false)
-	batch := make([]*pendingCheck, 0, w.max)
-	for {
-		batch = batch[:0]
-		select {
-		case <-ctx.Done():
-			for {
-				select {
-				case p := <-w.in:
-					if p.taken.CompareAndSwap(false, true) {
-						rec, err := w.store.RecordHealthCheck(context.WithoutCancel(p.ctx), p.check, p.decide)
-						p.done <- checkOutcome{rec, err}
-					}
-				default:
-					return nil
-				}
-			}
-		case p := <-w.in:
-			if p.taken.CompareAndSwap(false, true) {
-				batch = append(batch, p)
-			}
-		}
-		var (
-			timer  *time.Timer
-			linger <-chan time.Time
-		)
-		if w.wait > 0 {
-			timer = time.NewTimer(w.wait)
-			linger = timer.C
-		}
-	fill:
-		for len(batch) < w.max {
-			select {
-			case p := <-w.in:
-				if p.taken.CompareAndSwap(false, true) {
-					batch = append(batch, p)
-				}
-				continue
-			default:
-			}
-			if linger == nil {
-				break fill
-			}
-			select {
-			case p := <-w.in:
-				if p.taken.CompareAndSwap(false, true) {
-					batch = append(batch, p)
-				}
-			case <-linger:
-				break fill
-			case <-ctx.Done():
-				break fill
-			}
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		if len(batch) > 0 {
-			w.commit(context.WithoutCancel(ctx), batch)
-		}
+	w := &HealthWriter{store: cfg.Store}
+	var err error
+	w.batch, err = groupcommit.New(groupcommit.Config[*pendingCheck, *HealthRecorded]{
+		Commit: w.commit,
+		CommitOne: func(ctx context.Context, p *pendingCheck) (*HealthRecorded, error) {
+			return w.store.RecordHealthCheck(ctx, p.check, p.decide)
+		},
+		OnBatchError: func(size int, err error) {
+			cfg.Logger.Warn("batched health checks failed; writing them one by one", "size", size, "error", err)
+		},
+		MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, Timeout: cfg.CommitTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("models: HealthWriter: %w", err)
 	}
+	return w, nil
 }
 
 // RecordHealthCheck is Store.RecordHealthCheck, group-committed with the
 // checks other goroutines record meanwhile. It waits for the batch's commit
-// even when ctx ends once the check is submitted: the caller must not go on
-// before knowing whether it was written.
+// even when ctx ends once its batch has taken the check: the caller must not
+// go on before knowing whether it was written.
 func (w *HealthWriter) RecordHealthCheck(ctx context.Context, check *VPSHealthCheck,
 	decide func(v *VPSServer) (HealthDecision, error)) (*HealthRecorded, error) {
-	if !w.store.pg || !w.running.Load() {
+	if !w.store.pg {
 		return w.store.RecordHealthCheck(ctx, check, decide)
 	}
 	if check.VPSID == "" || check.CheckKey == "" {
 		return nil, errors.New("record health check: VPSID and CheckKey are required")
 	}
-	req := &pendingCheck{ctx: ctx, check: check, decide: decide, done: make(chan checkOutcome, 1)}
-	select {
-	case w.in <- req:
-	case <-w.stopped:
-		return w.store.RecordHealthCheck(ctx, check, decide)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	select {
-	case out := <-req.done:
-		return out.rec, out.err
-	case <-w.stopped:
-		if req.taken.CompareAndSwap(false, true) {
-			return w.store.RecordHealthCheck(context.WithoutCancel(ctx), check, decide) // queued after the final drain
-		}
-		out := <-req.done
-		return out.rec, out.err
-	}
+	return w.batch.Submit(ctx, &pendingCheck{ctx: ctx, check: check, decide: decide})
 }
 
-// commit writes one batch and answers each of its checks.
-func (w *HealthWriter) commit(ctx context.Context, batch []*pendingCheck) {
-	var live, later []*pendingCheck
+// commit writes one batch and answers each of its checks; an error means the
+// batch transaction wrote nothing (its checks are then written one by one).
+func (w *HealthWriter) commit(ctx context.Context, batch []*pendingCheck) ([]groupcommit.Result[*HealthRecorded], error) {
+	res := make([]groupcommit.Result[*HealthRecorded], len(batch))
+	var live, later []int // indexes in batch
 	seen := make(map[string]bool, len(batch))
-	for _, p := range batch {
+	for i, p := range batch {
 		switch {
 		case p.ctx.Err() != nil:
-			p.done <- checkOutcome{nil, p.ctx.Err()} // the caller left before anything was written
+			res[i].Err = p.ctx.Err() // the caller left before anything was written
 		case seen[p.check.VPSID]:
-			later = append(later, p) // a second check of a server: after this one, alone
+			later = append(later, i) // a second check of a server: after this one, alone
 		default:
 			seen[p.check.VPSID] = true
-			live = append(live, p)
+			live = append(live, i)
 		}
 	}
 	if len(live) > 0 {
-		cctx, cancel := context.WithTimeout(ctx, w.timeout)
-		outcomes, err := w.store.recordHealthChecks(cctx, live)
-		cancel()
+		checks := make([]*pendingCheck, len(live))
+		for j, i := range live {
+			checks[j] = batch[i]
+		}
+		outcomes, err := w.store.recordHealthChecks(ctx, checks)
 		if err != nil {
-			w.log.Warn("batched health checks failed; writing them one by one", "size", len(live), "error", err)
-			later = append(live, later...)
-		} else {
-			w.batches.Add(1)
-			w.batched.Add(uint64(len(live)))
-			for i, p := range live {
-				p.done <- outcomes[i]
-			}
+			return nil, err
+		}
+		w.batches.Add(1)
+		w.batched.Add(uint64(len(live)))
+		for j, i := range live {
+			res[i] = groupcommit.Result[*HealthRecorded]{Value: outcomes[j].rec, Err: outcomes[j].err}
 		}
 	}
-	for _, p := range later {
-		rec, err := w.store.RecordHealthCheck(ctx, p.check, p.decide)
-		p.done <- checkOutcome{rec, err}
+	for _, i := range later {
+		rec, err := w.store.RecordHealthCheck(ctx, batch[i].check, batch[i].decide)
+		res[i] = groupcommit.Result[*HealthRecorded]{Value: rec, Err: err}
 	}
+	return res, nil
 }
 
 // recordHealthChecks is RecordHealthCheck for checks of distinct servers in

@@ -1,7 +1,6 @@
 package models_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,7 +14,7 @@ import (
 	"github.com/chomhq/chom/models"
 )
 
-// Concurrent checks through a running HealthWriter keep RecordHealthCheck's
+// Concurrent checks through a HealthWriter keep RecordHealthCheck's
 // semantics check by check: 40 servers checked at once, plus a second delivery
 // of 8 of those checks, a check of an unknown server and one whose decide
 // fails. Ledger: one check per (server, key), one event per status change,
@@ -31,15 +30,6 @@ func TestHealthWriter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wctx, stop := context.WithCancel(context.Background())
-		ran := make(chan error, 1)
-		go func() { ran <- w.Run(wctx) }()
-		t.Cleanup(func() {
-			stop()
-			if err := <-ran; err != nil {
-				t.Error(err)
-			}
-		})
 		const n = 40
 		var vpsIDs []string
 		for i := range n {

@@ -2,10 +2,12 @@ package queue
 
 import (
 	"context"
-	"sync"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chomhq/chom/internal/groupcommit"
 )
 
 // maxPipeline is the most scripts one pipeline carries: the whole batch the
@@ -29,22 +31,18 @@ const maxPipeline = 256
 // after that); a script that did run before the failure makes the retry a
 // task-ID conflict, which Enqueue counts as done.
 //
-// Batching needs no timer and no goroutine of its own: the caller that finds no
-// pipeline in flight starts one (a goroutine that sends whatever is waiting,
-// then whatever arrived meanwhile, until nothing is); everyone else waits for
-// the pipeline their command went into, or for their own context to end: with
-// Redis away a pipeline can take the client's whole dial and retry time, and a
-// caller behind it must still get its answer within its own timeout (the
-// ingress answers 202 within CHOM's enqueue timeout whatever Redis does). One
-// pipeline is in flight at a time: Redis runs scripts one after the other
-// anyway.
+// Batching is internal/groupcommit's: no timer and no goroutine while idle;
+// the caller that finds no pipeline in flight starts a committer (a goroutine
+// that sends whatever is waiting, then whatever arrived meanwhile, until
+// nothing is); everyone else waits for the pipeline their command went into,
+// or for their own context to end (groupcommit's Detach): with Redis away a
+// pipeline can take the client's whole dial and retry time, and a caller
+// behind it must still get its answer within its own timeout (the ingress
+// answers 202 within CHOM's enqueue timeout whatever Redis does). One pipeline
+// is in flight at a time: Redis runs scripts one after the other anyway.
 type scriptPipe struct {
 	redis.UniversalClient
-	max int
-
-	mu      sync.Mutex
-	waiting []*pipedScript
-	sending bool // a goroutine is sending pipelines
+	batch *groupcommit.Batcher[*pipedScript, *redis.Cmd]
 }
 
 // pipedScript is one EVALSHA or EVAL waiting for its pipeline.
@@ -54,12 +52,18 @@ type pipedScript struct {
 	script string // the script, or its SHA1
 	keys   []string
 	args   []any
-	cmd    *redis.Cmd    // its result, set by the pipeline
-	done   chan struct{} // closed when cmd is set
 }
 
 func newScriptPipe(rc redis.UniversalClient, max int) *scriptPipe {
-	return &scriptPipe{UniversalClient: rc, max: max}
+	p := &scriptPipe{UniversalClient: rc}
+	var err error
+	p.batch, err = groupcommit.New(groupcommit.Config[*pipedScript, *redis.Cmd]{
+		Commit: p.exec, MaxBatch: max, Detach: true,
+	})
+	if err != nil {
+		panic(fmt.Sprintf("queue: script pipe: %v", err)) // only a negative max, a programming error
+	}
+	return p
 }
 
 // EvalSha runs a script by its SHA1 in the next pipeline.
@@ -79,24 +83,11 @@ func (p *scriptPipe) Eval(ctx context.Context, script string, keys []string, arg
 // enqueue tolerates (a later enqueue of the same task is a task-ID conflict,
 // counted as done).
 func (p *scriptPipe) submit(ctx context.Context, sha bool, script string, keys []string, args []any) *redis.Cmd {
-	if err := ctx.Err(); err != nil {
+	cmd, err := p.batch.Submit(ctx, &pipedScript{ctx: ctx, sha: sha, script: script, keys: keys, args: args})
+	if err != nil {
 		return failedCmd(ctx, err)
 	}
-	s := &pipedScript{ctx: ctx, sha: sha, script: script, keys: keys, args: args, done: make(chan struct{})}
-	p.mu.Lock()
-	p.waiting = append(p.waiting, s)
-	start := !p.sending
-	p.sending = true
-	p.mu.Unlock()
-	if start {
-		go p.send()
-	}
-	select {
-	case <-s.done:
-		return s.cmd
-	case <-ctx.Done():
-		return failedCmd(ctx, ctx.Err())
-	}
+	return cmd
 }
 
 func failedCmd(ctx context.Context, err error) *redis.Cmd {
@@ -105,39 +96,22 @@ func failedCmd(ctx context.Context, err error) *redis.Cmd {
 	return cmd
 }
 
-// send sends pipelines until nothing waits.
-func (p *scriptPipe) send() {
-	for {
-		p.mu.Lock()
-		n := min(len(p.waiting), p.max)
-		if n == 0 {
-			p.sending = false
-			p.mu.Unlock()
-			return
-		}
-		batch := make([]*pipedScript, n)
-		copy(batch, p.waiting)
-		p.waiting = append(p.waiting[:0], p.waiting[n:]...)
-		p.mu.Unlock()
-		p.exec(batch)
-	}
-}
-
-// exec sends one pipeline and hands each script its result. Scripts whose
-// caller has left are dropped. The pipeline runs detached from any one
-// caller's cancellation (the others wait on it too) until the latest of their
-// deadlines, so it never outlives everyone waiting for it.
-func (p *scriptPipe) exec(batch []*pipedScript) {
-	live := batch[:0:0]
+// exec sends one pipeline and answers each script with its command (whose
+// error is its own). Scripts whose caller has left are dropped. The pipeline
+// runs detached from any one caller's cancellation (the others wait on it
+// too) until the latest of their deadlines, so it never outlives everyone
+// waiting for it.
+func (p *scriptPipe) exec(ctx context.Context, batch []*pipedScript) ([]groupcommit.Result[*redis.Cmd], error) {
+	res := make([]groupcommit.Result[*redis.Cmd], len(batch))
+	live := make([]int, 0, len(batch))
 	var last time.Time
 	unbounded := false
-	for _, s := range batch {
+	for i, s := range batch {
 		if err := s.ctx.Err(); err != nil {
-			s.cmd = failedCmd(s.ctx, err)
-			close(s.done)
+			res[i].Value = failedCmd(s.ctx, err)
 			continue
 		}
-		live = append(live, s)
+		live = append(live, i)
 		if d, ok := s.ctx.Deadline(); !ok {
 			unbounded = true
 		} else if d.After(last) {
@@ -145,9 +119,8 @@ func (p *scriptPipe) exec(batch []*pipedScript) {
 		}
 	}
 	if len(live) == 0 {
-		return
+		return res, nil
 	}
-	ctx := context.WithoutCancel(live[0].ctx)
 	if !unbounded {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, last)
@@ -155,16 +128,15 @@ func (p *scriptPipe) exec(batch []*pipedScript) {
 	}
 	// Errors are per command (cmd.Err); Pipelined's own is the first of them.
 	_, _ = p.UniversalClient.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, s := range live {
+		for _, i := range live {
+			s := batch[i]
 			if s.sha {
-				s.cmd = pipe.EvalSha(ctx, s.script, s.keys, s.args...)
+				res[i].Value = pipe.EvalSha(ctx, s.script, s.keys, s.args...)
 			} else {
-				s.cmd = pipe.Eval(ctx, s.script, s.keys, s.args...)
+				res[i].Value = pipe.Eval(ctx, s.script, s.keys, s.args...)
 			}
 		}
 		return nil
 	})
-	for _, s := range live {
-		close(s.done)
-	}
+	return res, nil
 }

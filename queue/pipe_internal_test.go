@@ -55,9 +55,7 @@ func (l *pipelineLog) Sizes() []int {
 func waitFor(t *testing.T, p *scriptPipe, n int) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		p.mu.Lock()
-		got := len(p.waiting)
-		p.mu.Unlock()
+		got, _ := p.batch.Pending()
 		if got == n {
 			return
 		}
@@ -272,10 +270,8 @@ func TestEnqueueBehindAStuckPipelineKeepsItsTimeout(t *testing.T) {
 	// Let the pipe go idle: the given-up script is dropped, nothing else is sent.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		pipe.mu.Lock()
-		idle := !pipe.sending
-		pipe.mu.Unlock()
-		if idle || time.Now().After(deadline) {
+		_, committers := pipe.batch.Pending()
+		if committers == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Millisecond)

@@ -482,10 +482,6 @@ func (h *harness) accept(ctx context.Context, store *models.Store, rdb redis.Uni
 	if err != nil {
 		t.Fatal(err)
 	}
-	actx, cancel := context.WithCancel(ctx)
-	ran := make(chan struct{})
-	go func() { defer close(ran); _ = acc.Run(actx) }()
-	defer func() { cancel(); <-ran }()
 	enq := queue.NewEnqueuer(rdb)
 	ids := make([]string, n)
 	var next atomic.Int64

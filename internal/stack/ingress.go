@@ -21,7 +21,6 @@ import (
 type Ingress struct {
 	API      *ingress.API
 	watcher  *queue.Watcher
-	acceptor *models.SiteAcceptor
 	backlog  *queue.Backlog // nil: failed enqueues are the reconciler's
 	ln       net.Listener
 	shutdown time.Duration
@@ -119,7 +118,7 @@ func NewIngress(c Config, b *Backends, log *slog.Logger, h Hooks) (*Ingress, err
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
-	return &Ingress{API: api, watcher: watcher, acceptor: acceptor, backlog: backlog, ln: ln, shutdown: c.ShutdownTimeout, log: log}, nil
+	return &Ingress{API: api, watcher: watcher, backlog: backlog, ln: ln, shutdown: c.ShutdownTimeout, log: log}, nil
 }
 
 // Addr is the address the API listens on.
@@ -133,7 +132,6 @@ func (i *Ingress) Run(ctx context.Context) error {
 	i.log.Info("ingress listening", "addr", i.Addr())
 	return RunAll(ctx,
 		func(ctx context.Context) error { i.watcher.Run(ctx); return nil },
-		i.acceptor.Run,
 		func(ctx context.Context) error {
 			if i.backlog != nil {
 				i.backlog.Run(ctx)

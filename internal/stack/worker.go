@@ -47,9 +47,6 @@ type Worker struct {
 	IssueCertificate *jobs.IssueCertificate
 	RenewSweep       *jobs.RenewSweep
 	Certificates     *Certificates
-	// HealthWriter group-commits the health checks; Run runs it beside the
-	// server.
-	HealthWriter *models.HealthWriter
 }
 
 // NewWorker builds a worker over b: the driver CHOM_DRIVER names (or
@@ -146,16 +143,9 @@ func (w *Worker) table() []workers.Family {
 	return t
 }
 
-// Run processes tasks until ctx ends, then shuts down gracefully. The health
-// writer commits until the server has stopped (its handlers finished), so
-// no check waits on a writer that is gone.
+// Run processes tasks until ctx ends, then shuts down gracefully.
 func (w *Worker) Run(ctx context.Context) error {
-	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan error, 1)
-	go func() { done <- w.HealthWriter.Run(wctx) }()
-	err := w.Server.Run(ctx)
-	stop()
-	return errors.Join(err, <-done)
+	return w.Server.Run(ctx)
 }
 
 // healthJobs builds the health sweep and check over the probe
@@ -192,7 +182,7 @@ func (w *Worker) healthJobs(c Config, b *Backends, log *slog.Logger, h Hooks) er
 		return map[string]uint64{models.HealthHealthy: st.Healthy, models.HealthDegraded: st.Degraded,
 			models.HealthUnhealthy: st.Unhealthy, "unreachable": st.Unreachable}
 	})
-	w.HealthSweep, w.HealthCheck, w.HealthWriter = sweep, check, writer
+	w.HealthSweep, w.HealthCheck = sweep, check
 	return nil
 }
 
