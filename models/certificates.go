@@ -366,15 +366,19 @@ func (c *CertificateStore) DueForRenewal(ctx context.Context, now time.Time, lim
 // ResealReport counts what a Reseal pass re-sealed.
 type ResealReport struct {
 	Accounts, Certificates int
+	// Uploads counts the keys of uploaded (or issued and not yet deployed)
+	// certificates waiting for their operation.
+	Uploads int
 }
 
-// Reseal re-seals, under the ring's primary key, every account key and
-// certificate key sealed under another key, batch rows at a time (each
-// batch in its own short statements, so a large fleet is not locked). A row
-// changed meanwhile is left to the next pass; a row whose key is no longer in
-// the ring stops the pass with an error naming the row and the key id.
-// Run it after putting a new key first in CHOM_CERT_ENCRYPTION_KEYS, and
-// drop the old key only once it reports nothing left.
+// Reseal re-seals, under the ring's primary key, every account key,
+// certificate key and pending upload's key sealed under another key, batch
+// rows at a time (each batch in its own short statements, so a large fleet
+// is not locked). A row changed meanwhile is left to the next pass; a row
+// whose key is no longer in the ring stops the pass with an error naming the
+// row and the key id. Run it (chom certificates reseal) after putting a new
+// key first in CHOM_CERT_ENCRYPTION_KEYS, and drop the old key only once it
+// reports nothing left.
 func (c *CertificateStore) Reseal(ctx context.Context, batch int) (ResealReport, error) {
 	if batch <= 0 {
 		batch = 100
@@ -383,21 +387,27 @@ func (c *CertificateStore) Reseal(ctx context.Context, batch int) (ResealReport,
 	prefix := "v1:" + c.ring.Primary() + ":"
 	tables := []struct {
 		table, key string
-		aad        func(string) string
+		aux        string // a second column the AAD binds, or ""
+		aad        func(id, aux string) string
 		n          *int
 	}{
-		{"acme_accounts", "id", accountAAD, &rep.Accounts},
-		{"site_certificates", "site_id", certificateAAD, &rep.Certificates},
+		{"acme_accounts", "id", "", func(id, _ string) string { return accountAAD(id) }, &rep.Accounts},
+		{"site_certificates", "site_id", "", func(id, _ string) string { return certificateAAD(id) }, &rep.Certificates},
+		{"certificate_uploads", "operation_id", "site_id", uploadAAD, &rep.Uploads},
 	}
 	for _, t := range tables {
 		after := ""
 		for {
 			var rows []struct {
 				ID        string `bun:"id"`
+				Aux       string `bun:"aux"`
 				KeySealed string `bun:"key_sealed"`
 			}
-			err := c.s.db.NewSelect().Table(t.table).ColumnExpr("? AS id, key_sealed", bun.Ident(t.key)).
-				Where("key_sealed <> '' AND substr(key_sealed, 1, ?) <> ?", len(prefix), prefix).
+			q := c.s.db.NewSelect().Table(t.table).ColumnExpr("? AS id, key_sealed", bun.Ident(t.key))
+			if t.aux != "" {
+				q = q.ColumnExpr("? AS aux", bun.Ident(t.aux))
+			}
+			err := q.Where("key_sealed <> '' AND substr(key_sealed, 1, ?) <> ?", len(prefix), prefix).
 				Where("? > ?", bun.Ident(t.key), after).
 				OrderExpr("?", bun.Ident(t.key)).Limit(int64(batch)).Scan(ctx, &rows)
 			if err != nil {
@@ -407,7 +417,7 @@ func (c *CertificateStore) Reseal(ctx context.Context, batch int) (ResealReport,
 				break
 			}
 			for _, r := range rows {
-				fresh, err := c.ring.Reseal(r.KeySealed, t.aad(r.ID))
+				fresh, err := c.ring.Reseal(r.KeySealed, t.aad(r.ID, r.Aux))
 				if err != nil {
 					return rep, fmt.Errorf("reseal %s %s: %w", t.table, r.ID, err)
 				}

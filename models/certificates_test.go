@@ -223,6 +223,10 @@ func TestReseal(t *testing.T) {
 		if _, err := old.CreateACMEAccount(ctx, models.ACMEAccount{DirectoryURL: "d", Email: "e", URI: "u", KeyPEM: []byte("account key")}); err != nil {
 			t.Fatal(err)
 		}
+		// A certificate staged for an operation that has not deployed it yet.
+		if err := old.StageCertificate(ctx, "op_reseal", sites[2], []byte("staged chain"), []byte("staged key")); err != nil {
+			t.Fatal(err)
+		}
 		rotated := certStore(t, s, keyRing(t, k2+","+k1), models.BudgetLimits{})
 		// A site sealed under the new key already: not counted again.
 		if err := rotated.PutCertificate(ctx, issuedCert(sites[0], epoch.Add(60*24*time.Hour))); err != nil {
@@ -232,8 +236,8 @@ func TestReseal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rep.Accounts != 1 || rep.Certificates != 4 {
-			t.Errorf("resealed %+v; want 1 account, 4 certificates", rep)
+		if rep != (models.ResealReport{Accounts: 1, Certificates: 4, Uploads: 1}) {
+			t.Errorf("resealed %+v; want 1 account, 4 certificates, 1 upload", rep)
 		}
 		if n := count(t, db, "site_certificates", "key_sealed NOT LIKE 'v1:k2:%'"); n != 0 {
 			t.Errorf("%d keys still under k1", n)
@@ -249,6 +253,9 @@ func TestReseal(t *testing.T) {
 		}
 		if a, err := onlyNew.ACMEAccount(ctx, "d", "e"); err != nil || string(a.KeyPEM) != "account key" {
 			t.Fatalf("account after dropping k1: %v", err)
+		}
+		if chain, key, err := onlyNew.Upload(ctx, "op_reseal"); err != nil || string(chain) != "staged chain" || string(key) != "staged key" {
+			t.Fatalf("staged certificate after dropping k1: %q, %q, %v", chain, key, err)
 		}
 		// A value under a key the ring lacks: the pass stops and names it.
 		k3 := keySpec(t, "k3")

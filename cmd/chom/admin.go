@@ -191,6 +191,41 @@ func tokenRevokeFlags(fs *flag.FlagSet) func(context.Context, env) error {
 	}
 }
 
+// certificateCommands are the subcommands of chom certificates.
+func certificateCommands() []command {
+	return []command{
+		{name: "reseal", args: "[--batch N]", summary: "re-seal every stored key (ACME accounts, certificates, pending uploads) under the first key of CHOM_CERT_ENCRYPTION_KEYS; run it after putting a new key first, until it reports nothing, before dropping the old key",
+			flags: certificateResealFlags},
+	}
+}
+
+func certificateResealFlags(fs *flag.FlagSet) func(context.Context, env) error {
+	batch := fs.Int("batch", 100, "rows read per statement")
+	dataDir := dataDirFlag(fs)
+	return func(ctx context.Context, e env) error {
+		if len(e.args) != 0 || *batch <= 0 {
+			return fmt.Errorf("%w: chom certificates reseal [--batch N] (N > 0)", errUsage)
+		}
+		db, certs, err := stack.OpenCertificateAdmin(ctx, e.getenv, *dataDir)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		rep, err := certs.Reseal(ctx, *batch)
+		fmt.Fprintf(e.stdout, "re-sealed %d ACME account keys, %d certificate keys, %d pending upload keys\n",
+			rep.Accounts, rep.Certificates, rep.Uploads)
+		if err != nil {
+			return fmt.Errorf("re-seal stopped (run it again once the cause is fixed): %w", err)
+		}
+		if rep == (models.ResealReport{}) {
+			fmt.Fprintln(e.stdout, "nothing is sealed under another key: the old keys can be dropped from CHOM_CERT_ENCRYPTION_KEYS")
+		} else {
+			fmt.Fprintln(e.stdout, "run it again until it re-seals nothing (a row changed meanwhile is left to the next pass)")
+		}
+		return nil
+	}
+}
+
 // healthcheckFlags is `chom healthcheck`: the image has no shell or curl, so
 // its HEALTHCHECK runs this. Without --url it tries every endpoint the
 // environment's CHOM_LISTEN and CHOM_METRICS_LISTEN give (stack.HealthURLs).

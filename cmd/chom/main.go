@@ -100,6 +100,7 @@ func commands() []command {
 			flags: noFlags(server(stack.BillingProcess))},
 		{name: "migrate", args: "up|down|status", summary: "manage the database schema", role: stack.RoleAdmin, flags: migrateFlags},
 		{name: "token", args: "create|list|revoke", summary: "issue, list and revoke API tokens", role: stack.RoleAdmin, subs: tokenCommands()},
+		{name: "certificates", args: "reseal", summary: "maintain the keys sealed at rest (key rotation)", role: stack.RoleAdmin, subs: certificateCommands()},
 		{name: "healthcheck", summary: "exit 0 when the CHOM process on this machine answers its health endpoint (a container's HEALTHCHECK)",
 			flags: healthcheckFlags},
 		{name: "version", summary: "print the version and the commit it was built from", flags: noFlags(printVersion)},

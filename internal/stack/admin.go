@@ -2,12 +2,15 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/uptrace/bun"
 
+	"github.com/chomhq/chom/certs/seal"
 	"github.com/chomhq/chom/models"
 )
 
@@ -47,4 +50,41 @@ func OpenAdmin(ctx context.Context, getenv func(string) string, dataDir string) 
 		return nil, nil, err
 	}
 	return db, store, nil
+}
+
+// OpenCertificateAdmin opens what a one-shot command over the sealed keys
+// (chom certificates reseal) needs: the database as OpenAdmin opens it, and
+// the certificate store over CHOM_CERT_ENCRYPTION_KEYS, or, with dataDir and
+// the variable unset, over the key ring chom dev keeps in that directory
+// (DevEncryptionKeysFile). Without a ring it fails with ErrCertificatesOff.
+func OpenCertificateAdmin(ctx context.Context, getenv func(string) string, dataDir string) (*bun.DB, *models.CertificateStore, error) {
+	c, err := LoadConfig(getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	keys := c.ACME.EncryptionKeys
+	if keys == "" && dataDir != "" {
+		b, err := os.ReadFile(filepath.Join(dataDir, DevEncryptionKeysFile))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("--data-dir %s: %w", dataDir, err)
+		}
+		keys = strings.TrimSpace(string(b))
+	}
+	if keys == "" {
+		return nil, nil, ErrCertificatesOff
+	}
+	ring, err := seal.ParseKeys(keys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CHOM_CERT_ENCRYPTION_KEYS: %w", err)
+	}
+	db, store, err := OpenAdmin(ctx, getenv, dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	certs, err := models.NewCertificateStore(models.CertificateStoreConfig{Store: store, Ring: ring})
+	if err != nil {
+		_ = db.Close()
+		return nil, nil, err
+	}
+	return db, certs, nil
 }
