@@ -410,6 +410,12 @@ var errMark = errors.New("mark published")
 // publish throws the rows read meanwhile away, so no row leaves before an
 // earlier row that failed; the rows acknowledged and not yet marked when the
 // relay crashes are published again by the next leader.
+//
+// The read ahead starts with the publish and usually ends long before Kafka's
+// acknowledgement; once it arrives, a read ahead short of a full batch is
+// topped up by one more read (of the rows after it), so the rows that
+// committed while Kafka took the batch ride the next one rather than waiting
+// a whole cycle more (docs/performance.md).
 func (r *Relay) lead(ctx context.Context, lease *models.OutboxLease) error {
 	// wake holds at most one pending wake-up: however many commits notify
 	// while the leader reads and publishes, it reads the outbox once more.
@@ -422,7 +428,7 @@ func (r *Relay) lead(ctx context.Context, lease *models.OutboxLease) error {
 	defer m.close()
 
 	var failures int
-	rd := &reader{lease: lease, limit: r.cfg.BatchSize}
+	rd := newReader(lease, r.cfg.BatchSize)
 	// next holds the rows read while the previous batch was published, when
 	// prefetched; an empty prefetch means the outbox was drained then.
 	var next []models.OutboxEvent
@@ -494,60 +500,26 @@ func (r *Relay) lead(ctx context.Context, lease *models.OutboxLease) error {
 			r.log.Info("publishing again", "after_failures", failures)
 			failures = 0
 		}
+		if len(ahead) > 0 && len(ahead) < r.cfg.BatchSize {
+			// Top up: the rows that committed while Kafka took the batch
+			// ride the next one, rather than a whole cycle later. (An empty
+			// read ahead needs none: the commits' wake-up reads them.)
+			skip := m.outstanding()
+			for _, row := range ahead {
+				skip = append(skip, row.ID)
+			}
+			more, err := rd.readN(ctx, skip, r.cfg.BatchSize-len(ahead))
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return err // the lease's session is lost
+			}
+			ahead = append(ahead, more...)
+		}
 		next, prefetched = ahead, true
 	}
 }
-
-// sweepInterval is the longest a leader with a backlog reads by its cursor
-// alone: a row that committed after rows with higher IDs were read (see
-// reader) waits at most about this long behind the backlog.
-const sweepInterval = time.Second
-
-// reader chooses the leader's reads. Reading the outbox from its start (a
-// sweep: models.OutboxLease.UnpublishedExcept) finds every unpublished row, but
-// walks past the rows being published and marked, and the index entries the
-// rows published since the last VACUUM left behind; with a backlog, that is
-// most of the work of a read. So after a full batch the reader takes the rows
-// after the last one it read (its cursor: UnpublishedAfter), and sweeps when
-// it has caught up (a read returned less than a batch), at least every
-// sweepInterval, and after a failed publish. A row that commits late, after
-// rows with higher IDs were read, is found by the next sweep: it was written
-// by a transaction concurrent with theirs, which has no order with them.
-type reader struct {
-	lease *models.OutboxLease
-	limit int
-
-	cursor    int64     // the highest ID of the last read, 0 before the first
-	sweep     bool      // the next read must sweep
-	lastSweep time.Time // when the last sweep was
-}
-
-// read returns the next rows to publish, skipping those of skip (published or
-// being published, not yet marked).
-func (rd *reader) read(ctx context.Context, skip []int64) ([]models.OutboxEvent, error) {
-	var rows []models.OutboxEvent
-	var err error
-	if rd.cursor == 0 || rd.sweep || time.Since(rd.lastSweep) >= sweepInterval {
-		rd.lastSweep = time.Now()
-		rows, err = rd.lease.UnpublishedExcept(ctx, skip, rd.limit)
-	} else {
-		rows, err = rd.lease.UnpublishedAfter(ctx, rd.cursor, skip, rd.limit)
-	}
-	if err != nil {
-		return nil, err
-	}
-	rd.sweep = len(rows) < rd.limit
-	if len(rows) > 0 {
-		// After a sweep too, even below the last cursor: the rows between
-		// were read ahead of a failed publish and dropped.
-		rd.cursor = rows[len(rows)-1].ID
-	}
-	return rows, nil
-}
-
-// restart makes the next read a sweep: the rows read since the last publish
-// were dropped.
-func (rd *reader) restart() { rd.sweep = true }
 
 // idle waits, with the outbox drained, until a commit wakes the leader, the
 // poll interval passes, or ctx ends.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,7 +141,7 @@ func BenchmarkEventLatency(b *testing.B) {
 			}
 			topic := events.FullTopic(k.Prefix, events.TopicUsage)
 			seen := make(chan string, 16)
-			go readIDs(b, k.Brokers, topic, func(id string, _ time.Time) {
+			reconnects := readIDs(b, k.Brokers, topic, func(id string, _ time.Time) {
 				select {
 				case seen <- id:
 				case <-b.Context().Done():
@@ -179,6 +180,7 @@ func BenchmarkEventLatency(b *testing.B) {
 			b.StopTimer()
 			reportLatency(b, lat)
 			reportWakes(b, relay)
+			b.ReportMetric(float64(reconnects()), "consumer-reconnects")
 		})
 	}
 }
@@ -236,7 +238,7 @@ func BenchmarkEventLatencyAtRate(b *testing.B) {
 			}
 			topic := events.FullTopic(k.Prefix, events.TopicUsage)
 			early := map[string]time.Time{} // read before the writer noted its commit
-			go readIDs(b, k.Brokers, topic, func(id string, at time.Time) {
+			reconnects := readIDs(b, k.Brokers, topic, func(id string, at time.Time) {
 				mu.Lock()
 				defer mu.Unlock()
 				if t, ok := sent[id]; ok {
@@ -290,6 +292,7 @@ func BenchmarkEventLatencyAtRate(b *testing.B) {
 			b.ReportMetric(offered, "offered-events/s")
 			reportLatency(b, lat)
 			reportWakes(b, relay)
+			b.ReportMetric(float64(reconnects()), "consumer-reconnects")
 		})
 	}
 }
@@ -313,18 +316,34 @@ func commitTx(b *testing.B, db *bun.DB, rows []models.OutboxEvent) {
 	}
 }
 
+// readerMaxWait is how long the benchmarks' consumers let the broker hold a
+// fetch that finds nothing new. The broker answers a fetch as soon as a record
+// arrives (MinBytes 1), so it adds no latency; kafka-go also sets the fetch's
+// client-side read deadline from it, with a quarter of it as the slack for
+// the answer's round trip, and a read past that deadline closes the
+// connection and dials the partition's leader again. At 5 ms (the slack
+// 1.25 ms) the consumers of a busy 2-core machine reconnected every few
+// fetches and stopped reading for up to a second at a time, on the ceiling's
+// side and the relay's alike: the p99 was theirs (docs/performance.md).
+const readerMaxWait = 500 * time.Millisecond
+
 // readIDs reads topic from its first offset on every partition until b's
-// context ends, calling got with each event's ID and when it was read.
-func readIDs(b *testing.B, brokers []string, topic string, got func(id string, at time.Time)) {
-	var wg sync.WaitGroup
+// context ends, calling got with each event's ID and when it was read. It
+// returns at once; reconnects tells how many times its consumers have dialed
+// a partition's leader again since they started (their first dials aside).
+func readIDs(b *testing.B, brokers []string, topic string, got func(id string, at time.Time)) (reconnects func() int64) {
+	var dials atomic.Int64
+	var mu sync.Mutex
+	var readers []*kafka.Reader
 	for p := range benchPartitions {
-		wg.Go(func() {
-			// The back-off after a failed fetch is 1–10 ms, not kafka-go's
-			// 100 ms–1 s: the figure is when a record becomes readable, not
-			// how long a reader sleeps after a hiccup.
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p,
-				MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 5 * time.Millisecond,
-				ReadBackoffMin: time.Millisecond, ReadBackoffMax: 10 * time.Millisecond})
+		// The back-off after a failed fetch is 1–10 ms, not kafka-go's
+		// 100 ms–1 s: the figure is when a record becomes readable, not
+		// how long a reader sleeps after a hiccup.
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p,
+			MinBytes: 1, MaxBytes: 1 << 20, MaxWait: readerMaxWait,
+			ReadBackoffMin: time.Millisecond, ReadBackoffMax: 10 * time.Millisecond})
+		readers = append(readers, r)
+		go func() {
 			defer r.Close()
 			if err := r.SetOffset(kafka.FirstOffset); err != nil {
 				b.Error(err)
@@ -339,9 +358,16 @@ func readIDs(b *testing.B, brokers []string, topic string, got func(id string, a
 					got(env.ID, time.Now())
 				}
 			}
-		})
+		}()
 	}
-	wg.Wait()
+	return func() int64 {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range readers {
+			dials.Add(r.Stats().Dials) // Stats counts since its last call
+		}
+		return max(dials.Load()-int64(len(readers)), 0)
+	}
 }
 
 // reportWakes reports how many times per event the relay, if any, was woken

@@ -178,3 +178,50 @@ func TestRelayRepublishesWhenTheMarkIsLost(t *testing.T) {
 		t.Errorf("relay counted %d records published, the topic holds %d", st.Published, len(msgs))
 	}
 }
+
+// A transaction holds its outbox row uncommitted while others commit rows
+// with higher IDs and the relay publishes them: the relay reads past the
+// row's ID (a gap), waits for it half a second, then reads from its cursor.
+// When the row commits, well after that, a sweep still finds it: a late
+// commit is published late, never skipped.
+func TestRelayPublishesARowCommittedAfterItsGapExpired(t *testing.T) {
+	t.Parallel()
+	k := testenv.Kafka(t)
+	db := testenv.Postgres(t)
+	s := newStore(t, db)
+	ctx := t.Context()
+	runRelay(t, events.RelayConfig{Store: s, Brokers: k.Brokers, TopicPrefix: k.Prefix})
+	// Rows before it, published: the relay reads from its cursor.
+	rows := commitRows(t, db, usageRows(t, tenants(3), 1, at.Truncate(time.Hour).Add(-time.Hour)))
+	waitDrained(t, s, 30*time.Second)
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	late := insertRows(t, tx, usageRows(t, []string{"tenant-late"}, 1, at.Truncate(time.Hour)))
+	if err := models.NotifyOutbox(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	opened := time.Now()
+	for i := 0; time.Since(opened) < 1500*time.Millisecond; i++ {
+		rows = append(rows, commitRows(t, db, usageRows(t, tenants(3), 1, at.Truncate(time.Hour).Add(time.Duration(i)*time.Hour)))...)
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitDrained(t, s, 30*time.Second) // every committed row published: the relay read past late's ID
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	t.Logf("row %d committed %v after it was inserted, after %d rows with higher IDs were published",
+		late[0].ID, committed.Sub(opened).Round(time.Millisecond), len(rows)-3)
+	waitDrained(t, s, 20*time.Second)
+	t.Logf("row %d published within %v of its commit", late[0].ID, time.Since(committed).Round(time.Millisecond))
+	rows = append(rows, late...)
+	slices.SortFunc(rows, func(a, b models.OutboxEvent) int { return int(a.ID - b.ID) })
+	msgs := testenv.WaitRecords(t, k.Brokers, events.FullTopic(k.Prefix, events.TopicUsage), len(rows), 30*time.Second)
+	if dups := checkTopic(t, msgs, rows); dups != 0 {
+		t.Errorf("%d duplicates in a run without a fault", dups)
+	}
+}
