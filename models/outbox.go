@@ -73,17 +73,12 @@ func (l *OutboxLease) Release(ctx context.Context) error {
 	return nil
 }
 
-// Unpublished returns up to limit rows not yet published, in ID order: the order
-// in which their transactions wrote them, which keeps each tenant's events in
-// the order of its state changes. It fails when the lease's session has died.
-func (l *OutboxLease) Unpublished(ctx context.Context, limit int) ([]OutboxEvent, error) {
-	return l.UnpublishedExcept(ctx, nil, limit)
-}
-
-// UnpublishedExcept is Unpublished without the rows whose IDs are in skip: the
-// rows a pipelined relay has read and not yet seen marked (being published,
-// or acknowledged and being marked), so that it can read its next batch
-// while the previous one is on its way. skip is meant to be a few batches
+// UnpublishedExcept returns up to limit rows not yet published, in ID order
+// (the order in which their transactions wrote them, which keeps each
+// tenant's events in the order of its state changes), without the rows whose
+// IDs are in skip: the rows a pipelined relay has read and not yet seen
+// marked (being published, or acknowledged and being marked), so that it can
+// read its next batch while the previous one is on its way. skip is meant to be a few batches
 // long (PostgreSQL hashes it). It fails when the lease's session has died.
 //
 // It walks the partial index of unpublished rows (outbox_events_unpublished_idx)
@@ -118,12 +113,6 @@ func (l *OutboxLease) unpublished(ctx context.Context, after int64, skip []int64
 	return out, nil
 }
 
-// MarkPublished records, on the lease's session, that the rows with ids
-// reached Kafka. Rows already marked are left as they are.
-func (l *OutboxLease) MarkPublished(ctx context.Context, ids []int64) error {
-	return markPublished(ctx, l.idb, l.s, ids)
-}
-
 // MarkOutboxPublished records that the rows with ids reached Kafka, in one
 // statement on any connection of the pool; rows already marked keep their
 // published_at. It needs no lease: Kafka acknowledged those rows, so marking
@@ -131,15 +120,10 @@ func (l *OutboxLease) MarkPublished(ctx context.Context, ids []int64) error {
 // first) only publishes the rows again. A pipelined relay marks through it
 // while its lease's session reads the next rows.
 func (s *Store) MarkOutboxPublished(ctx context.Context, ids []int64) error {
-	return markPublished(ctx, s.db, s, ids)
-}
-
-// markPublished sets published_at on the unmarked rows of ids, through idb.
-func markPublished(ctx context.Context, idb bun.IDB, s *Store, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := idb.NewUpdate().Model((*OutboxEvent)(nil)).
+	_, err := s.db.NewUpdate().Model((*OutboxEvent)(nil)).
 		Set("published_at = ?", s.nowUTC()).
 		Where("?", idIn(s.pg, ids)).
 		Where("published_at IS NULL").

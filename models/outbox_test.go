@@ -56,7 +56,7 @@ func TestOutboxReadMarkPrune(t *testing.T) {
 		}
 		defer func() { _ = lease.Release(ctx) }()
 
-		rows, err := lease.Unpublished(ctx, 3)
+		rows, err := lease.UnpublishedExcept(ctx, nil, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,10 +67,10 @@ func TestOutboxReadMarkPrune(t *testing.T) {
 		if lag, err := s.OutboxLag(ctx); err != nil || lag != time.Minute {
 			t.Errorf("OutboxLag = %v, %v; want 1m", lag, err)
 		}
-		if err := lease.MarkPublished(ctx, all[:3]); err != nil {
+		if err := s.MarkOutboxPublished(ctx, all[:3]); err != nil {
 			t.Fatal(err)
 		}
-		rows, err = lease.Unpublished(ctx, 10)
+		rows, err = lease.UnpublishedExcept(ctx, nil, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,7 +83,7 @@ func TestOutboxReadMarkPrune(t *testing.T) {
 
 		// Marking again keeps the first published_at.
 		clk.Advance(time.Hour)
-		if err := lease.MarkPublished(ctx, all[:1]); err != nil {
+		if err := s.MarkOutboxPublished(ctx, all[:1]); err != nil {
 			t.Fatal(err)
 		}
 		if got := count(t, db, "outbox_events", "published_at = ?", epoch.Add(time.Minute)); got != 3 {
@@ -98,7 +98,7 @@ func TestOutboxReadMarkPrune(t *testing.T) {
 		if got := count(t, db, "outbox_events", ""); got != 2 {
 			t.Errorf("%d rows left, want the 2 unpublished", got)
 		}
-		if err := lease.MarkPublished(ctx, all[3:]); err != nil {
+		if err := s.MarkOutboxPublished(ctx, all[3:]); err != nil {
 			t.Fatal(err)
 		}
 		if lag, err := s.OutboxLag(ctx); err != nil || lag != 0 {
@@ -150,8 +150,8 @@ func TestOutboxLeaseIsExclusive(t *testing.T) {
 	if _, err := db.ExecContext(ctx, "SELECT pg_terminate_backend(?)", pid); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := second.Unpublished(ctx, 1); err == nil {
-		t.Error("Unpublished on a dead session succeeded; want an error")
+	if _, err := second.UnpublishedExcept(ctx, nil, 1); err == nil {
+		t.Error("UnpublishedExcept on a dead session succeeded; want an error")
 	}
 	_ = second.Release(ctx)
 	deadline := time.Now().Add(10 * time.Second)
