@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 )
 
 // BeginProvision moves a pending site to provisioning. It is a no-op for a site in
@@ -228,7 +229,14 @@ type ProvisionOutcome struct {
 // nothing was written for any of them: the caller may complete each alone.
 // It is how concurrent provisions of a worker share one commit (see
 // jobs.ProvisionSite).
+//
+// On PostgreSQL a batch of distinct operations takes a fixed number of
+// round trips whatever its size (completeProvisionsPG); otherwise, and on
+// SQLite, each item takes its own statements.
 func (s *Store) CompleteProvisions(ctx context.Context, items []ProvisionSuccess, issue bool) ([]ProvisionOutcome, error) {
+	if len(items) > 1 && IsPostgres(s.db) && distinctOps(items) {
+		return s.completeProvisionsPG(ctx, items, issue)
+	}
 	var out []ProvisionOutcome
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		now := s.nowUTC()
@@ -257,6 +265,129 @@ func (s *Store) CompleteProvisions(ctx context.Context, items []ProvisionSuccess
 				return fmt.Errorf("activate site %s: %w", it.SiteID, err)
 			}
 			if issue {
+				if out[i].Issue, err = autoIssue(ctx, tx, it.SiteID, now); err != nil {
+					return err
+				}
+			}
+			out[i].Done = true
+			events = append(events, it.Events...)
+		}
+		return s.insertEvents(ctx, tx, events, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// distinctOps reports whether no operation appears twice in items (two
+// deliveries of one task finishing together): completeProvisionsPG's
+// statements update each row once, so such a batch takes the per-item path,
+// where the second finds the operation finished.
+func distinctOps(items []ProvisionSuccess) bool {
+	seen := make(map[string]bool, len(items))
+	for _, it := range items {
+		if seen[it.OpID] {
+			return false
+		}
+		seen[it.OpID] = true
+	}
+	return true
+}
+
+// completeProvisionsPG finishes the operations (those unfinished and not
+// asked to cancel, as finishProvisionOp) and activates their sites in one
+// statement whose rows arrive as arrays.
+const completeProvisionsPG = `
+WITH i AS (
+	SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::boolean[], ?::text[], ?::text[])
+		AS i(op_id, site_id, result, has_result, document_root, system_user)
+),
+done AS (
+	UPDATE operations AS o SET status = ?, progress = 100, finished_at = ?, updated_at = ?,
+		result = CASE WHEN i.has_result THEN i.result ELSE o.result END
+	FROM i WHERE o.id = i.op_id AND o.status IN (?, ?) AND o.cancel_requested_at IS NULL
+	RETURNING o.id
+),
+act AS (
+	UPDATE sites AS s SET status = ?, document_root = i.document_root, system_user = i.system_user,
+		operation_id = NULL, updated_at = ?
+	FROM i JOIN done ON done.id = i.op_id WHERE s.id = i.site_id
+)
+SELECT id FROM done`
+
+// completeProvisionsPG is CompleteProvisions for a batch of distinct
+// operations on PostgreSQL, in BEGIN, one statement for every operation and
+// site, one more (rare) reading why those left alone were, the certificate
+// issuances (issue: one per site that gets one, as before), the events'
+// INSERT and NOTIFY, COMMIT. The second read is a statement of its own, so
+// in READ COMMITTED it sees a cancel that committed while the first waited
+// for the row, as CompleteProvisions' per-item read does.
+func (s *Store) completeProvisionsPG(ctx context.Context, items []ProvisionSuccess, issue bool) ([]ProvisionOutcome, error) {
+	var out []ProvisionOutcome
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		now := s.nowUTC()
+		out = make([]ProvisionOutcome, len(items))
+		var ops, sites, results, roots, users []string
+		var has []bool
+		for _, it := range items {
+			r := ""
+			if it.Result != nil {
+				b, err := json.Marshal(it.Result)
+				if err != nil {
+					return fmt.Errorf("finish operation %s: encode result: %w", it.OpID, err)
+				}
+				r = string(b)
+			}
+			ops, sites, results, roots, users = append(ops, it.OpID), append(sites, it.SiteID), append(results, r),
+				append(roots, it.Site.DocumentRoot), append(users, it.Site.SystemUser)
+			has = append(has, it.Result != nil)
+		}
+		var doneIDs []string
+		if err := tx.NewRaw(completeProvisionsPG, pgdialect.Array(ops), pgdialect.Array(sites), pgdialect.Array(results),
+			pgdialect.Array(has), pgdialect.Array(roots), pgdialect.Array(users),
+			OpSucceeded, now, now, OpPending, OpRunning, SiteStatusActive, now).Scan(ctx, &doneIDs); err != nil {
+			return fmt.Errorf("complete %d provisions: %w", len(items), err)
+		}
+		done := make(map[string]bool, len(doneIDs))
+		for _, id := range doneIDs {
+			done[id] = true
+		}
+		var left []string
+		for _, it := range items {
+			if !done[it.OpID] {
+				left = append(left, it.OpID)
+			}
+		}
+		if len(left) > 0 {
+			// Finished already, or a cancel was asked: which one?
+			var rows []Operation
+			if err := tx.NewSelect().Model(&rows).Column("id", "status", "cancel_requested_at").
+				Where("id IN (?)", bun.In(left)).Scan(ctx); err != nil {
+				return fmt.Errorf("read %d unfinished provisions: %w", len(left), err)
+			}
+			byID := make(map[string]*Operation, len(rows))
+			for i := range rows {
+				byID[rows[i].ID] = &rows[i]
+			}
+			for _, id := range left {
+				if byID[id] == nil {
+					return notFound(sql.ErrNoRows, "operation", id)
+				}
+			}
+			for i, it := range items {
+				if op := byID[it.OpID]; op != nil && !done[it.OpID] && !op.Terminal() && op.CancelRequestedAt != nil {
+					out[i].Err = fmt.Errorf("complete provision %s: %w", it.OpID, ErrCancelRequested)
+				}
+			}
+		}
+		var events []OutboxEvent
+		for i, it := range items {
+			if !done[it.OpID] {
+				continue
+			}
+			if issue {
+				var err error
 				if out[i].Issue, err = autoIssue(ctx, tx, it.SiteID, now); err != nil {
 					return err
 				}

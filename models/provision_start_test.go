@@ -285,3 +285,41 @@ func TestCompleteProvisionsMixedBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestCompleteProvisionsSameOperationTwice checks a batch holding two
+// successes of one operation (two deliveries of its task finishing
+// together): the first completes it, the second finds it finished, and
+// one event is written.
+func TestCompleteProvisionsSameOperationTwice(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s := setup(t, db)
+		acme := tenant(t, s, "acme")
+		registerVPS(t, s, "web.example", 10)
+		siteA, opA := createSite(t, s, acme, "a.example")
+		siteB, opB := createSite(t, s, acme, "b.example")
+		for _, id := range []string{opA.ID, opB.ID} {
+			if st, err := s.StartProvision(ctx, id, 10); err != nil || st == nil {
+				t.Fatalf("StartProvision(%s) = %+v, %v", id, st, err)
+			}
+		}
+		item := func(op, site string) models.ProvisionSuccess {
+			return models.ProvisionSuccess{OpID: op, SiteID: site, Site: models.ProvisionedSite{DocumentRoot: "/srv/" + site},
+				Events: []models.OutboxEvent{event(acme, site, "evt-"+op)}}
+		}
+		out, err := s.CompleteProvisions(ctx, []models.ProvisionSuccess{item(opA.ID, siteA), item(opB.ID, siteB), item(opA.ID, siteA)}, false)
+		if err != nil {
+			t.Fatalf("CompleteProvisions: %v", err)
+		}
+		if !out[0].Done || out[0].Err != nil || !out[1].Done || out[1].Err != nil || out[2].Done || out[2].Err != nil {
+			t.Fatalf("outcomes = %+v; want done, done, already finished", out)
+		}
+		if diff := cmp.Diff([]string{"evt-" + opA.ID, "evt-" + opB.ID}, outboxIDs(t, db)); diff != "" {
+			t.Errorf("outbox (-want +got):\n%s", diff)
+		}
+		if op := opRow(t, s, opA.ID); op.Status != models.OpSucceeded || op.Result != nil {
+			t.Errorf("operation = %s with result %v, want succeeded without one (none given)", op.Status, op.Result)
+		}
+	})
+}
