@@ -228,8 +228,8 @@ type pass struct {
 	kind     string // "chom" or "bare"
 	n        int
 	elapsed  time.Duration
-	counts   TxCounts // chom, counted pass only
-	reported int64    // processed, summed over the workers
+	counts   TxCounts         // chom, counted pass only
+	reported int64            // processed, summed over the workers
 	redis    map[string]int64 // Redis commands the pass ran, by command (INFO commandstats)
 }
 

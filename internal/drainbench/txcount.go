@@ -63,7 +63,13 @@ func (t *TxCounter) AfterQuery(_ context.Context, e *bun.QueryEvent) {
 	op := strings.ToUpper(e.Operation())
 	took := time.Since(e.StartTime).Nanoseconds()
 	kind := op
-	if op == "UPDATE" || op == "INSERT" || op == "SELECT" {
+	switch {
+	case strings.HasPrefix(strings.TrimSpace(e.Query), "WITH"):
+		op = "WITH" // counted as a write outside a transaction
+		// A statement of data-modifying CTEs (a batch's): its first quoted
+		// name may be a value, not a table.
+		kind = "WITH (batch)"
+	case op == "UPDATE" || op == "INSERT" || op == "SELECT":
 		kind += " " + firstTable(e.Query)
 	}
 	t.mu.Lock()
