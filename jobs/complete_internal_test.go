@@ -77,8 +77,8 @@ func TestCompleterConcurrentSuccesses(t *testing.T) {
 		if err != nil || rows != n-1 {
 			t.Errorf("%d outbox rows (%v), want %d", rows, err, n-1)
 		}
-		if c.committing || len(c.queue) != 0 {
-			t.Errorf("completer left committing=%v with %d queued", c.committing, len(c.queue))
+		if c.leaders != 0 || len(c.queue) != 0 {
+			t.Errorf("completer left %d batches in flight with %d queued", c.leaders, len(c.queue))
 		}
 	})
 }
