@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -53,7 +54,10 @@ func TestCompleterConcurrentSuccesses(t *testing.T) {
 				Events: []models.OutboxEvent{{EventID: "evt-" + acc.Operation.ID, TenantID: ten.ID, Topic: "sites.v1",
 					Type: "site.provisioned.v1", Source: "/chom/sites", Subject: acc.Operation.TargetID, Data: "{}"}}}
 		}
-		c := &completer{store: store}
+		c, err := newCompleter(store, false)
+		if err != nil {
+			t.Fatal(err)
+		}
 		outs := make([]models.ProvisionOutcome, n)
 		errs := make([]error, n)
 		var wg sync.WaitGroup
@@ -77,8 +81,19 @@ func TestCompleterConcurrentSuccesses(t *testing.T) {
 		if err != nil || rows != n-1 {
 			t.Errorf("%d outbox rows (%v), want %d", rows, err, n-1)
 		}
-		if c.committing || len(c.queue) != 0 {
-			t.Errorf("completer left committing=%v with %d queued", c.committing, len(c.queue))
+		// A committer ends once it finds nothing waiting, just after its
+		// last answer: a generous deadline for "eventually".
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			waiting, committers := c.batch.Pending()
+			if waiting == 0 && committers == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("completer left %d committers running with %d waiting", committers, waiting)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 }

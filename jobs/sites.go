@@ -34,7 +34,11 @@ func NewProvisionSite(d Deps) (*ProvisionSite, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
-	return &ProvisionSite{d: d, done: &completer{store: d.Store, issue: d.IssueCertificates}}, nil
+	done, err := newCompleter(d.Store, d.IssueCertificates)
+	if err != nil {
+		return nil, err
+	}
+	return &ProvisionSite{d: d, done: done}, nil
 }
 
 // ProcessTask runs one delivery of a site:provision task. The common case

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 )
 
 // BeginProvision moves a pending site to provisioning. It is a no-op for a site in
@@ -47,9 +49,10 @@ var errStepByStep = errors.New("provision start needs the step-by-step path")
 // provisioning (BeginProvision) and placed on a server (AssignVPS's choice
 // and race-free slot), the operation's progress raised to progress
 // (SetProgress) and its server marked touched (MarkServerTouched). One
-// commit instead of five, in six round trips: BEGIN, the operation read, its
-// claim, the server's slot taken (chosen by the same statement), the site
-// bound (read back by the same statement), COMMIT.
+// commit instead of five, in five round trips on PostgreSQL: BEGIN, the
+// operation claimed and read back (claimProvisionPG), the server's slot
+// taken (chosen by the same statement), the site bound (read back by the
+// same statement), COMMIT; SQLite reads the operation before its claim.
 //
 // It covers the common case only, all or nothing: when the operation is not
 // a pending or running provision, a cancel was asked, the site is not
@@ -64,6 +67,18 @@ func (s *Store) StartProvision(ctx context.Context, opID string, progress int) (
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		out = nil
 		now := s.nowUTC()
+		if IsPostgres(tx) {
+			op, touchedBefore, err := claimProvisionPG(ctx, tx, opID, progress, now)
+			if err != nil {
+				return err
+			}
+			site, vps, err := placeSite(ctx, tx, op, now)
+			if err != nil {
+				return err
+			}
+			out = &ProvisionStart{Operation: op, Site: site, VPS: vps, TouchedBefore: touchedBefore}
+			return nil
+		}
 		op := new(Operation)
 		if err := tx.NewSelect().Model(op).Where("id = ?", opID).Scan(ctx); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
@@ -114,6 +129,36 @@ func (s *Store) StartProvision(ctx context.Context, opID string, progress int) (
 		return nil, err
 	}
 	return out, nil
+}
+
+// claimProvisionPG is StartProvision's read and claim of the operation in
+// one statement on PostgreSQL: the provision, pending or running with no
+// cancel asked, becomes running with its attempt counted, its progress
+// raised and its server marked touched, and is returned as it is now, with
+// whether an earlier delivery had marked it touched. Anything else
+// (unknown, another type, finished, a cancel asked, which a cancel that
+// commits meanwhile is refused by) is errStepByStep. (SQLite's RETURNING
+// cannot name the other table of an UPDATE … FROM: it reads, then claims.)
+func claimProvisionPG(ctx context.Context, tx bun.Tx, opID string, progress int, now time.Time) (*Operation, bool, error) {
+	var row struct {
+		Operation     `bun:",extend"`
+		TouchedBefore *time.Time `bun:"touched_before"`
+	}
+	err := tx.NewRaw(`UPDATE operations AS o SET status = ?, attempts = o.attempts + 1,
+		started_at = COALESCE(o.started_at, ?), progress = GREATEST(o.progress, ?),
+		server_touched_at = COALESCE(o.server_touched_at, ?), updated_at = ?
+	FROM (SELECT server_touched_at FROM operations WHERE id = ?) AS before
+	WHERE o.id = ? AND o.op_type = ? AND o.status IN (?, ?) AND o.cancel_requested_at IS NULL
+	RETURNING o.*, before.server_touched_at AS touched_before`,
+		OpRunning, now, progress, now, now, opID, opID, OpTypeSiteProvision, OpPending, OpRunning).Scan(ctx, &row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, errStepByStep
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("start provision %s: %w", opID, err)
+	}
+	op := row.Operation
+	return &op, row.TouchedBefore != nil, nil
 }
 
 // placeSite is AssignVPS's placement of op's site inside StartProvision's
@@ -228,7 +273,14 @@ type ProvisionOutcome struct {
 // nothing was written for any of them: the caller may complete each alone.
 // It is how concurrent provisions of a worker share one commit (see
 // jobs.ProvisionSite).
+//
+// On PostgreSQL a batch of distinct operations takes a fixed number of
+// round trips whatever its size (completeProvisionsPG); otherwise, and on
+// SQLite, each item takes its own statements.
 func (s *Store) CompleteProvisions(ctx context.Context, items []ProvisionSuccess, issue bool) ([]ProvisionOutcome, error) {
+	if IsPostgres(s.db) && distinctOps(items) {
+		return s.completeProvisionsPG(ctx, items, issue)
+	}
 	var out []ProvisionOutcome
 	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		now := s.nowUTC()
@@ -270,6 +322,211 @@ func (s *Store) CompleteProvisions(ctx context.Context, items []ProvisionSuccess
 		return nil, err
 	}
 	return out, nil
+}
+
+// distinctOps reports whether no operation appears twice in items (two
+// deliveries of one task finishing together): completeProvisionsPG's
+// statements update each row once, so such a batch takes the per-item path,
+// where the second finds the operation finished.
+func distinctOps(items []ProvisionSuccess) bool {
+	seen := make(map[string]bool, len(items))
+	for _, it := range items {
+		if seen[it.OpID] {
+			return false
+		}
+		seen[it.OpID] = true
+	}
+	return true
+}
+
+// completeProvisionsPG finishes the operations (those unfinished and not
+// asked to cancel, as finishProvisionOp) and activates their sites in one
+// statement whose rows arrive as arrays; completeProvisionsEventsPG does the
+// same and writes the events of the operations it finished, and wakes the
+// relay, in that same statement.
+const (
+	completeProvisionsCTE = `
+WITH i AS (
+	SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::boolean[], ?::text[], ?::text[])
+		AS i(op_id, site_id, result, has_result, document_root, system_user)
+),
+done AS (
+	UPDATE operations AS o SET status = ?, progress = 100, finished_at = ?, updated_at = ?,
+		result = CASE WHEN i.has_result THEN i.result ELSE o.result END
+	FROM i WHERE o.id = i.op_id AND o.status IN (?, ?) AND o.cancel_requested_at IS NULL
+	RETURNING o.id
+),
+act AS (
+	UPDATE sites AS s SET status = ?, document_root = i.document_root, system_user = i.system_user,
+		operation_id = NULL, updated_at = ?
+	FROM i JOIN done ON done.id = i.op_id WHERE s.id = i.site_id
+)`
+	completeProvisionsPG       = completeProvisionsCTE + "\nSELECT id FROM done"
+	completeProvisionsEventsPG = completeProvisionsCTE + `,
+e AS (
+	SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[])
+		WITH ORDINALITY AS e(op_id, event_id, tenant_id, topic, event_type, source, subject, data, occurred_at, ord)
+),
+ev AS (
+	INSERT INTO outbox_events (event_id, tenant_id, topic, event_type, source, subject, data, occurred_at, created_at)
+	SELECT e.event_id, e.tenant_id, e.topic, e.event_type, e.source, e.subject, e.data, e.occurred_at, ?
+	FROM e JOIN done ON done.id = e.op_id ORDER BY e.ord
+	ON CONFLICT DO NOTHING
+)
+SELECT id FROM done
+UNION ALL
+SELECT '' FROM (SELECT pg_notify('` + OutboxChannel + `', current_schema()) FROM (SELECT 1 FROM done LIMIT 1) AS first) AS n`
+)
+
+// completeProvisionsPG is CompleteProvisions for a batch of distinct
+// operations on PostgreSQL. Without certificate issuance (issue false) it
+// is one statement, so one round trip and one commit: the operations, the
+// sites, the events of those finished (stable IDs: one row each however
+// often written) and the relay's wake-up. With issue, each site that gets a
+// certificate needs its reads and inserts (autoIssue), so it is a
+// transaction: BEGIN, the operations and sites in one statement, the
+// issuances, the events' INSERT and NOTIFY, COMMIT. Either way the read of
+// why an item was left alone (rare) is a statement of its own, so in READ
+// COMMITTED it sees a cancel that committed while the update waited for the
+// row, as CompleteProvisions' per-item read does. Without issue, an
+// operation that does not exist fails only its item (ErrNotFound in its
+// outcome), and an error of that read comes after the commit: a caller that
+// then completes each item alone finds those done finished already.
+func (s *Store) completeProvisionsPG(ctx context.Context, items []ProvisionSuccess, issue bool) ([]ProvisionOutcome, error) {
+	now := s.nowUTC()
+	var ops, sites, results, roots, users []string
+	var has []bool
+	var ev [8][]string
+	var occurred []time.Time
+	for _, it := range items {
+		r := ""
+		if it.Result != nil {
+			b, err := json.Marshal(it.Result)
+			if err != nil {
+				return nil, fmt.Errorf("finish operation %s: encode result: %w", it.OpID, err)
+			}
+			r = string(b)
+		}
+		ops, sites, results, roots, users = append(ops, it.OpID), append(sites, it.SiteID), append(results, r),
+			append(roots, it.Site.DocumentRoot), append(users, it.Site.SystemUser)
+		has = append(has, it.Result != nil)
+		for _, e := range it.Events {
+			for c, v := range []string{it.OpID, e.EventID, e.TenantID, e.Topic, e.Type, e.Source, e.Subject, e.Data} {
+				ev[c] = append(ev[c], v)
+			}
+			at := e.OccurredAt
+			if at.IsZero() {
+				at = now
+			}
+			occurred = append(occurred, at)
+		}
+	}
+	args := []any{pgdialect.Array(ops), pgdialect.Array(sites), pgdialect.Array(results), pgdialect.Array(has),
+		pgdialect.Array(roots), pgdialect.Array(users), OpSucceeded, now, now, OpPending, OpRunning, SiteStatusActive, now}
+	out := make([]ProvisionOutcome, len(items))
+	done := map[string]bool{}
+	// run finishes the operations and activates the sites (and, events,
+	// writes the events): the one statement.
+	run := func(ctx context.Context, db bun.IDB, events bool) error {
+		q, a := completeProvisionsPG, args
+		if events {
+			q = completeProvisionsEventsPG
+			a = slices.Clone(args)
+			for _, c := range ev {
+				a = append(a, pgdialect.Array(c))
+			}
+			a = append(a, pgdialect.Array(occurred), now)
+		}
+		var ids []string
+		if err := db.NewRaw(q, a...).Scan(ctx, &ids); err != nil {
+			return fmt.Errorf("complete %d provisions: %w", len(items), err)
+		}
+		clear(done)
+		for _, id := range ids {
+			if id != "" {
+				done[id] = true
+			}
+		}
+		return nil
+	}
+	if !issue {
+		if err := run(ctx, s.db, true); err != nil {
+			return nil, err
+		}
+		if err := s.cancelsAsked(ctx, s.db, items, done, out); err != nil {
+			return nil, err
+		}
+		for i, it := range items {
+			out[i].Done = done[it.OpID]
+		}
+		return out, nil
+	}
+	err := s.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		clear(out)
+		if err := run(ctx, tx, false); err != nil {
+			return err
+		}
+		if err := s.cancelsAsked(ctx, tx, items, done, out); err != nil {
+			return err
+		}
+		for _, o := range out {
+			if errors.Is(o.Err, ErrNotFound) {
+				return o.Err // as the per-item path: the batch writes nothing
+			}
+		}
+		var events []OutboxEvent
+		for i, it := range items {
+			if !done[it.OpID] {
+				continue
+			}
+			var err error
+			if out[i].Issue, err = autoIssue(ctx, tx, it.SiteID, now); err != nil {
+				return err
+			}
+			out[i].Done = true
+			events = append(events, it.Events...)
+		}
+		return s.insertEvents(ctx, tx, events, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// cancelsAsked reads why the items that are not done were left alone and
+// sets ErrCancelRequested on those whose cancel was asked (the others had
+// finished already), ErrNotFound on those whose operation does not exist.
+func (s *Store) cancelsAsked(ctx context.Context, db bun.IDB, items []ProvisionSuccess, done map[string]bool, out []ProvisionOutcome) error {
+	var left []string
+	for _, it := range items {
+		if !done[it.OpID] {
+			left = append(left, it.OpID)
+		}
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	var rows []Operation
+	if err := db.NewSelect().Model(&rows).Column("id", "status", "cancel_requested_at").
+		Where("id IN (?)", bun.In(left)).Scan(ctx); err != nil {
+		return fmt.Errorf("read %d unfinished provisions: %w", len(left), err)
+	}
+	byID := make(map[string]*Operation, len(rows))
+	for i := range rows {
+		byID[rows[i].ID] = &rows[i]
+	}
+	for i, it := range items {
+		op := byID[it.OpID]
+		switch {
+		case done[it.OpID]:
+		case op == nil:
+			out[i].Err = notFound(sql.ErrNoRows, "operation", it.OpID)
+		case !op.Terminal() && op.CancelRequestedAt != nil:
+			out[i].Err = fmt.Errorf("complete provision %s: %w", it.OpID, ErrCancelRequested)
+		}
+	}
+	return nil
 }
 
 // finishProvisionOp is finishOp for a provision's success: the operation

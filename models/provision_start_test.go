@@ -285,3 +285,114 @@ func TestCompleteProvisionsMixedBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestCompleteProvisionsSameOperationTwice checks a batch holding two
+// successes of one operation (two deliveries of its task finishing
+// together): the first completes it, the second finds it finished, and
+// one event is written.
+func TestCompleteProvisionsSameOperationTwice(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s := setup(t, db)
+		acme := tenant(t, s, "acme")
+		registerVPS(t, s, "web.example", 10)
+		siteA, opA := createSite(t, s, acme, "a.example")
+		siteB, opB := createSite(t, s, acme, "b.example")
+		for _, id := range []string{opA.ID, opB.ID} {
+			if st, err := s.StartProvision(ctx, id, 10); err != nil || st == nil {
+				t.Fatalf("StartProvision(%s) = %+v, %v", id, st, err)
+			}
+		}
+		item := func(op, site string) models.ProvisionSuccess {
+			return models.ProvisionSuccess{OpID: op, SiteID: site, Site: models.ProvisionedSite{DocumentRoot: "/srv/" + site},
+				Events: []models.OutboxEvent{event(acme, site, "evt-"+op)}}
+		}
+		out, err := s.CompleteProvisions(ctx, []models.ProvisionSuccess{item(opA.ID, siteA), item(opB.ID, siteB), item(opA.ID, siteA)}, false)
+		if err != nil {
+			t.Fatalf("CompleteProvisions: %v", err)
+		}
+		if !out[0].Done || out[0].Err != nil || !out[1].Done || out[1].Err != nil || out[2].Done || out[2].Err != nil {
+			t.Fatalf("outcomes = %+v; want done, done, already finished", out)
+		}
+		if diff := cmp.Diff([]string{"evt-" + opA.ID, "evt-" + opB.ID}, outboxIDs(t, db)); diff != "" {
+			t.Errorf("outbox (-want +got):\n%s", diff)
+		}
+		if op := opRow(t, s, opA.ID); op.Status != models.OpSucceeded || op.Result != nil {
+			t.Errorf("operation = %s with result %v, want succeeded without one (none given)", op.Status, op.Result)
+		}
+	})
+}
+
+// TestCompleteProvisionsBatchWakesRelay checks that a batch of successes
+// (on PostgreSQL one statement, events included) notifies the relay's
+// listener, as every other outbox write does.
+func TestCompleteProvisionsBatchWakesRelay(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		if !models.IsPostgres(db) {
+			return // no LISTEN/NOTIFY on SQLite (TestOutboxWritesNotify)
+		}
+		ctx := t.Context()
+		s := setup(t, db)
+		acme := tenant(t, s, "acme")
+		registerVPS(t, s, "web.example", 10)
+		var items []models.ProvisionSuccess
+		for _, d := range []string{"a.example", "b.example"} {
+			siteID, op := createSite(t, s, acme, d)
+			if st, err := s.StartProvision(ctx, op.ID, 10); err != nil || st == nil {
+				t.Fatalf("StartProvision(%s) = %+v, %v", d, st, err)
+			}
+			items = append(items, models.ProvisionSuccess{OpID: op.ID, SiteID: siteID,
+				Events: []models.OutboxEvent{event(acme, siteID, "evt-"+op.ID)}})
+		}
+		l, err := s.ListenOutbox(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close(context.WithoutCancel(ctx))
+		if out, err := s.CompleteProvisions(ctx, items, false); err != nil || !out[0].Done || !out[1].Done {
+			t.Fatalf("CompleteProvisions = %+v, %v", out, err)
+		}
+		// A generous deadline for "eventually": the notification is sent at the commit.
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := l.Wait(wctx); err != nil {
+			t.Fatalf("no notification after a batch of successes wrote the outbox: %v", err)
+		}
+		if got := len(outboxIDs(t, db)); got != 2 {
+			t.Errorf("%d outbox rows, want 2", got)
+		}
+	})
+}
+
+// TestStartProvisionTouchedBefore checks that a start reports whether an
+// earlier delivery had marked the server touched, and keeps that mark's
+// time, rather than its own.
+func TestStartProvisionTouchedBefore(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s := setup(t, db)
+		acme := tenant(t, s, "acme")
+		registerVPS(t, s, "web.example", 10)
+		_, fresh := createSite(t, s, acme, "fresh.example")
+		_, again := createSite(t, s, acme, "again.example")
+		earlier := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		if _, err := db.NewUpdate().Model((*models.Operation)(nil)).Set("server_touched_at = ?", earlier).
+			Where("id = ?", again.ID).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st, err := s.StartProvision(ctx, fresh.ID, 10)
+		if err != nil || st == nil || st.TouchedBefore || st.Operation.ServerTouchedAt == nil {
+			t.Fatalf("StartProvision of a fresh provision = %+v, %v; want started, not touched before, touched now", st, err)
+		}
+		st, err = s.StartProvision(ctx, again.ID, 10)
+		if err != nil || st == nil || !st.TouchedBefore || st.Operation.ServerTouchedAt == nil || !st.Operation.ServerTouchedAt.Equal(earlier) {
+			t.Fatalf("StartProvision of a provision touched before = %+v, %v; want started, touched before at %v", st, err, earlier)
+		}
+		if st.Operation.Status != models.OpRunning || st.Operation.Attempts != 1 || st.Operation.Progress != 10 {
+			t.Errorf("operation = %s, attempt %d, progress %d; want running, 1, 10", st.Operation.Status, st.Operation.Attempts, st.Operation.Progress)
+		}
+	})
+}

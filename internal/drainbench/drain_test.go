@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,6 +53,11 @@ const (
 	// EnvProfile is a directory: each chom worker of the timed passes
 	// writes a CPU profile there (chom-worker-*.pprof).
 	EnvProfile = "CHOM_DRAIN_PROFILE_DIR"
+	// EnvTrace is a directory: each chom and bare worker of the timed
+	// passes writes a runtime execution trace there (chom-worker-*.trace,
+	// bare-worker-*.trace), for `go tool trace -pprof=net|sync|syscall|sched`:
+	// where the workers' goroutines wait off CPU.
+	EnvTrace = "CHOM_DRAIN_TRACE_DIR"
 	// EnvCountN is how many operations the untimed pass that counts
 	// transactions drains (default min(N, 2000)).
 	EnvCountN = "CHOM_DRAIN_COUNT_N"
@@ -129,6 +135,11 @@ func chomWorker() error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	stopTrace, err := startTrace("chom")
+	if err != nil {
+		return err
+	}
+	defer stopTrace()
 	drv := &NoopDriver{}
 	log := stack.NewLogger(os.Stderr, c).With("process", "worker")
 	w, err := stack.NewWorker(c, b, log, stack.Hooks{Driver: drv.Driver()})
@@ -156,6 +167,11 @@ func bareWorker() error {
 		return err
 	}
 	defer rdb.Close()
+	stopTrace, err := startTrace("bare")
+	if err != nil {
+		return err
+	}
+	defer stopTrace()
 	var done, last atomic.Int64
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.Concurrency,
@@ -181,6 +197,24 @@ func bareWorker() error {
 	return writeReport(workerReport{Processed: done.Load(), LastDoneNs: last.Load()})
 }
 
+// startTrace starts a runtime execution trace of a worker of role into
+// EnvTrace's directory, when that is set; the returned function stops it.
+func startTrace(role string) (func(), error) {
+	dir := os.Getenv(EnvTrace)
+	if dir == "" {
+		return func() {}, nil
+	}
+	f, err := os.CreateTemp(dir, role+"-worker-*.trace")
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { trace.Stop(); _ = f.Close() }, nil
+}
+
 func writeReport(r workerReport) error {
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -194,8 +228,9 @@ type pass struct {
 	kind     string // "chom" or "bare"
 	n        int
 	elapsed  time.Duration
-	counts   TxCounts // chom, counted pass only
-	reported int64    // processed, summed over the workers
+	counts   TxCounts         // chom, counted pass only
+	reported int64            // processed, summed over the workers
+	redis    map[string]int64 // Redis commands the pass ran, by command (INFO commandstats)
 }
 
 func (p pass) rate() float64 { return float64(p.n) / p.elapsed.Seconds() }
@@ -238,8 +273,8 @@ func TestDrain(t *testing.T) {
 				p = h.barePass(n)
 				bare = append(bare, p)
 			}
-			line := fmt.Sprintf("DRAIN round=%d kind=%s n=%d elapsed=%v ops_per_s=%.0f load=%s",
-				r, kind, n, p.elapsed.Round(time.Millisecond), p.rate(), loadAvg())
+			line := fmt.Sprintf("DRAIN round=%d kind=%s n=%d elapsed=%v ops_per_s=%.0f load=%s redis_per_op=%s",
+				r, kind, n, p.elapsed.Round(time.Millisecond), p.rate(), loadAvg(), perOp(p.redis, n))
 			t.Log(line)
 			fmt.Println(line)
 		}
@@ -292,8 +327,10 @@ func (h *harness) workerEnv(dsn, redisURL, root string) []string {
 			env = append(env, kv)
 		}
 	}
-	if dir := os.Getenv(EnvProfile); dir != "" {
-		env = append(env, EnvProfile+"="+dir)
+	for _, name := range []string{EnvProfile, EnvTrace} {
+		if dir := os.Getenv(name); dir != "" {
+			env = append(env, name+"="+dir)
+		}
 	}
 	return env
 }
@@ -312,7 +349,7 @@ func (h *harness) start(role string, env []string, count bool) *proc {
 	cmd := exec.Command(h.bin, "-test.run=^$")
 	cmd.Env = append(env, envRole+"="+role, envOut+"="+out)
 	if count {
-		cmd.Env = append(cmd.Env, envCount+"=1", EnvProfile+"=") // timed passes only
+		cmd.Env = append(cmd.Env, envCount+"=1", EnvProfile+"=", EnvTrace+"=") // timed passes only
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -450,6 +487,7 @@ func (h *harness) chomPass(n int, count bool) pass {
 	ops := h.accept(ctx, store, rdb, tenantIDs, n)
 
 	env := h.workerEnv(dsn, redisURL, t.TempDir())
+	before := commandStats(t, rdb)
 	procs, start := h.release("chom", env, rdb, count)
 	if !waitFor(10*time.Minute, func() bool {
 		var left int
@@ -463,7 +501,7 @@ func (h *harness) chomPass(n int, count bool) pass {
 	if err := db.NewSelect().Model((*models.Operation)(nil)).ColumnExpr("max(finished_at)").Scan(ctx, &last); err != nil {
 		t.Fatal(err)
 	}
-	p := pass{kind: "chom", n: n, elapsed: last.Sub(start)}
+	p := pass{kind: "chom", n: n, elapsed: last.Sub(start), redis: diffStats(before, commandStats(t, rdb))}
 	for _, pr := range procs {
 		r := pr.stop(t)
 		p.reported += r.Processed
@@ -626,6 +664,7 @@ func (h *harness) barePass(n int) pass {
 		t.Fatalf("enqueue: %v", err)
 	}
 	env := h.workerEnv(dsn, redisURL, t.TempDir())
+	before := commandStats(t, rdb)
 	procs, start := h.release("bare", env, rdb, false)
 	if !waitFor(10*time.Minute, func() bool {
 		left, err := queueLeft(ctx, rdb)
@@ -633,7 +672,7 @@ func (h *harness) barePass(n int) pass {
 	}) {
 		t.Fatalf("bare workers did not finish %d tasks within 10 minutes", n)
 	}
-	p := pass{kind: "bare", n: n}
+	p := pass{kind: "bare", n: n, redis: diffStats(before, commandStats(t, rdb))}
 	var last int64
 	for _, pr := range procs {
 		r := pr.stop(t)
@@ -645,6 +684,55 @@ func (h *harness) barePass(n int) pass {
 		t.Errorf("bare workers completed %d tasks, want %d", p.reported, n)
 	}
 	return p
+}
+
+// commandStats is how many times the Redis server ran each command so far
+// (INFO commandstats: server-wide, so the harness's own few polls are in it).
+func commandStats(t *testing.T, rdb redis.UniversalClient) map[string]int64 {
+	t.Helper()
+	info, err := rdb.Info(t.Context(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for line := range strings.Lines(info) {
+		// cmdstat_evalsha:calls=12,usec=...
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
+		if v, err := strconv.ParseInt(calls, 10, 64); err == nil {
+			out[strings.TrimPrefix(name, "cmdstat_")] = v
+		}
+	}
+	return out
+}
+
+func diffStats(before, after map[string]int64) map[string]int64 {
+	d := map[string]int64{}
+	for k, v := range after {
+		if v-before[k] > 0 {
+			d[k] = v - before[k]
+		}
+	}
+	return d
+}
+
+// perOp formats commands per operation, the most frequent first, those
+// below 0.05 per operation left out.
+func perOp(m map[string]int64, n int) string {
+	keys := slices.Collect(maps.Keys(m))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(m[b], m[a]) })
+	var parts []string
+	var total int64
+	for _, k := range keys {
+		total += m[k]
+		if v := float64(m[k]) / float64(n); v >= 0.05 {
+			parts = append(parts, fmt.Sprintf("%s:%.2f", k, v))
+		}
+	}
+	return fmt.Sprintf("%.2f(%s)", float64(total)/float64(n), strings.Join(parts, ","))
 }
 
 func addCounts(a, b TxCounts) TxCounts {

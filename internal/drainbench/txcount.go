@@ -5,6 +5,7 @@ import (
 	"context"
 	"maps"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,9 +62,19 @@ func (t *TxCounter) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.
 func (t *TxCounter) AfterQuery(_ context.Context, e *bun.QueryEvent) {
 	g := goroutineID()
 	op := strings.ToUpper(e.Operation())
+	// A raw statement (bun.NewRaw) says SELECT whatever it does: its first
+	// word says more.
+	if w, _, _ := strings.Cut(strings.TrimSpace(e.Query), " "); slices.Contains([]string{"UPDATE", "INSERT", "DELETE", "WITH"}, w) {
+		op = w
+	}
 	took := time.Since(e.StartTime).Nanoseconds()
 	kind := op
-	if op == "UPDATE" || op == "INSERT" || op == "SELECT" {
+	switch op {
+	case "WITH":
+		// Data-modifying CTEs (a batch's): a write, whose first quoted
+		// name may be a value, not a table.
+		kind = "WITH (batch)"
+	case "UPDATE", "INSERT", "SELECT":
 		kind += " " + firstTable(e.Query)
 	}
 	t.mu.Lock()
@@ -119,7 +130,11 @@ func goroutineID() uint64 {
 
 // firstTable is the first quoted name in query (bun quotes table names):
 // the table an UPDATE or INSERT writes, the first one a SELECT reads.
+// An UPDATE written by hand (bun.NewRaw) names its table unquoted, second.
 func firstTable(query string) string {
+	if f := strings.Fields(query); len(f) > 1 && f[0] == "UPDATE" && !strings.HasPrefix(f[1], `"`) {
+		return f[1]
+	}
 	i := strings.IndexByte(query, '"')
 	if i < 0 {
 		return "?"
