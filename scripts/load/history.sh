@@ -243,6 +243,7 @@ for step in $STEPS; do
 		for _ in $(seq "$ROUNDS"); do
 			for t in control history; do measure "$t" "$kind" >>"$tmp/$t.r"; done
 		done
+		log "step $step $kind, each run (req/s p99_ms): control $(paste -sd, "$tmp/control.r"); history $(paste -sd, "$tmp/history.r")"
 		for t in control history; do
 			read -r "rps_$t" "p99_$t" <<<"$(cut -d' ' -f1 "$tmp/$t.r" | median) $(cut -d' ' -f2 "$tmp/$t.r" | median)"
 		done
