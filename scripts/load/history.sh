@@ -24,7 +24,8 @@
 # token's tenant (the worst case for a tenant's list) and finished 40 to 100
 # days ago, so with the default 30-day retention all of it is prunable: PRUNE=1
 # then runs the prune in batches of 5,000 on the last step and reports rows
-# deleted per second and the longest statement.
+# deleted per second and the longest statement (each table's prune bounded by
+# CHOM_PRUNE_MAX_RUN, default 1h).
 #
 # Only the measuring holds the shared measurement lock (MEASURE_LOCK, default
 # /tmp/chom-measure.lock), never the loading. KEEP=1 keeps the databases and
