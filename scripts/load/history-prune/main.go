@@ -1,7 +1,13 @@
 // Command history-prune runs the operation prune (jobs.PruneOperations, the
-// code operations:prune runs) once against the database in CHOM_PRUNE_DB and
-// prints rows deleted, statements, the longest statement and rows per second.
-// scripts/load/history.sh runs it with PRUNE=1 after loading history.
+// code operations:prune runs) against the database in CHOM_PRUNE_DB and prints,
+// per table, rows deleted, statements, the longest statement and rows per
+// second. scripts/load/history.sh runs it with PRUNE=1 after loading history.
+//
+// Each table gets its own run bounded by CHOM_PRUNE_MAX_RUN (a Go duration,
+// default 1h), operations first, then audit rows, so a bounded sample over a
+// long history measures both; a run cut short says so ("incomplete"). Both
+// retentions are the operations' default (30 days), so the audit rows of the
+// loaded history are prunable too.
 package main
 
 import (
@@ -23,6 +29,14 @@ func main() {
 }
 
 func run(ctx context.Context) error {
+	maxRun := time.Hour
+	if v := os.Getenv("CHOM_PRUNE_MAX_RUN"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("CHOM_PRUNE_MAX_RUN %q: want a positive duration", v)
+		}
+		maxRun = d
+	}
 	db, err := models.Open(ctx, os.Getenv("CHOM_PRUNE_DB"), models.PoolConfig{})
 	if err != nil {
 		return err
@@ -32,18 +46,32 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := jobs.NewPruneOperations(jobs.RetentionConfig{Store: store, Logger: slog.New(slog.DiscardHandler),
-		Operations: jobs.DefaultOperationRetention, Audit: jobs.DefaultOperationRetention, MaxRun: time.Hour})
-	if err != nil {
-		return err
-	}
-	rep, err := p.Run(ctx)
 	for _, t := range []struct {
-		name string
-		r    jobs.PruneTableReport
-	}{{"operations", rep.Operations}, {"audit_logs", rep.Audit}} {
-		fmt.Printf("prune %-10s: %d rows in %d statements of at most %d (50 ms apart), %.1f s, %.0f rows/s, longest statement %s\n",
-			t.name, t.r.Deleted, t.r.Statements, models.DefaultPruneBatch, t.r.Elapsed.Seconds(), t.r.RowsPerSecond(), t.r.Longest.Round(time.Millisecond))
+		name              string
+		operations, audit time.Duration
+	}{
+		{"operations", jobs.DefaultOperationRetention, 0},
+		{"audit_logs", 0, jobs.DefaultOperationRetention},
+	} {
+		p, err := jobs.NewPruneOperations(jobs.RetentionConfig{Store: store, Logger: slog.New(slog.DiscardHandler),
+			Operations: t.operations, Audit: t.audit, MaxRun: maxRun})
+		if err != nil {
+			return err
+		}
+		rep, err := p.Run(ctx)
+		r := rep.Operations
+		if t.audit > 0 {
+			r = rep.Audit
+		}
+		state := "complete"
+		if !r.Complete {
+			state = "incomplete (max run " + maxRun.String() + ")"
+		}
+		fmt.Printf("prune %-10s: %d rows in %d statements of at most %d (50 ms apart), %.1f s, %.0f rows/s, longest statement %s; %s\n",
+			t.name, r.Deleted, r.Statements, models.DefaultPruneBatch, r.Elapsed.Seconds(), r.RowsPerSecond(), r.Longest.Round(time.Millisecond), state)
+		if err != nil {
+			return fmt.Errorf("prune %s: %w", t.name, err)
+		}
 	}
-	return err
+	return nil
 }
