@@ -80,6 +80,19 @@ func TestHealthChecksDriveStatusAndPlacement(t *testing.T) {
 					time.Sleep(10 * time.Millisecond)
 				}
 			}
+			// A check's row commits before its handler counts the result
+			// (the health writer answers the handler after the commit):
+			// wait for the handler too, so Stats below is complete.
+			for {
+				st := s.healthCheck.Stats()
+				if st.Healthy+st.Degraded+st.Unhealthy+st.Unreachable == uint64(2*period) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%+v counted after sweep %d of 2 servers, want %d results", st, period, 2*period)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
 		}
 		status := func(id string) string {
 			t.Helper()
