@@ -670,6 +670,29 @@ func (s *stack) taskState(opID string) string {
 	return string(st)
 }
 
+// layoutTasksLive returns how many of the sites' site:migrate_layout tasks
+// are queued or running.
+func (s *stack) layoutTasksLive(siteIDs []string) int {
+	s.t.Helper()
+	rc, err := queue.NewRedisClient(s.redisURL, 1)
+	if err != nil {
+		s.t.Fatalf("redis: %v", err)
+	}
+	defer rc.Close()
+	in := queue.NewInspector(rc)
+	n := 0
+	for _, id := range siteIDs {
+		st, err := in.TaskState(s.t.Context(), queue.QueueLow, "migrate-layout:"+id)
+		if err != nil {
+			s.t.Fatalf("layout task of %s: %v", id, err)
+		}
+		if st == queue.TaskLive {
+			n++
+		}
+	}
+	return n
+}
+
 // opCounts returns how many operations are in each status.
 func (s *stack) opCounts() map[string]int {
 	s.t.Helper()
