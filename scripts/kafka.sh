@@ -483,7 +483,10 @@ cmd_start_cluster() {
 			cmd_kill "$node"
 		done < <(cluster_nodes_of "$dir")
 		# A port taken between the check and the bind: plan again with new ports.
-		if [[ -n "$fresh" ]] && cat "$dir"/node*/server.log "$dir"/node*/stdout.log 2>/dev/null | grep -qi 'Address already in use'; then
+		# grep reads the logs itself: behind a pipe, grep -q leaves at the first
+		# match, cat dies of SIGPIPE on a log longer than the pipe's buffer (a
+		# broker's stack traces are), and pipefail turned the match into a miss.
+		if [[ -n "$fresh" ]] && grep -qis 'Address already in use' "$dir"/node*/server.log "$dir"/node*/stdout.log; then
 			log "start-cluster: a port was taken; trying again with others"
 			rm -rf "$dir"/node*
 			continue
