@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/uptrace/bun"
 
-	"github.com/chomhq/chom/certs/seal"
 	"github.com/chomhq/chom/models"
 )
 
@@ -62,26 +61,21 @@ func OpenCertificateAdmin(ctx context.Context, getenv func(string) string, dataD
 	if err != nil {
 		return nil, nil, err
 	}
-	keys := c.ACME.EncryptionKeys
-	if keys == "" && dataDir != "" {
-		b, err := os.ReadFile(filepath.Join(dataDir, DevEncryptionKeysFile))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+	if c.ACME.EncryptionKeys == "" && dataDir != "" {
+		keys, err := readDevKeyRing(filepath.Join(dataDir, DevEncryptionKeysFile))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, fmt.Errorf("--data-dir %s: %w", dataDir, err)
 		}
-		keys = strings.TrimSpace(string(b))
+		c.ACME.EncryptionKeys = keys
 	}
-	if keys == "" {
-		return nil, nil, ErrCertificatesOff
-	}
-	ring, err := seal.ParseKeys(keys)
-	if err != nil {
-		return nil, nil, fmt.Errorf("CHOM_CERT_ENCRYPTION_KEYS: %w", err)
+	if c.ACME.EncryptionKeys == "" {
+		return nil, nil, ErrCertificatesOff // before opening the database
 	}
 	db, store, err := OpenAdmin(ctx, getenv, dataDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	certs, err := models.NewCertificateStore(models.CertificateStoreConfig{Store: store, Ring: ring})
+	certs, err := newCertificateStore(c, store)
 	if err != nil {
 		_ = db.Close()
 		return nil, nil, err

@@ -31,8 +31,10 @@ type Certificates struct {
 // issue or upload one.
 var ErrCertificatesOff = errors.New("certificates are off: CHOM_CERT_ENCRYPTION_KEYS is not set")
 
-// newCertificateStore opens the certificate store of c, or ErrCertificatesOff.
-func newCertificateStore(c Config, b *Backends) (*models.CertificateStore, error) {
+// newCertificateStore opens the certificate store of c over store (the
+// ingress, the workers and chom certificates share it), or
+// ErrCertificatesOff.
+func newCertificateStore(c Config, store *models.Store) (*models.CertificateStore, error) {
 	if c.ACME.EncryptionKeys == "" {
 		return nil, ErrCertificatesOff
 	}
@@ -40,13 +42,13 @@ func newCertificateStore(c Config, b *Backends) (*models.CertificateStore, error
 	if err != nil {
 		return nil, fmt.Errorf("CHOM_CERT_ENCRYPTION_KEYS: %w", err)
 	}
-	return models.NewCertificateStore(models.CertificateStoreConfig{Store: b.Store, Ring: ring, Budget: c.ACME.Budget})
+	return models.NewCertificateStore(models.CertificateStoreConfig{Store: store, Ring: ring, Budget: c.ACME.Budget})
 }
 
 // newCertificates builds the store and the issuer of c (ErrCertificatesOff
 // when c has no encryption key).
 func newCertificates(c Config, b *Backends, log *slog.Logger) (*Certificates, error) {
-	store, err := newCertificateStore(c, b)
+	store, err := newCertificateStore(c, b.Store)
 	if err != nil {
 		return nil, err
 	}

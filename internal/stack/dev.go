@@ -259,22 +259,15 @@ func (d *Dev) startCertificates(ctx context.Context, c *Config, dir string, log 
 // would no longer open.
 func devEncryptionKeys(path string, now time.Time) (string, error) {
 	for {
-		b, err := os.ReadFile(path)
-		if err == nil {
-			keys := strings.TrimSpace(string(b))
-			if _, err := seal.ParseKeys(keys); err != nil {
-				return "", fmt.Errorf("%s (the key ring chom dev made; put it back, or remove it to make a new one: what was sealed under it is then lost): %w", path, err)
-			}
-			return keys, nil
-		}
+		keys, err := readDevKeyRing(path)
 		if !errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("certificate encryption keys: %w", err)
+			return keys, err
 		}
 		secret := make([]byte, seal.KeySize)
 		if _, err := rand.Read(secret); err != nil {
 			return "", fmt.Errorf("certificate encryption keys: %w", err)
 		}
-		keys := "dev" + now.UTC().Format("20060102") + ":" + base64.StdEncoding.EncodeToString(secret)
+		keys = "dev" + now.UTC().Format("20060102") + ":" + base64.StdEncoding.EncodeToString(secret)
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			continue // another chom dev on this data directory made it first
@@ -289,6 +282,20 @@ func devEncryptionKeys(path string, now time.Time) (string, error) {
 		}
 		return keys, nil
 	}
+}
+
+// readDevKeyRing reads the key ring chom dev keeps at path, checked; an
+// error wrapping fs.ErrNotExist when there is none yet.
+func readDevKeyRing(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("certificate encryption keys: %w", err)
+	}
+	keys := strings.TrimSpace(string(b))
+	if _, err := seal.ParseKeys(keys); err != nil {
+		return "", fmt.Errorf("%s (the key ring chom dev made; put it back, or remove it to make a new one: what was sealed under it is then lost): %w", path, err)
+	}
+	return keys, nil
 }
 
 // writeFileAtomic replaces path with data (mode perm) through a temporary

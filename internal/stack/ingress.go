@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,7 +11,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/chomhq/chom/certs/seal"
 	"github.com/chomhq/chom/ingress"
 	"github.com/chomhq/chom/models"
 	"github.com/chomhq/chom/queue"
@@ -148,15 +148,12 @@ func (i *Ingress) Run(ctx context.Context) error {
 // the records. The ingress needs the same ring as the workers, which open
 // what it seals.
 func ingressCertificates(c Config, store *models.Store, log *slog.Logger) (*models.CertificateStore, error) {
-	if c.ACME.EncryptionKeys == "" {
+	certs, err := newCertificateStore(c, store)
+	if errors.Is(err, ErrCertificatesOff) {
 		log.Info("CHOM_CERT_ENCRYPTION_KEYS is not set: the API refuses certificate requests and uploads (409 https-not-configured)")
 		return nil, nil
 	}
-	ring, err := seal.ParseKeys(c.ACME.EncryptionKeys)
-	if err != nil {
-		return nil, fmt.Errorf("CHOM_CERT_ENCRYPTION_KEYS: %w", err)
-	}
-	return models.NewCertificateStore(models.CertificateStoreConfig{Store: store, Ring: ring})
+	return certs, err
 }
 
 // offIsNegative maps a setting's 0 ("off" to an operator) to the negative
