@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 )
 
@@ -112,7 +113,11 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 		if len(cols[0]) == 0 {
 			return nil
 		}
-		args := make([]any, 0, 23)
+		// The statement's text never changes: prepared once per
+		// connection, not parsed with every batch (openPostgres's default
+		// is the simple protocol).
+		args := make([]any, 0, 24)
+		args = append(args, pgx.QueryExecModeCacheStatement)
 		for _, c := range cols[:11] {
 			args = append(args, c)
 		}
@@ -156,7 +161,7 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 			}
 		}
 		if len(rel[0]) > 0 {
-			if _, err := tx.Tx.ExecContext(ctx, releaseKeysPG, rel[0], rel[1], rel[2]); err != nil {
+			if _, err := tx.Tx.ExecContext(ctx, releaseKeysPG, pgx.QueryExecModeCacheStatement, rel[0], rel[1], rel[2]); err != nil {
 				return fmt.Errorf("release %d idempotency keys: %w", len(rel[0]), err)
 			}
 		}
