@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -56,7 +57,8 @@ type Store struct {
 	pg             bool
 	quotaDefaults  Limits
 	quotas         quotaCache
-	strict         bool // every new domain claim needs proof
+	strict         bool          // every new domain claim needs proof
+	startSQL       func() string // startProvisionPG's statement, formatted once
 }
 
 // New returns a Store over cfg.DB.
@@ -71,7 +73,8 @@ func New(cfg Config) (*Store, error) {
 		cfg.IdempotencyTTL = 24 * time.Hour
 	}
 	return &Store{db: cfg.DB, now: cfg.Now, idempotencyTTL: cfg.IdempotencyTTL, pg: IsPostgres(cfg.DB),
-		quotaDefaults: cfg.QuotaDefaults, strict: cfg.DomainVerification == VerificationStrict}, nil
+		quotaDefaults: cfg.QuotaDefaults, strict: cfg.DomainVerification == VerificationStrict,
+		startSQL: sync.OnceValue(func() string { return startProvisionSQL(cfg.DB) })}, nil
 }
 
 // DB returns the underlying database handle.

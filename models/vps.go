@@ -174,18 +174,20 @@ func placementCandidates(ctx context.Context, tx bun.Tx, site *Site, limit int) 
 	return candidates, nil
 }
 
-// candidateQuery selects, in tx, the servers that may take a site of
-// tenantID, best first: the tenant's own dedicated servers, then the shared
+// candidateQuery selects, in db (a transaction or not), the servers that may take a site of
+// tenant, best first: the tenant's own dedicated servers, then the shared
 // ones, the least loaded first. Servers that are not active or are
-// unhealthy are never candidates.
-func candidateQuery(tx bun.Tx, tenantID string) *bun.SelectQuery {
-	return tx.NewSelect().Model((*VPSServer)(nil)).
+// unhealthy are never candidates. tenant is a tenant ID, or a bun.Safe SQL
+// expression that yields one (startProvisionPG reads it from the claimed
+// operation).
+func candidateQuery(db bun.IDB, tenant any) *bun.SelectQuery {
+	return db.NewSelect().Model((*VPSServer)(nil)).
 		Where("status = ?", VPSStatusActive).
 		Where("health_status <> ?", HealthUnhealthy).
 		Where("site_count < site_capacity").
 		WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
 			return q.Where("allocation = ?", AllocationShared).
-				WhereOr("allocation = ? AND tenant_id = ?", AllocationDedicated, tenantID)
+				WhereOr("allocation = ? AND tenant_id = ?", AllocationDedicated, tenant)
 		}).
 		OrderExpr("CASE WHEN allocation = ? THEN 0 ELSE 1 END", AllocationDedicated).
 		OrderExpr("site_count * 1.0 / site_capacity ASC, id ASC")
