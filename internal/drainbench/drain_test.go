@@ -106,15 +106,16 @@ func chomWorker() error {
 	if err != nil {
 		return err
 	}
-	db, err := models.Open(ctx, c.DatabaseURL, models.PoolConfig{MaxOpenConns: c.DBMaxConns})
+	counter := NewTxCounter()
+	pool := models.PoolConfig{MaxOpenConns: c.DBMaxConns}
+	if os.Getenv(envCount) == "1" {
+		pool.Tracer = counter
+	}
+	db, err := models.Open(ctx, c.DatabaseURL, pool)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	counter := NewTxCounter()
-	if os.Getenv(envCount) == "1" {
-		db.AddQueryHook(counter)
-	}
 	rdb, err := queue.NewRedisClient(c.RedisURL, c.RedisPoolSize)
 	if err != nil {
 		return err
@@ -231,6 +232,7 @@ type pass struct {
 	counts   TxCounts         // chom, counted pass only
 	reported int64            // processed, summed over the workers
 	redis    map[string]int64 // Redis commands the pass ran, by command (INFO commandstats)
+	cpu      CPUSplit         // CPU seconds the machine spent from the release to the drain's end, by process
 }
 
 func (p pass) rate() float64 { return float64(p.n) / p.elapsed.Seconds() }
@@ -273,8 +275,8 @@ func TestDrain(t *testing.T) {
 				p = h.barePass(n)
 				bare = append(bare, p)
 			}
-			line := fmt.Sprintf("DRAIN round=%d kind=%s n=%d elapsed=%v ops_per_s=%.0f load=%s redis_per_op=%s",
-				r, kind, n, p.elapsed.Round(time.Millisecond), p.rate(), loadAvg(), perOp(p.redis, n))
+			line := fmt.Sprintf("DRAIN round=%d kind=%s n=%d elapsed=%v ops_per_s=%.0f load=%s cpu_ms_per_op=%s redis_per_op=%s",
+				r, kind, n, p.elapsed.Round(time.Millisecond), p.rate(), loadAvg(), cpuPerOp(p.cpu, n), perOp(p.redis, n))
 			t.Log(line)
 			fmt.Println(line)
 		}
@@ -392,8 +394,8 @@ func (p *proc) stop(t *testing.T) workerReport {
 
 // release starts two workers of role on a paused queue, waits until both
 // have registered with Redis, and unpauses the queue: the returned time is
-// the start of the drain.
-func (h *harness) release(role string, env []string, rdb redis.UniversalClient, count bool) ([]*proc, time.Time) {
+// the start of the drain, and the sample the machine's CPU time at it.
+func (h *harness) release(role string, env []string, rdb redis.UniversalClient, count bool) ([]*proc, time.Time, CPUSample) {
 	h.t.Helper()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	procs := []*proc{h.start(role, env, count), h.start(role, env, count)}
@@ -403,11 +405,57 @@ func (h *harness) release(role string, env []string, rdb redis.UniversalClient, 
 	}) {
 		h.t.Fatalf("%s workers did not register with Redis within 60s", role)
 	}
+	cpu, err := SampleCPU()
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	start := time.Now()
 	if err := insp.UnpauseQueue(queue.QueueDefault); err != nil {
 		h.t.Fatal(err)
 	}
-	return procs, start
+	return procs, start, cpu
+}
+
+// cpuSince is the CPU time the machine spent since before, split into the
+// worker processes procs, PostgreSQL, Redis, this harness and the rest;
+// taken before the workers stop, so their servers' backends still run.
+func (h *harness) cpuSince(before CPUSample, procs []*proc) CPUSplit {
+	h.t.Helper()
+	now, err := SampleCPU()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	workerPIDs := map[int]bool{}
+	for _, p := range procs {
+		workerPIDs[p.cmd.Process.Pid] = true
+	}
+	self := os.Getpid()
+	return now.Split(before, func(pid int, name string) string {
+		switch {
+		case workerPIDs[pid]:
+			return "workers"
+		case pid == self:
+			return "harness"
+		case name == "postgres":
+			return "postgres"
+		case name == "redis-server":
+			return "redis"
+		default:
+			return "other"
+		}
+	})
+}
+
+// cpuPerOp formats a pass's CPU split as milliseconds per operation: the
+// total, then each group, the largest first.
+func cpuPerOp(c CPUSplit, n int) string {
+	keys := slices.Collect(maps.Keys(c))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(c[b], c[a]) })
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s:%.2f", k, c[k]*1000/float64(n)))
+	}
+	return fmt.Sprintf("%.2f(%s)", c.Total()*1000/float64(n), strings.Join(parts, ","))
 }
 
 // queueLeft is how many tasks of the default queue are not finished: pending,
@@ -488,7 +536,7 @@ func (h *harness) chomPass(n int, count bool) pass {
 
 	env := h.workerEnv(dsn, redisURL, t.TempDir())
 	before := commandStats(t, rdb)
-	procs, start := h.release("chom", env, rdb, count)
+	procs, start, cpu0 := h.release("chom", env, rdb, count)
 	if !waitFor(10*time.Minute, func() bool {
 		var left int
 		err := db.NewSelect().Model((*models.Operation)(nil)).Where("status IN (?, ?)", models.OpPending, models.OpRunning).
@@ -501,7 +549,7 @@ func (h *harness) chomPass(n int, count bool) pass {
 	if err := db.NewSelect().Model((*models.Operation)(nil)).ColumnExpr("max(finished_at)").Scan(ctx, &last); err != nil {
 		t.Fatal(err)
 	}
-	p := pass{kind: "chom", n: n, elapsed: last.Sub(start), redis: diffStats(before, commandStats(t, rdb))}
+	p := pass{kind: "chom", n: n, elapsed: last.Sub(start), redis: diffStats(before, commandStats(t, rdb)), cpu: h.cpuSince(cpu0, procs)}
 	for _, pr := range procs {
 		r := pr.stop(t)
 		p.reported += r.Processed
@@ -665,14 +713,14 @@ func (h *harness) barePass(n int) pass {
 	}
 	env := h.workerEnv(dsn, redisURL, t.TempDir())
 	before := commandStats(t, rdb)
-	procs, start := h.release("bare", env, rdb, false)
+	procs, start, cpu0 := h.release("bare", env, rdb, false)
 	if !waitFor(10*time.Minute, func() bool {
 		left, err := queueLeft(ctx, rdb)
 		return err == nil && left == 0
 	}) {
 		t.Fatalf("bare workers did not finish %d tasks within 10 minutes", n)
 	}
-	p := pass{kind: "bare", n: n, redis: diffStats(before, commandStats(t, rdb))}
+	p := pass{kind: "bare", n: n, redis: diffStats(before, commandStats(t, rdb)), cpu: h.cpuSince(cpu0, procs)}
 	var last int64
 	for _, pr := range procs {
 		r := pr.stop(t)

@@ -1,17 +1,13 @@
 package drainbench
 
 import (
-	"bytes"
 	"context"
 	"maps"
-	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/uptrace/bun"
+	"github.com/jackc/pgx/v5"
 )
 
 // TxCounts are the database work a process did, as its client saw it.
@@ -39,65 +35,70 @@ type TxCounts struct {
 // for (PostgreSQL groups concurrent ones).
 func (c TxCounts) Commits() int64 { return c.Explicit - c.Rollbacks + c.AutocommitWrites }
 
-// TxCounter is a bun query hook that counts transactions. bun runs a
-// transaction's BEGIN, its statements and its COMMIT on the goroutine that
-// called RunInTx, so a statement is inside a transaction when its goroutine
-// has an open one. Finding the goroutine costs a stack read per statement:
-// the benchmark turns the counter on for a separate, untimed pass.
+// TxCounter is a pgx query tracer that counts transactions: it sees every
+// statement a connection runs (bun's, those sent with parameters past bun,
+// BEGIN, COMMIT), and a statement is inside a transaction when its
+// connection was in one as it started. The benchmark turns it on for a
+// separate, untimed pass (models.PoolConfig.Tracer).
 type TxCounter struct {
-	mu   sync.Mutex
-	open map[uint64]bool
-	c    TxCounts
+	mu sync.Mutex
+	c  TxCounts
 }
 
-var _ bun.QueryHook = (*TxCounter)(nil)
+var _ pgx.QueryTracer = (*TxCounter)(nil)
 
 // NewTxCounter returns a counter at zero.
-func NewTxCounter() *TxCounter { return &TxCounter{open: map[uint64]bool{}} }
+func NewTxCounter() *TxCounter { return &TxCounter{} }
 
-// BeforeQuery does nothing.
-func (t *TxCounter) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
+// traceStart is what TraceQueryStart hands TraceQueryEnd.
+type traceStart struct {
+	sql   string
+	start time.Time
+	inTx  bool // the connection was in a transaction as the statement started
+}
 
-// AfterQuery counts the statement.
-func (t *TxCounter) AfterQuery(_ context.Context, e *bun.QueryEvent) {
-	g := goroutineID()
-	op := strings.ToUpper(e.Operation())
-	// A raw statement (bun.NewRaw) says SELECT whatever it does: its first
-	// word says more.
-	if w, _, _ := strings.Cut(strings.TrimSpace(e.Query), " "); slices.Contains([]string{"UPDATE", "INSERT", "DELETE", "WITH"}, w) {
-		op = w
+type traceKey struct{}
+
+// TraceQueryStart notes the statement, the time and whether its
+// connection is in a transaction.
+func (t *TxCounter) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	return context.WithValue(ctx, traceKey{}, traceStart{sql: data.SQL, start: time.Now(), inTx: conn.PgConn().TxStatus() != 'I'})
+}
+
+// TraceQueryEnd counts the statement.
+func (t *TxCounter) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	st, ok := ctx.Value(traceKey{}).(traceStart)
+	if !ok {
+		return
 	}
-	took := time.Since(e.StartTime).Nanoseconds()
+	w, _, _ := strings.Cut(strings.TrimSpace(st.sql), " ")
+	w, _, _ = strings.Cut(w, "\n")
+	op := strings.ToUpper(strings.TrimSpace(w))
 	kind := op
 	switch op {
 	case "WITH":
-		// Data-modifying CTEs (a batch's): a write, whose first quoted
-		// name may be a value, not a table.
+		// Data-modifying CTEs (a batch's, the start's): a write, whose
+		// first quoted name may be a value, not a table.
 		kind = "WITH (batch)"
 	case "UPDATE", "INSERT", "SELECT":
-		kind += " " + firstTable(e.Query)
+		kind += " " + firstTable(st.sql)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.c.Wait == nil {
 		t.c.Wait = map[string]int64{}
 	}
-	t.c.Wait[kind] += took
+	t.c.Wait[kind] += time.Since(st.start).Nanoseconds()
 	t.c.Statements++
-	switch op {
-	case "BEGIN":
-		t.open[g] = true
+	switch {
+	case strings.HasPrefix(op, "BEGIN"):
 		t.c.Explicit++
 		t.c.Transactions++
-	case "COMMIT", "ROLLBACK":
-		delete(t.open, g)
-		if op == "ROLLBACK" {
-			t.c.Rollbacks++
-		}
+	case op == "COMMIT":
+	case op == "ROLLBACK":
+		t.c.Rollbacks++
+	case st.inTx:
 	default:
-		if t.open[g] {
-			return
-		}
 		t.c.Autocommit++
 		t.c.Transactions++
 		if op != "SELECT" {
@@ -113,19 +114,6 @@ func (t *TxCounter) Counts() TxCounts {
 	c := t.c
 	c.Wait = maps.Clone(t.c.Wait)
 	return c
-}
-
-// goroutineID is the running goroutine's ID, read from the first line of its
-// stack ("goroutine 123 [running]:").
-func goroutineID() uint64 {
-	var buf [64]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	b = bytes.TrimPrefix(b, []byte("goroutine "))
-	if i := bytes.IndexByte(b, ' '); i > 0 {
-		b = b[:i]
-	}
-	id, _ := strconv.ParseUint(string(b), 10, 64)
-	return id
 }
 
 // firstTable is the first quoted name in query (bun quotes table names):
