@@ -183,7 +183,7 @@ type Config struct {
 func Settings() []Setting {
 	return []Setting{
 		{Env: "CHOM_DATABASE_URL", Secret: true, Dev: "sqlite://<data-dir>/chom.db", Roles: roleAll &^ RoleScheduler, set: text(func(c *Config) *string { return &c.DatabaseURL }),
-			Doc: "`postgres://user:pass@host:5432/db?sslmode=…` (a primary with standbys: every host, `postgres://…@h1:5432,h2:5432/db?target_session_attrs=read-write`, so connections follow a promotion) or `sqlite:///path/file.db`; required by every process but `scheduler`"},
+			Doc: "`postgres://user:pass@host:5432/db?sslmode=…` (a primary with standbys: every host, `postgres://…@h1:5432,h2:5432/db?target_session_attrs=read-write`, so connections follow a promotion) or `sqlite:///path/file.db`; required by every process but `scheduler`. CHOM sends its statements over PostgreSQL's simple protocol and keeps three hot ones prepared on generic plans (performance.md, Round three); the URL's `default_query_exec_mode` (pgx) or `plan_cache_mode` (PostgreSQL) overrides either choice"},
 		{Env: "CHOM_DATABASE_READ_URL", Secret: true, Roles: RoleIngress, set: text(func(c *Config) *string { return &c.DatabaseReadURL }),
 			Doc: "`postgres://…` of a streaming replica of `CHOM_DATABASE_URL` (hot standby), for operation polls and listings of operations and sites; a read goes there only when the replica has replayed every commit the primary had made when the read arrived, else to the primary (operations.md, Scaling out); unset: every read goes to `CHOM_DATABASE_URL`"},
 		{Env: "CHOM_REDIS_URL", Secret: true, Dev: "embedded", Roles: RoleDev, set: text(func(c *Config) *string { return &c.RedisURL }),
