@@ -7,7 +7,9 @@
 # concurrency draining N no-op tasks of the same payload on the same Redis, in
 # the same run, ROUNDS times (alternating which goes first); then an untimed
 # pass counts the database transactions per provision. Prints DRAIN lines:
-# each pass, the medians and their ratio, the transactions per provision.
+# each pass (with the machine's CPU per operation, split into the workers,
+# PostgreSQL, Redis and the rest, and the Redis commands per operation), the
+# medians and their ratio, the transactions per provision.
 #
 #   scripts/load/drain.sh                       # N=20000, 3 rounds
 #   N=5000 ROUNDS=3 scripts/load/drain.sh
