@@ -113,11 +113,7 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 		if len(cols[0]) == 0 {
 			return nil
 		}
-		// The statement's text never changes: prepared once per
-		// connection, not parsed with every batch (openPostgres's default
-		// is the simple protocol).
-		args := make([]any, 0, 24)
-		args = append(args, pgx.QueryExecModeCacheStatement)
+		args := make([]any, 0, 23)
 		for _, c := range cols[:11] {
 			args = append(args, c)
 		}
@@ -126,7 +122,7 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 			args = append(args, c)
 		}
 		args = append(args, cols[13], hsts)
-		rows, err := tx.Tx.QueryContext(ctx, insertSitesPG, args...)
+		rows, err := queryPrepared(ctx, tx, insertSitesPG, args...)
 		if err != nil {
 			return fmt.Errorf("insert batch of %d sites: %w", n, err)
 		}
@@ -161,6 +157,7 @@ func (s *Store) createSitesPG(ctx context.Context, items []batchItem, now time.T
 			}
 		}
 		if len(rel[0]) > 0 {
+			// Kept prepared, as queryPrepared keeps the batch.
 			if _, err := tx.Tx.ExecContext(ctx, releaseKeysPG, pgx.QueryExecModeCacheStatement, rel[0], rel[1], rel[2]); err != nil {
 				return fmt.Errorf("release %d idempotency keys: %w", len(rel[0]), err)
 			}

@@ -62,7 +62,7 @@ const (
 // from 369 to 472 provisions/s. It also keeps no server-side statement, so
 // a transaction-pooling proxy (PgBouncer) can sit in front. The few
 // statements written with $n placeholders choose their own mode
-// (batch_pg.go keeps the accept batch's statement prepared; domains.go).
+// (queryPrepared keeps the hot ones prepared; domains.go).
 //
 // The statements kept prepared are a few hot ones whose text never changes
 // (the accept batch, the provision start, the provision completion batch),
@@ -79,8 +79,9 @@ func openPostgres(ctx context.Context, dsn string, pool PoolConfig) (*bun.DB, er
 	if err != nil {
 		return nil, fmt.Errorf("open postgres %s: %w", RedactURL(dsn), err)
 	}
-	if !strings.Contains(dsn, execModeParam) { // pgx.ParseConfig took it out of RuntimeParams
-
+	// pgx.ParseConfig takes default_query_exec_mode out of RuntimeParams:
+	// whether the URL set it is read from the URL itself.
+	if !strings.Contains(dsn, execModeParam) {
 		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	}
 	if _, set := cfg.RuntimeParams[planCacheParam]; !set {

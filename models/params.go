@@ -30,27 +30,31 @@ func numberParams(q string) string {
 	}
 }
 
-// queryStrings runs PostgreSQL statement q (numbered parameters) with args
-// in db, a *bun.DB or a bun.Tx, and returns its single text column.
+// queryPrepared runs PostgreSQL statement q (numbered parameters) with
+// args in db, a *bun.DB or a bun.Tx.
 //
 // The statement goes past bun, with its values as parameters, and is kept
 // prepared on the connection (pgx's statement cache): for a hot statement
 // whose text never changes, PostgreSQL then parses it once per connection
-// and, after a few runs, reuses one plan, where the simple protocol that
-// openPostgres sets as the default plans it every time. bun's query hooks
-// do not see it; a pgx tracer does (PoolConfig.Tracer).
-func queryStrings(ctx context.Context, db bun.IDB, q string, args []any) ([]string, error) {
+// and plans it once (openPostgres's plan_cache_mode), where the simple
+// protocol that openPostgres sets as the default parses and plans it every
+// time. bun's query hooks do not see it; a pgx tracer does
+// (PoolConfig.Tracer).
+func queryPrepared(ctx context.Context, db bun.IDB, q string, args ...any) (*sql.Rows, error) {
 	a := append([]any{pgx.QueryExecModeCacheStatement}, args...)
-	var rows *sql.Rows
-	var err error
 	switch d := db.(type) {
 	case *bun.DB:
-		rows, err = d.DB.QueryContext(ctx, q, a...)
+		return d.DB.QueryContext(ctx, q, a...)
 	case bun.Tx:
-		rows, err = d.Tx.QueryContext(ctx, q, a...)
+		return d.Tx.QueryContext(ctx, q, a...)
 	default:
 		return nil, fmt.Errorf("query: %T is neither a *bun.DB nor a bun.Tx", db)
 	}
+}
+
+// queryStrings is queryPrepared for a statement of a single text column.
+func queryStrings(ctx context.Context, db bun.IDB, q string, args []any) ([]string, error) {
+	rows, err := queryPrepared(ctx, db, q, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 )
 
@@ -47,7 +46,7 @@ type startRow struct {
 // PostgreSQL reuses its plan: planned each time, the plan alone cost 1.35
 // ms of PostgreSQL's CPU per provision (pg_stat_statements, drain.sh).
 func startProvisionPG(ctx context.Context, db *bun.DB, text string, opID string, progress int, now time.Time) (*ProvisionStart, error) {
-	rows, err := db.DB.QueryContext(ctx, text, pgx.QueryExecModeCacheStatement, opID, progress, now)
+	rows, err := queryPrepared(ctx, db, text, opID, progress, now)
 	if err != nil {
 		return nil, fmt.Errorf("start provision %s: %w", opID, err)
 	}

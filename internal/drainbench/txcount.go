@@ -77,9 +77,13 @@ func (t *TxCounter) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQ
 	kind := op
 	switch op {
 	case "WITH":
-		// Data-modifying CTEs (a batch's, the start's): a write, whose
-		// first quoted name may be a value, not a table.
+		// Data-modifying CTEs (a batch's, the start's): a write, named by
+		// its first CTE ("WITH op0": the start, "WITH i": the completion
+		// batch), since its first quoted name may be a value, not a table.
 		kind = "WITH (batch)"
+		if f := strings.Fields(st.sql); len(f) > 1 {
+			kind = "WITH " + f[1]
+		}
 	case "UPDATE", "INSERT", "SELECT":
 		kind += " " + firstTable(st.sql)
 	}
