@@ -49,7 +49,9 @@
 #                    (DIR/closed.pprof, DIR/open.pprof, DIR/*.trace) and print the
 #                    profiles' top entries (with CHOM_BIN, build it with -tags pprof)
 #   CHOM_DB_MAX_CONNS, CHOM_TOKEN_CACHE_TTL, GOGC, ...  passed through to chom ingress
-#   KEEP=1           keep the temp dir (binary, ingress log, load generator output) and
+#   KEEP=1           keep the temp dir (binary, ingress log, load generator output, and
+#                    each open-loop run's timeline TAG.timeline.csv: every request's
+#                    due, written and answered times, to place a stall in time) and
 #                    the run's database and Redis db (they still vanish with the
 #                    servers when test-services.sh started them)
 # Needs: go, wrk (apt-get installs it when root), psql, redis-cli, curl.
@@ -297,7 +299,7 @@ run_open() {
 	local TIMEFORMAT='%U %S %R'
 	{
 		time "$openloop" -mode create -rate "$OPEN_LOOP_RATE" -duration "$dur" -connections "$CLIENTS" -timeout "$TIMEOUT" \
-			-url "$base" -token "$token" -run "$tag$run_id" -result "$result" \
+			-url "$base" -token "$token" -run "$tag$run_id" -result "$result" -timeline "$tmp/$tag.timeline.csv" \
 			-idempotency="$([[ "${IDEMPOTENCY:-0}" == 1 ]] && echo true || echo false)" >"$tmp/$tag.out" 2>&1
 	} 2>"$tmp/$tag.time" || { cat "$tmp/$tag.out" >&2; die "openloop failed ($tag)"; }
 	[[ -s "$result" ]] || { cat "$tmp/$tag.out" >&2; die "openloop wrote no result ($tag)"; }

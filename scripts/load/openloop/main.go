@@ -54,6 +54,7 @@ type options struct {
 	rate, conns                                int
 	duration, timeout                          time.Duration
 	idempotency                                bool
+	timeline                                   string
 }
 
 func main() {
@@ -69,6 +70,7 @@ func main() {
 	flag.StringVar(&o.result, "result", "", "write key=value results to this file")
 	flag.StringVar(&o.runTag, "run", "", "create: tag put in every domain (default: the start time)")
 	flag.BoolVar(&o.idempotency, "idempotency", false, "create: send a unique Idempotency-Key with every request")
+	flag.StringVar(&o.timeline, "timeline", "", "write one CSV line per answered request (due, written, answered: ms from the start) to this file")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "openloop:", err)
@@ -85,6 +87,8 @@ type conn struct {
 	sched []time.Duration // due → answered, per answered request
 	sent  []time.Duration // written → answered
 	late  time.Duration   // the worst due → written
+	times []requestTimes  // per answered request, with -timeline
+	start time.Time       // the schedule's start, with -timeline
 	codes map[int]int     // status → count; 0 = no answer (error or timeout)
 	errs  map[string]int
 }
@@ -153,6 +157,10 @@ func run(o options) error {
 	start := time.Now().Add(10 * time.Millisecond)
 	var wg sync.WaitGroup
 	for _, c := range conns {
+		if o.timeline != "" {
+			c.start = start
+			c.times = make([]requestTimes, 0, cap(c.sched))
+		}
 		wg.Go(func() {
 			for n := range due {
 				c.do(build, n, start.Add(at(n)), o.timeout)
@@ -178,7 +186,35 @@ func run(o options) error {
 			c.c.Close()
 		}
 	}
+	if o.timeline != "" {
+		if err := writeTimeline(o.timeline, start, conns); err != nil {
+			return err
+		}
+	}
 	return report(o, conns, total, elapsed)
+}
+
+// requestTimes is when one answered request was due, written and answered,
+// from the schedule's start.
+type requestTimes struct{ due, wrote, answered time.Duration }
+
+// writeTimeline writes every answered request's times as CSV, in due order, so
+// a stall can be placed in time and matched with the server's own logs.
+func writeTimeline(path string, start time.Time, conns []*conn) error {
+	var all []requestTimes
+	for _, c := range conns {
+		all = append(all, c.times...)
+	}
+	slices.SortFunc(all, func(a, b requestTimes) int { return int(a.due - b.due) })
+	var b strings.Builder
+	fmt.Fprintf(&b, "# start %s\ndue_ms,written_ms,answered_ms\n", start.UTC().Format(time.RFC3339Nano))
+	for _, t := range all {
+		fmt.Fprintf(&b, "%.3f,%.3f,%.3f\n", ms(t.due), ms(t.wrote), ms(t.answered))
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write timeline: %w", err)
+	}
+	return nil
 }
 
 func (c *conn) dial() error {
@@ -237,6 +273,9 @@ func (c *conn) do(build func([]byte, int64) []byte, n int64, due time.Time, time
 	c.codes[resp.StatusCode]++
 	c.sched = append(c.sched, end.Sub(due))
 	c.sent = append(c.sent, end.Sub(wrote))
+	if c.times != nil {
+		c.times = append(c.times, requestTimes{due.Sub(c.start), wrote.Sub(c.start), end.Sub(c.start)})
+	}
 	if resp.Close {
 		c.c.Close()
 		c.c = nil
