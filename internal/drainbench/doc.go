@@ -3,7 +3,9 @@
 // drained end to end by two worker processes (the production assembly,
 // internal/stack, over a no-op driver), against two bare asynq servers of the
 // same concurrency draining N no-op tasks of the same payload size on the
-// same Redis, in the same run. See scripts/load/drain.sh and the section
+// same Redis, in the same run; and the floor under both (floor_test.go):
+// PostgreSQL alone writing the rows a provision changes. See
+// scripts/load/drain.sh and the section
 // "Workers against the queue's ceiling" of docs/performance.md.
 //
 // It is test tooling: only its own tests import it, so the no-op driver

@@ -258,22 +258,30 @@ func TestDrain(t *testing.T) {
 	}
 	h := &harness{t: t, bin: bin}
 
-	var chom, bare []pass
+	var chom, bare, floor1, floorB []pass
 	for r := 1; r <= rounds; r++ {
 		// Alternate which goes first, so a drift of the machine's load
-		// during the run does not favour one side.
+		// during the run does not favour one side; the floor passes
+		// (floor_test.go) follow.
 		order := []string{"chom", "bare"}
 		if r%2 == 0 {
 			order = []string{"bare", "chom"}
 		}
-		for _, kind := range order {
+		for _, kind := range append(order, "floor1", "floorB") {
 			var p pass
-			if kind == "chom" {
+			switch kind {
+			case "chom":
 				p = h.chomPass(n, false)
 				chom = append(chom, p)
-			} else {
+			case "bare":
 				p = h.barePass(n)
 				bare = append(bare, p)
+			case "floor1":
+				p = h.floorPass(n, 1)
+				floor1 = append(floor1, p)
+			default:
+				p = h.floorPass(n, floorBatch)
+				floorB = append(floorB, p)
 			}
 			line := fmt.Sprintf("DRAIN round=%d kind=%s n=%d elapsed=%v ops_per_s=%.0f load=%s cpu_ms_per_op=%s redis_per_op=%s",
 				r, kind, n, p.elapsed.Round(time.Millisecond), p.rate(), loadAvg(), cpuPerOp(p.cpu, n), perOp(p.redis, n))
@@ -284,6 +292,18 @@ func TestDrain(t *testing.T) {
 	mc, mb := median(chom), median(bare)
 	summary := fmt.Sprintf("DRAIN median of %d: chom %.0f ops/s, bare asynq %.0f tasks/s, ratio %.2f (n=%d, 2 workers x concurrency %d)",
 		rounds, mc, mb, mc/mb, n, workers.DefaultConcurrency)
+	t.Log(summary)
+	fmt.Println(summary)
+	bareCPU := medianOf(bare, func(p pass) float64 { return p.cpu.Total() * 1000 / float64(p.n) })
+	pgCPU := func(p pass) float64 { return p.cpu["postgres"] * 1000 / float64(p.n) }
+	ceiling := func(floor []pass) float64 {
+		return medianOf(floor, func(f pass) float64 { return floorCeiling(bareCPU, f) })
+	}
+	summary = fmt.Sprintf("DRAIN floor (PostgreSQL alone writing the rows a provision changes), medians: one provision per statement %.0f provisions/s, "+
+		"PostgreSQL %.2f ms per provision; %d per statement %.0f provisions/s, PostgreSQL %.2f ms; bare asynq %.2f ms per task in all; "+
+		"so at most %.2f (one per statement) or %.2f (%d per statement) of bare asynq's rate on these cores, chom %.2f",
+		median(floor1), medianOf(floor1, pgCPU), floorBatch, median(floorB), medianOf(floorB, pgCPU), bareCPU,
+		ceiling(floor1), ceiling(floorB), floorBatch, mc/mb)
 	t.Log(summary)
 	fmt.Println(summary)
 
@@ -516,22 +536,7 @@ func (h *harness) chomPass(n int, count bool) pass {
 	t := h.t
 	ctx := t.Context()
 	dsn, db, store, rdb, redisURL := h.setup()
-	var tenantIDs []string
-	for i := range tenants {
-		ten, err := store.EnsureTenant(ctx, fmt.Sprintf("drain-%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tenantIDs = append(tenantIDs, ten.ID)
-	}
-	for i := range servers {
-		if _, _, err := store.RegisterVPS(ctx, models.Accept{TenantID: tenantIDs[0], Actor: "drainbench"}, models.RegisterVPSParams{
-			Hostname: fmt.Sprintf("vps%d.drain.example", i), IPAddress: fmt.Sprintf("192.0.2.%d", i+1), SSHPort: 22,
-			Allocation: models.AllocationShared, SiteCapacity: n,
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tenantIDs, _ := h.seed(ctx, store, n)
 	ops := h.accept(ctx, store, rdb, tenantIDs, n)
 
 	env := h.workerEnv(dsn, redisURL, t.TempDir())
@@ -796,10 +801,14 @@ func addCounts(a, b TxCounts) TxCounts {
 		Statements: a.Statements + b.Statements, Rollbacks: a.Rollbacks + b.Rollbacks, Wait: wait}
 }
 
-func median(ps []pass) float64 {
+// median is the median rate of ps.
+func median(ps []pass) float64 { return medianOf(ps, pass.rate) }
+
+// medianOf is the median of f over ps.
+func medianOf(ps []pass, f func(pass) float64) float64 {
 	r := make([]float64, len(ps))
 	for i, p := range ps {
-		r[i] = p.rate()
+		r[i] = f(p)
 	}
 	slices.SortFunc(r, cmp.Compare)
 	if len(r)%2 == 1 {

@@ -5,8 +5,11 @@
 # worker assembly over a no-op driver: operations succeeded, sites active and
 # placed, one outbox event each), against two bare asynq servers of the same
 # concurrency draining N no-op tasks of the same payload on the same Redis, in
-# the same run, ROUNDS times (alternating which goes first); then an untimed
-# pass counts the database transactions per provision. Prints DRAIN lines:
+# the same run, ROUNDS times (alternating which goes first), each round then
+# measuring the floor (PostgreSQL alone writing the rows a provision changes,
+# one and ten provisions per statement: the most any worker could reach on
+# these cores); then an untimed pass counts the database transactions per
+# provision. Prints DRAIN lines:
 # each pass (with the machine's CPU per operation, split into the workers,
 # PostgreSQL, Redis and the rest, and the Redis commands per operation), the
 # medians and their ratio, the transactions per provision.
