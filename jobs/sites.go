@@ -25,8 +25,9 @@ const placementProgress = 10
 // driver's steps with progress, and activate the site with its event.
 // Concurrent successes in one process share a transaction (completer).
 type ProvisionSite struct {
-	d    Deps
-	done *completer
+	d     Deps
+	start *starter
+	done  *completer
 }
 
 // NewProvisionSite returns the site:provision handler.
@@ -34,16 +35,21 @@ func NewProvisionSite(d Deps) (*ProvisionSite, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
+	start, err := newStarter(d.Store)
+	if err != nil {
+		return nil, err
+	}
 	done, err := newCompleter(d.Store, d.IssueCertificates)
 	if err != nil {
 		return nil, err
 	}
-	return &ProvisionSite{d: d, done: done}, nil
+	return &ProvisionSite{d: d, start: start, done: done}, nil
 }
 
 // ProcessTask runs one delivery of a site:provision task. The common case
 // (the first delivery of a provision that is neither held nor cancelled, on
-// a fleet with room) starts with one transaction (Store.StartProvision);
+// a fleet with room) starts with one transaction (Store.StartProvision),
+// shared with the worker's other starts (starter);
 // anything else takes the step-by-step path, which handles each case.
 func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	p, err := queue.DecodeOperationPayload(t.Payload())
@@ -51,7 +57,7 @@ func (h *ProvisionSite) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.d.Logger.With("operation_id", p.OperationID, "tenant_id", p.TenantID)
-	start, err := h.d.Store.StartProvision(ctx, p.OperationID, placementProgress)
+	start, err := h.start.start(ctx, p.OperationID)
 	if err != nil {
 		return err
 	}

@@ -62,7 +62,7 @@ var errStepByStep = errors.New("provision start needs the step-by-step path")
 // fleet is retried...).
 func (s *Store) StartProvision(ctx context.Context, opID string, progress int) (*ProvisionStart, error) {
 	if s.pg {
-		out, err := startProvisionPG(ctx, s.db, s.startSQL(), opID, progress, s.nowUTC())
+		out, err := startProvisionPG(ctx, s.db, s.db, s.startSQL(), opID, progress, s.nowUTC())
 		if errors.Is(err, errStepByStep) {
 			return nil, nil
 		}

@@ -45,8 +45,11 @@ type startRow struct {
 // three values sent as parameters, so each connection prepares it once and
 // PostgreSQL reuses its plan: planned each time, the plan alone cost 1.35
 // ms of PostgreSQL's CPU per provision (pg_stat_statements, drain.sh).
-func startProvisionPG(ctx context.Context, db *bun.DB, text string, opID string, progress int, now time.Time) (*ProvisionStart, error) {
-	rows, err := queryPrepared(ctx, db, text, opID, progress, now)
+//
+// q is where the statement runs: db itself (autocommitted), or a
+// transaction of StartProvisions; db scans the row.
+func startProvisionPG(ctx context.Context, db *bun.DB, q bun.IDB, text string, opID string, progress int, now time.Time) (*ProvisionStart, error) {
+	rows, err := queryPrepared(ctx, q, text, opID, progress, now)
 	if err != nil {
 		return nil, fmt.Errorf("start provision %s: %w", opID, err)
 	}

@@ -396,3 +396,72 @@ func TestStartProvisionTouchedBefore(t *testing.T) {
 		}
 	})
 }
+
+// TestStartProvisionsBatch checks several starts in one call: each common
+// case started as alone, the placement of each seeing the slots the ones
+// before it took (least loaded first, within the batch too), and the
+// deliveries it leaves to the step-by-step path untouched in between.
+func TestStartProvisionsBatch(t *testing.T) {
+	t.Parallel()
+	testenv.Backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		s := setup(t, db)
+		acme := tenant(t, s, "acme")
+		empty := registerVPS(t, s, "empty.example", 10)
+		one := registerVPS(t, s, "one.example", 10)
+		if _, err := db.NewUpdate().Table("vps_servers").Set("site_count = 1").Where("id = ?", one.ID).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var ops, sites []string
+		for _, d := range []string{"a.example", "b.example", "c.example"} {
+			siteID, op := createSite(t, s, acme, d)
+			ops, sites = append(ops, op.ID), append(sites, siteID)
+		}
+		cancelledSite, cancelled := createSite(t, s, acme, "cancelled.example")
+		if _, err := s.StartOperation(ctx, cancelled.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.NewUpdate().Table("operations").Set("cancel_requested_at = ?", epoch).Where("id = ?", cancelled.ID).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		opBefore, siteBefore := opRow(t, s, cancelled.ID), siteRow(t, s, cancelledSite)
+
+		outs, err := s.StartProvisions(ctx, []string{ops[0], cancelled.ID, ops[1], "op_unknown", ops[2]}, 10)
+		if err != nil || len(outs) != 5 {
+			t.Fatalf("StartProvisions = %d outcomes, %v; want 5", len(outs), err)
+		}
+		for i, o := range outs {
+			if o.Err != nil {
+				t.Errorf("outcome %d: %v", i, o.Err)
+			}
+		}
+		if outs[1].Start != nil || outs[3].Start != nil {
+			t.Errorf("the cancelled and the unknown operation started: %+v, %+v; want nil (step by step)", outs[1].Start, outs[3].Start)
+		}
+		placed := map[string]int{}
+		for j, i := range []int{0, 2, 4} {
+			st := outs[i].Start
+			if st == nil {
+				t.Fatalf("operation %s not started", ops[j])
+			}
+			site := siteRow(t, s, sites[j])
+			if opRow(t, s, ops[j]).Status != models.OpRunning || site.Status != models.SiteStatusProvisioning ||
+				site.VPSID == nil || *site.VPSID != st.VPS.ID || st.Site.ID != sites[j] {
+				t.Errorf("start %d: operation %s, site %+v, returned server %s", j, opRow(t, s, ops[j]).Status, site, st.VPS.ID)
+			}
+			placed[st.VPS.ID]++
+		}
+		// 0 and 1 sites before, three placed one after another, each on the
+		// least loaded server as it stood: 2 and 2. Starts that did not see
+		// the batch's earlier slots would all have chosen the empty server.
+		if got := []int{siteCount(t, db, empty.ID), siteCount(t, db, one.ID)}; got[0] != 2 || got[1] != 2 {
+			t.Errorf("site counts after the batch = %v, want [2 2] (placed %v)", got, placed)
+		}
+		if diff := cmp.Diff(opBefore, opRow(t, s, cancelled.ID)); diff != "" {
+			t.Errorf("the cancelled operation changed (-before +after):\n%s", diff)
+		}
+		if diff := cmp.Diff(siteBefore, siteRow(t, s, cancelledSite)); diff != "" {
+			t.Errorf("the cancelled operation's site changed (-before +after):\n%s", diff)
+		}
+	})
+}
