@@ -14,14 +14,15 @@ import (
 const maxCompletionBatch = 64
 
 // completionCommitters is how many batches of one worker commit at once.
-// With one, every success waited for the batch ahead of it to reach the
-// disk (the WAL's fsync, the larger part of a commit) before its own could
-// start: the drain's traces showed the completer committing 80 % of each
-// pass and each success waiting 30 – 40 ms for it. PostgreSQL flushes the
-// WAL of concurrent commits together, so a few batches in flight share a
-// flush instead of queueing for one each; each holds one database
-// connection (CHOM_DB_MAX_CONNS, 40 by default) for one statement.
-const completionCommitters = 4
+// It was four while a batch statement cost PostgreSQL 0.6 ms of planning:
+// then, with one, every success waited for the batch ahead of it (the
+// drain's traces showed the completer committing 80 % of each pass). With
+// the statement prepared on a generic plan and the starts group-committed
+// too (starter), one is better: batches of about 3.5 successes instead of
+// 1.7, PostgreSQL's CPU per provision 1.04 -> 0.82 ms and 783 -> 953
+// provisions/s, back to back over three rounds (internal/drainbench,
+// N=4,000; two committers: 0.84 ms, 956/s but 705/s in one round).
+const completionCommitters = 1
 
 // completionTimeout bounds one batch's commit. The batch runs under none of
 // its callers' contexts: one of them ending must not fail the others'

@@ -2,9 +2,13 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chomhq/chom/internal/groupcommit"
 )
 
 // OperationsChannel is the Redis pub/sub channel on which workers announce that an
@@ -12,16 +16,55 @@ import (
 // early: a lost message delays a poller until its next database check.
 const OperationsChannel = "chom:operations:changed"
 
-// Notifier announces operation changes.
-type Notifier struct{ rc redis.UniversalClient }
+// Notifier announces operation changes. An announcement is sent in the
+// background: OperationChanged returns at once, and the announcements made
+// while a pipeline is in flight go together in the next (internal/groupcommit),
+// one round trip for many, each operation once. A worker announces every
+// operation it starts and finishes; waiting for each PUBLISH cost a round
+// trip, two per provision, for a message whose loss only delays a poller.
+type Notifier struct {
+	rc    redis.UniversalClient
+	batch *groupcommit.Batcher[string, struct{}]
+}
 
-// NewNotifier returns a Notifier over rc.
-func NewNotifier(rc redis.UniversalClient) *Notifier { return &Notifier{rc: rc} }
+// notifyTimeout bounds one pipeline of announcements.
+const notifyTimeout = 5 * time.Second
 
-// OperationChanged publishes opID. Failure is ignored on purpose: the change is
-// committed already, and pollers re-read the database on their own schedule.
+// NewNotifier returns a Notifier over rc. It needs no Run and no Close: a
+// goroutine sends only while announcements wait.
+func NewNotifier(rc redis.UniversalClient) *Notifier {
+	n := &Notifier{rc: rc}
+	b, err := groupcommit.New(groupcommit.Config[string, struct{}]{Commit: n.publish, Timeout: notifyTimeout})
+	if err != nil {
+		// The configuration above is constant and valid; New refuses only
+		// a missing Commit or a negative number.
+		panic(fmt.Sprintf("queue: notifier: %v", err))
+	}
+	n.batch = b
+	return n
+}
+
+// OperationChanged announces opID. It does not wait: the change is
+// committed already, a failure to announce it is ignored on purpose, and
+// pollers re-read the database on their own schedule.
 func (n *Notifier) OperationChanged(ctx context.Context, opID string) {
-	_ = n.rc.Publish(ctx, OperationsChannel, opID).Err()
+	n.batch.Send(ctx, opID)
+}
+
+// publish sends one PUBLISH per distinct operation of batch, pipelined.
+func (n *Notifier) publish(ctx context.Context, batch []string) ([]groupcommit.Result[struct{}], error) {
+	pipe := n.rc.Pipeline()
+	seen := make(map[string]bool, len(batch))
+	for _, id := range batch {
+		if !seen[id] {
+			seen[id] = true
+			pipe.Publish(ctx, OperationsChannel, id)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("announce %d operations: %w", len(seen), err)
+	}
+	return make([]groupcommit.Result[struct{}], len(batch)), nil
 }
 
 // Watcher fans operation-change announcements out to local waiters, over a single

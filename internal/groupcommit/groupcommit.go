@@ -124,17 +124,7 @@ func (b *Batcher[T, R]) Submit(ctx context.Context, item T) (R, error) {
 	}
 	p := &pending[T, R]{ctx: ctx, item: item, answer: make(chan struct{})}
 	b.mu.Lock()
-	b.waiting = append(b.waiting, p)
-	if len(b.waiting) >= b.cfg.MaxBatch {
-		select {
-		case b.full <- struct{}{}:
-		default:
-		}
-	}
-	if b.running < b.cfg.Committers {
-		b.running++
-		go b.commitLoop(context.WithoutCancel(ctx))
-	}
+	b.enqueue(ctx, p)
 	b.mu.Unlock()
 	select {
 	case <-p.answer:
@@ -166,6 +156,37 @@ func (b *Batcher[T, R]) Submit(ctx context.Context, item T) (R, error) {
 	}
 	<-p.answer
 	return p.result.Value, p.result.Err
+}
+
+// Send queues item for the next commit and returns at once: nobody waits
+// for its answer, which is dropped, and a failed commit is not retried
+// item by item unless Config.CommitOne says how. It is for what is best
+// effort, an announcement that only wakes someone early: the caller goes
+// on while the item is sent with whatever else is waiting. ctx's values
+// reach the commit; its cancellation does not. An item still waiting when
+// the process exits is lost.
+func (b *Batcher[T, R]) Send(ctx context.Context, item T) {
+	ctx = context.WithoutCancel(ctx)
+	p := &pending[T, R]{ctx: ctx, item: item, answer: make(chan struct{})}
+	b.mu.Lock()
+	b.enqueue(ctx, p)
+	b.mu.Unlock()
+}
+
+// enqueue adds p to the queue and starts a committer if fewer than
+// Config.Committers run. b.mu is held.
+func (b *Batcher[T, R]) enqueue(ctx context.Context, p *pending[T, R]) {
+	b.waiting = append(b.waiting, p)
+	if len(b.waiting) >= b.cfg.MaxBatch {
+		select {
+		case b.full <- struct{}{}:
+		default:
+		}
+	}
+	if b.running < b.cfg.Committers {
+		b.running++
+		go b.commitLoop(context.WithoutCancel(ctx))
+	}
 }
 
 // Pending returns how many items wait for a committer and how many

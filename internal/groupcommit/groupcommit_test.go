@@ -380,3 +380,27 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Send returns before its item is committed, even from a cancelled context,
+// and the items sent while a commit is in flight go together in the next.
+func TestSendDoesNotWait(t *testing.T) {
+	r := &recorder{hold: make(chan struct{}), entered: make(chan int, 10)}
+	b := newBatcher(t, Config[int, string]{Commit: r.commit})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.Send(ctx, 1) // returns although its commit is held
+	if n := <-r.entered; n != 1 {
+		t.Fatalf("first commit took %d items, want 1", n)
+	}
+	for i := 2; i <= 4; i++ {
+		b.Send(context.Background(), i)
+	}
+	if w, c := b.Pending(); w != 3 || c != 1 {
+		t.Fatalf("Pending = %d waiting, %d committers; want 3, 1", w, c)
+	}
+	close(r.hold)
+	idle(t, b)
+	if got := r.sizes(); !slices.Equal(got, []int{1, 3}) {
+		t.Fatalf("batches %v, want [1 3]", got)
+	}
+}
