@@ -237,6 +237,16 @@ type pass struct {
 
 func (p pass) rate() float64 { return float64(p.n) / p.elapsed.Seconds() }
 
+// msPerOp is the CPU time of the pass's group (cpuSince's names; "" for all
+// of them) in milliseconds per operation.
+func (p pass) msPerOp(group string) float64 {
+	c := p.cpu.Total()
+	if group != "" {
+		c = p.cpu[group]
+	}
+	return c * 1000 / float64(p.n)
+}
+
 // TestDrain accepts N site provisions (the rows the ingress writes, through
 // the ingress's own group-committing models.SiteAcceptor, and their tasks),
 // then lets two chom worker processes over the no-op driver drain them end
@@ -294,8 +304,8 @@ func TestDrain(t *testing.T) {
 		rounds, mc, mb, mc/mb, n, workers.DefaultConcurrency)
 	t.Log(summary)
 	fmt.Println(summary)
-	bareCPU := medianOf(bare, func(p pass) float64 { return p.cpu.Total() * 1000 / float64(p.n) })
-	pgCPU := func(p pass) float64 { return p.cpu["postgres"] * 1000 / float64(p.n) }
+	bareCPU := medianOf(bare, func(p pass) float64 { return p.msPerOp("") })
+	pgCPU := func(p pass) float64 { return p.msPerOp("postgres") }
 	ceiling := func(floor []pass) float64 {
 		return medianOf(floor, func(f pass) float64 { return floorCeiling(bareCPU, f) })
 	}

@@ -277,5 +277,5 @@ func (h *harness) checkFloorLedger(ctx context.Context, db *bun.DB, n int) {
 // so it is bare's CPU per task (bareMS, all processes) against bare's plus
 // the floor's PostgreSQL CPU per provision.
 func floorCeiling(bareMS float64, floor pass) float64 {
-	return bareMS / (bareMS + floor.cpu["postgres"]*1000/float64(floor.n))
+	return bareMS / (bareMS + floor.msPerOp("postgres"))
 }

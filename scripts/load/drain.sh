@@ -9,10 +9,10 @@
 # measuring the floor (PostgreSQL alone writing the rows a provision changes,
 # one and ten provisions per statement: the most any worker could reach on
 # these cores); then an untimed pass counts the database transactions per
-# provision. Prints DRAIN lines:
-# each pass (with the machine's CPU per operation, split into the workers,
-# PostgreSQL, Redis and the rest, and the Redis commands per operation), the
-# medians and their ratio, the transactions per provision.
+# provision. Prints DRAIN lines: each pass (with the machine's CPU per
+# operation, split into the workers, PostgreSQL, Redis and the rest, and the
+# Redis commands per operation), the medians and their ratio, the floor and
+# the ceiling it sets, the transactions per provision.
 #
 #   scripts/load/drain.sh                       # N=20000, 3 rounds
 #   N=5000 ROUNDS=3 scripts/load/drain.sh
