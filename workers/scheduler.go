@@ -17,8 +17,9 @@ type Periodic struct {
 	// Name identifies the row in task IDs and logs ("reconcile", "health_sweep").
 	// It is part of every tick's task ID, so it never changes once deployed.
 	Name string
-	// Every is the period. Periods are aligned on the Unix epoch (an hourly row
-	// ticks at the top of each hour), so every scheduler agrees on them.
+	// Every is the period. Periods are aligned as time.Time.Truncate aligns
+	// them, on the zero time (an hourly row ticks at the top of each hour, a
+	// daily one at midnight UTC), so every scheduler agrees on them.
 	Every time.Duration
 	// NewTask builds the task of the period that starts at period. The scheduler
 	// sets its task ID and retention; the builder sets type, payload, queue,

@@ -138,7 +138,13 @@ func newStack(t *testing.T, cfg stackConfig) *stack {
 		"CHOM_SHUTDOWN_TIMEOUT":   "2s",
 		"CHOM_OPS_UI":             "false",
 		"CHOM_RATE_LIMIT":         "0", // the suite floods one token on purpose
-		"GOGC":                    "100",
+		// The scheduler's layout sweep queues a site:migrate_layout, which
+		// reloads nginx, for every active site: one run while a test holds
+		// the reloads (reloadGate) would hang holding its server's job slot.
+		// Its tick at the scheduler's start is each test's to wait for; the
+		// next one is put beyond any test's end.
+		"CHOM_LAYOUT_MIGRATE_INTERVAL": periodClearOf(time.Now(), time.Hour).String(),
+		"GOGC":                         "100",
 	}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "CHOM_") && !strings.HasPrefix(kv, "GOGC=") {
@@ -274,6 +280,17 @@ func (s *stack) startIngress() *proc {
 func (s *stack) startWorker() *proc {
 	s.t.Helper()
 	return s.start(fmt.Sprintf("worker-%d", s.count("worker")+1), "worker")
+}
+
+// periodClearOf returns a period of a day or more whose next start, as the
+// scheduler aligns periods (workers.Periodic: now truncated to the period,
+// plus one), is at least clear after now.
+func periodClearOf(now time.Time, clear time.Duration) time.Duration {
+	d := 24 * time.Hour
+	for now.Truncate(d).Add(d).Sub(now) < clear {
+		d += time.Hour
+	}
+	return d
 }
 
 // startScheduler starts a scheduler process (the reconciler's clock).
@@ -858,4 +875,19 @@ func (s *stack) waitSettled(timeout time.Duration) time.Duration {
 		s.t.Fatalf("operations still unfinished after %s:\n%s", timeout, s.describeUnfinished())
 	}
 	return time.Since(start)
+}
+
+// TestPeriodClearOf checks the stack's layout interval against the
+// scheduler's own alignment, over three days of start times.
+func TestPeriodClearOf(t *testing.T) {
+	start := time.Date(2026, 12, 4, 22, 0, 0, 0, time.UTC)
+	for now := start; now.Before(start.Add(72 * time.Hour)); now = now.Add(7*time.Minute + 13*time.Second) {
+		d := periodClearOf(now, time.Hour)
+		if d < 24*time.Hour {
+			t.Fatalf("at %s: period %s, want at least a day", now, d)
+		}
+		if next := now.Truncate(d).Add(d); next.Sub(now) < time.Hour {
+			t.Fatalf("at %s: period %s starts again at %s, within the hour", now, d, next)
+		}
+	}
 }

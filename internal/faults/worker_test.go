@@ -31,10 +31,11 @@ func TestWorkerKilledMidProvision(t *testing.T) {
 	s.createSites("kill-first", 30)
 	s.waitSettled(60 * time.Second)
 	warm := s.acceptedSites()
-	// The scheduler's layout sweep enqueues a site:migrate_layout for every
-	// active site, which reloads nginx too: one still to run when the gate
-	// shuts hangs at the reload holding its server's job slot, and no
-	// provision reaches the reload step on that server. Let them finish first.
+	// The scheduler's layout sweep at its start enqueues a site:migrate_layout
+	// for every site active by then, which reloads nginx too: one still to
+	// run when the gate shuts hangs at the reload holding its server's job
+	// slot, and no provision reaches the reload step on that server. Let them
+	// finish first (the sweep's next tick is beyond the test: newStack).
 	if !waitFor(60*time.Second, func() bool { return s.layoutTasksLive(warm) == 0 }) {
 		t.Fatalf("%d layout migrations of the first sites still queued or running after 60s", s.layoutTasksLive(warm))
 	}
