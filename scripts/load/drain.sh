@@ -23,8 +23,12 @@
 # set, otherwise it re-runs itself under scripts/test-services.sh (throwaway
 # servers on loopback). Every pass gets a fresh schema and Redis database.
 # Knobs: N (default 20000), ROUNDS (3), COUNT_N (transactions pass, 2000),
-# MEASURE_LOCK (unset: no lock). Exit status: the test's (a ledger mismatch
-# fails it).
+# MEASURE_LOCK (unset: no lock), DB_CORE=1 (PostgreSQL on a core of its own:
+# every PostgreSQL process pinned to the last core, Redis, the benchmark and
+# the workers it starts, chom's and bare asynq's alike, to the others, with
+# taskset; the shape of a deployment whose database has its own machine, on
+# one machine; the servers' affinity is restored afterwards). Exit status: the
+# test's (a ledger mismatch fails it).
 set -euo pipefail
 
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
@@ -54,6 +58,23 @@ run=("$tmp/drainbench.test" -test.run '^TestDrain$' -test.count 1 -test.v -test.
 if [[ -n "${MEASURE_LOCK:-}" ]]; then
 	log "waiting for the measurement lock $MEASURE_LOCK"
 	run=(flock "$MEASURE_LOCK" "${run[@]}")
+fi
+if [[ "${DB_CORE:-}" == 1 ]]; then
+	# pin CPULIST PID...: each process and all of its threads.
+	pin() { local c=$1 p; shift; for p in "$@"; do taskset -apc "$c" "$p" >/dev/null; done; }
+	last=$(($(nproc) - 1))
+	((last >= 1)) || { log "DB_CORE=1 needs at least 2 cores"; exit 1; }
+	rest="0-$((last - 1))"
+	datadir="$(psql "$CHOM_TEST_DATABASE_URL" -qAtc 'SHOW data_directory')"
+	postmaster="$(head -n 1 "$datadir/postmaster.pid")"
+	redis_pid="$(redis-cli -u "$CHOM_TEST_REDIS_URL" INFO server | tr -d '\r' | sed -n 's/^process_id://p')"
+	[[ -n "$postmaster" && -n "$redis_pid" ]] || { log "DB_CORE=1: PostgreSQL's or Redis's process not found"; exit 1; }
+	# Backends forked later inherit the postmaster's affinity.
+	pin "$last" "$postmaster" $(pgrep -P "$postmaster")
+	pin "$rest" "$redis_pid"
+	trap 'pin "0-$last" "$postmaster" $(pgrep -P "$postmaster"); pin "0-$last" "$redis_pid"; rm -rf "$tmp"' EXIT
+	run=(taskset -c "$rest" "${run[@]}")
+	echo "cores    PostgreSQL on core $last alone; Redis, the benchmark and its workers on $rest (DB_CORE=1)"
 fi
 echo "load     $(cut -d' ' -f1-3 /proc/loadavg) (before the run)"
 status=0
