@@ -139,9 +139,10 @@ secondary_indexes() {
 		ORDER BY indexname"
 }
 
-# hist_rows FROM TO TOTAL: historical rows FROM+1..TO of a step of TOTAL, as
-# columns g, id, site, req, t (when the operation finished), spread evenly
-# over 100 to 40 days ago. IDs are shaped as models.NewID makes them (the
+# hist_rows FROM TO TOTAL [ORIGIN]: historical rows FROM+1..TO of a step of
+# TOTAL, as columns g, id, site, req, t (when the operation finished), st,
+# spread evenly over 100 to 40 days ago (row ORIGIN + TOTAL the newest; ORIGIN
+# defaults to 0). IDs are shaped as models.NewID makes them (the
 # prefix, then a UUIDv7's 32 hex digits: a 48-bit millisecond timestamp,
 # version 7, the variant), so they sort by age like real ones; the site was
 # created the same millisecond.
@@ -152,7 +153,7 @@ hist_rows() {
 		'req_' || substr(md5('r' || g), 1, 24) AS req, t,
 		CASE WHEN g % 50 = 0 THEN 'failed' WHEN g % 97 = 0 THEN 'cancelled' ELSE 'succeeded' END AS st
 	FROM (SELECT g, t, md5('hist' || g) AS h, lpad(to_hex((extract(epoch FROM t - interval '1 minute') * 1000)::bigint), 12, '0') AS ms
-	      FROM (SELECT g, now() - interval '100 days' + g * interval '1 second' * (5184000.0 / $3) AS t
+	      FROM (SELECT g, now() - interval '100 days' + (g - ${4:-0}) * interval '1 second' * (5184000.0 / $3) AS t
 	            FROM generate_series($1 + 1, $2) g) s) h
 	SQL
 }
@@ -206,16 +207,6 @@ load_chunk() {
 # operation (no started_at, a short domain: smaller than any row an accept
 # writes) with its audit row, as history; the step's log says how many.
 filled=0
-filler_rows() {
-	cat <<-SQL
-	SELECT g, 'op_' || ms || '7' || substr(h, 1, 3) || substr('89ab', 1 + g % 4, 1) || substr(h, 4, 15) AS id,
-		'site_' || ms || '7' || substr(h, 19, 3) || substr('89ab', 1 + g / 4 % 4, 1) || substr(h, 22, 11) || substr(md5('s' || g), 1, 4) AS site,
-		'req_' || substr(md5('r' || g), 1, 24) AS req, t
-	FROM (SELECT g, t, md5('fill' || g) AS h, lpad(to_hex((extract(epoch FROM t - interval '1 minute') * 1000)::bigint), 12, '0') AS ms
-	      FROM (SELECT g, now() - interval '100 days' + (g - $1) * interval '1 second' * (5184000.0 / ($2 - $1)) AS t
-	            FROM generate_series($1 + 1, $2) g) s) h
-	SQL
-}
 fill_page_tails() {
 	local pass need n
 	psql "$db_url" -qc "CREATE EXTENSION IF NOT EXISTS pg_freespacemap" >/dev/null
@@ -234,9 +225,9 @@ fill_page_tails() {
 		psql "$db_url" -qv ON_ERROR_STOP=1 -c "SET synchronous_commit = off" \
 			-c "INSERT INTO operations ($ops_cols) SELECT id, '$tenant', 'site.provision', 'cancelled', 0, 'site', site,
 				'{\"site_id\":\"' || site || '\",\"domain\":\"c' || g || '.x\",\"site_type\":\"html\"}', NULL, NULL,
-				req, 0, t - interval '1 minute', t, NULL, t, NULL FROM ($(filler_rows "$lo" "$hi")) r" \
+				req, 0, t - interval '1 minute', t, NULL, t, NULL FROM ($(hist_rows "$lo" "$hi" "$n" "$lo")) r" \
 			-c "INSERT INTO audit_logs ($audit_cols) SELECT '$tenant', '$actor', 'site.create', 'site', site, id, req, t - interval '1 minute'
-				FROM ($(filler_rows "$lo" "$hi")) r" >/dev/null
+				FROM ($(hist_rows "$lo" "$hi" "$n" "$lo")) r" >/dev/null
 		filled=$((filled + n))
 		log "  page tails, pass $pass: $n pages had room for a filler ($need bytes, less than an accepted operation); filled"
 	done
