@@ -207,25 +207,25 @@ load_chunk() {
 # operation (no started_at, a short domain: smaller than any row an accept
 # writes) with its audit row, as history; the step's log says how many.
 filled=0
+# filler_select LO HI: fillers LO+1..HI as the columns of ops_cols.
+filler_select() {
+	echo "SELECT id, '$tenant', 'site.provision', 'cancelled', 0, 'site', site,
+		'{\"site_id\":\"' || site || '\",\"domain\":\"c' || g || '.x\",\"site_type\":\"html\"}', NULL::text, NULL::text,
+		req, 0, t - interval '1 minute', t, NULL::timestamptz, t, NULL::timestamptz FROM ($(hist_rows "$1" "$2" "$(($2 - $1))" "$1")) r"
+}
 fill_page_tails() {
-	local pass need n
+	local pass need n lo hi
 	psql "$db_url" -qc "CREATE EXTENSION IF NOT EXISTS pg_freespacemap" >/dev/null
+	# A filler's room: its tuple, aligned to 8 bytes, and its line pointer.
+	need="$(psql "$db_url" -qAt -c "SELECT (pg_column_size(f.*) + 7) / 8 * 8 + 4 FROM ($(filler_select 1000000000 1000000001)) f")"
 	for pass in 1 2 3; do
-		# A filler's room: its tuple, aligned to 8 bytes, and its line pointer.
-		need="$(psql "$db_url" -qAt -c "SELECT (pg_column_size(f.*) + 7) / 8 * 8 + 4 FROM (SELECT 'op_' || repeat('0', 32) AS id, '$tenant' AS tenant_id,
-			'site.provision' AS op_type, 'cancelled' AS status, 0 AS progress, 'site' AS target_type, 'site_' || repeat('0', 32) AS target_id,
-			('{\"site_id\":\"site_' || repeat('0', 32) || '\",\"domain\":\"c1000000000.x\",\"site_type\":\"html\"}')::jsonb AS payload,
-			NULL::text AS error_code, NULL::text AS error_message, 'req_' || repeat('0', 24) AS request_id, 0 AS attempts,
-			now() AS created_at, now() AS updated_at, NULL::timestamptz AS started_at, now() AS finished_at, NULL::timestamptz AS server_touched_at) f")"
 		n="$(psql "$db_url" -qAt -c "SELECT count(*) FROM pg_freespace('operations') WHERE avail >= $need")"
 		# A few may stay listed (the last page, whose room the inserts
 		# passed by): not worth a pass.
 		((n >= 10)) || break
-		local lo=$((1000000000 + filled)) hi=$((1000000000 + filled + n))
+		lo=$((1000000000 + filled)) hi=$((1000000000 + filled + n))
 		psql "$db_url" -qv ON_ERROR_STOP=1 -c "SET synchronous_commit = off" \
-			-c "INSERT INTO operations ($ops_cols) SELECT id, '$tenant', 'site.provision', 'cancelled', 0, 'site', site,
-				'{\"site_id\":\"' || site || '\",\"domain\":\"c' || g || '.x\",\"site_type\":\"html\"}', NULL, NULL,
-				req, 0, t - interval '1 minute', t, NULL, t, NULL FROM ($(hist_rows "$lo" "$hi" "$n" "$lo")) r" \
+			-c "INSERT INTO operations ($ops_cols) $(filler_select "$lo" "$hi")" \
 			-c "INSERT INTO audit_logs ($audit_cols) SELECT '$tenant', '$actor', 'site.create', 'site', site, id, req, t - interval '1 minute'
 				FROM ($(hist_rows "$lo" "$hi" "$n" "$lo")) r" >/dev/null
 		filled=$((filled + n))
